@@ -1,0 +1,329 @@
+//! Typed requests and responses: what the agent state machine emits, what the server state
+//! machine consumes, and what the virtual-time driver passes between them without ever building
+//! HTTP. The `codec` module is the one translation between these and `wire` messages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{QueueJobsRequest, QueueJobsResponse};
+use crate::proto::*;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// No `Authorization` header. The real agent's first listener call goes out like this and
+    /// expects a 401 Bearer challenge.
+    Anonymous,
+    /// HTTP Basic: any user name, the PAT as the password.
+    Basic { user: String, password: String },
+    /// An OAuth bearer token (listener token or job token).
+    Bearer(String),
+}
+
+/// The plan-hub prefix `{scopeIdentifier}/_apis/distributedtask/hubs/{hubName}/plans/{planId}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanScope {
+    pub scope_identifier: String,
+    pub hub: String,
+    pub plan_id: String,
+}
+
+/// The OAuth token endpoint's grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenGrant {
+    /// `grant_type=client_credentials` with an RS256 JWT client assertion.
+    ClientCredentials { client_assertion_type: String, client_assertion: String },
+    /// Extension: `grant_type=refresh_token` presenting the current job token to rotate it.
+    Refresh { refresh_token: String },
+}
+
+/// One protocol call, routed and decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiRequest {
+    ConnectionData,
+    /// `OPTIONS /_apis/` (`area: None`) or `OPTIONS /_apis/{area}`.
+    Options { area: Option<String> },
+    /// The `Location` area's `ResourceAreas` lookup; on-premises answers an empty list.
+    ResourceAreas { area_id: Option<String> },
+    ListPools { pool_name: Option<String> },
+    ListAgents { pool_id: u32, agent_name: Option<String> },
+    AddAgent { pool_id: u32, agent: TaskAgent },
+    GetAgent { pool_id: u32, agent_id: u64 },
+    ReplaceAgent { pool_id: u32, agent_id: u64, agent: TaskAgent },
+    DeleteAgent { pool_id: u32, agent_id: u64 },
+    Token(TokenGrant),
+    CreateSession { pool_id: u32, session: TaskAgentSession },
+    DeleteSession { pool_id: u32, session_id: String },
+    GetMessage { pool_id: u32, session_id: String, last_message_id: Option<u64> },
+    DeleteMessage { pool_id: u32, message_id: u64, session_id: String },
+    /// Lock renewal (no `result`) or finish (`result` + `finishTime`).
+    UpdateJobRequest { pool_id: u32, request_id: u64, lock_token: String, update: JobRequestUpdate },
+    /// Emulator admin: queue synthetic jobs.
+    QueueJobs { pool_id: u32, request: QueueJobsRequest },
+    /// Emulator admin: list job requests with their state.
+    ListJobRequests { pool_id: u32 },
+    /// Emulator admin: counters (leaked secrets, requeues, …).
+    AdminStats,
+    UpdateTimelineRecords { plan: PlanScope, timeline_id: String, records: ListOf<TimelineRecord> },
+    AppendFeed {
+        plan: PlanScope,
+        timeline_id: String,
+        record_id: String,
+        feed: TimelineRecordFeedLinesWrapper,
+    },
+    CreateLog { plan: PlanScope, log: TaskLogCreate },
+    AppendLog { plan: PlanScope, log_id: u64, content: Vec<u8> },
+    PutAttachment {
+        plan: PlanScope,
+        timeline_id: String,
+        record_id: String,
+        kind: String,
+        name: String,
+        content: Vec<u8>,
+    },
+    PostEvent { plan: PlanScope, event: JobEvent },
+}
+
+/// A request with its caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub credential: Credential,
+    pub call: ApiRequest,
+}
+
+/// The emulator's counters, readable through the admin API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmulatorStats {
+    pub agents: u64,
+    pub agents_online: u64,
+    pub sessions: u64,
+    pub parked_polls: u64,
+    pub jobs_queued: u64,
+    pub jobs_unmatched: u64,
+    pub jobs_assigned: u64,
+    pub jobs_completed: u64,
+    pub jobs_requeued: u64,
+    pub leases_active: u64,
+    /// Secret values (or their base64 form) found in log lines and feed batches.
+    pub leaked_secrets: u64,
+    pub tokens_issued: u64,
+    pub tokens_rotated: u64,
+}
+
+/// One protocol answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiResponse {
+    ConnectionData(ConnectionData),
+    Locations(ListOf<ApiResourceLocation>),
+    /// `{"count":0,"value":null}`: on-premises, use the base URL for every area.
+    NoResourceAreas,
+    Pools(ListOf<TaskAgentPool>),
+    Agents(ListOf<TaskAgent>),
+    Agent(TaskAgent),
+    /// 204, no body.
+    NoContent,
+    Token(TokenResponse),
+    Session(TaskAgentSession),
+    Message(TaskAgentMessage),
+    /// 202 with an empty body: the long poll ended with nothing to deliver.
+    NoMessage,
+    JobRequest(TaskAgentJobRequest),
+    JobRequests(ListOf<TaskAgentJobRequest>),
+    QueuedJobs(QueueJobsResponse),
+    Stats(EmulatorStats),
+    TimelineRecords(ListOf<TimelineRecord>),
+    Log(TaskLog),
+    Attachment(TaskAttachment),
+    /// 200 with no meaningful body (feed, events, log append).
+    Ok,
+    Error(ApiError),
+}
+
+/// A typed failure, rendered as a WrappedException (or an OAuth error body at the token
+/// endpoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    /// A message a person can act on. Never contains a secret value.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError { kind, message: message.into() }
+    }
+}
+
+/// Every error the emulator sends, with the type the real client rebuilds from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// 401 + `WWW-Authenticate: Bearer`: missing, unknown, expired or revoked credential.
+    Unauthorized,
+    /// 403: the credential is valid but lacks the scope or touches another plan.
+    AccessDenied,
+    /// 400 at the token endpoint: `{error, error_description}` (e.g. `invalid_client`).
+    OAuthInvalidClient,
+    /// 400 at the token endpoint: unsupported or malformed grant.
+    OAuthInvalidGrant,
+    PoolNotFound,
+    AgentNotFound,
+    AgentExists,
+    SessionConflict,
+    SessionExpired,
+    JobNotFound,
+    JobTokenExpired,
+    AccessTokenExpired,
+    PlanNotFound,
+    PlanSecurity,
+    /// 404: no such route.
+    RouteNotFound,
+    /// 405: route exists, method does not.
+    MethodNotAllowed,
+    /// 400: malformed JSON, wrong types, bad query values.
+    BadRequest,
+    /// 413: body over the configured limit.
+    PayloadTooLarge,
+    /// 429: over a rate or queue limit.
+    Throttled,
+    /// 503: shed under overload.
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// HTTP status code.
+    pub fn status(self) -> u16 {
+        use ErrorKind::*;
+        match self {
+            Unauthorized | JobTokenExpired | AccessTokenExpired => 401,
+            AccessDenied | PlanSecurity => 403,
+            OAuthInvalidClient | OAuthInvalidGrant | BadRequest => 400,
+            PoolNotFound | AgentNotFound | SessionExpired | JobNotFound | PlanNotFound
+            | RouteNotFound => 404,
+            MethodNotAllowed => 405,
+            AgentExists | SessionConflict => 409,
+            PayloadTooLarge => 413,
+            Throttled => 429,
+            Unavailable => 503,
+        }
+    }
+
+    /// The .NET exception type name the client maps `typeKey` to.
+    pub fn type_name(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Unauthorized => "Microsoft.VisualStudio.Services.Common.VssUnauthorizedException",
+            AccessDenied => "Microsoft.VisualStudio.Services.Security.AccessCheckException",
+            OAuthInvalidClient | OAuthInvalidGrant => {
+                "Microsoft.VisualStudio.Services.OAuth.VssOAuthTokenRequestException"
+            }
+            PoolNotFound => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentPoolNotFoundException",
+            AgentNotFound => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentNotFoundException",
+            AgentExists => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentExistsException",
+            SessionConflict => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentSessionConflictException"
+            }
+            SessionExpired => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentSessionExpiredException"
+            }
+            JobNotFound => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentJobNotFoundException",
+            JobTokenExpired => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentJobTokenExpiredException"
+            }
+            AccessTokenExpired => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentAccessTokenExpiredException"
+            }
+            PlanNotFound => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskOrchestrationPlanNotFoundException"
+            }
+            PlanSecurity => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskOrchestrationPlanSecurityException"
+            }
+            RouteNotFound => "Microsoft.VisualStudio.Services.WebApi.VssResourceNotFoundException",
+            MethodNotAllowed => "Microsoft.VisualStudio.Services.WebApi.VssMethodNotAllowedException",
+            BadRequest => "Microsoft.VisualStudio.Services.Common.VssServiceException",
+            PayloadTooLarge => "Microsoft.VisualStudio.Services.WebApi.VssRequestContentTooLargeException",
+            Throttled => "Microsoft.VisualStudio.Services.WebApi.RequestBlockedException",
+            Unavailable => "Microsoft.VisualStudio.Services.WebApi.VssServiceUnavailableException",
+        }
+    }
+
+    /// `typeKey`: the type name's last segment.
+    pub fn type_key(self) -> &'static str {
+        let name = self.type_name();
+        name.rsplit('.').next().unwrap_or(name)
+    }
+
+    /// A short, bounded label for metrics (never derived from a message).
+    pub fn label(self) -> &'static str {
+        use ErrorKind::*;
+        match self {
+            Unauthorized => "unauthorized",
+            AccessDenied => "access_denied",
+            OAuthInvalidClient => "oauth_invalid_client",
+            OAuthInvalidGrant => "oauth_invalid_grant",
+            PoolNotFound => "pool_not_found",
+            AgentNotFound => "agent_not_found",
+            AgentExists => "agent_exists",
+            SessionConflict => "session_conflict",
+            SessionExpired => "session_expired",
+            JobNotFound => "job_not_found",
+            JobTokenExpired => "job_token_expired",
+            AccessTokenExpired => "access_token_expired",
+            PlanNotFound => "plan_not_found",
+            PlanSecurity => "plan_security",
+            RouteNotFound => "route_not_found",
+            MethodNotAllowed => "method_not_allowed",
+            BadRequest => "bad_request",
+            PayloadTooLarge => "payload_too_large",
+            Throttled => "throttled",
+            Unavailable => "unavailable",
+        }
+    }
+
+    /// Inverse of `type_key`, for clients decoding a WrappedException.
+    pub fn from_type_key(key: &str) -> Option<ErrorKind> {
+        ALL_ERROR_KINDS.iter().copied().find(|k| k.type_key() == key)
+    }
+}
+
+/// Every `ErrorKind`, for tables and tests.
+pub const ALL_ERROR_KINDS: &[ErrorKind] = &[
+    ErrorKind::Unauthorized,
+    ErrorKind::AccessDenied,
+    ErrorKind::OAuthInvalidClient,
+    ErrorKind::OAuthInvalidGrant,
+    ErrorKind::PoolNotFound,
+    ErrorKind::AgentNotFound,
+    ErrorKind::AgentExists,
+    ErrorKind::SessionConflict,
+    ErrorKind::SessionExpired,
+    ErrorKind::JobNotFound,
+    ErrorKind::JobTokenExpired,
+    ErrorKind::AccessTokenExpired,
+    ErrorKind::PlanNotFound,
+    ErrorKind::PlanSecurity,
+    ErrorKind::RouteNotFound,
+    ErrorKind::MethodNotAllowed,
+    ErrorKind::BadRequest,
+    ErrorKind::PayloadTooLarge,
+    ErrorKind::Throttled,
+    ErrorKind::Unavailable,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_keys_round_trip_except_shared_oauth_type() {
+        for &k in ALL_ERROR_KINDS {
+            let back = ErrorKind::from_type_key(k.type_key()).unwrap();
+            if k != ErrorKind::OAuthInvalidGrant {
+                assert_eq!(back, k);
+            }
+        }
+        assert_eq!(ErrorKind::SessionConflict.type_key(), "TaskAgentSessionConflictException");
+        assert_eq!(ErrorKind::SessionConflict.status(), 409);
+    }
+}

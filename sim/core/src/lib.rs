@@ -1,0 +1,21 @@
+//! fleetsim-core: the sans-IO heart of fleetsim.
+//!
+//! It holds the Azure Pipelines agent protocol as data (`proto`, `api`, `wire`), the one codec
+//! between typed messages and HTTP-shaped requests (`codec`), the crypto the protocol needs
+//! (`crypto`), the secret masker (`mask`), and the two state machines both drivers share: the
+//! emulated server (`server`) and the virtual agent (`agent`).
+//!
+//! Architecture Invariant: this crate does no IO, reads no clock and uses no global RNG. Time is
+//! an argument (`SimTime`), randomness comes from seeded streams (`rng`). It knows nothing of
+//! sockets, tokio, hyper or Prometheus; `clippy.toml` forbids the obvious escape hatches.
+
+pub mod api;
+pub mod crypto;
+pub mod job;
+pub mod ops;
+pub mod proto;
+pub mod rng;
+pub mod time;
+pub mod wire;
+
+pub use time::SimTime;

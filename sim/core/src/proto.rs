@@ -1,0 +1,589 @@
+//! The protocol's JSON shapes, as the real service and agent exchange them (camelCase, lists as
+//! `{count, value}`, enums as camelCase strings, byte arrays as base64 strings, GUIDs in "D"
+//! form). Field lists follow `../shared/design/protocol.md`; only what fleetsim reads or writes
+//! is typed, and unknown fields are ignored on input as the real client does.
+//!
+//! These types are the serialised wire format: changing a field name changes the protocol.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The all-zero GUID the real agent sends as a placeholder (`sessionId`, `lockToken`).
+pub const EMPTY_GUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A list as the service wraps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListOf<T> {
+    pub count: usize,
+    pub value: Vec<T>,
+}
+
+impl<T> ListOf<T> {
+    pub fn new(value: Vec<T>) -> Self {
+        ListOf { count: value.len(), value }
+    }
+}
+
+/// The error body of every non-2xx answer. The client rebuilds a typed exception from
+/// `typeKey`/`typeName`, and the real agent branches on it, so these must be exact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WrappedException {
+    #[serde(default)]
+    pub inner_exception: Option<Box<WrappedException>>,
+    pub message: String,
+    pub type_name: String,
+    pub type_key: String,
+    #[serde(default)]
+    pub error_code: i32,
+    #[serde(default)]
+    pub event_id: i32,
+}
+
+/// The OAuth token endpoint's error body (`VssOAuthTokenRequestException` on the client).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OAuthError {
+    pub error: String,
+    pub error_description: String,
+}
+
+/// The OAuth token endpoint's success body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery
+// ---------------------------------------------------------------------------------------------
+
+/// One resource location (`OPTIONS _apis/` and `serviceDefinitions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiResourceLocation {
+    pub id: String,
+    pub area: String,
+    pub resource_name: String,
+    pub route_template: String,
+    pub resource_version: u32,
+    pub min_version: String,
+    pub max_version: String,
+    pub released_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessMapping {
+    pub display_name: String,
+    pub moniker: String,
+    pub access_point: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationServiceData {
+    pub service_owner: String,
+    pub default_access_mapping_moniker: String,
+    pub last_change_id: i64,
+    pub last_change_id64: i64,
+    pub access_mappings: Vec<AccessMapping>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub id: String,
+    pub provider_display_name: String,
+    pub is_active: bool,
+}
+
+/// `GET _apis/connectionData`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionData {
+    pub authenticated_user: Identity,
+    pub authorized_user: Identity,
+    pub instance_id: String,
+    pub deployment_id: String,
+    /// `onPremises` or `hosted`; decides the client's URL-rewrite rules.
+    pub deployment_type: String,
+    pub location_service_data: LocationServiceData,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pools and agents
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentPool {
+    pub id: u32,
+    pub name: String,
+    #[serde(default)]
+    pub is_hosted: bool,
+    #[serde(default = "automation")]
+    pub pool_type: String,
+    #[serde(default)]
+    pub size: u32,
+}
+
+fn automation() -> String {
+    "automation".to_string()
+}
+
+/// An agent's RSA public key: big-endian bytes, base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentPublicKey {
+    pub exponent: String,
+    pub modulus: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentAuthorization {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<TaskAgentPublicKey>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentStatus {
+    Offline,
+    Online,
+}
+
+/// A job request as the agents list and the job-request routes show it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentJobRequest {
+    pub request_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demands: Vec<String>,
+    /// Emulator extension: the request's state (`queued`, `assigned`, `running`, `completed`,
+    /// `unmatched`), for the admin listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Emulator extension: how often the job went back to the queue after a lost lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_agent: Option<TaskAgentReference>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentReference {
+    #[serde(default)]
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AgentStatus>,
+}
+
+/// `TaskAgent`: what `config.sh` posts and the service returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgent {
+    #[serde(default)]
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_description: Option<String>,
+    #[serde(default = "one")]
+    pub max_parallelism: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AgentStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on: Option<String>,
+    #[serde(default)]
+    pub system_capabilities: BTreeMap<String, String>,
+    #[serde(default)]
+    pub user_capabilities: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<TaskAgentAuthorization>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_request: Option<TaskAgentJobRequest>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions and messages
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentSessionKey {
+    pub encrypted: bool,
+    /// base64 of the AES key, RSA-OAEP-SHA1-wrapped when `encrypted`.
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentSession {
+    /// `00000000-…` on create; set by the server.
+    pub session_id: String,
+    #[serde(default)]
+    pub owner_name: String,
+    pub agent: TaskAgentReference,
+    #[serde(default)]
+    pub system_capabilities: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<TaskAgentSessionKey>,
+}
+
+/// `PipelineAgentJobRequest`: start a job.
+pub const MESSAGE_JOB_REQUEST: &str = "PipelineAgentJobRequest";
+/// `JobCancellation`: cancel a running job.
+pub const MESSAGE_JOB_CANCELLATION: &str = "JobCancellation";
+
+/// A message from the long poll. `body` is base64 of AES-256-CBC/PKCS7 over the UTF-8 JSON when
+/// `iv` is non-empty, else the plain JSON text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentMessage {
+    pub message_id: u64,
+    pub message_type: String,
+    #[serde(default)]
+    pub iv: String,
+    pub body: String,
+}
+
+/// `JobCancellation` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCancelMessage {
+    pub job_id: String,
+    /// Grace period, "hh:mm:ss".
+    pub timeout: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job message
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanReference {
+    pub scope_identifier: String,
+    pub plan_type: String,
+    pub plan_id: String,
+    #[serde(default)]
+    pub version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineReference {
+    pub id: String,
+    #[serde(default)]
+    pub change_id: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointAuthorization {
+    pub scheme: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// The endpoint that carries the job token.
+pub const SYSTEM_VSS_CONNECTION: &str = "SystemVssConnection";
+/// The parameter of `SystemVssConnection` that holds the job token.
+pub const ACCESS_TOKEN_PARAMETER: &str = "AccessToken";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEndpoint {
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub authorization: EndpointAuthorization,
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResources {
+    #[serde(default)]
+    pub endpoints: Vec<ServiceEndpoint>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableValue {
+    pub value: String,
+    #[serde(default)]
+    pub is_secret: bool,
+    #[serde(default)]
+    pub is_read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskHint {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReference {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+}
+
+/// The task name of fleetsim's synthetic steps; their `inputs` carry the work to simulate
+/// (see `job::SyntheticStep`).
+pub const SYNTHETIC_TASK_NAME: &str = "FleetsimSynthetic";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStep {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reference: TaskReference,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub condition: String,
+}
+
+/// `AgentJobRequestMessage`, the body of a `PipelineAgentJobRequest` message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentJobRequestMessage {
+    pub message_type: String,
+    pub plan: PlanReference,
+    pub timeline: TimelineReference,
+    pub job_id: String,
+    pub job_display_name: String,
+    pub job_name: String,
+    pub request_id: u64,
+    /// The emulator's lock token for this request (the real agent always sends the empty GUID
+    /// back; fleetsim's agents do the same).
+    #[serde(default)]
+    pub lock_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+    pub resources: JobResources,
+    #[serde(default)]
+    pub variables: BTreeMap<String, VariableValue>,
+    #[serde(default)]
+    pub mask: Vec<MaskHint>,
+    #[serde(default)]
+    pub steps: Vec<JobStep>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan hub (worker → server)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskResult {
+    Succeeded,
+    SucceededWithIssues,
+    Failed,
+    Canceled,
+    Skipped,
+    Abandoned,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TimelineRecordState {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLogReference {
+    pub id: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TimelineRecordState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<TaskLogReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_count: Option<u32>,
+}
+
+/// Live-console batch: at most 100 lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineRecordFeedLinesWrapper {
+    pub step_id: String,
+    pub value: Vec<String>,
+    pub count: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u64>,
+}
+
+/// `POST …/logs` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLogCreate {
+    pub path: String,
+}
+
+/// `POST …/logs` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLog {
+    pub id: u64,
+    pub path: String,
+    #[serde(default)]
+    pub line_count: u64,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on: Option<String>,
+}
+
+/// `PUT …/attachments/{type}/{name}` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAttachment {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub record_id: String,
+    pub timeline_id: String,
+}
+
+/// The plan event that ends a job (plan version ≥ 8).
+pub const EVENT_JOB_COMPLETED: &str = "JobCompleted";
+
+/// `POST …/events` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    pub name: String,
+    pub job_id: String,
+    #[serde(default)]
+    pub request_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+}
+
+/// `PATCH …/jobrequests/{id}` body: a renewal (`requestId` only) or a finish (with `result`
+/// and `finishTime`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequestUpdate {
+    pub request_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_round_trips_in_camel_case() {
+        let a = TaskAgent {
+            name: "agent-1".into(),
+            version: "4.260.0".into(),
+            authorization: Some(TaskAgentAuthorization {
+                public_key: Some(TaskAgentPublicKey { exponent: "AQAB".into(), modulus: "xx".into() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.contains("\"maxParallelism\":1"), "{json}");
+        assert!(json.contains("\"publicKey\":{\"exponent\":\"AQAB\""), "{json}");
+        let back: TaskAgent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn results_and_lists_use_the_services_shapes() {
+        assert_eq!(serde_json::to_string(&TaskResult::SucceededWithIssues).unwrap(), "\"succeededWithIssues\"");
+        let l = ListOf::new(vec![1, 2]);
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"count":2,"value":[1,2]}"#);
+    }
+}
