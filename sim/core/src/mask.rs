@@ -1,0 +1,1 @@
+//! PLACEHOLDER (owned by the crypto helper): the secret masker and leak scanner.
