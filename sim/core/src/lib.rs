@@ -14,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod codec;
 pub mod crypto;
+pub mod dist;
 pub mod event;
 pub mod job;
 pub mod mask;
