@@ -76,7 +76,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     for (unit, scale) in [("h", 3_600_000_000u128), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000)]
     {
-        if us % scale == 0 {
+        if us.is_multiple_of(scale) {
             return format!("{}{unit}", us / scale);
         }
     }

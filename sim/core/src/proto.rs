@@ -219,7 +219,7 @@ pub struct TaskAgentReference {
 }
 
 /// `TaskAgent`: what `config.sh` posts and the service returns.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskAgent {
     #[serde(default)]
@@ -251,6 +251,27 @@ pub struct TaskAgent {
 
 fn one() -> u32 {
     1
+}
+
+/// Like the real agent's `CreateNewAgent`: one job at a time, everything else empty.
+impl Default for TaskAgent {
+    fn default() -> Self {
+        TaskAgent {
+            id: 0,
+            name: String::new(),
+            version: String::new(),
+            os_description: None,
+            max_parallelism: one(),
+            provisioning_state: None,
+            enabled: None,
+            status: None,
+            created_on: None,
+            system_capabilities: BTreeMap::new(),
+            user_capabilities: BTreeMap::new(),
+            authorization: None,
+            assigned_request: None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
