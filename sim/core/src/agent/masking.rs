@@ -1,0 +1,110 @@
+//! What one job masks, built as the real worker builds its masker (protocol.md §6): every secret
+//! variable, every endpoint authorization parameter except the known non-secret ones (which
+//! covers the job token), and the job's mask hints. The masking itself is `mask::SecretMasker`'s.
+//!
+//! This module decides *what* is secret; it never sends or stores a line.
+
+use std::borrow::Cow;
+
+use crate::proto::AgentJobRequestMessage;
+
+/// Endpoint authorization parameters the real agent does not mask
+/// (`Worker.cs` InitializeSecretMasker).
+const NON_SECRET_PARAMETERS: &[&str] = &[
+    "audience",
+    "authenticationtype",
+    "authorizationtype",
+    "azureenvironment",
+    "azurespnroleassignmentid",
+    "azurespnobjectid",
+    "expiresat",
+    "issuedat",
+    "role",
+    "scope",
+    "serviceprincipalid",
+    "spnobjectid",
+    "tenantid",
+    "username",
+];
+
+/// The secrets of one job and the masker built from them.
+pub(crate) struct JobSecrets {
+    /// The secret variable values, in variable-name order: what the synthetic log lines print.
+    pub(crate) values: Vec<String>,
+    masker: Masker,
+}
+
+impl JobSecrets {
+    /// Collect the job's secrets. `enabled = false` builds a masker that masks nothing (the
+    /// leak-detection test switch); the values are still known so lines can print them.
+    pub(crate) fn from_message(msg: &AgentJobRequestMessage, enabled: bool) -> JobSecrets {
+        let mut masker = Masker::new(enabled);
+        let mut values = Vec::new();
+        for var in msg.variables.values() {
+            if var.is_secret && !var.value.is_empty() {
+                masker.add_value(&var.value);
+                values.push(var.value.clone());
+            }
+        }
+        for endpoint in &msg.resources.endpoints {
+            for (name, value) in &endpoint.authorization.parameters {
+                if !NON_SECRET_PARAMETERS.contains(&name.to_ascii_lowercase().as_str()) {
+                    masker.add_value(value);
+                }
+            }
+        }
+        for hint in &msg.mask {
+            if hint.kind.eq_ignore_ascii_case("regex") {
+                // A hint the masker cannot compile is skipped, as the real agent logs and skips.
+                masker.add_regex(&hint.value);
+            } else {
+                masker.add_value(&hint.value);
+            }
+        }
+        JobSecrets { values, masker }
+    }
+
+    /// Register a value learnt later (a rotated job token).
+    pub(crate) fn add_value(&mut self, value: &str) {
+        self.masker.add_value(value);
+    }
+
+    /// Mask `line`; returns the text and how many occurrences were replaced.
+    pub(crate) fn mask<'a>(&self, line: &'a str) -> (Cow<'a, str>, u32) {
+        self.masker.mask(line)
+    }
+}
+
+/// Thin adapter over `mask::SecretMasker` with an off switch.
+struct Masker {
+    inner: Option<crate::mask::SecretMasker>,
+}
+
+impl Masker {
+    fn new(enabled: bool) -> Masker {
+        Masker {
+            inner: enabled.then(crate::mask::SecretMasker::new),
+        }
+    }
+
+    fn add_value(&mut self, value: &str) {
+        if let Some(m) = &mut self.inner {
+            // A value the masker refuses (over its bounds) stays unmasked; the emulator's leak
+            // counter then shows it, which is the honest outcome.
+            let _ = m.add_value(value);
+        }
+    }
+
+    fn add_regex(&mut self, pattern: &str) {
+        if let Some(m) = &mut self.inner {
+            let _ = m.add_regex(pattern);
+        }
+    }
+
+    fn mask<'a>(&self, line: &'a str) -> (Cow<'a, str>, u32) {
+        match &self.inner {
+            Some(m) => m.mask(line),
+            None => (Cow::Borrowed(line), 0),
+        }
+    }
+}
