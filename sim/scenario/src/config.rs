@@ -1,0 +1,170 @@
+//! Scenario → the core's configuration types, in one place, so the live and the virtual-time
+//! drivers configure agents and the embedded emulator identically.
+//!
+//! These are pure mappings: they never read the environment or files (the caller resolves the
+//! PAT and passes it in) and never start anything.
+
+use fleetsim_core::agent::{AgentConfig, RegisterMode as CoreRegisterMode};
+use fleetsim_core::crypto::{CryptoMode, Meter};
+use fleetsim_core::server::{Limits, PoolConfig, ServerConfig};
+
+use crate::model::{RegisterMode, Scenario};
+
+/// Pool id given to a scenario pool other than the emulator's built-in `Default` (id 1).
+pub const SCENARIO_POOL_ID: u32 = 2;
+
+impl Scenario {
+    /// The pool the fleet registers into: the target's, or the embedded emulator's.
+    pub fn pool_name(&self) -> &str {
+        self.target.as_ref().map_or(&self.server.pool, |t| &t.pool)
+    }
+
+    /// The configuration every agent of the fleet shares. `pat` is the resolved PAT (from
+    /// `target.pat_env` / `pat_file`, or the embedded emulator's); the meter is off (drivers
+    /// that time crypto set their own).
+    pub fn agent_config(&self, pat: impl Into<String>, crypto_mode: CryptoMode) -> AgentConfig {
+        let a = &self.agent;
+        AgentConfig {
+            pool_name: self.pool_name().to_string(),
+            name_prefix: self.fleet.name_prefix.clone(),
+            version: a.version.clone(),
+            os_description: a.os_description.clone(),
+            capabilities: self.fleet.capabilities.clone(),
+            pat: pat.into(),
+            register_mode: match self.fleet.register_mode {
+                RegisterMode::Register => CoreRegisterMode::Register,
+                RegisterMode::Replace => CoreRegisterMode::Replace,
+            },
+            crypto_mode,
+            meter: Meter::off(),
+            mask_secrets: a.mask_secrets,
+            long_poll_timeout: a.long_poll_timeout,
+            empty_poll_gap: a.empty_poll_gap.clone(),
+            error_backoff_first: a.error_backoff_first.clone(),
+            error_backoff_later: a.error_backoff_later.clone(),
+            error_backoff_first_count: a.error_backoff_first_count,
+            keepalive_interval: a.keepalive_interval,
+            keepalive: a.keepalive,
+            session_retry: a.session_retry,
+            session_conflict_budget: a.session_conflict_budget,
+            session_delete_timeout: a.session_delete_timeout,
+            lock_renew_interval: a.lock_renew_interval,
+            first_renew_tries: a.first_renew_tries,
+            first_renew_retry: a.first_renew_retry.clone(),
+            renew_retry: a.renew_retry.clone(),
+            renew_retry_later: a.renew_retry_later.clone(),
+            renew_give_up_after: a.renew_give_up_after,
+            renew_timeout: a.renew_timeout,
+            timeline_interval: a.timeline_interval,
+            feed_interval_fast: a.feed_interval_fast,
+            feed_interval: a.feed_interval,
+            feed_fast_period: a.feed_fast_period,
+            feed_batch_lines_max: a.feed_batch_lines_max as usize,
+            feed_batches_per_tick_max: a.feed_batches_per_tick_max as usize,
+            line_chars_max: a.line_chars_max as usize,
+            log_upload_interval: a.log_upload_interval,
+            log_page_bytes_max: usize::try_from(a.log_page_bytes_max).unwrap_or(usize::MAX),
+            job_call_timeout: a.job_call_timeout,
+            completion_tries: a.completion_tries,
+            completion_retry: a.completion_retry,
+            artifact_bytes_max: a.artifact_bytes_max,
+            job_token_rotate_before: a.job_token_rotate_before,
+            job_token_ttl_hint: self.jobs.token_ttl,
+            auth_retries_max: a.auth_retries_max,
+            assertion_lifetime: a.assertion_lifetime,
+        }
+    }
+
+    /// The embedded emulator's configuration: the `[server]` settings, `pat` accepted with
+    /// every scope, the scenario's pool, and limits raised to fit the fleet where the scenario
+    /// leaves them open (a 10^6-agent virtual run must not trip the default of 10^5 agents).
+    pub fn server_config(&self, pat: impl Into<String>, crypto_mode: CryptoMode) -> ServerConfig {
+        let s = &self.server;
+        let base = ServerConfig::with_env_pat(pat);
+        let agents = self.fleet.agents as usize;
+        let fit = |set: Option<u64>, default: usize, need: usize| {
+            set.map_or(default.max(need), |v| {
+                usize::try_from(v).unwrap_or(usize::MAX)
+            })
+        };
+        let d = Limits::default();
+        let limits = Limits {
+            max_agents: fit(s.limits.max_agents, d.max_agents, agents),
+            max_sessions: fit(s.limits.max_sessions, d.max_sessions, agents),
+            max_queued_jobs: fit(s.limits.max_queued_jobs, d.max_queued_jobs, 0),
+            // Each agent parks two polls: the main loop's and the keep-alive's.
+            max_parked_polls: fit(s.limits.max_parked_polls, d.max_parked_polls, 2 * agents),
+            max_body_bytes: fit(s.limits.max_body_bytes, d.max_body_bytes, 0),
+            ..d
+        };
+        let pools = if s.pool == fleetsim_core::server::DEFAULT_POOL_NAME {
+            Vec::new()
+        } else {
+            vec![PoolConfig {
+                name: s.pool.clone(),
+                id: SCENARIO_POOL_ID,
+            }]
+        };
+        ServerConfig {
+            pools,
+            listener_token_ttl: s.listener_token_ttl,
+            job_token_ttl: self.jobs.token_ttl.unwrap_or(base.job_token_ttl),
+            job_token_rotation_grace: s.job_token_rotation_grace,
+            long_poll_hold: s.long_poll_hold,
+            lease_duration: s.lease_duration,
+            lease_grace: s.lease_grace,
+            session_idle_timeout: s.session_idle_timeout,
+            jwt_skew: s.jwt_skew,
+            crypto_mode,
+            secret_scan: s.secret_scan,
+            limits,
+            ..base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_cores_defaults() {
+        // Goal: a scenario that says nothing configures agents and the emulator exactly as the
+        // core's own defaults do (one set of real-agent values, not two that drift apart).
+        let s = crate::load_str("d.toml", "[run]\nduration = \"1m\"\n", &[]).unwrap();
+        let mine = s.agent_config("pat", CryptoMode::Real);
+        let core = AgentConfig {
+            pat: "pat".into(),
+            ..AgentConfig::default()
+        };
+        assert_eq!(format!("{mine:?}"), format!("{core:?}"));
+        let server = s.server_config("pat", CryptoMode::Real);
+        let core = ServerConfig::with_env_pat("pat");
+        assert_eq!(format!("{server:?}"), format!("{core:?}"));
+    }
+
+    #[test]
+    fn server_limits_grow_with_the_fleet() {
+        // Goal: big fleets fit the emulator unless the scenario sets a limit on purpose.
+        let text = "[run]\nduration = \"1m\"\n[fleet]\nagents = 1000000\n\
+                    [server]\npool = \"big\"\nlong_poll_hold = \"20s\"\n\
+                    [server.limits]\nmax_sessions = 10\n";
+        let s = crate::load_str("b.toml", text, &[]).unwrap();
+        let c = s.server_config("pat", CryptoMode::Modelled);
+        assert_eq!(c.limits.max_agents, 1_000_000);
+        assert_eq!(c.limits.max_sessions, 10);
+        assert_eq!(c.limits.max_parked_polls, 2_000_000);
+        assert_eq!(c.long_poll_hold, Duration::from_secs(20));
+        assert_eq!(
+            c.pools,
+            vec![PoolConfig {
+                name: "big".into(),
+                id: SCENARIO_POOL_ID
+            }]
+        );
+        assert_eq!(s.agent_config("pat", CryptoMode::Modelled).pool_name, "big");
+        assert!(c.validate().is_ok());
+    }
+}

@@ -1,0 +1,573 @@
+//! The validated scenario: what the drivers read.
+//!
+//! Every value here has passed validation, so the types say what is possible: a rate is never
+//! negative, a fraction lies in [0, 1], a warm-up is shorter than the run, a PAT is never held
+//! inline. Defaults are filled in (the real agent's timers, the emulator's settings), so a driver
+//! never needs its own fallback. This module never parses text; `crate::validate` builds these
+//! values from the raw mirror.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleetsim_core::dist::{DurationDist, NumberDist};
+use fleetsim_core::job::{SyntheticJob, SyntheticStep};
+use fleetsim_core::ops::Operation;
+use fleetsim_metrics::thresholds::Threshold;
+
+/// A scenario: one run's whole description.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The file it came from, as given to `load` (or the name given to `load_str`).
+    pub source: String,
+    /// The `--set` overrides applied on top of the file, in order (logged with the seed so a
+    /// run can be repeated exactly).
+    pub overrides: Vec<String>,
+    /// `[run]`: name, length, seed.
+    pub run: Run,
+    /// `[target]`: `None` runs against the embedded emulator.
+    pub target: Option<Target>,
+    /// `[fleet]`: how many agents and how they are made.
+    pub fleet: Fleet,
+    /// `[agent]`: the agents' timers and switches.
+    pub agent: AgentSettings,
+    /// `[jobs]`: the job load.
+    pub jobs: Jobs,
+    /// `[server]`: the embedded emulator's settings and the virtual-time capacity model.
+    pub server: ServerSettings,
+    /// `[network]`: latency and loss (virtual time).
+    pub network: Network,
+    /// `[[faults]]` (and `[[network.partitions]]`), sorted by start time, then file order.
+    pub faults: Vec<Fault>,
+    /// `[thresholds]`, sorted by metric name.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// Shown in reports; defaults to the file's stem.
+    pub name: String,
+    /// How long jobs are generated and agents run (virtual time in `simulate`).
+    pub duration: Duration,
+    /// The one seed every random stream derives from.
+    pub seed: u64,
+    /// Measurements before this point are discarded; always shorter than `duration`.
+    pub warmup: Duration,
+}
+
+/// `[target]`: a compatible server somewhere else.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// Collection base URL, `http://` or `https://`, without a trailing slash or credentials.
+    pub url: String,
+    /// Agent pool name the fleet registers into.
+    pub pool: String,
+    /// Where the PAT comes from; it is never in the scenario file.
+    pub pat: PatSource,
+    /// How the server's TLS certificate is checked.
+    pub tls: TlsTrust,
+    /// The HTTP proxy, as the real agent finds one.
+    pub proxy: ProxySettings,
+}
+
+/// Where a PAT is read from at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatSource {
+    /// An environment variable's name (default `FLEETSIM_PAT`).
+    Env(String),
+    /// A file holding the PAT (surrounding whitespace is ignored).
+    File(PathBuf),
+}
+
+/// How the target's certificate is trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// The driver's built-in roots.
+    Default,
+    /// Trust this PEM CA file (self-signed targets).
+    CaFile(PathBuf),
+    /// Accept any certificate. Only for tests against self-signed targets; named loudly.
+    Insecure,
+}
+
+/// The proxy settings of `[target.proxy]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Where the proxy URL comes from.
+    pub source: ProxySource,
+    /// Env var holding the proxy user name (default `VSTS_HTTP_PROXY_USERNAME`).
+    pub username_env: String,
+    /// Env var holding the proxy password (default `VSTS_HTTP_PROXY_PASSWORD`).
+    pub password_env: String,
+    /// Hosts that bypass the proxy, `NO_PROXY`-style (`localhost`, `.example.com`).
+    pub no_proxy: Vec<String>,
+    /// Regexes, one per entry, like the agent's `.proxybypass` file.
+    pub bypass: Vec<String>,
+}
+
+/// Where the proxy URL comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySource {
+    /// The environment, as the agent reads it: `VSTS_HTTP_PROXY`, then `HTTPS_PROXY` /
+    /// `HTTP_PROXY` (the live driver documents the precedence). The default.
+    Environment,
+    /// No proxy, whatever the environment says.
+    Off,
+    /// This URL (`http://host:port`, Basic credentials may be in the user-info).
+    Url(String),
+    /// A `.proxy`-style file: line 1 the URL, an optional line `basicauth=true`.
+    File(PathBuf),
+}
+
+/// `[fleet]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fleet {
+    /// How many virtual agents (≥ 1).
+    pub agents: u32,
+    /// Agents start evenly spread over this time (0 = all at once).
+    pub ramp_up: Duration,
+    /// Agent names are `{name_prefix}{index}`.
+    pub name_prefix: String,
+    /// User capabilities every agent advertises (demands match against these).
+    pub capabilities: BTreeMap<String, String>,
+    /// RSA key size.
+    pub key_bits: KeyBits,
+    /// How many distinct keys the fleet uses, round-robin (1 ..= agents).
+    pub distinct_keys: u32,
+    /// Where keys are cached between runs; `None` = the driver's default directory.
+    pub key_cache_dir: Option<PathBuf>,
+    /// How agents hold HTTP connections (live mode).
+    pub connection_mode: ConnectionMode,
+    /// What an agent does when its name is already registered.
+    pub register_mode: RegisterMode,
+}
+
+/// RSA key sizes the fleet can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyBits {
+    /// 2048 bits, what the real agent generates.
+    B2048,
+    /// 3072 bits.
+    B3072,
+    /// 4096 bits.
+    B4096,
+}
+
+impl KeyBits {
+    /// The size in bits.
+    pub fn bits(self) -> usize {
+        match self {
+            KeyBits::B2048 => 2048,
+            KeyBits::B3072 => 3072,
+            KeyBits::B4096 => 4096,
+        }
+    }
+}
+
+/// Connection handling in live mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionMode {
+    /// Each agent holds its own connections (listener, keep-alive, job), as real agents do.
+    PerAgent,
+    /// Agents share a pooled client.
+    Pooled,
+}
+
+/// What happens when an agent's name already exists in the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterMode {
+    /// `POST` a new agent; an existing name is an error (as unattended `config.sh` without
+    /// `--replace`).
+    Register,
+    /// `PUT` over an existing agent of the same name (`config.sh --replace`).
+    Replace,
+}
+
+/// `[agent]`: every timer of the real agent, with its real default, plus fleetsim switches.
+/// Field names and defaults are those of `fleetsim_core::agent::AgentConfig`, which
+/// [`Scenario::agent_config`] fills from this.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSettings {
+    /// Agent version sent at registration and session create.
+    pub version: String,
+    /// `osDescription` sent at registration.
+    pub os_description: String,
+    /// Client timeout of every listener call, long polls included (real: 100 s).
+    pub long_poll_timeout: Duration,
+    /// Pause after a long poll that ended empty (real: U(5 s, 15 s)).
+    pub empty_poll_gap: DurationDist,
+    /// Back-off after each of the first `error_backoff_first_count` errors (real: U(15, 30) s).
+    pub error_backoff_first: DurationDist,
+    /// Back-off after more consecutive errors than that (real: U(30, 60) s).
+    pub error_backoff_later: DurationDist,
+    /// How many consecutive errors use `error_backoff_first` (real: 5).
+    pub error_backoff_first_count: u32,
+    /// Pause between keep-alive polls, counted from each return (real: 30 s).
+    pub keepalive_interval: Duration,
+    /// Run the parallel keep-alive loop at all (agents since v3.236.1 do).
+    pub keepalive: bool,
+    /// Pause between session-create attempts (real: 30 s).
+    pub session_retry: Duration,
+    /// Stop once session conflicts have lasted this long (real: 4 min).
+    pub session_conflict_budget: Duration,
+    /// Timeout of the session DELETE on shutdown (real: 30 s).
+    pub session_delete_timeout: Duration,
+    /// Lock renewal period while a job runs (real: 60 s).
+    pub lock_renew_interval: Duration,
+    /// Tries of the first renewal before the job is given up (real: 5).
+    pub first_renew_tries: u32,
+    /// Pause between first-renewal tries (real: U(1 s, 10 s)).
+    pub first_renew_retry: DurationDist,
+    /// Pause after a failed renewal while the job runs (real: U(5 s, 15 s)).
+    pub renew_retry: DurationDist,
+    /// Pause after more than 5 consecutive failed renewals (real: U(15 s, 30 s)).
+    pub renew_retry_later: DurationDist,
+    /// Give up the job when renewals fail this long past the last good one (real: 15 min).
+    pub renew_give_up_after: Duration,
+    /// Client timeout of a lock renewal (real: 60 s).
+    pub renew_timeout: Duration,
+    /// Timeline-record queue drain period (real: 500 ms).
+    pub timeline_interval: Duration,
+    /// Live-console feed period during the first `feed_fast_period` of a job (real: 500 ms).
+    pub feed_interval_fast: Duration,
+    /// Live-console feed period afterwards (real: 1000 ms).
+    pub feed_interval: Duration,
+    /// How long the fast feed period lasts (real: 15 s).
+    pub feed_fast_period: Duration,
+    /// Lines per feed POST at most (real: 100).
+    pub feed_batch_lines_max: u32,
+    /// Feed POSTs per tick at most (real: 5).
+    pub feed_batches_per_tick_max: u32,
+    /// Longer lines are cut (real: 1024 characters).
+    pub line_chars_max: u32,
+    /// Log-upload queue drain period (real: 1 s).
+    pub log_upload_interval: Duration,
+    /// Bytes per log upload at most (real: 8 MiB pages).
+    pub log_page_bytes_max: u64,
+    /// Client timeout of every job-connection call (real: 100 s).
+    pub job_call_timeout: Duration,
+    /// Tries of the completion event (real: 5).
+    pub completion_tries: u32,
+    /// Pause between completion tries (real: 5 s).
+    pub completion_retry: Duration,
+    /// Largest artifact one step uploads; bigger ones are cut (bounded memory).
+    pub artifact_bytes_max: u64,
+    /// 401 answers re-mint the listener token at most this often per call (real: 3).
+    pub auth_retries_max: u8,
+    /// Lifetime of the JWT client assertion (real: 5 min).
+    pub assertion_lifetime: Duration,
+    /// Extension: rotate the job token this long before it expires; `None` = never (the real
+    /// agent never rotates).
+    pub job_token_rotate_before: Option<Duration>,
+    /// Mask secret values in logs before sending (real: always). Off proves leak detection.
+    pub mask_secrets: bool,
+}
+
+/// `[jobs]`: the job load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Jobs {
+    /// How jobs arrive over time.
+    pub arrival: Arrival,
+    /// A job's total run time on the agent, split evenly over its steps.
+    pub duration: DurationDist,
+    /// Steps per job (drawn, rounded, at least 1).
+    pub steps: NumberDist,
+    /// Log lines each step prints per second of its run time.
+    pub log_lines_per_s: f64,
+    /// Secret variables per job.
+    pub secrets: u32,
+    /// Log lines per step that carry a secret value (at most the step's lines).
+    pub secret_lines: u32,
+    /// Artifact bytes a job attaches at its last step (0 = none).
+    pub artifact_bytes: NumberDist,
+    /// Probability a job fails (0 ..= 1).
+    pub failure_rate: f64,
+    /// Probability a queued job is canceled while it runs (0 ..= 1).
+    pub cancel_rate: f64,
+    /// Demands every job carries (`name` or `name -equals value`).
+    pub demands: Vec<String>,
+    /// Job-token lifetime; `None` = the emulator's default.
+    pub token_ttl: Option<Duration>,
+}
+
+/// How jobs arrive.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arrival {
+    /// No jobs at all (`rate_per_s = 0` or no `[jobs]` section).
+    None,
+    /// A Poisson process at `rate_per_s`.
+    Poisson { rate_per_s: f64 },
+    /// Evenly spaced arrivals at `rate_per_s`.
+    Constant { rate_per_s: f64 },
+    /// `size` jobs at once, every `every`, the first at time 0.
+    Bursts { size: u32, every: Duration },
+    /// A piecewise-constant Poisson rate: each point's rate holds from its `at` until the next
+    /// point's (before the first point the rate is 0). Points are sorted by `at`, strictly.
+    Profile(Vec<ProfilePoint>),
+}
+
+impl Arrival {
+    /// The mean arrival rate at `t` (jobs per second).
+    pub fn rate_at(&self, t: Duration) -> f64 {
+        match self {
+            Arrival::None => 0.0,
+            Arrival::Poisson { rate_per_s } | Arrival::Constant { rate_per_s } => *rate_per_s,
+            Arrival::Bursts { size, every } => f64::from(*size) / every.as_secs_f64(),
+            Arrival::Profile(points) => points
+                .iter()
+                .take_while(|p| p.at <= t)
+                .last()
+                .map_or(0.0, |p| p.rate_per_s),
+        }
+    }
+}
+
+/// One point of an arrival profile.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProfilePoint {
+    /// From this time on...
+    pub at: Duration,
+    /// ...jobs arrive at this rate (≥ 0).
+    pub rate_per_s: f64,
+}
+
+impl Jobs {
+    /// Draw one synthetic job from the job model. Both drivers call this with their Jobs RNG
+    /// stream, so live and virtual runs generate the same jobs for the same seed.
+    pub fn sample_job(&self, rng: &mut impl rand::RngCore) -> SyntheticJob {
+        let total = self.duration.sample(rng);
+        let steps = (self.steps.sample(rng).round() as u64).clamp(1, MAX_STEPS_PER_JOB);
+        let step_us = total.as_micros() as u64 / steps;
+        let lines = ((step_us as f64 / 1e6) * self.log_lines_per_s).round() as u64;
+        let lines = lines.min(MAX_LOG_LINES_PER_STEP) as u32;
+        let secret_lines = if self.secrets == 0 {
+            0
+        } else {
+            self.secret_lines.min(lines)
+        };
+        let artifact = self.artifact_bytes.sample(rng).round() as u64;
+        let fail = bernoulli(rng, self.failure_rate);
+        let steps = (0..steps)
+            .map(|i| SyntheticStep {
+                duration_ms: step_us / 1_000,
+                log_lines: lines,
+                secret_lines,
+                artifact_bytes: if i + 1 == steps { artifact } else { 0 },
+            })
+            .collect();
+        SyntheticJob {
+            steps,
+            secrets: self.secrets,
+            fail,
+            demands: self.demands.clone(),
+        }
+    }
+
+    /// Whether a job is to be canceled while running (drawn from the caller's Jobs stream).
+    pub fn sample_cancel(&self, rng: &mut impl rand::RngCore) -> bool {
+        bernoulli(rng, self.cancel_rate)
+    }
+}
+
+/// A job has at most this many steps, whatever the distribution draws (the emulator's own
+/// per-job bound, so a drawn job is never refused).
+pub const MAX_STEPS_PER_JOB: u64 = 100;
+
+/// A step prints at most this many log lines, whatever a long-tailed duration draws (a bound on
+/// the work one job asks of an agent).
+pub const MAX_LOG_LINES_PER_STEP: u64 = 1_000_000;
+
+/// `true` with probability `p`, consuming one draw whatever `p` is (so changing a rate does not
+/// shift later draws).
+fn bernoulli(rng: &mut impl rand::RngCore, p: f64) -> bool {
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    u < p
+}
+
+/// `[server]`: the embedded emulator's settings and, for virtual time, its capacity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    /// Pool the embedded emulator creates and the fleet registers into.
+    pub pool: String,
+    /// How long a long poll is held before an empty answer (real service: ≈ 50 s).
+    pub long_poll_hold: Duration,
+    /// Job lease length; renewals extend it (real: ≈ 10 min).
+    pub lease_duration: Duration,
+    /// Extra time after a lease lapses before the job is requeued.
+    pub lease_grace: Duration,
+    /// Clock-skew tolerance on a JWT assertion's `nbf`/`exp`.
+    pub jwt_skew: Duration,
+    /// Listener (OAuth) token lifetime.
+    pub listener_token_ttl: Duration,
+    /// How long a rotated-out job token keeps working.
+    pub job_token_rotation_grace: Duration,
+    /// A session with no poll for this long is dropped.
+    pub session_idle_timeout: Duration,
+    /// Scan received logs for the jobs' secret values.
+    pub secret_scan: bool,
+    /// Bounds; `None` = the emulator's default.
+    pub limits: ServerLimits,
+    /// Virtual time: worker pools; empty = no server queueing at all (infinite capacity).
+    pub stations: Vec<Station>,
+    /// Virtual time: crypto done for real or charged as modelled cost.
+    pub crypto: CryptoModel,
+}
+
+/// Emulator bounds; `None` leaves the emulator's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Registered agents at most.
+    pub max_agents: Option<u64>,
+    /// Live sessions at most.
+    pub max_sessions: Option<u64>,
+    /// Jobs waiting for an agent at most (running jobs do not count); beyond it queueing fails.
+    pub max_queued_jobs: Option<u64>,
+    /// Long polls held at once at most.
+    pub max_parked_polls: Option<u64>,
+    /// Request body size at most (413 beyond).
+    pub max_body_bytes: Option<u64>,
+    /// Open connections at most (the HTTP front).
+    pub max_connections: Option<u64>,
+}
+
+/// A worker pool of the capacity model (virtual time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Station {
+    /// Unique name, used in reports (utilisation per station).
+    pub name: String,
+    /// Parallel workers (≥ 1).
+    pub workers: u32,
+    /// Requests waiting beyond the workers; `None` = unbounded. At the bound a request is shed.
+    pub queue_limit: Option<u32>,
+    /// What a shed request gets back.
+    pub shed: Shed,
+    /// Which operations this station serves.
+    pub ops: StationOps,
+    /// Service time of its operations unless `service_by_op` names one.
+    pub service: DurationDist,
+    /// Per-operation service times.
+    pub service_by_op: BTreeMap<Operation, DurationDist>,
+}
+
+impl Station {
+    /// The service-time distribution for `op` at this station.
+    pub fn service_for(&self, op: Operation) -> &DurationDist {
+        self.service_by_op.get(&op).unwrap_or(&self.service)
+    }
+}
+
+/// The operations a station serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StationOps {
+    /// Exactly these.
+    Only(Vec<Operation>),
+    /// Every operation no other station lists (at most one station per scenario).
+    Rest,
+}
+
+/// The answer to a request shed at a full queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// HTTP 503 (`ErrorKind::Unavailable`), which the agent's HTTP stack retries.
+    Unavailable,
+    /// HTTP 429 (`ErrorKind::Throttled`), which the agent does not retry.
+    Throttled,
+}
+
+/// Crypto in virtual time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CryptoModel {
+    /// Do the real math, or charge the costs below as service time.
+    pub mode: CryptoMode,
+    /// Modelled costs (calibrate with `fleetsim crypto-bench`).
+    pub costs: CryptoCosts,
+}
+
+/// Crypto mode in virtual time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CryptoMode {
+    /// Charge modelled costs (the default: fast, deterministic).
+    Modelled,
+    /// Do the real operations (to check that the model agrees).
+    Real,
+}
+
+/// Modelled crypto costs, per operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CryptoCosts {
+    /// One RSA key pair generated (agents, once per distinct key).
+    pub rsa_keygen: Duration,
+    /// One RS256 signature (the agent's JWT client assertion).
+    pub rs256_sign: Duration,
+    /// One RS256 verification (the server checks an assertion).
+    pub rs256_verify: Duration,
+    /// One OAEP wrap of a session key (server, public key).
+    pub oaep_wrap: Duration,
+    /// One OAEP unwrap of a session key (agent, private key).
+    pub oaep_unwrap: Duration,
+    /// AES-CBC per KiB of message body.
+    pub aes_per_kib: Duration,
+}
+
+/// `[network]` (virtual time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    /// One-way latency of each message.
+    pub latency: DurationDist,
+    /// Probability a request is lost (the client sees a timeout), 0 ..= 1.
+    pub loss: f64,
+}
+
+/// One scheduled fault.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// What goes wrong.
+    pub kind: FaultKind,
+    /// When (run time).
+    pub at: Duration,
+    /// How long it lasts; `None` for instant faults (a restart, a storm) or a crash with no
+    /// recovery.
+    pub duration: Option<Duration>,
+    /// Which agents it hits (`All` for server-side faults).
+    pub agents: AgentSelection,
+}
+
+/// Kinds of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Agents die mid-job (no goodbye); with a duration they come back after it.
+    AgentCrash,
+    /// The agents' network to the server is cut for `duration`.
+    Partition,
+    /// The server stops answering for `duration` (requests queue up).
+    ServerStall,
+    /// The server restarts: sessions and parked polls are lost; down for `duration` if given.
+    ServerRestart,
+    /// The agents' tokens expire at once.
+    TokenExpiryStorm,
+}
+
+impl FaultKind {
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::AgentCrash => "agent_crash",
+            FaultKind::Partition => "partition",
+            FaultKind::ServerStall => "server_stall",
+            FaultKind::ServerRestart => "server_restart",
+            FaultKind::TokenExpiryStorm => "token_expiry_storm",
+        }
+    }
+}
+
+/// Which agents a fault hits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentSelection {
+    /// Every agent (and the server side, for server faults).
+    All,
+    /// This fraction of agents (0 < f ≤ 1), chosen with the Faults RNG stream.
+    Fraction(f64),
+    /// These agent indices (each < fleet.agents), sorted and unique.
+    Agents(Vec<u32>),
+}

@@ -1,0 +1,964 @@
+//! Raw mirror → validated [`Scenario`]: defaults filled in, ranges and cross-field rules checked,
+//! every problem reported at the offending value (or the table that lacks a required one).
+//!
+//! Defaults live here and only here (the real agent's timers, the emulator's settings); the
+//! docs in `docs/SCENARIOS.md` list the same values. This module never reads files, the
+//! environment or the clock: a PAT is named (env var or file), never resolved.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleetsim_core::dist::{DurationDist, NumberDist};
+use fleetsim_core::ops::Operation;
+
+use crate::doc::{Loader, Path, Seg};
+use crate::leaf::{RawBytes, RawDuration, RawDurationDist, RawNumberDist, RawRatio};
+use crate::model::*;
+use crate::raw::*;
+
+/// Default seed when neither the file nor `--set run.seed` gives one.
+pub const DEFAULT_SEED: u64 = 1;
+/// Default pool name (the emulator's pool with id 1).
+pub const DEFAULT_POOL: &str = "Default";
+/// Default env var holding the target's PAT.
+pub const DEFAULT_PAT_ENV: &str = "FLEETSIM_PAT";
+/// Upper bound on `fleet.agents` (the DES is designed for 10^6; a little headroom).
+pub const MAX_AGENTS: u32 = 10_000_000;
+/// Upper bound on workers per station and on a station's queue.
+pub const MAX_STATION_SIZE: u32 = 1_000_000;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+fn uniform_s(lo: u64, hi: u64) -> DurationDist {
+    DurationDist::uniform(secs(lo), secs(hi))
+}
+
+/// Build a path from keys.
+fn p(keys: &[&str]) -> Path {
+    keys.iter().map(|k| Seg::Key((*k).to_string())).collect()
+}
+
+/// `base` + more keys.
+fn pk(base: &[Seg], keys: &[&str]) -> Path {
+    let mut out = base.to_vec();
+    out.extend(keys.iter().map(|k| Seg::Key((*k).to_string())));
+    out
+}
+
+/// Validate the raw scenario into a [`Scenario`]; `stem` is the default run name. Problems go
+/// to `ld`; the returned value is meaningful only when `ld` reported none (a bad value is
+/// replaced by its default so that checking can go on and find the next problem).
+pub fn validate(
+    raw: RawScenario,
+    source: &str,
+    stem: &str,
+    overrides: &[String],
+    ld: &mut Loader<'_>,
+) -> Scenario {
+    let run = run(raw.run.unwrap_or_default(), stem, ld);
+    let target = raw.target.map(|t| target(t, ld));
+    let fleet = fleet(raw.fleet.unwrap_or_default(), ld);
+    let agent = agent(raw.agent.unwrap_or_default(), ld);
+    let jobs = jobs(raw.jobs, ld);
+    let server = server(raw.server.unwrap_or_default(), ld);
+    let (network, partitions) = network(raw.network.unwrap_or_default(), &fleet, &run, ld);
+    let mut faults = faults(raw.faults.unwrap_or_default(), &fleet, &run, ld);
+    faults.extend(partitions);
+    // Stable: equal start times keep file order ([[faults]] before [[network.partitions]]).
+    faults.sort_by_key(|f| f.at);
+    let thresholds = thresholds(raw.thresholds.unwrap_or_default(), ld);
+    if let Some(d) = agent.job_token_rotate_before
+        && let Some(ttl) = jobs.token_ttl.filter(|ttl| d >= *ttl)
+    {
+        ld.at(
+            &p(&["agent", "job_token_rotate_before"]),
+            format!(
+                "must be shorter than jobs.token_ttl ({}), or the token is rotated as soon as \
+                 it is issued",
+                fmt_d(ttl)
+            ),
+        );
+    }
+    Scenario {
+        source: source.to_string(),
+        overrides: overrides.to_vec(),
+        run,
+        target,
+        fleet,
+        agent,
+        jobs,
+        server,
+        network,
+        faults,
+        thresholds,
+    }
+}
+
+fn fmt_d(d: Duration) -> String {
+    fleetsim_core::dist::format_duration(d)
+}
+
+fn d(v: Option<RawDuration>, default: Duration) -> Duration {
+    v.map_or(default, |v| v.0)
+}
+
+fn dd(v: Option<RawDurationDist>, default: DurationDist) -> DurationDist {
+    v.map_or(default, |v| v.0)
+}
+
+fn nd(v: Option<RawNumberDist>, default: NumberDist) -> NumberDist {
+    v.map_or(default, |v| v.0)
+}
+
+fn ratio(v: Option<RawRatio>) -> f64 {
+    v.map_or(0.0, |v| v.0)
+}
+
+/// A non-empty, trimmed name, else a diagnostic and the default.
+fn name(v: Option<String>, default: &str, path: &[Seg], ld: &mut Loader<'_>) -> String {
+    match v {
+        Some(s) if s.trim().is_empty() => {
+            ld.at(path, "must not be empty");
+            default.to_string()
+        }
+        Some(s) => s.trim().to_string(),
+        None => default.to_string(),
+    }
+}
+
+fn positive(v: Duration, path: &[Seg], ld: &mut Loader<'_>) {
+    if v.is_zero() {
+        ld.at(path, "must be longer than 0s");
+    }
+}
+
+fn run(raw: RawRun, stem: &str, ld: &mut Loader<'_>) -> Run {
+    let duration = match raw.duration {
+        Some(v) => {
+            positive(v.0, &p(&["run", "duration"]), ld);
+            v.0
+        }
+        None => {
+            ld.at(
+                &p(&["run", "duration"]),
+                "missing `run.duration` (e.g. duration = \"40s\")",
+            );
+            Duration::ZERO
+        }
+    };
+    let warmup = d(raw.warmup, Duration::ZERO);
+    if !duration.is_zero() && warmup >= duration {
+        ld.at(
+            &p(&["run", "warmup"]),
+            format!("must be shorter than run.duration ({})", fmt_d(duration)),
+        );
+    }
+    Run {
+        name: name(raw.name, stem, &p(&["run", "name"]), ld),
+        duration,
+        seed: raw.seed.unwrap_or(DEFAULT_SEED),
+        warmup,
+    }
+}
+
+fn target(raw: RawTarget, ld: &mut Loader<'_>) -> Target {
+    let url = match raw.url {
+        Some(u) => check_url(&u, &p(&["target", "url"]), ld),
+        None => {
+            ld.at(
+                &p(&["target", "url"]),
+                "missing `target.url`; remove [target] to use the embedded emulator",
+            );
+            String::new()
+        }
+    };
+    let pat = match (raw.pat_env, raw.pat_file) {
+        (Some(_), Some(_)) => {
+            ld.at(
+                &p(&["target", "pat_file"]),
+                "give either pat_env or pat_file, not both",
+            );
+            PatSource::Env(DEFAULT_PAT_ENV.to_string())
+        }
+        (Some(env), None) => PatSource::Env(env_name(env, &p(&["target", "pat_env"]), ld)),
+        (None, Some(file)) => PatSource::File(path_buf(file, &p(&["target", "pat_file"]), ld)),
+        (None, None) => PatSource::Env(DEFAULT_PAT_ENV.to_string()),
+    };
+    let tls = match (raw.ca_file, raw.insecure.unwrap_or(false)) {
+        (Some(_), true) => {
+            ld.at(
+                &p(&["target", "insecure"]),
+                "give either ca_file or insecure = true, not both",
+            );
+            TlsTrust::Default
+        }
+        (Some(f), false) => TlsTrust::CaFile(path_buf(f, &p(&["target", "ca_file"]), ld)),
+        (None, true) => TlsTrust::Insecure,
+        (None, false) => TlsTrust::Default,
+    };
+    if tls != TlsTrust::Default && url.starts_with("http://") {
+        ld.at(
+            &p(&["target", "url"]),
+            "TLS options are set but the URL is http://",
+        );
+    }
+    Target {
+        url,
+        pool: name(raw.pool, DEFAULT_POOL, &p(&["target", "pool"]), ld),
+        pat,
+        tls,
+        proxy: proxy(raw.proxy.unwrap_or_default(), ld),
+    }
+}
+
+/// An http(s) URL with a host and no credentials; returned without a trailing slash.
+fn check_url(url: &str, path: &[Seg], ld: &mut Loader<'_>) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        ld.at(path, format!("{url:?} is not an http:// or https:// URL"));
+        return url.to_string();
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        ld.at(
+            path,
+            "credentials do not belong in the URL; use pat_env or pat_file",
+        );
+    } else if authority.is_empty() || authority.starts_with(':') {
+        ld.at(path, format!("{url:?} has no host"));
+    }
+    url.to_string()
+}
+
+fn env_name(v: String, path: &[Seg], ld: &mut Loader<'_>) -> String {
+    let ok = !v.is_empty()
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !v.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        ld.at(
+            path,
+            format!("{v:?} is not an environment variable name (letters, digits, _)"),
+        );
+    }
+    v
+}
+
+fn path_buf(v: String, path: &[Seg], ld: &mut Loader<'_>) -> PathBuf {
+    if v.trim().is_empty() {
+        ld.at(path, "must not be empty");
+    }
+    PathBuf::from(v)
+}
+
+fn proxy(raw: RawProxy, ld: &mut Loader<'_>) -> ProxySettings {
+    let base = p(&["target", "proxy"]);
+    let enabled = raw.enabled.unwrap_or(true);
+    let source = match (raw.url, raw.file, enabled) {
+        (Some(_), Some(_), _) => {
+            ld.at(&pk(&base, &["file"]), "give either url or file, not both");
+            ProxySource::Environment
+        }
+        (Some(_), None, false) | (None, Some(_), false) => {
+            ld.at(
+                &pk(&base, &["enabled"]),
+                "enabled = false with a proxy url or file",
+            );
+            ProxySource::Off
+        }
+        (Some(u), None, true) => ProxySource::Url(check_url(&u, &pk(&base, &["url"]), ld)),
+        (None, Some(f), true) => ProxySource::File(path_buf(f, &pk(&base, &["file"]), ld)),
+        (None, None, true) => ProxySource::Environment,
+        (None, None, false) => ProxySource::Off,
+    };
+    ProxySettings {
+        source,
+        username_env: raw
+            .username_env
+            .map_or("VSTS_HTTP_PROXY_USERNAME".into(), |v| {
+                env_name(v, &pk(&base, &["username_env"]), ld)
+            }),
+        password_env: raw
+            .password_env
+            .map_or("VSTS_HTTP_PROXY_PASSWORD".into(), |v| {
+                env_name(v, &pk(&base, &["password_env"]), ld)
+            }),
+        no_proxy: raw.no_proxy.unwrap_or_default(),
+        bypass: raw.bypass.unwrap_or_default(),
+    }
+}
+
+fn fleet(raw: RawFleet, ld: &mut Loader<'_>) -> Fleet {
+    let agents = raw.agents.unwrap_or(10);
+    if agents == 0 || agents > MAX_AGENTS {
+        ld.at(
+            &p(&["fleet", "agents"]),
+            format!("must be between 1 and {MAX_AGENTS}, found {agents}"),
+        );
+    }
+    let agents = agents.clamp(1, MAX_AGENTS);
+    let key_bits = match raw.key_bits.unwrap_or(2048) {
+        2048 => KeyBits::B2048,
+        3072 => KeyBits::B3072,
+        4096 => KeyBits::B4096,
+        other => {
+            ld.at(
+                &p(&["fleet", "key_bits"]),
+                format!("must be 2048, 3072 or 4096, found {other}"),
+            );
+            KeyBits::B2048
+        }
+    };
+    let distinct_keys = raw.distinct_keys.unwrap_or(agents.min(1000));
+    if distinct_keys == 0 || distinct_keys > agents {
+        ld.at(
+            &p(&["fleet", "distinct_keys"]),
+            format!("must be between 1 and fleet.agents ({agents}), found {distinct_keys}"),
+        );
+    }
+    let capabilities = raw.capabilities.unwrap_or_default();
+    for k in capabilities.keys() {
+        if k.trim().is_empty() || k.contains(char::is_whitespace) {
+            ld.at(
+                &pk(&p(&["fleet", "capabilities"]), &[k]),
+                "capability names cannot contain spaces",
+            );
+        }
+    }
+    Fleet {
+        agents,
+        ramp_up: d(raw.ramp_up, Duration::ZERO),
+        name_prefix: name(
+            raw.name_prefix,
+            "fleetsim-agent-",
+            &p(&["fleet", "name_prefix"]),
+            ld,
+        ),
+        capabilities,
+        key_bits,
+        distinct_keys: distinct_keys.clamp(1, agents),
+        key_cache_dir: raw
+            .key_cache_dir
+            .map(|v| path_buf(v, &p(&["fleet", "key_cache_dir"]), ld)),
+        connection_mode: match raw.connection_mode {
+            Some(RawConnectionMode::Pooled) => ConnectionMode::Pooled,
+            Some(RawConnectionMode::PerAgent) | None => ConnectionMode::PerAgent,
+        },
+        register_mode: match raw.register_mode {
+            Some(RawRegisterMode::Replace) => RegisterMode::Replace,
+            Some(RawRegisterMode::Register) | None => RegisterMode::Register,
+        },
+    }
+}
+
+/// The real agent's defaults (protocol.md §10), each overridable; the same values as
+/// `fleetsim_core::agent::AgentConfig::default()`.
+fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
+    let at = |k: &str| p(&["agent", k]);
+    let bytes = |v: Option<RawBytes>, default: u64| v.map_or(default, |b| b.0);
+    let a = AgentSettings {
+        version: name(raw.version, "4.260.0", &at("version"), ld),
+        os_description: name(
+            raw.os_description,
+            "Linux 6.1 fleetsim virtual agent",
+            &at("os_description"),
+            ld,
+        ),
+        long_poll_timeout: d(raw.long_poll_timeout, secs(100)),
+        empty_poll_gap: dd(raw.empty_poll_gap, uniform_s(5, 15)),
+        error_backoff_first: dd(raw.error_backoff_first, uniform_s(15, 30)),
+        error_backoff_later: dd(raw.error_backoff_later, uniform_s(30, 60)),
+        error_backoff_first_count: raw.error_backoff_first_count.unwrap_or(5),
+        keepalive_interval: d(raw.keepalive_interval, secs(30)),
+        keepalive: raw.keepalive.unwrap_or(true),
+        session_retry: d(raw.session_retry, secs(30)),
+        session_conflict_budget: d(raw.session_conflict_budget, secs(4 * 60)),
+        session_delete_timeout: d(raw.session_delete_timeout, secs(30)),
+        lock_renew_interval: d(raw.lock_renew_interval, secs(60)),
+        first_renew_tries: raw.first_renew_tries.unwrap_or(5),
+        first_renew_retry: dd(raw.first_renew_retry, uniform_s(1, 10)),
+        renew_retry: dd(raw.renew_retry, uniform_s(5, 15)),
+        renew_retry_later: dd(raw.renew_retry_later, uniform_s(15, 30)),
+        renew_give_up_after: d(raw.renew_give_up_after, secs(15 * 60)),
+        renew_timeout: d(raw.renew_timeout, secs(60)),
+        timeline_interval: d(raw.timeline_interval, ms(500)),
+        feed_interval_fast: d(raw.feed_interval_fast, ms(500)),
+        feed_interval: d(raw.feed_interval, ms(1000)),
+        feed_fast_period: d(raw.feed_fast_period, secs(15)),
+        feed_batch_lines_max: raw.feed_batch_lines_max.unwrap_or(100),
+        feed_batches_per_tick_max: raw.feed_batches_per_tick_max.unwrap_or(5),
+        line_chars_max: raw.line_chars_max.unwrap_or(1024),
+        log_upload_interval: d(raw.log_upload_interval, secs(1)),
+        log_page_bytes_max: bytes(raw.log_page_bytes_max, 8 << 20),
+        job_call_timeout: d(raw.job_call_timeout, secs(100)),
+        completion_tries: raw.completion_tries.unwrap_or(5),
+        completion_retry: d(raw.completion_retry, secs(5)),
+        artifact_bytes_max: bytes(raw.artifact_bytes_max, 64 << 20),
+        auth_retries_max: raw.auth_retries_max.unwrap_or(3),
+        assertion_lifetime: d(raw.assertion_lifetime, secs(5 * 60)),
+        job_token_rotate_before: raw.job_token_rotate_before.map(|v| v.0),
+        mask_secrets: raw.mask_secrets.unwrap_or(true),
+    };
+    // Zero periods or timeouts would spin a timer or fail every call; zero counts or sizes
+    // would mean "never try" or "never send".
+    for (k, v) in [
+        ("long_poll_timeout", a.long_poll_timeout),
+        ("keepalive_interval", a.keepalive_interval),
+        ("session_retry", a.session_retry),
+        ("session_delete_timeout", a.session_delete_timeout),
+        ("lock_renew_interval", a.lock_renew_interval),
+        ("renew_timeout", a.renew_timeout),
+        ("timeline_interval", a.timeline_interval),
+        ("feed_interval_fast", a.feed_interval_fast),
+        ("feed_interval", a.feed_interval),
+        ("log_upload_interval", a.log_upload_interval),
+        ("job_call_timeout", a.job_call_timeout),
+        ("assertion_lifetime", a.assertion_lifetime),
+    ] {
+        positive(v, &at(k), ld);
+    }
+    for (k, v) in [
+        ("first_renew_tries", u64::from(a.first_renew_tries)),
+        ("feed_batch_lines_max", u64::from(a.feed_batch_lines_max)),
+        (
+            "feed_batches_per_tick_max",
+            u64::from(a.feed_batches_per_tick_max),
+        ),
+        ("line_chars_max", u64::from(a.line_chars_max)),
+        ("log_page_bytes_max", a.log_page_bytes_max),
+        ("completion_tries", u64::from(a.completion_tries)),
+    ] {
+        if v == 0 {
+            ld.at(&at(k), "must be at least 1");
+        }
+    }
+    a
+}
+
+fn jobs(raw: Option<RawJobs>, ld: &mut Loader<'_>) -> Jobs {
+    let present = raw.is_some();
+    let raw = raw.unwrap_or_default();
+    let at = |k: &str| p(&["jobs", k]);
+    let rate = raw.rate_per_s;
+    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r >= 0.0)) {
+        ld.at(
+            &at("rate_per_s"),
+            format!("must be a rate ≥ 0 (jobs per second), found {r}"),
+        );
+    }
+    let rate = rate.filter(|r| r.is_finite() && *r >= 0.0);
+    let arrival = match raw.arrival {
+        None | Some(RawArrival::Poisson) | Some(RawArrival::Constant) => {
+            let constant = matches!(raw.arrival, Some(RawArrival::Constant));
+            match rate {
+                Some(r) if r > 0.0 && constant => Arrival::Constant { rate_per_s: r },
+                Some(r) if r > 0.0 => Arrival::Poisson { rate_per_s: r },
+                Some(_) => Arrival::None,
+                None if present && raw.rate_per_s.is_none() => {
+                    ld.at(
+                        &at("rate_per_s"),
+                        "missing `jobs.rate_per_s` (use 0 for no jobs)",
+                    );
+                    Arrival::None
+                }
+                None => Arrival::None,
+            }
+        }
+        Some(other) => {
+            if raw.rate_per_s.is_some() {
+                ld.at(
+                    &at("rate_per_s"),
+                    "rate_per_s applies to poisson and constant arrivals; bursts and profiles \
+                     carry their own rates",
+                );
+            }
+            shaped_arrival(other, ld)
+        }
+    };
+    let log_lines_per_s = raw.log_lines_per_s.unwrap_or(2.0);
+    if !(log_lines_per_s.is_finite() && log_lines_per_s >= 0.0) {
+        ld.at(
+            &at("log_lines_per_s"),
+            format!("must be ≥ 0, found {log_lines_per_s}"),
+        );
+    }
+    let steps = nd(raw.steps, NumberDist::constant(3.0));
+    if steps.mean() < 1.0 {
+        ld.at(&at("steps"), "a job has at least 1 step on average");
+    }
+    // The emulator refuses bigger jobs; say so here rather than fail every queue request.
+    let bounds = fleetsim_core::server::Limits::default();
+    let secrets = raw.secrets.unwrap_or(1);
+    if secrets as usize > bounds.max_secrets_per_job {
+        let max = bounds.max_secrets_per_job;
+        ld.at(
+            &at("secrets"),
+            format!("at most {max} secrets per job (the emulator's bound)"),
+        );
+    }
+    let demands = raw.demands.unwrap_or_default();
+    if demands.len() > bounds.max_demands_per_job {
+        let max = bounds.max_demands_per_job;
+        ld.at(
+            &at("demands"),
+            format!("at most {max} demands per job (the emulator's bound)"),
+        );
+    }
+    for (i, dmd) in demands.iter().enumerate() {
+        if dmd.trim().is_empty() {
+            let mut path = at("demands");
+            path.push(Seg::Index(i));
+            ld.at(&path, "a demand is `name` or `name -equals value`");
+        }
+    }
+    if let Some(ttl) = raw.token_ttl {
+        positive(ttl.0, &at("token_ttl"), ld);
+    }
+    Jobs {
+        arrival,
+        duration: dd(raw.duration, DurationDist::exponential(secs(60))),
+        steps,
+        log_lines_per_s: log_lines_per_s.max(0.0),
+        secrets,
+        secret_lines: raw.secret_lines.unwrap_or(1),
+        artifact_bytes: nd(raw.artifact_bytes, NumberDist::constant(0.0)),
+        failure_rate: ratio(raw.failure_rate),
+        cancel_rate: ratio(raw.cancel_rate),
+        demands,
+        token_ttl: raw.token_ttl.map(|v| v.0),
+    }
+}
+
+fn shaped_arrival(raw: RawArrival, ld: &mut Loader<'_>) -> Arrival {
+    let base = p(&["jobs", "arrival"]);
+    match raw {
+        RawArrival::Bursts(b) => {
+            let bp = pk(&base, &["bursts"]);
+            let size = b.size.unwrap_or_else(|| {
+                ld.at(&pk(&bp, &["size"]), "missing `size` (jobs per burst)");
+                1
+            });
+            if size == 0 {
+                ld.at(&pk(&bp, &["size"]), "a burst has at least 1 job");
+            }
+            let every = match b.every {
+                Some(e) => {
+                    positive(e.0, &pk(&bp, &["every"]), ld);
+                    e.0
+                }
+                None => {
+                    ld.at(
+                        &pk(&bp, &["every"]),
+                        "missing `every` (time between bursts)",
+                    );
+                    secs(1)
+                }
+            };
+            Arrival::Bursts {
+                size: size.max(1),
+                every: every.max(Duration::from_micros(1)),
+            }
+        }
+        RawArrival::Profile(points) => {
+            let pp = pk(&base, &["profile"]);
+            if points.is_empty() {
+                ld.at(&pp, "a profile needs at least one [at, rate_per_s] point");
+            }
+            let mut out: Vec<ProfilePoint> = Vec::with_capacity(points.len());
+            for (i, (at, rate)) in points.into_iter().enumerate() {
+                let mut here = pp.clone();
+                here.push(Seg::Index(i));
+                if !(rate.is_finite() && rate >= 0.0) {
+                    ld.at(
+                        &here,
+                        format!("rate must be ≥ 0 (jobs per second), found {rate}"),
+                    );
+                }
+                if let Some(prev) = out.last().filter(|prev| prev.at >= at.0) {
+                    ld.at(
+                        &here,
+                        format!(
+                            "points must be in increasing time; {} follows {}",
+                            fmt_d(at.0),
+                            fmt_d(prev.at)
+                        ),
+                    );
+                }
+                out.push(ProfilePoint {
+                    at: at.0,
+                    rate_per_s: rate.max(0.0),
+                });
+            }
+            Arrival::Profile(out)
+        }
+        RawArrival::Poisson | RawArrival::Constant => Arrival::None,
+    }
+}
+
+fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
+    let at = |k: &str| p(&["server", k]);
+    let s = ServerSettings {
+        pool: name(raw.pool, DEFAULT_POOL, &at("pool"), ld),
+        long_poll_hold: d(raw.long_poll_hold, secs(50)),
+        lease_duration: d(raw.lease_duration, secs(600)),
+        lease_grace: d(raw.lease_grace, secs(60)),
+        jwt_skew: d(raw.jwt_skew, secs(300)),
+        listener_token_ttl: d(raw.listener_token_ttl, secs(3600)),
+        job_token_rotation_grace: d(raw.job_token_rotation_grace, secs(30)),
+        session_idle_timeout: d(raw.session_idle_timeout, secs(120)),
+        secret_scan: raw.secret_scan.unwrap_or(true),
+        limits: limits(raw.limits.unwrap_or_default()),
+        stations: stations(raw.stations.unwrap_or_default(), ld),
+        crypto: crypto(raw.crypto.unwrap_or_default()),
+    };
+    for (k, v) in [
+        ("lease_duration", s.lease_duration),
+        ("listener_token_ttl", s.listener_token_ttl),
+        ("session_idle_timeout", s.session_idle_timeout),
+    ] {
+        positive(v, &at(k), ld);
+    }
+    if s.session_idle_timeout <= s.long_poll_hold {
+        ld.at(
+            &at("session_idle_timeout"),
+            format!(
+                "must be longer than server.long_poll_hold ({}), or sessions of agents that are \
+                 polling expire",
+                fmt_d(s.long_poll_hold)
+            ),
+        );
+    }
+    s
+}
+
+fn limits(raw: RawLimits) -> ServerLimits {
+    ServerLimits {
+        max_agents: raw.max_agents,
+        max_sessions: raw.max_sessions,
+        max_queued_jobs: raw.max_queued_jobs,
+        max_parked_polls: raw.max_parked_polls,
+        max_body_bytes: raw.max_body_bytes.map(|b| b.0),
+        max_connections: raw.max_connections,
+    }
+}
+
+fn stations(raw: Vec<RawStation>, ld: &mut Loader<'_>) -> Vec<Station> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut names = BTreeSet::new();
+    let mut claimed: BTreeMap<Operation, String> = BTreeMap::new();
+    let mut rest_station: Option<String> = None;
+    for (i, st) in raw.into_iter().enumerate() {
+        let mut base = p(&["server", "stations"]);
+        base.push(Seg::Index(i));
+        let name = match st.name {
+            Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+            _ => {
+                ld.at(&pk(&base, &["name"]), "a station needs a `name`");
+                format!("station-{i}")
+            }
+        };
+        if !names.insert(name.clone()) {
+            ld.at(
+                &pk(&base, &["name"]),
+                format!("station name {name:?} is used twice"),
+            );
+        }
+        let workers = st.workers.unwrap_or(1);
+        if workers == 0 || workers > MAX_STATION_SIZE {
+            ld.at(
+                &pk(&base, &["workers"]),
+                format!("must be between 1 and {MAX_STATION_SIZE}"),
+            );
+        }
+        if st.queue_limit.is_some_and(|q| q > MAX_STATION_SIZE) {
+            ld.at(
+                &pk(&base, &["queue_limit"]),
+                format!("must be at most {MAX_STATION_SIZE}"),
+            );
+        }
+        let ops = match st.ops {
+            None => {
+                if let Some(other) = rest_station.replace(name.clone()) {
+                    ld.at(
+                        &pk(&base, &["name"]),
+                        format!(
+                            "station {name:?} has no `ops` list, and neither has {other:?}; only \
+                             one station may take the remaining operations"
+                        ),
+                    );
+                }
+                StationOps::Rest
+            }
+            Some(list) => {
+                let mut ops = Vec::with_capacity(list.len());
+                for (j, op_name) in list.iter().enumerate() {
+                    let mut here = pk(&base, &["ops"]);
+                    here.push(Seg::Index(j));
+                    match Operation::from_name(op_name) {
+                        Some(op) => {
+                            if let Some(other) = claimed.insert(op, name.clone()) {
+                                let msg = format!(
+                                    "operation `{op_name}` is already served by station {other:?}"
+                                );
+                                ld.at(&here, msg);
+                            }
+                            ops.push(op);
+                        }
+                        None => ld.at(&here, unknown_op(op_name)),
+                    }
+                }
+                StationOps::Only(ops)
+            }
+        };
+        let mut service_by_op = BTreeMap::new();
+        for (op_name, dist) in st.service_by_op.unwrap_or_default() {
+            let here = pk(&base, &["service_by_op", &op_name]);
+            match Operation::from_name(&op_name) {
+                Some(op) => {
+                    if let StationOps::Only(list) = &ops
+                        && !list.contains(&op)
+                    {
+                        let msg =
+                            format!("station {name:?} does not serve `{op_name}`; add it to `ops`");
+                        ld.at_key(&here, msg);
+                    }
+                    service_by_op.insert(op, dist.0);
+                }
+                None => ld.at_key(&here, unknown_op(&op_name)),
+            }
+        }
+        out.push(Station {
+            name,
+            workers: workers.clamp(1, MAX_STATION_SIZE),
+            queue_limit: st.queue_limit,
+            shed: match st.shed {
+                Some(RawShed::Throttled) => Shed::Throttled,
+                Some(RawShed::Unavailable) | None => Shed::Unavailable,
+            },
+            ops,
+            service: dd(st.service, DurationDist::constant(Duration::ZERO)),
+            service_by_op,
+        });
+    }
+    out
+}
+
+fn unknown_op(name: &str) -> String {
+    let known: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
+    format!(
+        "unknown operation `{name}`; expected one of {}",
+        known.join(", ")
+    )
+}
+
+/// Modelled costs: RSA-2048 figures measured with aws-lc-rs on the project's 2-core machine
+/// (a private-key operation ≈ 280 µs); calibrate with `fleetsim crypto-bench`.
+fn crypto(raw: RawCrypto) -> CryptoModel {
+    CryptoModel {
+        mode: match raw.mode {
+            Some(RawCryptoMode::Real) => CryptoMode::Real,
+            Some(RawCryptoMode::Modelled) | None => CryptoMode::Modelled,
+        },
+        costs: CryptoCosts {
+            rsa_keygen: d(raw.rsa_keygen, ms(100)),
+            rs256_sign: d(raw.rs256_sign, Duration::from_micros(280)),
+            rs256_verify: d(raw.rs256_verify, Duration::from_micros(15)),
+            oaep_wrap: d(raw.oaep_wrap, Duration::from_micros(15)),
+            oaep_unwrap: d(raw.oaep_unwrap, Duration::from_micros(280)),
+            aes_per_kib: d(raw.aes_per_kib, Duration::from_micros(1)),
+        },
+    }
+}
+
+fn network(
+    raw: RawNetwork,
+    fleet: &Fleet,
+    run: &Run,
+    ld: &mut Loader<'_>,
+) -> (Network, Vec<Fault>) {
+    let mut partitions = Vec::new();
+    for (i, part) in raw.partitions.unwrap_or_default().into_iter().enumerate() {
+        let mut base = p(&["network", "partitions"]);
+        base.push(Seg::Index(i));
+        let fault = RawFault {
+            kind: Some(RawFaultKind::Partition),
+            at: part.at,
+            duration: part.duration,
+            fraction: part.fraction,
+            agents: part.agents,
+        };
+        if let Some(f) = one_fault(fault, &base, fleet, run, ld) {
+            partitions.push(f);
+        }
+    }
+    let network = Network {
+        latency: dd(raw.latency, DurationDist::constant(Duration::ZERO)),
+        loss: ratio(raw.loss),
+    };
+    if network.loss >= 1.0 {
+        ld.at(
+            &p(&["network", "loss"]),
+            "a loss of 100% means no request ever arrives",
+        );
+    }
+    (network, partitions)
+}
+
+fn faults(raw: Vec<RawFault>, fleet: &Fleet, run: &Run, ld: &mut Loader<'_>) -> Vec<Fault> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, f) in raw.into_iter().enumerate() {
+        let mut base = p(&["faults"]);
+        base.push(Seg::Index(i));
+        if let Some(f) = one_fault(f, &base, fleet, run, ld) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+fn one_fault(
+    raw: RawFault,
+    base: &[Seg],
+    fleet: &Fleet,
+    run: &Run,
+    ld: &mut Loader<'_>,
+) -> Option<Fault> {
+    let Some(kind) = raw.kind else {
+        ld.at(
+            &pk(base, &["kind"]),
+            "missing `kind` (agent_crash, partition, server_stall, server_restart or \
+             token_expiry_storm)",
+        );
+        return None;
+    };
+    let kind = match kind {
+        RawFaultKind::AgentCrash => FaultKind::AgentCrash,
+        RawFaultKind::Partition => FaultKind::Partition,
+        RawFaultKind::ServerStall => FaultKind::ServerStall,
+        RawFaultKind::ServerRestart => FaultKind::ServerRestart,
+        RawFaultKind::TokenExpiryStorm => FaultKind::TokenExpiryStorm,
+    };
+    let Some(at) = raw.at else {
+        ld.at(
+            &pk(base, &["at"]),
+            format!("missing `at` (when the {} happens)", kind.name()),
+        );
+        return None;
+    };
+    if !run.duration.is_zero() && at.0 >= run.duration {
+        ld.at(
+            &pk(base, &["at"]),
+            format!(
+                "{} is not within the run ({})",
+                fmt_d(at.0),
+                fmt_d(run.duration)
+            ),
+        );
+    }
+    let duration = raw.duration.map(|v| v.0);
+    let needs_duration = matches!(kind, FaultKind::Partition | FaultKind::ServerStall);
+    match duration {
+        None if needs_duration => {
+            ld.at(
+                &pk(base, &["duration"]),
+                format!("a {} needs a `duration`", kind.name()),
+            );
+        }
+        Some(_) if kind == FaultKind::TokenExpiryStorm => {
+            ld.at(
+                &pk(base, &["duration"]),
+                "a token_expiry_storm is instant; remove `duration`",
+            );
+        }
+        Some(v) => positive(v, &pk(base, &["duration"]), ld),
+        None => {}
+    }
+    let server_side = matches!(kind, FaultKind::ServerStall | FaultKind::ServerRestart);
+    let agents = match (raw.fraction, raw.agents) {
+        (Some(_), Some(_)) => {
+            ld.at(
+                &pk(base, &["agents"]),
+                "give either fraction or agents, not both",
+            );
+            AgentSelection::All
+        }
+        (Some(_), None) | (None, Some(_)) if server_side => {
+            let key = if raw.fraction.is_some() {
+                "fraction"
+            } else {
+                "agents"
+            };
+            ld.at(
+                &pk(base, &[key]),
+                format!("a {} hits the server, not chosen agents", kind.name()),
+            );
+            AgentSelection::All
+        }
+        (Some(f), None) => {
+            if f.0 <= 0.0 {
+                ld.at(&pk(base, &["fraction"]), "must be more than 0");
+            }
+            if f.0 >= 1.0 {
+                AgentSelection::All
+            } else {
+                AgentSelection::Fraction(f.0)
+            }
+        }
+        (None, Some(list)) => {
+            let mut list = list;
+            list.sort_unstable();
+            list.dedup();
+            if list.is_empty() {
+                ld.at(&pk(base, &["agents"]), "list at least one agent index");
+            }
+            if let Some(bad) = list.iter().find(|a| **a >= fleet.agents) {
+                ld.at(
+                    &pk(base, &["agents"]),
+                    format!(
+                        "agent index {bad} is out of range (fleet.agents = {})",
+                        fleet.agents
+                    ),
+                );
+            }
+            AgentSelection::Agents(list)
+        }
+        (None, None) => AgentSelection::All,
+    };
+    Some(Fault {
+        kind,
+        at: at.0,
+        duration,
+        agents,
+    })
+}
+
+fn thresholds(
+    raw: BTreeMap<String, String>,
+    ld: &mut Loader<'_>,
+) -> Vec<fleetsim_metrics::thresholds::Threshold> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (metric, condition) in raw {
+        let path = p(&["thresholds", &metric]);
+        match fleetsim_metrics::thresholds::parse(&metric, &condition) {
+            Ok(t) => out.push(t),
+            Err(message) => {
+                // A wrong name is the key's fault; a wrong condition the value's.
+                if fleetsim_metrics::thresholds::kind_of(metric.trim()).is_none() {
+                    ld.at_key(&path, message);
+                } else {
+                    ld.at(&path, message);
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,648 @@
+//! Scenario loading as users meet it: the shipped files load, bad files get exact messages with
+//! file:line:col, `--set` overrides any field, and the schema is valid JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleetsim_core::dist::DurationDist;
+use fleetsim_scenario::{
+    AgentSelection, Arrival, FaultKind, KeyBits, Origin, PatSource, ProxySource, RegisterMode,
+    StationOps, TlsTrust, json_schema, load, load_str,
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shipped(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The messages `load_str` gives for `text` (with `overrides`), rendered.
+fn errors(text: &str, overrides: &[&str]) -> Vec<String> {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    match load_str("bad.toml", text, &overrides) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(d) => d.lines(),
+    }
+}
+
+const MINIMAL: &str = "[run]\nduration = \"10s\"\n";
+
+#[test]
+fn every_shipped_scenario_loads() {
+    // Goal: the files we ship (and document) are valid, with the names the issues require.
+    let files: Vec<PathBuf> = shipped("scenarios")
+        .into_iter()
+        .chain(shipped("scenarios/validation"))
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "quickstart.toml",
+        "steady.toml",
+        "morning-surge.toml",
+        "registration-storm.toml",
+        "token-expiry-storm.toml",
+        "mmc.toml",
+        "mm1.toml",
+        "mmck.toml",
+        "little.toml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "missing {want} in {names:?}"
+        );
+    }
+    for f in &files {
+        if let Err(d) = load(f, &[]) {
+            panic!("{} does not load:\n{d}", f.display());
+        }
+    }
+}
+
+#[test]
+fn quickstart_is_short_and_exercises_the_job_features() {
+    // Goal: quickstart keeps its promise — under a minute, embedded emulator, and jobs with
+    // secrets, artifacts, failures, cancellation and token rotation.
+    let s = load(repo().join("scenarios/quickstart.toml"), &[]).unwrap();
+    assert!(s.target.is_none());
+    assert!(s.run.duration + s.fleet.ramp_up < Duration::from_secs(60));
+    assert!(s.jobs.secrets > 0 && s.jobs.secret_lines > 0);
+    assert!(s.jobs.artifact_bytes.mean() > 0.0);
+    assert!(s.jobs.failure_rate > 0.0 && s.jobs.cancel_rate > 0.0);
+    let rotate = s.agent.job_token_rotate_before.unwrap();
+    assert!(rotate < s.jobs.token_ttl.unwrap());
+    assert!(
+        s.server.long_poll_hold < s.run.duration,
+        "empty polls must end within the run"
+    );
+    assert!(!s.thresholds.is_empty());
+}
+
+#[test]
+fn mmc_validation_file_is_an_mmc_system() {
+    // Goal: mmc.toml is what issue 5 item 3 describes — Poisson λ, exponential service, c agents,
+    // no network delay, no server queueing, no gap after an empty poll.
+    let s = load(repo().join("scenarios/validation/mmc.toml"), &[]).unwrap();
+    assert_eq!(s.jobs.arrival, Arrival::Poisson { rate_per_s: 8.0 });
+    assert_eq!(
+        s.jobs.duration,
+        DurationDist::exponential(Duration::from_secs(1))
+    );
+    assert_eq!(s.fleet.agents, 10);
+    assert_eq!(s.network.latency, DurationDist::constant(Duration::ZERO));
+    assert_eq!(s.network.loss, 0.0);
+    assert!(s.server.stations.is_empty());
+    assert_eq!(
+        s.agent.empty_poll_gap,
+        DurationDist::constant(Duration::ZERO)
+    );
+    assert!(s.faults.is_empty());
+}
+
+#[test]
+fn defaults_are_the_real_agents_timers() {
+    // Goal: a minimal file gets the real agent's timers and the emulator defaults.
+    let s = load_str("min.toml", MINIMAL, &[]).unwrap();
+    assert_eq!(s.run.name, "min");
+    assert_eq!(s.run.seed, 1);
+    assert_eq!(s.agent.long_poll_timeout, Duration::from_secs(100));
+    let gap = DurationDist::uniform(Duration::from_secs(5), Duration::from_secs(15));
+    assert_eq!(s.agent.empty_poll_gap, gap);
+    assert_eq!(s.agent.keepalive_interval, Duration::from_secs(30));
+    assert_eq!(s.agent.lock_renew_interval, Duration::from_secs(60));
+    assert_eq!(s.agent.session_conflict_budget, Duration::from_secs(240));
+    assert_eq!(s.agent.completion_tries, 5);
+    assert_eq!(s.agent.feed_batch_lines_max, 100);
+    assert!(s.agent.mask_secrets);
+    assert_eq!(s.agent.job_token_rotate_before, None);
+    assert_eq!(s.server.long_poll_hold, Duration::from_secs(50));
+    assert_eq!(s.fleet.key_bits, KeyBits::B2048);
+    assert_eq!(s.fleet.distinct_keys, s.fleet.agents);
+    assert_eq!(s.jobs.arrival, Arrival::None);
+}
+
+#[test]
+fn bad_scenarios_get_exact_messages_with_positions() {
+    // Goal: each common mistake is reported at the offending key or value with a message a
+    // person can act on — the table issue 3 item 10 asks for.
+    let table: &[(&str, &[&str], &str)] = &[
+        (
+            "[run]\nduration = \"10s\"\n[fleet]\nagentz = 3\n",
+            &[],
+            "bad.toml:4:1: unknown field `agentz`, expected one of `agents`, `ramp_up`, \
+             `name_prefix`, `capabilities`, `key_bits`, `distinct_keys`, `key_cache_dir`, \
+             `connection_mode`, `register_mode`",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[fleet]\nagents = \"ten\"\n",
+            &[],
+            "bad.toml:4:10: invalid type: string \"ten\", expected u32",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[jobs]\nrate_per_s = -2.5\n",
+            &[],
+            "bad.toml:4:14: must be a rate ≥ 0 (jobs per second), found -2.5",
+        ),
+        (
+            "[run]\nduration = \"5 parsecs\"\n",
+            &[],
+            "bad.toml:2:12: invalid duration \"5 parsecs\": unknown unit \"parsecs\" (use us, ms, \
+             s, m, h or d)",
+        ),
+        (
+            "[run]\nduration = 30\n",
+            &[],
+            "bad.toml:2:12: a duration needs a unit: write \"30s\" or \"30ms\"",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[thresholds]\n\"job_pikup.p99\" = \"< 2s\"\n",
+            &[],
+            "bad.toml:4:1: unknown threshold metric `job_pikup.p99`; did you mean \
+             `job_pickup.p99`?",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[thresholds]\n\"job_pickup.p99\" = \"about 2s\"\n",
+            &[],
+            "bad.toml:4:20: invalid condition \"about 2s\" for `job_pickup.p99`: expected an \
+             operator (<, <=, >, >=, ==, !=) and a value, e.g. \"< 2s\"",
+        ),
+        (
+            MINIMAL,
+            &["fleet.agentz=3"],
+            "bad.toml: --set fleet.agentz=3: unknown key path `fleet.agentz`: no key `agentz` in \
+             `fleet`; expected one of agents, capabilities, connection_mode, distinct_keys, \
+             key_bits, key_cache_dir, name_prefix, ramp_up, register_mode",
+        ),
+        (
+            MINIMAL,
+            &["fleet.agents=lots"],
+            "bad.toml: --set fleet.agents=lots: invalid type: string \"lots\", expected u32",
+        ),
+        (
+            MINIMAL,
+            &["fleet.agents"],
+            "bad.toml: --set fleet.agents: expected KEY.PATH=VALUE",
+        ),
+        (
+            "[run]\nwarmup = \"1m\"\n",
+            &[],
+            "bad.toml:1:2: missing `run.duration` (e.g. duration = \"40s\")",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[jobs]\nrate_per_s = 1\n\
+             duration = { dist = \"exponential\" }\n",
+            &[],
+            "bad.toml:5:12: `exponential` distribution needs `mean`",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[[faults]]\nkind = \"agent_crsh\"\nat = \"1s\"\n",
+            &[],
+            "bad.toml:4:8: unknown variant `agent_crsh`, expected one of `agent_crash`, \
+             `partition`, `server_stall`, `server_restart`, `token_expiry_storm`",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[[faults]]\nkind = \"server_restart\"\nat = \"1m\"\n",
+            &[],
+            "bad.toml:5:6: 1m is not within the run (10s)",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[target]\nurl = \"https://h\"\npat = \"secret\"\n",
+            &[],
+            "bad.toml:5:1: unknown field `pat`, expected one of `url`, `pool`, `pat_env`, \
+             `pat_file`, `ca_file`, `insecure`, `proxy`",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[[faults]]\nkind = 3\nat = \"1s\"\n",
+            &[],
+            "bad.toml:4:8: expected one of \"agent_crash\", \"partition\", \"server_stall\", \
+             \"server_restart\", \"token_expiry_storm\"; found an integer",
+        ),
+        (
+            // One mistake, one message: the emptied `arrival` table is not reported again.
+            "[run]\nduration = \"1m\"\n[jobs]\narrival = { profile = [[\"0s\"]] }\n",
+            &[],
+            "bad.toml:4:24: invalid length 1, expected a tuple of size 2",
+        ),
+        (
+            "[run]\nduration = \"10s\"\n[fleet\n",
+            &[],
+            "bad.toml:3:7: unclosed table, expected `]`",
+        ),
+    ];
+    for (text, overrides, want) in table {
+        let got = errors(text, overrides);
+        assert_eq!(
+            got,
+            vec![want.to_string()],
+            "for:\n{text}\nwith {overrides:?}"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    // Goal: a file with several mistakes gets all of them, in file order, and a value already
+    // reported as bad does not cause a second, derived message.
+    let text = "\
+[run]
+duration = \"forever\"
+seed = \"x\"
+
+[fleet]
+agents = 0
+key_bits = 1024
+colour = \"blue\"
+
+[jobs]
+rate_per_s = -1
+failure_rate = 1.5
+
+[thresholds]
+\"jobs.lots\" = \"== 0\"
+";
+    let got = errors(text, &["jobs.secrets=many"]);
+    let want = [
+        "bad.toml:2:12: invalid duration \"forever\": expected a number at \"forever\"",
+        "bad.toml:3:8: invalid type: string \"x\", expected u64",
+        "bad.toml:6:10: must be between 1 and 10000000, found 0",
+        "bad.toml:7:12: must be 2048, 3072 or 4096, found 1024",
+        "bad.toml:8:1: unknown field `colour`, expected one of `agents`, `ramp_up`, \
+         `name_prefix`, `capabilities`, `key_bits`, `distinct_keys`, `key_cache_dir`, \
+         `connection_mode`, `register_mode`",
+        "bad.toml:11:14: must be a rate ≥ 0 (jobs per second), found -1",
+        "bad.toml:12:16: must be between 0 and 1 (or 0% and 100%), found 1.5",
+        "bad.toml: --set jobs.secrets=many: invalid type: string \"many\", expected u32",
+    ];
+    assert_eq!(got.len(), want.len() + 1, "{got:#?}");
+    for w in want {
+        assert!(got.contains(&w.to_string()), "missing {w:?} in {got:#?}");
+    }
+    let metric = got.iter().find(|g| g.contains("jobs.lots")).unwrap();
+    assert!(
+        metric.starts_with("bad.toml:15:1: unknown threshold metric `jobs.lots`"),
+        "{metric}"
+    );
+    // File order, then overrides.
+    assert!(got.last().unwrap().contains("--set"));
+}
+
+#[test]
+fn overrides_set_any_field_typed_by_the_schema() {
+    // Goal: `--set` reaches every kind of field, typed by the schema, and creates sections.
+    let sets: Vec<String> = [
+        "fleet.agents=100",
+        "run.name=123",
+        "run.seed=42",
+        "run.duration=2m",
+        "agent.mask_secrets=false",
+        "jobs.rate_per_s=2.5",
+        "jobs.duration={ dist = \"exponential\", mean = \"2m\" }",
+        "jobs.arrival=constant",
+        "thresholds.\"job_pickup.p99\"=< 3s",
+        "fleet.key_cache_dir=/tmp/keys",
+        "fleet.register_mode=replace",
+        "target.url=https://dev.example/org",
+        "target.pat_file=/run/secrets/pat",
+        "target.proxy.url=http://127.0.0.1:8888",
+        "server.stations[0].workers=4",
+    ]
+    .map(String::from)
+    .to_vec();
+    let text = format!("{MINIMAL}[[server.stations]]\nname = \"api\"\nworkers = 1\n");
+    let s = load_str("o.toml", &text, &sets).unwrap();
+    assert_eq!(s.fleet.agents, 100);
+    assert_eq!(s.run.name, "123");
+    assert_eq!(s.run.seed, 42);
+    assert_eq!(s.run.duration, Duration::from_secs(120));
+    assert!(!s.agent.mask_secrets);
+    assert_eq!(s.jobs.arrival, Arrival::Constant { rate_per_s: 2.5 });
+    assert_eq!(
+        s.jobs.duration,
+        DurationDist::exponential(Duration::from_secs(120))
+    );
+    assert_eq!(s.thresholds[0].metric, "job_pickup.p99");
+    assert_eq!(s.fleet.key_cache_dir, Some(PathBuf::from("/tmp/keys")));
+    assert_eq!(s.fleet.register_mode, RegisterMode::Replace);
+    let t = s.target.unwrap();
+    assert_eq!(t.url, "https://dev.example/org");
+    assert_eq!(t.pat, PatSource::File(PathBuf::from("/run/secrets/pat")));
+    assert_eq!(
+        t.proxy.source,
+        ProxySource::Url("http://127.0.0.1:8888".into())
+    );
+    assert_eq!(t.tls, TlsTrust::Default);
+    assert_eq!(s.server.stations[0].workers, 4);
+    assert_eq!(s.server.stations[0].ops, StationOps::Rest);
+    // A later override of the same key wins.
+    let twice = ["fleet.agents=3".to_string(), "fleet.agents=7".to_string()];
+    assert_eq!(load_str("o.toml", MINIMAL, &twice).unwrap().fleet.agents, 7);
+}
+
+#[test]
+fn override_paths_that_cannot_exist_are_errors() {
+    // Goal: a bad --set path names itself and what would have been valid.
+    let got = errors(MINIMAL, &["flet.agents=3"]);
+    let want = "bad.toml: --set flet.agents=3: unknown key path `flet.agents`: no key `flet` at \
+                the top level; expected one of agent,";
+    assert!(got[0].starts_with(want), "{got:?}");
+    let got = errors(MINIMAL, &["run.name.first=x"]);
+    assert!(
+        got[0].contains("unknown key path `run.name.first`"),
+        "{got:?}"
+    );
+    let got = errors(MINIMAL, &["faults[3].at=1s"]);
+    assert_eq!(
+        got,
+        vec!["bad.toml: --set faults[3].at=1s: `faults` has 0 entries; index 3 is out of range"]
+    );
+}
+
+#[test]
+fn faults_and_partitions_merge_in_time_order() {
+    // Goal: [[network.partitions]] is shorthand for partition faults, and faults come sorted.
+    let text = "\
+[run]
+duration = \"1h\"
+[fleet]
+agents = 100
+[[faults]]
+kind = \"server_stall\"
+at = \"30m\"
+duration = \"10s\"
+[[faults]]
+kind = \"agent_crash\"
+at = \"5m\"
+agents = [7, 3, 7]
+[network]
+latency = { dist = \"uniform\", min = \"1ms\", max = \"3ms\" }
+[[network.partitions]]
+at = \"10m\"
+duration = \"1m\"
+fraction = \"25%\"
+";
+    let s = load_str("f.toml", text, &[]).unwrap();
+    let kinds: Vec<FaultKind> = s.faults.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FaultKind::AgentCrash,
+            FaultKind::Partition,
+            FaultKind::ServerStall
+        ]
+    );
+    assert_eq!(s.faults[0].agents, AgentSelection::Agents(vec![3, 7]));
+    assert_eq!(s.faults[1].agents, AgentSelection::Fraction(0.25));
+    assert_eq!(s.faults[2].agents, AgentSelection::All);
+    assert_eq!(s.network.latency.mean(), Duration::from_millis(2));
+}
+
+#[test]
+fn fault_rules_point_at_the_field() {
+    // Goal: semantic fault mistakes are caught with the position of the field at fault.
+    let text = "\
+[run]
+duration = \"1h\"
+[fleet]
+agents = 10
+[[faults]]
+kind = \"partition\"
+at = \"1m\"
+[[faults]]
+kind = \"server_restart\"
+at = \"2m\"
+fraction = 0.5
+[[faults]]
+kind = \"agent_crash\"
+at = \"3m\"
+agents = [10]
+";
+    let got = errors(text, &[]);
+    assert_eq!(
+        got,
+        [
+            "bad.toml:5:1: a partition needs a `duration`",
+            "bad.toml:11:12: a server_restart hits the server, not chosen agents",
+            "bad.toml:15:10: agent index 10 is out of range (fleet.agents = 10)",
+        ]
+    );
+}
+
+#[test]
+fn stations_validate_operation_names() {
+    // Goal: the capacity model's route groups use report operation names, each served once.
+    let text = "\
+[run]
+duration = \"1m\"
+[[server.stations]]
+name = \"auth\"
+workers = 2
+queue_limit = 100
+shed = \"throttled\"
+ops = [\"token_exchange\", \"registr\"]
+service = { dist = \"exponential\", mean = \"3ms\" }
+[[server.stations]]
+name = \"rest\"
+ops = [\"token_exchange\"]
+";
+    let got = errors(text, &[]);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].starts_with("bad.toml:8:26: unknown operation `registr`; expected one of"),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1],
+        "bad.toml:12:8: operation `token_exchange` is already served by station \"auth\""
+    );
+}
+
+#[test]
+fn arrival_profiles_are_piecewise_rates() {
+    // Goal: a profile's rate holds from its point to the next; bad points are caught.
+    let text =
+        format!("{MINIMAL}[jobs]\narrival = {{ profile = [[\"0s\", 1.0], [\"1m\", 4.0]] }}\n");
+    let s = load_str("p.toml", &text, &[]).unwrap();
+    assert_eq!(s.jobs.arrival.rate_at(Duration::from_secs(30)), 1.0);
+    assert_eq!(s.jobs.arrival.rate_at(Duration::from_secs(60)), 4.0);
+    let bad =
+        format!("{MINIMAL}[jobs]\narrival = {{ profile = [[\"1m\", 1.0], [\"1m\", -4.0]] }}\n");
+    let got = errors(&bad, &[]);
+    assert_eq!(
+        got,
+        [
+            "bad.toml:4:37: rate must be ≥ 0 (jobs per second), found -4",
+            "bad.toml:4:37: points must be in increasing time; 1m follows 1m",
+        ]
+    );
+    let both = format!(
+        "{MINIMAL}[jobs]\nrate_per_s = 1\n\
+         arrival = {{ bursts = {{ size = 5, every = \"10s\" }} }}\n"
+    );
+    assert!(errors(&both, &[])[0].contains("bursts and profiles carry their own rates"));
+}
+
+#[test]
+fn sampled_jobs_follow_the_job_model() {
+    // Goal: `Jobs::sample_job` splits duration over steps, attaches the artifact to the last
+    // step, and is deterministic for a seed (both drivers rely on it).
+    let text = format!(
+        "{MINIMAL}[jobs]\nrate_per_s = 1\nduration = \"10s\"\nsteps = 4\nlog_lines_per_s = 3\n\
+         secrets = 2\nsecret_lines = 1\nartifact_bytes = \"1KiB\"\nfailure_rate = 1.0\n"
+    );
+    let s = load_str("j.toml", &text, &[]).unwrap();
+    let mut rng = fleetsim_core::rng::stream(7, fleetsim_core::rng::StreamKind::Jobs, 0);
+    let job = s.jobs.sample_job(&mut rng);
+    assert_eq!(job.steps.len(), 4);
+    assert!(
+        job.steps
+            .iter()
+            .all(|st| st.duration_ms == 2_500 && st.log_lines == 8)
+    );
+    assert_eq!(job.steps[3].artifact_bytes, 1024);
+    assert_eq!(job.steps[0].artifact_bytes, 0);
+    assert!(job.fail);
+    assert_eq!(job.secrets, 2);
+    let mut again = fleetsim_core::rng::stream(7, fleetsim_core::rng::StreamKind::Jobs, 0);
+    assert_eq!(s.jobs.sample_job(&mut again), job);
+}
+
+#[test]
+fn pat_is_never_inline_and_tls_options_conflict() {
+    // Goal: credentials stay out of scenario files and contradictory TLS settings are refused.
+    let got = errors(
+        &format!("{MINIMAL}[target]\nurl = \"https://u:p@host/org\"\n"),
+        &[],
+    );
+    assert_eq!(
+        got,
+        ["bad.toml:4:7: credentials do not belong in the URL; use pat_env or pat_file"]
+    );
+    let got = errors(
+        &format!("{MINIMAL}[target]\nurl = \"https://h\"\nca_file = \"ca.pem\"\ninsecure = true\n"),
+        &[],
+    );
+    assert_eq!(
+        got,
+        ["bad.toml:6:12: give either ca_file or insecure = true, not both"]
+    );
+    let s = load_str(
+        "t.toml",
+        &format!("{MINIMAL}[target]\nurl = \"http://h:8080/\"\n"),
+        &[],
+    )
+    .unwrap();
+    let t = s.target.unwrap();
+    assert_eq!(t.url, "http://h:8080");
+    assert_eq!(t.pat, PatSource::Env("FLEETSIM_PAT".into()));
+    assert_eq!(t.pool, "Default");
+}
+
+#[test]
+fn schema_is_valid_json_describing_every_section() {
+    // Goal: `fleetsim schema` prints a JSON Schema naming every top-level section, and the
+    // schema forbids unknown keys like the loader does.
+    let schema = json_schema();
+    let text = serde_json::to_string_pretty(&schema).unwrap();
+    let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, schema);
+    assert!(
+        schema["$schema"]
+            .as_str()
+            .unwrap()
+            .contains("json-schema.org")
+    );
+    let props = schema["properties"].as_object().unwrap();
+    for section in [
+        "run",
+        "target",
+        "fleet",
+        "agent",
+        "jobs",
+        "server",
+        "network",
+        "faults",
+        "thresholds",
+    ] {
+        assert!(props.contains_key(section), "schema lacks {section}");
+    }
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::Value::Bool(false)
+    );
+}
+
+#[test]
+fn diagnostics_carry_structured_origins() {
+    // Goal: callers (the CLI, plan sweeps) can tell file problems from override problems.
+    let err = load_str(
+        "x.toml",
+        "[run]\nduration = 5\n",
+        &["fleet.agents=z".into()],
+    )
+    .unwrap_err();
+    assert_eq!(err.items[0].origin, Origin::File { line: 2, col: 12 });
+    assert!(matches!(
+        err.items[1].origin,
+        Origin::Override { index: 0, .. }
+    ));
+}
+
+#[test]
+fn documented_examples_load() {
+    // Goal: the TOML tables shown in docs/SCENARIOS.md are valid scenario fragments.
+    let doc = std::fs::read_to_string(repo().join("docs/SCENARIOS.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .filter(|b| b.starts_with('['))
+        .collect();
+    assert!(blocks.len() >= 3, "expected table examples in the docs");
+    for block in blocks {
+        let text = format!("[run]\nduration = \"1h\"\n{block}");
+        if let Err(d) = load_str("SCENARIOS.md", &text, &[]) {
+            panic!("documented example does not load:\n{block}\n{d}");
+        }
+    }
+}
+
+#[test]
+fn damaged_files_give_diagnostics_not_panics() {
+    // Goal: bad input is a value, never a panic — every truncation and every dropped line of a
+    // real scenario either loads or comes back as diagnostics, each with a position or origin.
+    let text = std::fs::read_to_string(repo().join("scenarios/quickstart.toml")).unwrap();
+    let mut variants: Vec<String> = (0..text.len())
+        .step_by(7)
+        .filter(|&i| text.is_char_boundary(i))
+        .map(|i| text[..i].to_string())
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    for skip in 0..lines.len() {
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, l)| *l)
+            .collect();
+        variants.push(kept.join("\n"));
+    }
+    let overrides = ["jobs.steps=x".to_string(), "faults[0].at=1s".to_string()];
+    for v in &variants {
+        for ov in [&[][..], &overrides[..]] {
+            if let Err(d) = load_str("cut.toml", v, ov) {
+                assert!(!d.is_empty() && d.len() <= fleetsim_scenario::MAX_DIAGNOSTICS);
+                assert!(d.lines().iter().all(|l| l.starts_with("cut.toml")), "{d}");
+            }
+        }
+    }
+}
