@@ -1,1 +1,30 @@
-//! placeholder
+//! fleetsim-metrics: the one recorder of fleetsim's telemetry and everything that reads it.
+//!
+//! `names` names every metric; `Recorder` turns `fleetsim_core::event::Event`s into HDR
+//! histograms (3 significant digits, microseconds, latency from the intended start) and
+//! counters; `Report` is the versioned JSON result with embedded histograms so shard reports
+//! merge exactly; `thresholds` parses and checks `"job_pickup.p99" = "< 2s"`; `summary`, `html`,
+//! `junit` and `compare` render a report for people, CI and regression gates.
+//!
+//! Architecture Invariant: this crate depends on fleetsim-core only, does no IO beyond writing
+//! to a caller-supplied `io::Write`, reads no clock, and its labels come only from bounded
+//! enums.
+
+#![warn(missing_docs)]
+
+pub mod compare;
+pub mod html;
+pub mod junit;
+pub mod names;
+pub mod recorder;
+pub mod report;
+pub mod summary;
+pub mod thresholds;
+
+pub use compare::{Comparison, compare, parse_max_regression};
+pub use html::render_html;
+pub use junit::render_junit;
+pub use recorder::Recorder;
+pub use report::{EngineStats, Mode, Report, ReportError, RunMeta};
+pub use summary::render_summary;
+pub use thresholds::{Threshold, ThresholdResult, known_metrics};

@@ -1,0 +1,473 @@
+//! The one module that names metrics: report keys, threshold names and Prometheus names.
+//!
+//! Everything else in fleetsim refers to a metric through a constant or function here, so a
+//! rename happens in one place and a dashboard, a threshold and a report key cannot drift apart.
+//! Prometheus names follow observability.md §3: the `fleetsim_` prefix, base units (seconds,
+//! bytes, ratios 0–1) as the last word before `_total`, labels only from bounded enums
+//! (`Operation`, `AgentState`, `Side`, `CryptoOp`, the error labels below).
+//!
+//! This module never records or exports anything; it only holds names, help text and the
+//! bounded label tables.
+
+use fleetsim_core::api::ALL_ERROR_KINDS;
+use fleetsim_core::event::{CryptoOp, Outcome, Side};
+
+/// The report's top-level schema version; bump it when a stable key changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The encoding of every histogram embedded in a report.
+pub const HISTOGRAM_ENCODING: &str = "hdr-v2-deflate-base64";
+
+/// Report key (and threshold prefix) of the job pickup latency: enqueue → agent holds the job.
+pub const JOB_PICKUP: &str = "job_pickup";
+
+/// The error labels that are not an `ErrorKind`, in report order. With the `ErrorKind` labels
+/// they form the closed set of error labels: `error_label_index` maps an `Outcome` into it.
+const OTHER_ERROR_LABELS: &[&str] = &[
+    "http_4xx", "http_5xx", "connect", "reset", "tls", "proxy", "lost", "timeout", "protocol",
+    "other",
+];
+
+/// How many distinct error labels exist (`ErrorKind`s plus the other outcomes).
+pub const ERROR_LABEL_COUNT: usize = ALL_ERROR_KINDS.len() + OTHER_ERROR_LABELS.len();
+
+/// The error label with this index (see `error_label_index`).
+pub fn error_label(index: usize) -> &'static str {
+    if index < ALL_ERROR_KINDS.len() {
+        ALL_ERROR_KINDS[index].label()
+    } else {
+        OTHER_ERROR_LABELS
+            .get(index - ALL_ERROR_KINDS.len())
+            .copied()
+            .unwrap_or("other")
+    }
+}
+
+/// The index of an error label, for rebuilding counters from a report; `None` if unknown.
+pub fn error_label_from_name(name: &str) -> Option<usize> {
+    (0..ERROR_LABEL_COUNT).find(|&i| error_label(i) == name)
+}
+
+/// The index of a failed outcome's label in `0..ERROR_LABEL_COUNT`; `None` for `Outcome::Ok`.
+/// A fixed index lets the recorder count errors in an array instead of a map (no allocation on
+/// the hot path).
+pub fn error_label_index(outcome: Outcome) -> Option<usize> {
+    let other = |label: &str| {
+        let at = OTHER_ERROR_LABELS
+            .iter()
+            .position(|&l| l == label)
+            .unwrap_or(9);
+        ALL_ERROR_KINDS.len() + at
+    };
+    Some(match outcome {
+        Outcome::Ok => return None,
+        // `ErrorKind` is non-exhaustive: a kind added later without a table entry is "other".
+        Outcome::Api(kind) => ALL_ERROR_KINDS
+            .iter()
+            .position(|&k| k == kind)
+            .unwrap_or_else(|| other("other")),
+        Outcome::Status(s) if s >= 500 => other("http_5xx"),
+        Outcome::Status(_) => other("http_4xx"),
+        Outcome::Transport(t) => other(t.label()),
+        Outcome::Timeout => other("timeout"),
+        Outcome::Protocol => other("protocol"),
+    })
+}
+
+/// Report key of a crypto side (`crypto.<side>.<op>`).
+pub fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Agents => "agents",
+        Side::Emulator => "emulator",
+    }
+}
+
+/// Every crypto side, in report order.
+pub const SIDES: &[Side] = &[Side::Agents, Side::Emulator];
+
+/// The side with this report key.
+pub fn side_from_name(name: &str) -> Option<Side> {
+    SIDES.iter().copied().find(|&s| side_name(s) == name)
+}
+
+/// The crypto operation with this report key.
+pub fn crypto_op_from_name(name: &str) -> Option<CryptoOp> {
+    CryptoOp::ALL.iter().copied().find(|&o| o.name() == name)
+}
+
+/// A Prometheus metric: its name as rendered, its type and its help text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromMetric {
+    /// Full name with the `fleetsim_` prefix, unit and `_total` suffix as exposed.
+    pub name: &'static str,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// Label names; their values always come from bounded enums.
+    pub labels: &'static [&'static str],
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+}
+
+/// Protocol calls finished, by operation and outcome label (`ok` or an error label).
+pub const PROM_OPERATIONS: PromMetric = PromMetric {
+    name: "fleetsim_operations_total",
+    kind: "counter",
+    labels: &["operation", "outcome"],
+    help: "Protocol calls finished by the virtual agents, by operation and outcome.",
+};
+
+/// Latency of successful calls from their intended start, in seconds.
+pub const PROM_OPERATION_DURATION: PromMetric = PromMetric {
+    name: "fleetsim_operation_duration_seconds",
+    kind: "histogram",
+    labels: &["operation"],
+    help: "Latency of successful protocol calls from their intended start, in seconds.",
+};
+
+/// Job pickup latency: enqueue → an agent holds the job message.
+pub const PROM_JOB_PICKUP: PromMetric = PromMetric {
+    name: "fleetsim_job_pickup_duration_seconds",
+    kind: "histogram",
+    labels: &[],
+    help: "Time from a job being queued to an agent holding its message, in seconds.",
+};
+
+/// Jobs by lifecycle event (`queued`, `started`, `succeeded`, `failed`, `canceled`).
+pub const PROM_JOBS: PromMetric = PromMetric {
+    name: "fleetsim_jobs_total",
+    kind: "counter",
+    labels: &["event"],
+    help: "Jobs queued, started and finished (by result) during the run.",
+};
+
+/// Virtual agents by state.
+pub const PROM_AGENTS: PromMetric = PromMetric {
+    name: "fleetsim_agents",
+    kind: "gauge",
+    labels: &["state"],
+    help: "Virtual agents by state (registering, idle, busy, offline).",
+};
+
+/// Crypto operations done, by side and operation.
+pub const PROM_CRYPTO_OPS: PromMetric = PromMetric {
+    name: "fleetsim_crypto_operations_total",
+    kind: "counter",
+    labels: &["side", "op"],
+    help: "Cryptographic operations done, by side (agents, emulator) and operation.",
+};
+
+/// Bytes processed by crypto operations.
+pub const PROM_CRYPTO_BYTES: PromMetric = PromMetric {
+    name: "fleetsim_crypto_bytes_total",
+    kind: "counter",
+    labels: &["side", "op"],
+    help: "Bytes processed by cryptographic operations, by side and operation.",
+};
+
+/// Time spent in crypto operations, measured by the driver.
+pub const PROM_CRYPTO_SECONDS: PromMetric = PromMetric {
+    name: "fleetsim_crypto_seconds_total",
+    kind: "counter",
+    labels: &["side", "op"],
+    help: "Time spent in cryptographic operations, in seconds, by side and operation.",
+};
+
+/// Secret occurrences the agents masked before sending logs.
+pub const PROM_SECRETS_MASKED: PromMetric = PromMetric {
+    name: "fleetsim_secrets_masked_total",
+    kind: "counter",
+    labels: &[],
+    help: "Secret occurrences the virtual agents masked before sending log lines.",
+};
+
+/// Job-token rotations done by agents.
+pub const PROM_TOKENS_ROTATED: PromMetric = PromMetric {
+    name: "fleetsim_token_rotations_total",
+    kind: "counter",
+    labels: &[],
+    help: "Job-token rotations the virtual agents performed.",
+};
+
+/// Run time of the latest event the exporter saw (virtual time in `simulate`).
+pub const PROM_RUN_ELAPSED: PromMetric = PromMetric {
+    name: "fleetsim_run_elapsed_seconds",
+    kind: "gauge",
+    labels: &[],
+    help: "Run time of the latest event seen, in seconds (virtual time in simulate runs).",
+};
+
+/// Build metadata: always 1, the information is in the labels.
+pub const PROM_BUILD_INFO: PromMetric = PromMetric {
+    name: "fleetsim_build_info",
+    kind: "gauge",
+    labels: &["version", "role"],
+    help: "Always 1; the fleetsim version and the role (fleet, emulator, simulate) as labels.",
+};
+
+/// Every Prometheus metric fleetsim's fleet side exports (`run` and `simulate`), for exporters
+/// and dashboard tests.
+pub const PROMETHEUS: &[PromMetric] = &[
+    PROM_OPERATIONS,
+    PROM_OPERATION_DURATION,
+    PROM_JOB_PICKUP,
+    PROM_JOBS,
+    PROM_AGENTS,
+    PROM_CRYPTO_OPS,
+    PROM_CRYPTO_BYTES,
+    PROM_CRYPTO_SECONDS,
+    PROM_SECRETS_MASKED,
+    PROM_TOKENS_ROTATED,
+    PROM_RUN_ELAPSED,
+];
+
+/// Requests the emulator's HTTP front answered, by route template and status.
+pub const PROM_EMU_REQUESTS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_requests_total",
+    kind: "counter",
+    labels: &["route", "status"],
+    help: "Requests the emulator answered, by route (a fixed table, or unrouted) and HTTP status.",
+};
+
+/// Requests the emulator turned away under load (429 throttled, 503 unavailable).
+pub const PROM_EMU_SHED: PromMetric = PromMetric {
+    name: "fleetsim_emulator_shed_requests_total",
+    kind: "counter",
+    labels: &[],
+    help: "Requests the emulator shed under load (answered 429 or 503).",
+};
+
+/// Long polls held open now.
+pub const PROM_EMU_PARKED_POLLS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_parked_polls",
+    kind: "gauge",
+    labels: &[],
+    help: "Long polls the emulator is holding open now.",
+};
+
+/// Jobs in the queue (waiting for an agent).
+pub const PROM_EMU_QUEUED_JOBS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_queued_jobs",
+    kind: "gauge",
+    labels: &[],
+    help: "Jobs waiting in the emulator's queue now (queue depth).",
+};
+
+/// Queued jobs no registered agent can run (demands unmet).
+pub const PROM_EMU_UNMATCHED_JOBS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_unmatched_jobs",
+    kind: "gauge",
+    labels: &[],
+    help: "Queued jobs whose demands no registered agent meets.",
+};
+
+/// Jobs assigned to an agent and not finished.
+pub const PROM_EMU_ASSIGNED_JOBS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_assigned_jobs",
+    kind: "gauge",
+    labels: &[],
+    help: "Jobs assigned to an agent and not finished yet.",
+};
+
+/// Job leases an agent has renewed at least once and still holds.
+pub const PROM_EMU_LEASES: PromMetric = PromMetric {
+    name: "fleetsim_emulator_active_leases",
+    kind: "gauge",
+    labels: &[],
+    help: "Job leases held by agents that have renewed them at least once.",
+};
+
+/// Agents registered in the emulator's pools.
+pub const PROM_EMU_AGENTS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_registered_agents",
+    kind: "gauge",
+    labels: &[],
+    help: "Agents registered in the emulator's pools.",
+};
+
+/// Open agent sessions.
+pub const PROM_EMU_SESSIONS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_sessions",
+    kind: "gauge",
+    labels: &[],
+    help: "Agent sessions open now.",
+};
+
+/// Jobs the emulator saw finish.
+pub const PROM_EMU_JOBS_COMPLETED: PromMetric = PromMetric {
+    name: "fleetsim_emulator_jobs_completed_total",
+    kind: "counter",
+    labels: &[],
+    help: "Jobs the emulator recorded as finished.",
+};
+
+/// Jobs put back in the queue (lease lost, agent gone).
+pub const PROM_EMU_REQUEUES: PromMetric = PromMetric {
+    name: "fleetsim_emulator_job_requeues_total",
+    kind: "counter",
+    labels: &[],
+    help: "Jobs put back in the queue after their agent lost the lease or went away.",
+};
+
+/// Secret values found in log lines and feed batches (should stay 0).
+pub const PROM_EMU_LEAKED_SECRETS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_leaked_secrets_total",
+    kind: "counter",
+    labels: &[],
+    help: "Secret values (or their base64 form) found in uploaded logs and feed batches.",
+};
+
+/// Access and job tokens issued.
+pub const PROM_EMU_TOKENS_ISSUED: PromMetric = PromMetric {
+    name: "fleetsim_emulator_tokens_issued_total",
+    kind: "counter",
+    labels: &[],
+    help: "Access tokens the emulator issued (token exchanges).",
+};
+
+/// Job tokens rotated through the refresh grant.
+pub const PROM_EMU_TOKENS_ROTATED: PromMetric = PromMetric {
+    name: "fleetsim_emulator_token_rotations_total",
+    kind: "counter",
+    labels: &[],
+    help: "Job tokens the emulator rotated through the refresh grant.",
+};
+
+/// Connections being served now.
+pub const PROM_EMU_CONNECTIONS: PromMetric = PromMetric {
+    name: "fleetsim_emulator_open_connections",
+    kind: "gauge",
+    labels: &[],
+    help: "Client connections the emulator is serving now.",
+};
+
+/// Connections accepted and served.
+pub const PROM_EMU_CONNECTIONS_ACCEPTED: PromMetric = PromMetric {
+    name: "fleetsim_emulator_accepted_connections_total",
+    kind: "counter",
+    labels: &[],
+    help: "Client connections the emulator accepted and served.",
+};
+
+/// Connections closed unserved at the connection bound.
+pub const PROM_EMU_CONNECTIONS_REJECTED: PromMetric = PromMetric {
+    name: "fleetsim_emulator_rejected_connections_total",
+    kind: "counter",
+    labels: &[],
+    help: "Client connections closed unserved because every connection slot stayed busy.",
+};
+
+/// TLS handshakes that failed or timed out.
+pub const PROM_EMU_TLS_FAILURES: PromMetric = PromMetric {
+    name: "fleetsim_emulator_tls_handshake_failures_total",
+    kind: "counter",
+    labels: &[],
+    help: "TLS handshakes with clients that failed or timed out.",
+};
+
+/// Every Prometheus metric the emulator (`serve`) exports besides the shared crypto metrics
+/// (`PROM_CRYPTO_*` with `side="emulator"`) and `PROM_BUILD_INFO`.
+pub const PROMETHEUS_EMULATOR: &[PromMetric] = &[
+    PROM_EMU_REQUESTS,
+    PROM_EMU_SHED,
+    PROM_EMU_PARKED_POLLS,
+    PROM_EMU_QUEUED_JOBS,
+    PROM_EMU_UNMATCHED_JOBS,
+    PROM_EMU_ASSIGNED_JOBS,
+    PROM_EMU_LEASES,
+    PROM_EMU_AGENTS,
+    PROM_EMU_SESSIONS,
+    PROM_EMU_JOBS_COMPLETED,
+    PROM_EMU_REQUEUES,
+    PROM_EMU_LEAKED_SECRETS,
+    PROM_EMU_TOKENS_ISSUED,
+    PROM_EMU_TOKENS_ROTATED,
+    PROM_EMU_CONNECTIONS,
+    PROM_EMU_CONNECTIONS_ACCEPTED,
+    PROM_EMU_CONNECTIONS_REJECTED,
+    PROM_EMU_TLS_FAILURES,
+];
+
+/// Every metric fleetsim exports anywhere, in catalogue order: build info, fleet, emulator.
+pub fn prometheus_all() -> impl Iterator<Item = &'static PromMetric> {
+    std::iter::once(&PROM_BUILD_INFO)
+        .chain(PROMETHEUS)
+        .chain(PROMETHEUS_EMULATOR)
+}
+
+/// The catalogue entry of a series name as it appears in the exposition format or a query
+/// (`_bucket`, `_sum` and `_count` map to their histogram); `None` if fleetsim exports no such
+/// metric.
+pub fn prom_metric_for_series(series: &str) -> Option<&'static PromMetric> {
+    let exact = prometheus_all().find(|m| m.name == series);
+    exact.or_else(|| {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| series.strip_suffix(suffix))?;
+        prometheus_all().find(|m| m.name == base && m.kind == "histogram")
+    })
+}
+
+/// Histogram bucket bounds (seconds) for Prometheus latency histograms: roughly geometric over
+/// a load tester's range, with bounds on the usual SLO values (observability.md §3).
+pub const PROM_LATENCY_BUCKETS_S: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetsim_core::api::ErrorKind;
+    use fleetsim_core::event::TransportError;
+
+    // Goal: every outcome maps to a distinct, stable label that round-trips through its name.
+    #[test]
+    fn error_labels_are_unique_and_round_trip() {
+        let mut seen: Vec<&str> = (0..ERROR_LABEL_COUNT).map(error_label).collect();
+        for (i, l) in seen.iter().enumerate() {
+            assert_eq!(error_label_from_name(l), Some(i), "label {l}");
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), ERROR_LABEL_COUNT);
+        let idx = error_label_index(Outcome::Api(ErrorKind::Throttled)).expect("error");
+        assert_eq!(error_label(idx), "throttled");
+        let idx = error_label_index(Outcome::Status(502)).expect("error");
+        assert_eq!(error_label(idx), "http_5xx");
+        let idx = error_label_index(Outcome::Transport(TransportError::Tls)).expect("error");
+        assert_eq!(error_label(idx), "tls");
+        assert_eq!(error_label_index(Outcome::Ok), None);
+    }
+
+    // Goal: exported names obey the naming rules (prefix, `_total` on counters, base units),
+    // and no two catalogue entries share a name.
+    #[test]
+    fn prometheus_names_follow_conventions() {
+        let mut names: Vec<&str> = prometheus_all().map(|m| m.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "duplicate metric names");
+        for m in prometheus_all() {
+            assert!(m.name.starts_with("fleetsim_"), "{}", m.name);
+            assert_eq!(
+                m.kind == "counter",
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+            assert!(!m.name.contains("_ms"), "{}: use base units", m.name);
+            assert!(!m.help.is_empty());
+        }
+    }
+
+    // Goal: series names from queries resolve to their catalogue entry, histogram suffixes only
+    // on histograms.
+    #[test]
+    fn series_names_resolve_to_catalogue_entries() {
+        let bucket = prom_metric_for_series("fleetsim_job_pickup_duration_seconds_bucket");
+        assert_eq!(bucket, Some(&PROM_JOB_PICKUP));
+        assert_eq!(prom_metric_for_series("fleetsim_agents"), Some(&PROM_AGENTS));
+        assert_eq!(prom_metric_for_series("fleetsim_agents_count"), None);
+        assert_eq!(prom_metric_for_series("fleetsim_active_vehicles"), None);
+    }
+}
