@@ -1,1 +1,590 @@
-//! PLACEHOLDER (owned by the server helper).
+//! The emulator's state machine: pools, agents, PATs and OAuth tokens, sessions with their
+//! message queues and parked long polls, the job queue with leases, and plans (timelines, logs,
+//! feeds, attachments, events) with the secret-leak scan.
+//!
+//! It speaks typed `api` values only; `codec` turns HTTP into those and back. Both the live
+//! front (hyper) and the virtual-time driver call it the same way (see [`Server`]).
+//!
+//! Architecture Invariant: no IO, no clock reads, no global RNG, no `HashMap` iteration. Time is
+//! the `now` argument; ids, tokens, session keys, IVs and secret values come from one seeded
+//! stream (`rng::StreamKind::Server`), so a seed replays a virtual run exactly. Every table is
+//! bounded (`config::Limits`); at a bound the request is refused with a typed error and nothing
+//! changes. A rejected request never changes state.
+//!
+//! Module map: `config` (what the server is told), `auth` (PATs, tokens, JWT assertions),
+//! `agents` (pools, agents, sessions, messages, long polls), `jobs` (queue, assignment, leases,
+//! the job message), `plans` (the plan hub and the leak scan).
+
+mod agents;
+mod auth;
+pub mod config;
+mod jobs;
+mod plans;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::RngCore as _;
+
+use crate::SimTime;
+use crate::api::{ApiError, ApiRequest, ApiResponse, EmulatorStats, ErrorKind, Request};
+use crate::crypto::{CryptoMode, Meter};
+use crate::event::{CryptoOp, Event, Side};
+use crate::rng::{self, Rng, StreamKind};
+
+pub use config::{
+    ALL_SCOPES, ConfigError, DEFAULT_POOL_ID, DEFAULT_POOL_NAME, Limits, PatConfig, PoolConfig,
+    SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE, SCOPE_AGENTPOOLS_READ, ServerConfig,
+};
+
+/// The driver's id for one request, unique among requests the server may still answer later
+/// (parked long polls).
+pub type RequestId = u64;
+
+/// What [`Server::handle_request`] did with a request.
+#[must_use]
+#[derive(Clone, Debug, PartialEq)]
+// Returned once per request and consumed at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Handled {
+    /// The answer, ready now.
+    Respond(ApiResponse),
+    /// A long poll is held; its answer comes later through [`Server::poll_output`].
+    Parked,
+}
+
+/// Answers the server releases on its own (parked long polls).
+#[must_use]
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum ServerOutput {
+    /// Answer the parked request `id` with `response`.
+    Respond {
+        id: RequestId,
+        response: ApiResponse,
+    },
+}
+
+/// Why the server wants to wake up: a closed set, so a trace line reads "LeaseExpiry(7) @ …".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// A parked long poll reaches its hold time and is answered `NoMessage`.
+    PollHold(RequestId),
+    /// A job request's lease ran out (`lockedUntil` + grace): the job is requeued.
+    LeaseExpiry(u64),
+    /// A session saw no poll for `session_idle_timeout`: it expires, the agent goes offline.
+    SessionIdle(u64),
+}
+
+/// The emulated Azure Pipelines agent service.
+///
+/// Drain contract: after any `handle_*` call, drain [`Server::poll_output`] until it returns
+/// `None` (answers for parked long polls), drain [`Server::poll_event`] if telemetry is wanted,
+/// then ask [`Server::poll_timeout`] for the next wake-up and call [`Server::handle_timeout`]
+/// when it is reached. Calling `handle_timeout` early or late is harmless: it does what is due
+/// at the `now` it is given.
+pub struct Server {
+    cfg: ServerConfig,
+    /// `public_url` without a trailing slash.
+    public_url: String,
+    /// `{public_url}/_apis/oauth2/token`, the JWT audience.
+    authorization_url: String,
+    epoch_unix_ms: u64,
+    rng: Rng,
+    meter: Meter,
+    /// `connectionData.instanceId` and `deploymentId`.
+    instance_id: String,
+    deployment_id: String,
+    /// The project GUID every plan's `scopeIdentifier` names.
+    scope_identifier: String,
+    pools: BTreeMap<u32, String>,
+    agents: BTreeMap<u64, agents::AgentRecord>,
+    /// (pool id, lower-case name) → agent id.
+    agent_names: BTreeMap<(u32, String), u64>,
+    /// OAuth client id → agent id.
+    clients: BTreeMap<String, u64>,
+    next_agent_id: u64,
+    /// session id → agent id.
+    sessions: BTreeMap<String, u64>,
+    /// Agents with a live session, enabled and without a job, per pool: who can take work.
+    idle: BTreeMap<u32, BTreeSet<u64>>,
+    parked: BTreeMap<RequestId, agents::ParkedPoll>,
+    tokens: auth::Tokens,
+    jtis: auth::JtiSet,
+    jobs: BTreeMap<u64, jobs::Job>,
+    /// Queued request ids; ids grow with submission, so set order is FIFO order and a requeued
+    /// job gets its old place back.
+    queue: BTreeSet<u64>,
+    /// plan id → request id.
+    plans: BTreeMap<String, u64>,
+    /// Finished request ids, oldest first (evicted past `max_finished_jobs`).
+    finished: VecDeque<u64>,
+    next_request_id: u64,
+    next_message_id: u64,
+    timers: BTreeSet<(SimTime, Timer)>,
+    outputs: VecDeque<ServerOutput>,
+    events: VecDeque<Event>,
+    /// Set when a job or an idle agent appeared since the last dispatch.
+    dispatch_pending: bool,
+    counters: Counters,
+}
+
+/// Monotonic counters behind [`EmulatorStats`].
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    jobs_completed: u64,
+    jobs_requeued: u64,
+    leaked_secrets: u64,
+    tokens_issued: u64,
+    tokens_rotated: u64,
+    events_dropped: u64,
+}
+
+impl Server {
+    /// A server with the built-in pool `Default` (id 1), the configured pools and PATs, and an
+    /// RNG stream derived from `seed`. `epoch_unix_ms` is the wall time of `SimTime::ZERO`,
+    /// used for the timestamps the protocol shows and for PAT and JWT expiry.
+    pub fn new(config: ServerConfig, seed: u64, epoch_unix_ms: u64) -> Result<Server, ConfigError> {
+        config.validate()?;
+        let mut rng = rng::stream(seed, StreamKind::Server, 0);
+        let instance_id = rng::uuid(&mut rng).to_string();
+        let deployment_id = rng::uuid(&mut rng).to_string();
+        let scope_identifier = rng::uuid(&mut rng).to_string();
+        let mut pools = BTreeMap::new();
+        pools.insert(DEFAULT_POOL_ID, DEFAULT_POOL_NAME.to_string());
+        for pool in &config.pools {
+            pools.insert(pool.id, pool.name.clone());
+        }
+        let public_url = config.public_url();
+        Ok(Server {
+            authorization_url: format!("{public_url}{}", crate::codec::TOKEN_PATH),
+            public_url,
+            epoch_unix_ms,
+            rng,
+            meter: Meter::off(),
+            instance_id,
+            deployment_id,
+            scope_identifier,
+            pools,
+            agents: BTreeMap::new(),
+            agent_names: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            next_agent_id: 1,
+            sessions: BTreeMap::new(),
+            idle: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            tokens: auth::Tokens::default(),
+            jtis: auth::JtiSet::default(),
+            jobs: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            plans: BTreeMap::new(),
+            finished: VecDeque::new(),
+            next_request_id: 1,
+            next_message_id: 1,
+            timers: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            dispatch_pending: false,
+            counters: Counters::default(),
+            cfg: config,
+        })
+    }
+
+    /// Time crypto operations with `meter` (the live front passes a monotonic clock).
+    pub fn set_meter(&mut self, meter: Meter) {
+        self.meter = meter;
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Input
+    // -----------------------------------------------------------------------------------------
+
+    /// Handle one request. `id` names it if it is parked (long polls only).
+    pub fn handle_request(&mut self, now: SimTime, id: RequestId, req: Request) -> Handled {
+        let handled = match self.route(now, id, req) {
+            Ok(handled) => handled,
+            Err(err) => Handled::Respond(ApiResponse::Error(err)),
+        };
+        self.dispatch(now);
+        handled
+    }
+
+    /// The client of parked request `id` went away: forget it (no answer is produced).
+    pub fn handle_disconnect(&mut self, now: SimTime, id: RequestId) {
+        if let Some(poll) = self.parked.remove(&id) {
+            self.timers.remove(&(poll.deadline, Timer::PollHold(id)));
+            self.unpark_from_session(now, poll.agent, id);
+        }
+    }
+
+    /// Do everything due at `now`: answer polls whose hold ended, requeue jobs whose lease ran
+    /// out, expire idle sessions.
+    pub fn handle_timeout(&mut self, now: SimTime) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::PollHold(id) => self.poll_hold_ended(now, id),
+                Timer::LeaseExpiry(request_id) => self.lease_expired(now, request_id),
+                Timer::SessionIdle(agent_id) => self.session_idle(now, agent_id),
+            }
+        }
+        self.dispatch(now);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Output
+    // -----------------------------------------------------------------------------------------
+
+    /// The next answer for a parked request, if any.
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The next telemetry event (crypto work on the emulator side), if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<SimTime> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// The next wake-up with its reason, for traces.
+    pub fn next_timer(&self) -> Option<(SimTime, Timer)> {
+        self.timers.first().copied()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Getters
+    // -----------------------------------------------------------------------------------------
+
+    /// The counters, as the admin API shows them.
+    pub fn stats(&self) -> EmulatorStats {
+        let active = self.jobs.values().filter(|j| j.agent().is_some());
+        let (assigned, leased) =
+            active.fold((0, 0), |(a, l), j| (a + 1, l + u64::from(j.renewed())));
+        EmulatorStats {
+            agents: self.agents.len() as u64,
+            agents_online: self.sessions.len() as u64,
+            sessions: self.sessions.len() as u64,
+            parked_polls: self.parked.len() as u64,
+            jobs_queued: self.queue.len() as u64,
+            jobs_unmatched: self
+                .queue
+                .iter()
+                .filter(|id| self.is_unmatched(**id))
+                .count() as u64,
+            jobs_assigned: assigned,
+            jobs_completed: self.counters.jobs_completed,
+            jobs_requeued: self.counters.jobs_requeued,
+            leases_active: leased,
+            leaked_secrets: self.counters.leaked_secrets,
+            tokens_issued: self.counters.tokens_issued,
+            tokens_rotated: self.counters.tokens_rotated,
+        }
+    }
+
+    /// Telemetry events dropped because nobody drained [`Server::poll_event`].
+    pub fn events_dropped(&self) -> u64 {
+        self.counters.events_dropped
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// `{public_url}/_apis/oauth2/token`: the agents' `authorizationUrl` and JWT audience.
+    pub fn authorization_url(&self) -> &str {
+        &self.authorization_url
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Routing
+    // -----------------------------------------------------------------------------------------
+
+    fn route(&mut self, now: SimTime, id: RequestId, req: Request) -> Result<Handled, ApiError> {
+        use ApiRequest as A;
+        let cred = req.credential;
+        let respond = |r: ApiResponse| Ok(Handled::Respond(r));
+        match req.call {
+            A::ConnectionData => {
+                self.any_credential(now, &cred)?;
+                respond(ApiResponse::ConnectionData(self.connection_data()))
+            }
+            A::Options { area } => {
+                self.any_credential(now, &cred)?;
+                respond(ApiResponse::Locations(crate::codec::locations(
+                    area.as_deref(),
+                )))
+            }
+            A::ResourceAreas { .. } => {
+                self.any_credential(now, &cred)?;
+                respond(ApiResponse::NoResourceAreas)
+            }
+            A::ListPools { pool_name } => respond(self.list_pools(now, &cred, pool_name)?),
+            A::ListAgents {
+                pool_id,
+                agent_name,
+            } => respond(self.list_agents(now, &cred, pool_id, agent_name)?),
+            A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, agent)?),
+            A::GetAgent { pool_id, agent_id } => {
+                respond(self.get_agent(now, &cred, pool_id, agent_id)?)
+            }
+            A::ReplaceAgent {
+                pool_id,
+                agent_id,
+                agent,
+            } => respond(self.replace_agent(now, &cred, pool_id, agent_id, agent)?),
+            A::DeleteAgent { pool_id, agent_id } => {
+                respond(self.delete_agent(now, &cred, pool_id, agent_id)?)
+            }
+            A::Token(grant) => respond(self.token(now, grant)?),
+            A::CreateSession { pool_id, session } => {
+                respond(self.create_session(now, &cred, pool_id, session)?)
+            }
+            A::DeleteSession {
+                pool_id,
+                session_id,
+            } => respond(self.delete_session(now, &cred, pool_id, &session_id)?),
+            A::GetMessage {
+                pool_id,
+                session_id,
+                last_message_id,
+            } => self.get_message(now, &cred, id, pool_id, &session_id, last_message_id),
+            A::DeleteMessage {
+                pool_id,
+                message_id,
+                session_id,
+            } => respond(self.delete_message(now, &cred, pool_id, message_id, &session_id)?),
+            A::UpdateJobRequest {
+                pool_id,
+                request_id,
+                lock_token,
+                update,
+            } => respond(self.update_job_request(
+                now,
+                &cred,
+                pool_id,
+                request_id,
+                &lock_token,
+                update,
+            )?),
+            A::QueueJobs { pool_id, request } => {
+                respond(self.queue_jobs(now, &cred, pool_id, request)?)
+            }
+            A::ListJobRequests { pool_id } => respond(self.list_job_requests(now, &cred, pool_id)?),
+            A::AdminStats => {
+                self.require_pat(now, &cred, auth::Need::Admin)?;
+                respond(ApiResponse::Stats(self.stats()))
+            }
+            A::UpdateTimelineRecords {
+                plan,
+                timeline_id,
+                records,
+            } => respond(self.update_records(now, &cred, &plan, &timeline_id, records)?),
+            A::AppendFeed {
+                plan,
+                timeline_id,
+                record_id,
+                feed,
+            } => respond(self.append_feed(now, &cred, &plan, &timeline_id, &record_id, feed)?),
+            A::CreateLog { plan, log } => respond(self.create_log(now, &cred, &plan, log)?),
+            A::AppendLog {
+                plan,
+                log_id,
+                content,
+            } => respond(self.append_log(now, &cred, &plan, log_id, &content)?),
+            A::PutAttachment {
+                plan,
+                timeline_id,
+                record_id,
+                kind,
+                name,
+                content,
+            } => {
+                let att = plans::AttachmentPut {
+                    timeline_id,
+                    record_id,
+                    kind,
+                    name,
+                    content,
+                };
+                respond(self.put_attachment(now, &cred, &plan, att)?)
+            }
+            A::PostEvent { plan, event } => respond(self.post_event(now, &cred, &plan, event)?),
+        }
+    }
+
+    fn connection_data(&self) -> crate::proto::ConnectionData {
+        use crate::proto::{AccessMapping, ConnectionData, Identity, LocationServiceData};
+        let identity = Identity {
+            id: self.deployment_id.clone(),
+            provider_display_name: "fleetsim".to_string(),
+            is_active: true,
+        };
+        ConnectionData {
+            authenticated_user: identity.clone(),
+            authorized_user: identity,
+            instance_id: self.instance_id.clone(),
+            deployment_id: self.deployment_id.clone(),
+            deployment_type: "onPremises".to_string(),
+            location_service_data: LocationServiceData {
+                // The on-premises TFS service owner, so clients apply on-premises URL rules.
+                service_owner: "00025394-6065-48ca-87d9-7f5672854ef7".to_string(),
+                default_access_mapping_moniker: "PublicAccessMapping".to_string(),
+                last_change_id: 1,
+                last_change_id64: 1,
+                access_mappings: vec![AccessMapping {
+                    display_name: "Public Access Mapping".to_string(),
+                    moniker: "PublicAccessMapping".to_string(),
+                    access_point: self.public_url.clone(),
+                }],
+            },
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Shared helpers
+    // -----------------------------------------------------------------------------------------
+
+    /// Wall-clock Unix milliseconds at run time `now`.
+    fn unix_ms(&self, now: SimTime) -> u64 {
+        self.epoch_unix_ms.saturating_add(now.as_micros() / 1000)
+    }
+
+    /// ISO-8601 UTC at run time `now`.
+    fn wall(&self, now: SimTime) -> String {
+        crate::codec::iso8601_utc(self.unix_ms(now))
+    }
+
+    fn new_uuid(&mut self) -> String {
+        rng::uuid(&mut self.rng).to_string()
+    }
+
+    fn random_bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        self.rng.fill_bytes(&mut bytes);
+        bytes
+    }
+
+    fn pool_exists(&self, pool_id: u32) -> Result<(), ApiError> {
+        if self.pools.contains_key(&pool_id) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorKind::PoolNotFound,
+                format!(
+                    "agent pool {pool_id} does not exist; GET _apis/distributedtask/pools lists the pools"
+                ),
+            ))
+        }
+    }
+
+    fn set_timer(&mut self, at: SimTime, timer: Timer) {
+        self.timers.insert((at, timer));
+    }
+
+    fn clear_timer(&mut self, at: SimTime, timer: Timer) {
+        self.timers.remove(&(at, timer));
+    }
+
+    /// Record crypto work done (`nanos` measured) or modelled (`nanos` 0).
+    fn crypto_event(&mut self, op: CryptoOp, bytes: u64, nanos: u64) {
+        if self.events.len() >= self.cfg.limits.max_pending_events {
+            self.counters.events_dropped += 1;
+            return;
+        }
+        self.events.push_back(Event::Crypto {
+            side: Side::Emulator,
+            op,
+            count: 1,
+            bytes,
+            nanos,
+        });
+    }
+
+    fn real_crypto(&self) -> bool {
+        self.cfg.crypto_mode == CryptoMode::Real
+    }
+
+    fn throttled(what: &str, limit: usize) -> ApiError {
+        ApiError::new(
+            ErrorKind::Throttled,
+            format!(
+                "the emulator holds its maximum of {limit} {what}; retry later or raise limits in server.toml"
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::{Credential, Request};
+
+    fn admin() -> Credential {
+        Credential::Basic {
+            user: "u".into(),
+            password: "pat".into(),
+        }
+    }
+
+    // Goal: an invalid config is refused at construction, with the reason.
+    #[test]
+    fn new_validates_the_config() {
+        let mut config = ServerConfig::with_env_pat("pat");
+        config.limits.max_agents = 0;
+        assert_eq!(
+            Server::new(config, 1, 0).err(),
+            Some(ConfigError::Zero("limits.max_agents"))
+        );
+    }
+
+    // Goal: a fresh server has no timers, no output and the built-in pool; the admin stats
+    // route answers the same counters as `stats()`.
+    #[test]
+    fn fresh_server_is_quiet() {
+        let mut server = Server::new(ServerConfig::with_env_pat("pat"), 1, 0).unwrap();
+        assert_eq!(server.poll_timeout(), None);
+        assert_eq!(server.poll_output(), None);
+        assert_eq!(server.poll_event(), None);
+        let req = Request {
+            credential: admin(),
+            call: ApiRequest::AdminStats,
+        };
+        let handled = server.handle_request(SimTime::ZERO, 1, req);
+        assert_eq!(
+            handled,
+            Handled::Respond(ApiResponse::Stats(server.stats()))
+        );
+        let req = Request {
+            credential: admin(),
+            call: ApiRequest::ListPools { pool_name: None },
+        };
+        let Handled::Respond(ApiResponse::Pools(pools)) =
+            server.handle_request(SimTime::ZERO, 2, req)
+        else {
+            panic!("pools")
+        };
+        assert_eq!(pools.value[0].name, DEFAULT_POOL_NAME);
+    }
+
+    // Goal: the wall clock is the epoch plus run time, rendered in UTC.
+    #[test]
+    fn wall_time_adds_run_time_to_the_epoch() {
+        let server = Server::new(ServerConfig::default(), 1, 1_000).unwrap();
+        let t = SimTime::ZERO + Duration::from_millis(1_500);
+        assert_eq!(server.unix_ms(t), 2_500);
+        assert_eq!(server.wall(t), "1970-01-01T00:00:02.500Z");
+        assert_eq!(
+            server.authorization_url(),
+            "http://127.0.0.1:8080/_apis/oauth2/token"
+        );
+    }
+}

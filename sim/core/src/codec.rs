@@ -1,1 +1,0 @@
-//! PLACEHOLDER (owned by the server/codec helper): the one codec between `api` and `wire`.

@@ -1,0 +1,972 @@
+//! The one translation between typed protocol messages (`api`) and HTTP-shaped ones (`wire`):
+//! routes, query parameters, credentials, JSON and form bodies, status codes, error bodies.
+//!
+//! Server side: [`decode_request`] and [`encode_response`]. Client side: [`encode_request`] and
+//! [`decode_response`]. Both sides use the same route table, so a round trip through the codec
+//! is the identity (the tests check every route).
+//!
+//! Paths: everything before the `_apis` segment is a prefix the decoder ignores (a collection
+//! such as `/DefaultCollection`), except on plan-hub routes, whose last prefix segment is the
+//! `{scopeIdentifier}`. So one emulator answers under any base path.
+//!
+//! This module is pure: no IO, no clock, no state. Peer input never panics; it becomes a typed
+//! [`ApiError`] (404 unknown route, 405 wrong method, 400 malformed, 413 too large).
+
+pub mod locations;
+pub mod text;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    ApiError, ApiRequest, ApiResponse, Credential, ErrorKind, PlanScope, Request, TokenGrant,
+};
+use crate::proto::{EMPTY_GUID, OAuthError, WrappedException};
+use crate::wire::{Method, WireRequest, WireResponse};
+
+pub use locations::{LocationSpec, locations, resource_locations};
+pub use text::iso8601_utc;
+
+/// The token endpoint's path below the base URL; `authorizationUrl` is the public URL + this.
+pub const TOKEN_PATH: &str = "/_apis/oauth2/token";
+/// Emulator extension: the admin counters route below the base URL.
+pub const STATS_PATH: &str = "/_apis/fleetsim/stats";
+/// `client_assertion_type` of the JWT-bearer client assertion.
+pub const JWT_BEARER_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Error messages quoting peer input are cut to this many bytes.
+const MESSAGE_MAX: usize = 300;
+
+/// A base path prefix (`""` or `"/DefaultCollection"`), normalised: a leading `/`, no trailing
+/// `/`. Clients put it in front of every route; the decoder accepts any prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    base_path: String,
+}
+
+impl Routes {
+    /// Normalise `base_path` (`"DefaultCollection/"` → `"/DefaultCollection"`, `"/"` → `""`).
+    pub fn new(base_path: &str) -> Routes {
+        let trimmed = base_path.trim_matches('/');
+        let base_path = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        };
+        Routes { base_path }
+    }
+
+    /// The base path of a URL such as `https://host:8080/org` (`"/org"`); `""` without one.
+    pub fn from_url(url: &str) -> Routes {
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+        Routes::new(path)
+    }
+
+    /// The normalised prefix.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+}
+
+/// What the server side needs to render responses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseContext {
+    /// The emulator's public base URL (no trailing slash), named in the 401 challenge.
+    pub public_url: String,
+}
+
+// =============================================================================================
+// Server side: decode requests
+// =============================================================================================
+
+/// Route and decode one request. Bodies over `max_body_bytes` are refused before any parsing.
+pub fn decode_request(req: &WireRequest, max_body_bytes: usize) -> Result<Request, ApiError> {
+    if req.body.len() > max_body_bytes {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the request body is {} bytes; this emulator accepts at most {max_body_bytes}",
+                req.body.len()
+            ),
+        ));
+    }
+    let credential = decode_credential(req.authorization.as_deref())?;
+    let call = decode_call(req)?;
+    Ok(Request { credential, call })
+}
+
+/// `Authorization` header → credential. Unknown schemes and broken Basic payloads are 401s: the
+/// caller is not authenticated, and the challenge tells it how to be.
+pub fn decode_credential(header: Option<&str>) -> Result<Credential, ApiError> {
+    let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+        return Ok(Credential::Anonymous);
+    };
+    let (scheme, payload) = header.split_once(' ').unwrap_or((header, ""));
+    let payload = payload.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !payload.is_empty() {
+        return Ok(Credential::Bearer(payload.to_string()));
+    }
+    if scheme.eq_ignore_ascii_case("basic")
+        && let Some((user, password)) = text::parse_basic(payload)
+    {
+        return Ok(Credential::Basic { user, password });
+    }
+    Err(ApiError::new(
+        ErrorKind::Unauthorized,
+        "the Authorization header is not a valid Basic (user:PAT) or Bearer credential",
+    ))
+}
+
+fn decode_call(req: &WireRequest) -> Result<ApiRequest, ApiError> {
+    let raw: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(apis) = raw.iter().position(|s| s.eq_ignore_ascii_case("_apis")) else {
+        return Err(not_found(req));
+    };
+    let mut segs = Vec::with_capacity(raw.len());
+    for s in &raw {
+        segs.push(
+            text::percent_decode(s, false)
+                .ok_or_else(|| bad_request("the path has a broken percent-escape"))?,
+        );
+    }
+    let query = text::parse_pairs(&req.query, true)
+        .ok_or_else(|| bad_request("the query string has a broken percent-escape"))?;
+    let ctx = Ctx {
+        req,
+        query,
+        scope: apis.checked_sub(1).map(|i| segs[i].clone()),
+    };
+    let rest: Vec<&str> = segs[apis + 1..].iter().map(String::as_str).collect();
+    let lower: Vec<String> = rest.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match lower.as_slice() {
+        [] => ctx.only(Method::Options, || Ok(ApiRequest::Options { area: None })),
+        ["connectiondata"] => ctx.only(Method::Get, || Ok(ApiRequest::ConnectionData)),
+        ["resourceareas"] => ctx.only(Method::Get, || {
+            Ok(ApiRequest::ResourceAreas { area_id: None })
+        }),
+        ["resourceareas", _] => ctx.only(Method::Get, || {
+            Ok(ApiRequest::ResourceAreas {
+                area_id: Some(rest[1].to_string()),
+            })
+        }),
+        ["oauth2", "token"] => ctx.only(Method::Post, || ctx.token_grant().map(ApiRequest::Token)),
+        ["fleetsim", "stats"] => ctx.only(Method::Get, || Ok(ApiRequest::AdminStats)),
+        [_] => ctx.only(Method::Options, || {
+            Ok(ApiRequest::Options {
+                area: Some(rest[0].to_string()),
+            })
+        }),
+        ["distributedtask", "pools"] => ctx.only(Method::Get, || {
+            Ok(ApiRequest::ListPools {
+                pool_name: ctx.param("poolName"),
+            })
+        }),
+        ["distributedtask", "pools", _] => Err(not_allowed(req)),
+        ["distributedtask", "pools", _, resource, tail @ ..] => {
+            let pool_id: u32 = parse_id("poolId", rest[2])?;
+            let tail_raw = &rest[4..];
+            ctx.pool_route(pool_id, resource, tail, tail_raw)
+        }
+        ["distributedtask", "hubs", _, "plans", _, tail @ ..] => {
+            let plan = PlanScope {
+                scope_identifier: ctx.scope.clone().unwrap_or_default(),
+                hub: rest[2].to_string(),
+                plan_id: rest[4].to_string(),
+            };
+            ctx.hub_route(plan, tail, &rest[5..])
+        }
+        _ => Err(not_found(req)),
+    }
+}
+
+/// One request being decoded.
+struct Ctx<'a> {
+    req: &'a WireRequest,
+    query: Vec<(String, String)>,
+    /// The path segment before `_apis` (the plan hub's `{scopeIdentifier}`).
+    scope: Option<String>,
+}
+
+impl Ctx<'_> {
+    /// Decode with `f` when the method is `method`, else 405.
+    fn only(
+        &self,
+        method: Method,
+        f: impl FnOnce() -> Result<ApiRequest, ApiError>,
+    ) -> Result<ApiRequest, ApiError> {
+        if self.req.method == method {
+            f()
+        } else {
+            Err(not_allowed(self.req))
+        }
+    }
+
+    fn param(&self, name: &str) -> Option<String> {
+        text::param(&self.query, name).map(str::to_string)
+    }
+
+    fn required(&self, name: &str) -> Result<String, ApiError> {
+        self.param(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| bad_request(format!("the query parameter {name} is required")))
+    }
+
+    fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.req.body).map_err(|e| {
+            let detail = e.to_string();
+            bad_request(format!(
+                "the request body is not the expected JSON: {}",
+                text::truncate(&detail, MESSAGE_MAX)
+            ))
+        })
+    }
+
+    fn pool_route(
+        &self,
+        pool_id: u32,
+        resource: &str,
+        tail: &[&str],
+        tail_raw: &[&str],
+    ) -> Result<ApiRequest, ApiError> {
+        let m = self.req.method;
+        match (resource, tail, m) {
+            ("agents", [], Method::Get) => Ok(ApiRequest::ListAgents {
+                pool_id,
+                agent_name: self.param("agentName"),
+            }),
+            ("agents", [], Method::Post) => Ok(ApiRequest::AddAgent {
+                pool_id,
+                agent: self.json()?,
+            }),
+            ("agents", [_], Method::Get) => Ok(ApiRequest::GetAgent {
+                pool_id,
+                agent_id: parse_id("agentId", tail_raw[0])?,
+            }),
+            ("agents", [_], Method::Put) => Ok(ApiRequest::ReplaceAgent {
+                pool_id,
+                agent_id: parse_id("agentId", tail_raw[0])?,
+                agent: self.json()?,
+            }),
+            ("agents", [_], Method::Delete) => Ok(ApiRequest::DeleteAgent {
+                pool_id,
+                agent_id: parse_id("agentId", tail_raw[0])?,
+            }),
+            ("sessions", [], Method::Post) => Ok(ApiRequest::CreateSession {
+                pool_id,
+                session: self.json()?,
+            }),
+            ("sessions", [_], Method::Delete) => Ok(ApiRequest::DeleteSession {
+                pool_id,
+                session_id: tail_raw[0].to_string(),
+            }),
+            ("messages", [], Method::Get) => Ok(ApiRequest::GetMessage {
+                pool_id,
+                session_id: self.required("sessionId")?,
+                last_message_id: match self.param("lastMessageId").filter(|v| !v.is_empty()) {
+                    Some(v) => Some(parse_id("lastMessageId", &v)?),
+                    None => None,
+                },
+            }),
+            ("messages", [_], Method::Delete) => Ok(ApiRequest::DeleteMessage {
+                pool_id,
+                message_id: parse_id("messageId", tail_raw[0])?,
+                session_id: self.required("sessionId")?,
+            }),
+            ("jobrequests", [], Method::Get) => Ok(ApiRequest::ListJobRequests { pool_id }),
+            ("jobrequests", [], Method::Post) => Ok(ApiRequest::QueueJobs {
+                pool_id,
+                request: self.json()?,
+            }),
+            ("jobrequests", [_], Method::Patch) => Ok(ApiRequest::UpdateJobRequest {
+                pool_id,
+                request_id: parse_id("requestId", tail_raw[0])?,
+                lock_token: self
+                    .param("lockToken")
+                    .unwrap_or_else(|| EMPTY_GUID.to_string()),
+                update: self.json()?,
+            }),
+            ("agents" | "jobrequests", [] | [_], _)
+            | ("sessions" | "messages", [], _)
+            | ("sessions" | "messages", [_], _) => Err(not_allowed(self.req)),
+            _ => Err(not_found(self.req)),
+        }
+    }
+
+    fn hub_route(
+        &self,
+        plan: PlanScope,
+        tail: &[&str],
+        raw: &[&str],
+    ) -> Result<ApiRequest, ApiError> {
+        let m = self.req.method;
+        let owned = |i: usize| raw[i].to_string();
+        match (tail, m) {
+            (["timelines", _, "records"], Method::Patch) => Ok(ApiRequest::UpdateTimelineRecords {
+                plan,
+                timeline_id: owned(1),
+                records: self.json()?,
+            }),
+            (["timelines", _, "records", _, "feed"], Method::Post) => Ok(ApiRequest::AppendFeed {
+                plan,
+                timeline_id: owned(1),
+                record_id: owned(3),
+                feed: self.json()?,
+            }),
+            (["logs"], Method::Post) => Ok(ApiRequest::CreateLog {
+                plan,
+                log: self.json()?,
+            }),
+            (["logs", _], Method::Post) => Ok(ApiRequest::AppendLog {
+                plan,
+                log_id: parse_id("logId", raw[1])?,
+                content: self.req.body.clone(),
+            }),
+            (["timelines", _, "records", _, "attachments", _, _], Method::Put) => {
+                Ok(ApiRequest::PutAttachment {
+                    plan,
+                    timeline_id: owned(1),
+                    record_id: owned(3),
+                    kind: owned(5),
+                    name: owned(6),
+                    content: self.req.body.clone(),
+                })
+            }
+            (["events"], Method::Post) => Ok(ApiRequest::PostEvent {
+                plan,
+                event: self.json()?,
+            }),
+            (
+                ["timelines", _, "records"]
+                | ["timelines", _, "records", _, "feed"]
+                | ["logs"]
+                | ["logs", _]
+                | ["timelines", _, "records", _, "attachments", _, _]
+                | ["events"],
+                _,
+            ) => Err(not_allowed(self.req)),
+            _ => Err(not_found(self.req)),
+        }
+    }
+
+    fn token_grant(&self) -> Result<TokenGrant, ApiError> {
+        let body = std::str::from_utf8(&self.req.body)
+            .map_err(|_| oauth_grant_error("the token request body is not UTF-8"))?;
+        let form = text::parse_pairs(body, true)
+            .ok_or_else(|| oauth_grant_error("the token request body is not a valid form"))?;
+        let field = |name: &str| {
+            text::param(&form, name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| oauth_grant_error(format!("the token request has no {name} field")))
+        };
+        match field("grant_type")?.as_str() {
+            "client_credentials" => Ok(TokenGrant::ClientCredentials {
+                client_assertion_type: field("client_assertion_type")?,
+                client_assertion: field("client_assertion")?,
+            }),
+            "refresh_token" => Ok(TokenGrant::Refresh {
+                refresh_token: field("refresh_token")?,
+            }),
+            other => Err(oauth_grant_error(format!(
+                "grant_type {:?} is not supported; use client_credentials (or refresh_token \
+                 to rotate a job token)",
+                text::truncate(other, 64)
+            ))),
+        }
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ApiError> {
+    value.parse().map_err(|_| {
+        bad_request(format!(
+            "{name} must be a non-negative integer, got {:?}",
+            text::truncate(value, 64)
+        ))
+    })
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, message)
+}
+
+fn oauth_grant_error(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::OAuthInvalidGrant, message)
+}
+
+fn not_found(req: &WireRequest) -> ApiError {
+    ApiError::new(
+        ErrorKind::RouteNotFound,
+        format!(
+            "no route {} {}; OPTIONS /_apis/ lists the resources this emulator serves",
+            req.method.as_str(),
+            text::truncate(&req.path, MESSAGE_MAX)
+        ),
+    )
+}
+
+fn not_allowed(req: &WireRequest) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "{} is not supported on {}",
+            req.method.as_str(),
+            text::truncate(&req.path, MESSAGE_MAX)
+        ),
+    )
+}
+
+// =============================================================================================
+// Server side: encode responses
+// =============================================================================================
+
+/// Render one answer: status, headers and body.
+pub fn encode_response(resp: &ApiResponse, ctx: &ResponseContext) -> WireResponse {
+    match resp {
+        ApiResponse::ConnectionData(v) => ok_json(v),
+        ApiResponse::Locations(v) => ok_json(v),
+        ApiResponse::NoResourceAreas => {
+            WireResponse::json(200, br#"{"count":0,"value":null}"#.to_vec())
+        }
+        ApiResponse::Pools(v) => ok_json(v),
+        ApiResponse::Agents(v) => ok_json(v),
+        ApiResponse::Agent(v) => ok_json(v),
+        ApiResponse::NoContent => WireResponse::empty(204),
+        ApiResponse::Token(v) => ok_json(v),
+        ApiResponse::Session(v) => ok_json(v),
+        ApiResponse::Message(v) => ok_json(v),
+        ApiResponse::NoMessage => WireResponse::empty(202),
+        ApiResponse::JobRequest(v) => ok_json(v),
+        ApiResponse::JobRequests(v) => ok_json(v),
+        ApiResponse::QueuedJobs(v) => ok_json(v),
+        ApiResponse::Stats(v) => ok_json(v),
+        ApiResponse::TimelineRecords(v) => ok_json(v),
+        ApiResponse::Log(v) => ok_json(v),
+        ApiResponse::Attachment(v) => ok_json(v),
+        ApiResponse::Ok => WireResponse::empty(200),
+        ApiResponse::Error(e) => encode_error(e, ctx),
+    }
+}
+
+/// An error as the client expects it: `{error, error_description}` for the OAuth kinds, a
+/// WrappedException otherwise; 401 carries the Bearer challenge, 429/503 a `Retry-After`.
+pub fn encode_error(err: &ApiError, ctx: &ResponseContext) -> WireResponse {
+    let status = err.kind.status();
+    let body = match oauth_error_code(err.kind) {
+        Some(code) => to_json(&OAuthError {
+            error: code.to_string(),
+            error_description: err.message.clone(),
+        }),
+        None => to_json(&WrappedException {
+            inner_exception: None,
+            message: err.message.clone(),
+            type_name: format!(
+                "{}, Microsoft.VisualStudio.Services.WebApi",
+                err.kind.type_name()
+            ),
+            type_key: err.kind.type_key().to_string(),
+            error_code: 0,
+            event_id: 3000,
+        }),
+    };
+    let mut resp = WireResponse::json(status, body);
+    match status {
+        401 => resp.headers.push((
+            "www-authenticate",
+            format!("Bearer authorization_uri={}{TOKEN_PATH}", ctx.public_url),
+        )),
+        429 | 503 => resp.headers.push(("retry-after", "1".to_string())),
+        _ => {}
+    }
+    resp
+}
+
+fn oauth_error_code(kind: ErrorKind) -> Option<&'static str> {
+    match kind {
+        ErrorKind::OAuthInvalidClient => Some("invalid_client"),
+        ErrorKind::OAuthInvalidGrant => Some("invalid_grant"),
+        _ => None,
+    }
+}
+
+fn ok_json<T: Serialize>(value: &T) -> WireResponse {
+    WireResponse::json(200, to_json(value))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // The protocol types are plain structs with string keys: serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+// =============================================================================================
+// Client side: encode requests
+// =============================================================================================
+
+/// Build the HTTP request for `req` under `base_path` (e.g. `""` or `"/DefaultCollection"`).
+pub fn encode_request(req: &Request, base_path: &str) -> WireRequest {
+    let routes = Routes::new(base_path);
+    let (method, path, query, body, content_type) = encode_call(&req.call);
+    WireRequest {
+        method,
+        path: format!("{}{path}", routes.base_path()),
+        query,
+        authorization: match &req.credential {
+            Credential::Anonymous => None,
+            Credential::Basic { user, password } => Some(text::basic_header(user, password)),
+            Credential::Bearer(token) => Some(format!("Bearer {token}")),
+        },
+        content_type: body.as_ref().map(|_| content_type.to_string()),
+        body: body.unwrap_or_default(),
+    }
+}
+
+const JSON: &str = "application/json; charset=utf-8";
+const OCTETS: &str = "application/octet-stream";
+const FORM: &str = "application/x-www-form-urlencoded";
+
+type Encoded = (Method, String, String, Option<Vec<u8>>, &'static str);
+
+fn encode_call(call: &ApiRequest) -> Encoded {
+    use ApiRequest as A;
+    let e = text::percent_encode;
+    let pools = |id: u32| format!("/_apis/distributedtask/pools/{id}");
+    let none = String::new;
+    match call {
+        A::ConnectionData => (
+            Method::Get,
+            "/_apis/connectionData".into(),
+            "connectOptions=1&lastChangeId=-1&lastChangeId64=-1".into(),
+            None,
+            JSON,
+        ),
+        A::Options { area } => {
+            let path = match area {
+                None => "/_apis/".to_string(),
+                Some(a) => format!("/_apis/{}", e(a)),
+            };
+            (Method::Options, path, none(), None, JSON)
+        }
+        A::ResourceAreas { area_id } => {
+            let path = match area_id {
+                None => "/_apis/ResourceAreas".to_string(),
+                Some(id) => format!("/_apis/ResourceAreas/{}", e(id)),
+            };
+            (Method::Get, path, none(), None, JSON)
+        }
+        A::ListPools { pool_name } => {
+            let q = pool_name
+                .as_ref()
+                .map(|n| text::join_pairs(&[("poolName", n.clone())]));
+            (
+                Method::Get,
+                "/_apis/distributedtask/pools".into(),
+                q.unwrap_or_default(),
+                None,
+                JSON,
+            )
+        }
+        A::ListAgents {
+            pool_id,
+            agent_name,
+        } => {
+            let q = agent_name
+                .as_ref()
+                .map(|n| text::join_pairs(&[("agentName", n.clone())]));
+            (
+                Method::Get,
+                format!("{}/agents", pools(*pool_id)),
+                q.unwrap_or_default(),
+                None,
+                JSON,
+            )
+        }
+        A::AddAgent { pool_id, agent } => (
+            Method::Post,
+            format!("{}/agents", pools(*pool_id)),
+            none(),
+            Some(to_json(agent)),
+            JSON,
+        ),
+        A::GetAgent { pool_id, agent_id } => (
+            Method::Get,
+            format!("{}/agents/{agent_id}", pools(*pool_id)),
+            none(),
+            None,
+            JSON,
+        ),
+        A::ReplaceAgent {
+            pool_id,
+            agent_id,
+            agent,
+        } => (
+            Method::Put,
+            format!("{}/agents/{agent_id}", pools(*pool_id)),
+            none(),
+            Some(to_json(agent)),
+            JSON,
+        ),
+        A::DeleteAgent { pool_id, agent_id } => (
+            Method::Delete,
+            format!("{}/agents/{agent_id}", pools(*pool_id)),
+            none(),
+            None,
+            JSON,
+        ),
+        A::Token(grant) => {
+            let form = match grant {
+                TokenGrant::ClientCredentials {
+                    client_assertion_type,
+                    client_assertion,
+                } => text::join_pairs(&[
+                    ("grant_type", "client_credentials".into()),
+                    ("client_assertion_type", client_assertion_type.clone()),
+                    ("client_assertion", client_assertion.clone()),
+                ]),
+                TokenGrant::Refresh { refresh_token } => text::join_pairs(&[
+                    ("grant_type", "refresh_token".into()),
+                    ("refresh_token", refresh_token.clone()),
+                ]),
+            };
+            (
+                Method::Post,
+                TOKEN_PATH.into(),
+                none(),
+                Some(form.into_bytes()),
+                FORM,
+            )
+        }
+        A::CreateSession { pool_id, session } => (
+            Method::Post,
+            format!("{}/sessions", pools(*pool_id)),
+            none(),
+            Some(to_json(session)),
+            JSON,
+        ),
+        A::DeleteSession {
+            pool_id,
+            session_id,
+        } => (
+            Method::Delete,
+            format!("{}/sessions/{}", pools(*pool_id), e(session_id)),
+            none(),
+            None,
+            JSON,
+        ),
+        A::GetMessage {
+            pool_id,
+            session_id,
+            last_message_id,
+        } => {
+            let mut q = vec![("sessionId", session_id.clone())];
+            if let Some(id) = last_message_id {
+                q.push(("lastMessageId", id.to_string()));
+            }
+            (
+                Method::Get,
+                format!("{}/messages", pools(*pool_id)),
+                text::join_pairs(&q),
+                None,
+                JSON,
+            )
+        }
+        A::DeleteMessage {
+            pool_id,
+            message_id,
+            session_id,
+        } => (
+            Method::Delete,
+            format!("{}/messages/{message_id}", pools(*pool_id)),
+            text::join_pairs(&[("sessionId", session_id.clone())]),
+            None,
+            JSON,
+        ),
+        A::UpdateJobRequest {
+            pool_id,
+            request_id,
+            lock_token,
+            update,
+        } => (
+            Method::Patch,
+            format!("{}/jobrequests/{request_id}", pools(*pool_id)),
+            text::join_pairs(&[("lockToken", lock_token.clone())]),
+            Some(to_json(update)),
+            JSON,
+        ),
+        A::QueueJobs { pool_id, request } => (
+            Method::Post,
+            format!("{}/jobrequests", pools(*pool_id)),
+            none(),
+            Some(to_json(request)),
+            JSON,
+        ),
+        A::ListJobRequests { pool_id } => (
+            Method::Get,
+            format!("{}/jobrequests", pools(*pool_id)),
+            none(),
+            None,
+            JSON,
+        ),
+        A::AdminStats => (Method::Get, STATS_PATH.into(), none(), None, JSON),
+        A::UpdateTimelineRecords {
+            plan,
+            timeline_id,
+            records,
+        } => (
+            Method::Patch,
+            format!("{}/timelines/{}/records", hub(plan), e(timeline_id)),
+            none(),
+            Some(to_json(records)),
+            JSON,
+        ),
+        A::AppendFeed {
+            plan,
+            timeline_id,
+            record_id,
+            feed,
+        } => (
+            Method::Post,
+            format!(
+                "{}/timelines/{}/records/{}/feed",
+                hub(plan),
+                e(timeline_id),
+                e(record_id)
+            ),
+            none(),
+            Some(to_json(feed)),
+            JSON,
+        ),
+        A::CreateLog { plan, log } => (
+            Method::Post,
+            format!("{}/logs", hub(plan)),
+            none(),
+            Some(to_json(log)),
+            JSON,
+        ),
+        A::AppendLog {
+            plan,
+            log_id,
+            content,
+        } => (
+            Method::Post,
+            format!("{}/logs/{log_id}", hub(plan)),
+            none(),
+            Some(content.clone()),
+            OCTETS,
+        ),
+        A::PutAttachment {
+            plan,
+            timeline_id,
+            record_id,
+            kind,
+            name,
+            content,
+        } => (
+            Method::Put,
+            format!(
+                "{}/timelines/{}/records/{}/attachments/{}/{}",
+                hub(plan),
+                e(timeline_id),
+                e(record_id),
+                e(kind),
+                e(name)
+            ),
+            none(),
+            Some(content.clone()),
+            OCTETS,
+        ),
+        A::PostEvent { plan, event } => (
+            Method::Post,
+            format!("{}/events", hub(plan)),
+            none(),
+            Some(to_json(event)),
+            JSON,
+        ),
+    }
+}
+
+/// `/{scopeIdentifier}/_apis/distributedtask/hubs/{hubName}/plans/{planId}`.
+fn hub(plan: &PlanScope) -> String {
+    let e = text::percent_encode;
+    format!(
+        "/{}/_apis/distributedtask/hubs/{}/plans/{}",
+        e(&plan.scope_identifier),
+        e(&plan.hub),
+        e(&plan.plan_id)
+    )
+}
+
+// =============================================================================================
+// Client side: decode responses
+// =============================================================================================
+
+/// Read the answer to `call`. A 2xx whose body does not parse becomes a `BadRequest` error whose
+/// message starts with "unreadable response"; a non-2xx without a recognisable error body is
+/// typed from its status alone.
+pub fn decode_response(call: &ApiRequest, resp: &WireResponse) -> ApiResponse {
+    if !(200..300).contains(&resp.status) {
+        return ApiResponse::Error(decode_error(resp));
+    }
+    use ApiRequest as A;
+    use ApiResponse as R;
+    let parsed = match call {
+        A::ConnectionData => parse(resp).map(R::ConnectionData),
+        A::Options { .. } => parse(resp).map(R::Locations),
+        A::ResourceAreas { .. } => Ok(R::NoResourceAreas),
+        A::ListPools { .. } => parse(resp).map(R::Pools),
+        A::ListAgents { .. } => parse(resp).map(R::Agents),
+        A::AddAgent { .. } | A::GetAgent { .. } | A::ReplaceAgent { .. } => {
+            parse(resp).map(R::Agent)
+        }
+        A::DeleteAgent { .. } | A::DeleteSession { .. } | A::DeleteMessage { .. } => {
+            Ok(R::NoContent)
+        }
+        A::Token(_) => parse(resp).map(R::Token),
+        A::CreateSession { .. } => parse(resp).map(R::Session),
+        A::GetMessage { .. } if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
+        A::GetMessage { .. } => parse(resp).map(R::Message),
+        A::UpdateJobRequest { .. } => parse(resp).map(R::JobRequest),
+        A::QueueJobs { .. } => parse(resp).map(R::QueuedJobs),
+        A::ListJobRequests { .. } => parse(resp).map(R::JobRequests),
+        A::AdminStats => parse(resp).map(R::Stats),
+        A::UpdateTimelineRecords { .. } => parse(resp).map(R::TimelineRecords),
+        A::CreateLog { .. } | A::AppendLog { .. } => parse(resp).map(R::Log),
+        A::PutAttachment { .. } => parse(resp).map(R::Attachment),
+        A::AppendFeed { .. } | A::PostEvent { .. } => Ok(R::Ok),
+    };
+    parsed.unwrap_or_else(R::Error)
+}
+
+fn parse<T: DeserializeOwned>(resp: &WireResponse) -> Result<T, ApiError> {
+    serde_json::from_slice(&resp.body).map_err(|e| {
+        let detail = e.to_string();
+        bad_request(format!(
+            "unreadable response (status {}): {}",
+            resp.status,
+            text::truncate(&detail, MESSAGE_MAX)
+        ))
+    })
+}
+
+/// A non-2xx answer → typed error: WrappedException by `typeKey`, OAuth body by `error`, else
+/// by status.
+pub fn decode_error(resp: &WireResponse) -> ApiError {
+    if let Ok(w) = serde_json::from_slice::<WrappedException>(&resp.body)
+        && let Some(kind) = ErrorKind::from_type_key(&w.type_key)
+    {
+        return ApiError::new(kind, w.message);
+    }
+    if let Ok(o) = serde_json::from_slice::<OAuthError>(&resp.body) {
+        let kind = match o.error.as_str() {
+            "invalid_client" => ErrorKind::OAuthInvalidClient,
+            _ => ErrorKind::OAuthInvalidGrant,
+        };
+        return ApiError::new(kind, o.error_description);
+    }
+    let kind = match resp.status {
+        400 => ErrorKind::BadRequest,
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::AccessDenied,
+        404 => ErrorKind::RouteNotFound,
+        405 => ErrorKind::MethodNotAllowed,
+        409 => ErrorKind::SessionConflict,
+        413 => ErrorKind::PayloadTooLarge,
+        429 => ErrorKind::Throttled,
+        s if s >= 500 => ErrorKind::Unavailable,
+        _ => ErrorKind::BadRequest,
+    };
+    ApiError::new(
+        kind,
+        format!("HTTP {} without a recognisable error body", resp.status),
+    )
+}
+
+/// A short, bounded label for the route of `call`, for request counters.
+pub fn route_label(call: &ApiRequest) -> &'static str {
+    use ApiRequest as A;
+    match call {
+        A::ConnectionData => "connection_data",
+        A::Options { .. } => "options",
+        A::ResourceAreas { .. } => "resource_areas",
+        A::ListPools { .. } => "list_pools",
+        A::ListAgents { .. } => "list_agents",
+        A::AddAgent { .. } => "add_agent",
+        A::GetAgent { .. } => "get_agent",
+        A::ReplaceAgent { .. } => "replace_agent",
+        A::DeleteAgent { .. } => "delete_agent",
+        A::Token(TokenGrant::ClientCredentials { .. }) => "token",
+        A::Token(TokenGrant::Refresh { .. }) => "token_refresh",
+        A::CreateSession { .. } => "create_session",
+        A::DeleteSession { .. } => "delete_session",
+        A::GetMessage { .. } => "get_message",
+        A::DeleteMessage { .. } => "delete_message",
+        A::UpdateJobRequest { .. } => "update_job_request",
+        A::QueueJobs { .. } => "queue_jobs",
+        A::ListJobRequests { .. } => "list_job_requests",
+        A::AdminStats => "admin_stats",
+        A::UpdateTimelineRecords { .. } => "timeline_records",
+        A::AppendFeed { .. } => "feed",
+        A::CreateLog { .. } => "create_log",
+        A::AppendLog { .. } => "append_log",
+        A::PutAttachment { .. } => "attachment",
+        A::PostEvent { .. } => "event",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: base paths normalise to one form whatever the caller writes.
+    #[test]
+    fn routes_normalise_base_paths() {
+        assert_eq!(Routes::new("").base_path(), "");
+        assert_eq!(Routes::new("/").base_path(), "");
+        assert_eq!(
+            Routes::new("DefaultCollection/").base_path(),
+            "/DefaultCollection"
+        );
+        assert_eq!(Routes::from_url("https://h:8080/org/").base_path(), "/org");
+        assert_eq!(Routes::from_url("http://h").base_path(), "");
+    }
+
+    // Goal: credentials parse by scheme case-insensitively; broken ones are 401s, not panics.
+    #[test]
+    fn credentials_parse_or_are_unauthorized() {
+        assert_eq!(decode_credential(None), Ok(Credential::Anonymous));
+        assert_eq!(decode_credential(Some("  ")), Ok(Credential::Anonymous));
+        assert_eq!(
+            decode_credential(Some("bearer abc")),
+            Ok(Credential::Bearer("abc".into()))
+        );
+        let basic = text::basic_header("u", "p");
+        assert_eq!(
+            decode_credential(Some(&basic)),
+            Ok(Credential::Basic {
+                user: "u".into(),
+                password: "p".into()
+            })
+        );
+        for bad in ["Bearer", "Basic ???", "Digest x", "Basic"] {
+            let err = decode_credential(Some(bad)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Unauthorized, "{bad}");
+        }
+    }
+
+    // Goal: route labels are unique per call kind (they key request counters).
+    #[test]
+    fn route_labels_are_distinct() {
+        let calls = [
+            ApiRequest::ConnectionData,
+            ApiRequest::AdminStats,
+            ApiRequest::ListJobRequests { pool_id: 1 },
+            ApiRequest::Token(TokenGrant::Refresh {
+                refresh_token: String::new(),
+            }),
+        ];
+        let mut labels: Vec<_> = calls.iter().map(route_label).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), calls.len());
+    }
+}

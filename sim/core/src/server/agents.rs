@@ -1,0 +1,771 @@
+//! Pools, agents, sessions, per-session message queues and parked long polls.
+//!
+//! An agent is online exactly while it holds a session. A session lives until it is deleted,
+//! its agent is deleted or replaced, its agent loses a job lease, or it sees no poll for
+//! `session_idle_timeout` with none parked. When it ends, parked polls are answered with a
+//! typed error and a job message it never acknowledged goes back to the queue.
+//!
+//! Messages stay queued until `DELETE …/messages/{id}`: a `GET` only shows them. `lastMessageId`
+//! is a cursor (only later messages are shown), so the keep-alive GET, which throws its answer
+//! away, never loses a job. The emulator never sends `AgentRefresh` (no agent self-updates) and
+//! never dequeues a message on a GET.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::auth::Need;
+use super::{Handled, RequestId, Server, ServerOutput, Timer};
+use crate::SimTime;
+use crate::api::{ApiError, ApiResponse, Credential, ErrorKind};
+use crate::crypto::PublicKey;
+use crate::event::CryptoOp;
+use crate::proto::{
+    AgentStatus, ListOf, TaskAgent, TaskAgentAuthorization, TaskAgentMessage, TaskAgentPool,
+    TaskAgentSession, TaskAgentSessionKey,
+};
+
+/// Longest agent name accepted.
+const AGENT_NAME_MAX: usize = 256;
+
+/// One registered agent.
+pub(super) struct AgentRecord {
+    pub pool_id: u32,
+    /// As registered (the response adds status, authorization and assigned request).
+    pub agent: TaskAgent,
+    pub client_id: String,
+    /// Parsed once at registration (real crypto); `None` in modelled mode.
+    pub public_key: Option<PublicKey>,
+    pub enabled: bool,
+    pub created_on: String,
+    pub session: Option<Session>,
+    /// The job request it holds, if any.
+    pub assigned: Option<u64>,
+    pub listener_tokens: VecDeque<String>,
+}
+
+/// One live session.
+pub(super) struct Session {
+    pub id: String,
+    /// The AES-256 session key; `None` in modelled mode (message bodies are plain JSON).
+    pub key: Option<[u8; 32]>,
+    pub messages: VecDeque<TaskAgentMessage>,
+    pub parked: BTreeSet<RequestId>,
+    /// When the idle timer fires unless the session is touched again.
+    pub idle_deadline: SimTime,
+}
+
+/// A held `GET messages`.
+pub(super) struct ParkedPoll {
+    pub agent: u64,
+    pub last_message_id: Option<u64>,
+    pub deadline: SimTime,
+}
+
+fn agent_not_found(pool_id: u32, agent_id: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::AgentNotFound,
+        format!("agent {agent_id} is not registered in pool {pool_id}; configure the agent again"),
+    )
+}
+
+fn session_expired(session_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::SessionExpired,
+        format!(
+            "session {} does not exist or has expired; create a new session",
+            crate::codec::text::truncate(session_id, 64)
+        ),
+    )
+}
+
+impl Server {
+    // -----------------------------------------------------------------------------------------
+    // Pools and agents
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn list_pools(
+        &self,
+        now: SimTime,
+        cred: &Credential,
+        pool_name: Option<String>,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat_or_listener(now, cred, Need::Read)?;
+        let pools = self
+            .pools
+            .iter()
+            .filter(|(_, name)| {
+                pool_name
+                    .as_deref()
+                    .is_none_or(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(|(&id, name)| TaskAgentPool {
+                id,
+                name: name.clone(),
+                is_hosted: false,
+                pool_type: "automation".to_string(),
+                size: self.agents.values().filter(|a| a.pool_id == id).count() as u32,
+            })
+            .collect();
+        Ok(ApiResponse::Pools(ListOf::new(pools)))
+    }
+
+    pub(super) fn list_agents(
+        &self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        agent_name: Option<String>,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat_or_listener(now, cred, Need::Read)?;
+        self.pool_exists(pool_id)?;
+        let agents: Vec<TaskAgent> = match agent_name {
+            Some(name) => {
+                let key = (pool_id, name.to_ascii_lowercase());
+                self.agent_names
+                    .get(&key)
+                    .map(|id| self.agent_view(*id))
+                    .into_iter()
+                    .collect()
+            }
+            None => self
+                .agents
+                .iter()
+                .filter(|(_, a)| a.pool_id == pool_id)
+                .map(|(id, _)| self.agent_view(*id))
+                .collect(),
+        };
+        Ok(ApiResponse::Agents(ListOf::new(agents)))
+    }
+
+    pub(super) fn get_agent(
+        &self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        agent_id: u64,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat_or_listener(now, cred, Need::Read)?;
+        self.pool_exists(pool_id)?;
+        self.agent_in_pool(pool_id, agent_id)?;
+        Ok(ApiResponse::Agent(self.agent_view(agent_id)))
+    }
+
+    pub(super) fn add_agent(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        agent: TaskAgent,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Manage)?;
+        self.pool_exists(pool_id)?;
+        check_agent_name(&agent.name)?;
+        if let Some(&existing) = self
+            .agent_names
+            .get(&(pool_id, agent.name.to_ascii_lowercase()))
+        {
+            return Err(ApiError::new(
+                ErrorKind::AgentExists,
+                format!(
+                    "an agent named {:?} already exists in pool {pool_id} (id {existing}); \
+                     replace it (--replace) or pick another name",
+                    agent.name
+                ),
+            ));
+        }
+        if self.agents.len() >= self.cfg.limits.max_agents {
+            return Err(Self::throttled("agents", self.cfg.limits.max_agents));
+        }
+        let public_key = self.parse_public_key(&agent)?;
+        let id = self.next_agent_id;
+        self.next_agent_id += 1;
+        let client_id = self.new_uuid();
+        let record = AgentRecord {
+            pool_id,
+            enabled: agent.enabled.unwrap_or(true),
+            agent: TaskAgent { id, ..agent },
+            client_id: client_id.clone(),
+            public_key,
+            created_on: self.wall(now),
+            session: None,
+            assigned: None,
+            listener_tokens: VecDeque::new(),
+        };
+        self.agent_names
+            .insert((pool_id, record.agent.name.to_ascii_lowercase()), id);
+        self.clients.insert(client_id, id);
+        self.agents.insert(id, record);
+        Ok(ApiResponse::Agent(self.agent_view(id)))
+    }
+
+    /// PUT: keep id, client id and user capabilities; take the new key, version, OS and system
+    /// capabilities. The old install's tokens and session end (it is being replaced).
+    pub(super) fn replace_agent(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        agent_id: u64,
+        agent: TaskAgent,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Manage)?;
+        self.pool_exists(pool_id)?;
+        self.agent_in_pool(pool_id, agent_id)?;
+        check_agent_name(&agent.name)?;
+        let new_key = (pool_id, agent.name.to_ascii_lowercase());
+        if let Some(&other) = self.agent_names.get(&new_key)
+            && other != agent_id
+        {
+            return Err(ApiError::new(
+                ErrorKind::AgentExists,
+                format!(
+                    "another agent (id {other}) is already named {:?}",
+                    agent.name
+                ),
+            ));
+        }
+        let public_key = self.parse_public_key(&agent)?;
+        self.end_session(now, agent_id, ErrorKind::SessionExpired);
+        self.revoke_listener_tokens(agent_id);
+        let rec = self
+            .agents
+            .get_mut(&agent_id)
+            .ok_or_else(|| agent_not_found(pool_id, agent_id))?;
+        let old_key = (pool_id, rec.agent.name.to_ascii_lowercase());
+        rec.public_key = public_key;
+        rec.enabled = agent.enabled.unwrap_or(rec.enabled);
+        let user_capabilities = std::mem::take(&mut rec.agent.user_capabilities);
+        rec.agent = TaskAgent {
+            id: agent_id,
+            user_capabilities,
+            ..agent
+        };
+        self.agent_names.remove(&old_key);
+        self.agent_names.insert(new_key, agent_id);
+        self.refresh_idle(agent_id);
+        Ok(ApiResponse::Agent(self.agent_view(agent_id)))
+    }
+
+    /// DELETE: the agent's job goes back to the queue, its session ends, its tokens stop.
+    pub(super) fn delete_agent(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        agent_id: u64,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Manage)?;
+        self.pool_exists(pool_id)?;
+        self.agent_in_pool(pool_id, agent_id)?;
+        if let Some(request) = self.agents[&agent_id].assigned {
+            self.requeue(now, request);
+        }
+        self.end_session(now, agent_id, ErrorKind::AccessTokenExpired);
+        self.revoke_listener_tokens(agent_id);
+        if let Some(rec) = self.agents.remove(&agent_id) {
+            self.agent_names
+                .remove(&(rec.pool_id, rec.agent.name.to_ascii_lowercase()));
+            self.clients.remove(&rec.client_id);
+        }
+        if let Some(idle) = self.idle.get_mut(&pool_id) {
+            idle.remove(&agent_id);
+        }
+        Ok(ApiResponse::NoContent)
+    }
+
+    fn agent_in_pool(&self, pool_id: u32, agent_id: u64) -> Result<(), ApiError> {
+        match self.agents.get(&agent_id) {
+            Some(a) if a.pool_id == pool_id => Ok(()),
+            _ => Err(agent_not_found(pool_id, agent_id)),
+        }
+    }
+
+    /// The registration's public key: required and validated with real crypto; carried but not
+    /// parsed in modelled mode (a virtual agent has no key).
+    fn parse_public_key(&self, agent: &TaskAgent) -> Result<Option<PublicKey>, ApiError> {
+        if !self.real_crypto() {
+            return Ok(None);
+        }
+        let wire = agent
+            .authorization
+            .as_ref()
+            .and_then(|a| a.public_key.as_ref())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::BadRequest,
+                    "authorization.publicKey {exponent, modulus} is required (an RSA-2048 key)",
+                )
+            })?;
+        PublicKey::from_wire(wire).map(Some).map_err(|e| {
+            ApiError::new(
+                ErrorKind::BadRequest,
+                format!("authorization.publicKey: {e}"),
+            )
+        })
+    }
+
+    /// The agent as the API shows it.
+    pub(super) fn agent_view(&self, agent_id: u64) -> TaskAgent {
+        let Some(rec) = self.agents.get(&agent_id) else {
+            return TaskAgent::default();
+        };
+        let mut view = rec.agent.clone();
+        view.id = agent_id;
+        view.enabled = Some(rec.enabled);
+        view.status = Some(if rec.session.is_some() {
+            AgentStatus::Online
+        } else {
+            AgentStatus::Offline
+        });
+        view.created_on = Some(rec.created_on.clone());
+        view.authorization = Some(TaskAgentAuthorization {
+            authorization_url: Some(self.authorization_url.clone()),
+            client_id: Some(rec.client_id.clone()),
+            public_key: rec
+                .agent
+                .authorization
+                .as_ref()
+                .and_then(|a| a.public_key.clone()),
+        });
+        view.assigned_request = rec.assigned.map(|r| self.job_view(r));
+        view
+    }
+
+    /// Keep the idle index in step with the agent's state (called after every change to
+    /// enabled, session or assignment).
+    pub(super) fn refresh_idle(&mut self, agent_id: u64) {
+        let Some(rec) = self.agents.get(&agent_id) else {
+            return;
+        };
+        let idle = rec.enabled && rec.session.is_some() && rec.assigned.is_none();
+        let set = self.idle.entry(rec.pool_id).or_default();
+        if idle {
+            if set.insert(agent_id) {
+                self.dispatch_pending = true;
+            }
+        } else {
+            set.remove(&agent_id);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sessions
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn create_session(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        session: TaskAgentSession,
+    ) -> Result<ApiResponse, ApiError> {
+        let agent_id = self.listener_agent(now, cred)?;
+        self.pool_exists(pool_id)?;
+        self.agent_in_pool(pool_id, agent_id)?;
+        if session.agent.id != 0 && session.agent.id != agent_id {
+            return Err(ApiError::new(
+                ErrorKind::AccessDenied,
+                format!(
+                    "the token belongs to agent {agent_id}, the session names agent {}",
+                    session.agent.id
+                ),
+            ));
+        }
+        if self.agents[&agent_id].session.is_some() {
+            return Err(ApiError::new(
+                ErrorKind::SessionConflict,
+                format!(
+                    "agent {agent_id} already has a live session; stop the other listener or \
+                     wait for that session to expire"
+                ),
+            ));
+        }
+        if self.sessions.len() >= self.cfg.limits.max_sessions {
+            return Err(Self::throttled("sessions", self.cfg.limits.max_sessions));
+        }
+        let (key, encryption_key) = self.new_session_key(agent_id)?;
+        let session_id = self.new_uuid();
+        let idle_deadline = now + self.cfg.session_idle_timeout;
+        let rec = self
+            .agents
+            .get_mut(&agent_id)
+            .ok_or_else(|| agent_not_found(pool_id, agent_id))?;
+        rec.session = Some(Session {
+            id: session_id.clone(),
+            key,
+            messages: VecDeque::new(),
+            parked: BTreeSet::new(),
+            idle_deadline,
+        });
+        self.sessions.insert(session_id.clone(), agent_id);
+        self.set_timer(idle_deadline, Timer::SessionIdle(agent_id));
+        self.refresh_idle(agent_id);
+        Ok(ApiResponse::Session(TaskAgentSession {
+            session_id,
+            encryption_key,
+            ..session
+        }))
+    }
+
+    /// A fresh AES-256 key: OAEP-SHA1-wrapped to the agent's key with real crypto; with
+    /// modelled crypto no key at all (the agent then reads plain message bodies), the wrap
+    /// counted as modelled work.
+    fn new_session_key(
+        &mut self,
+        agent_id: u64,
+    ) -> Result<(Option<[u8; 32]>, Option<TaskAgentSessionKey>), ApiError> {
+        if !self.real_crypto() {
+            self.crypto_event(CryptoOp::OaepWrap, 32, 0);
+            return Ok((None, None));
+        }
+        let Some(public) = self
+            .agents
+            .get(&agent_id)
+            .and_then(|a| a.public_key.clone())
+        else {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                "the agent has no registered key",
+            ));
+        };
+        let key: [u8; 32] = self.random_bytes();
+        let (wrapped, nanos) = self.meter.measure(|| public.encrypt_oaep_sha1(&key));
+        self.crypto_event(CryptoOp::OaepWrap, 32, nanos);
+        let wrapped = wrapped.map_err(|e| {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                format!("wrapping the session key failed: {e}"),
+            )
+        })?;
+        Ok((
+            Some(key),
+            Some(TaskAgentSessionKey {
+                encrypted: true,
+                value: STANDARD.encode(wrapped),
+            }),
+        ))
+    }
+
+    pub(super) fn delete_session(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        session_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let agent_id = self.owned_session(now, cred, pool_id, session_id)?;
+        self.end_session(now, agent_id, ErrorKind::SessionExpired);
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// The agent that owns `session_id`, checked against the caller's listener token.
+    fn owned_session(
+        &self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        session_id: &str,
+    ) -> Result<u64, ApiError> {
+        let caller = self.listener_agent(now, cred)?;
+        self.pool_exists(pool_id)?;
+        let Some(&owner) = self.sessions.get(session_id) else {
+            return Err(session_expired(session_id));
+        };
+        if owner != caller {
+            return Err(ApiError::new(
+                ErrorKind::AccessDenied,
+                "this session belongs to another agent",
+            ));
+        }
+        self.agent_in_pool(pool_id, owner)?;
+        Ok(owner)
+    }
+
+    /// End an agent's session (if any): answer its parked polls with `answer`, requeue a job
+    /// whose message it never acknowledged, take it out of the idle set.
+    pub(super) fn end_session(&mut self, now: SimTime, agent_id: u64, answer: ErrorKind) {
+        let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.take())
+        else {
+            return;
+        };
+        self.sessions.remove(&session.id);
+        self.clear_timer(session.idle_deadline, Timer::SessionIdle(agent_id));
+        for id in session.parked {
+            if let Some(poll) = self.parked.remove(&id) {
+                self.clear_timer(poll.deadline, Timer::PollHold(id));
+                let message = match answer {
+                    ErrorKind::AccessTokenExpired => {
+                        "the agent was deleted or replaced".to_string()
+                    }
+                    _ => "the session ended; create a new session".to_string(),
+                };
+                let response = ApiResponse::Error(ApiError::new(answer, message));
+                self.outputs
+                    .push_back(ServerOutput::Respond { id, response });
+            }
+        }
+        if let Some(request) = self.agents[&agent_id].assigned
+            && self.jobs.get(&request).is_some_and(|j| j.undelivered())
+        {
+            self.requeue(now, request);
+        }
+        self.refresh_idle(agent_id);
+    }
+
+    /// A poll, an acknowledgement or a released poll counts as life: push the idle deadline.
+    fn touch_session(&mut self, now: SimTime, agent_id: u64) {
+        let deadline = now + self.cfg.session_idle_timeout;
+        let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
+        else {
+            return;
+        };
+        let old = std::mem::replace(&mut session.idle_deadline, deadline);
+        if old != deadline {
+            self.clear_timer(old, Timer::SessionIdle(agent_id));
+            self.set_timer(deadline, Timer::SessionIdle(agent_id));
+        }
+    }
+
+    /// The idle timer fired: expire the session unless a poll is parked on it.
+    pub(super) fn session_idle(&mut self, now: SimTime, agent_id: u64) {
+        let parked = match self.agents.get(&agent_id).and_then(|a| a.session.as_ref()) {
+            None => return,
+            Some(s) if s.idle_deadline > now => return,
+            Some(s) => !s.parked.is_empty(),
+        };
+        if parked {
+            self.touch_session(now, agent_id);
+        } else {
+            self.end_session(now, agent_id, ErrorKind::SessionExpired);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Messages
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn get_message(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        id: RequestId,
+        pool_id: u32,
+        session_id: &str,
+        last_message_id: Option<u64>,
+    ) -> Result<Handled, ApiError> {
+        let agent_id = self.owned_session(now, cred, pool_id, session_id)?;
+        if let Some(message) = self.visible_message(agent_id, last_message_id) {
+            self.touch_session(now, agent_id);
+            return Ok(Handled::Respond(ApiResponse::Message(message)));
+        }
+        if self.cfg.long_poll_hold.is_zero() {
+            self.touch_session(now, agent_id);
+            return Ok(Handled::Respond(ApiResponse::NoMessage));
+        }
+        let limits = &self.cfg.limits;
+        let session_parked = self.agents[&agent_id]
+            .session
+            .as_ref()
+            .map_or(0, |s| s.parked.len());
+        if self.parked.len() >= limits.max_parked_polls {
+            return Err(Self::throttled(
+                "parked long polls",
+                limits.max_parked_polls,
+            ));
+        }
+        if session_parked >= limits.max_parked_polls_per_session {
+            return Err(Self::throttled(
+                "parked long polls for this session",
+                limits.max_parked_polls_per_session,
+            ));
+        }
+        if self.parked.contains_key(&id) {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "request id already parked (driver bug)",
+            ));
+        }
+        self.touch_session(now, agent_id);
+        let deadline = now + self.cfg.long_poll_hold;
+        self.parked.insert(
+            id,
+            ParkedPoll {
+                agent: agent_id,
+                last_message_id,
+                deadline,
+            },
+        );
+        if let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
+        {
+            session.parked.insert(id);
+        }
+        self.set_timer(deadline, Timer::PollHold(id));
+        Ok(Handled::Parked)
+    }
+
+    /// The first message after the cursor. A cursor at or past any id this server issued is
+    /// stale (the agent kept it across an emulator restart) and is ignored, so new messages
+    /// are not hidden behind it.
+    fn visible_message(&self, agent_id: u64, cursor: Option<u64>) -> Option<TaskAgentMessage> {
+        let cursor = cursor.filter(|&c| c < self.next_message_id);
+        let session = self.agents.get(&agent_id)?.session.as_ref()?;
+        session
+            .messages
+            .iter()
+            .find(|m| cursor.is_none_or(|c| m.message_id > c))
+            .cloned()
+    }
+
+    pub(super) fn delete_message(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        message_id: u64,
+        session_id: &str,
+    ) -> Result<ApiResponse, ApiError> {
+        let agent_id = self.owned_session(now, cred, pool_id, session_id)?;
+        self.touch_session(now, agent_id);
+        if let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
+        {
+            session.messages.retain(|m| m.message_id != message_id);
+        }
+        if let Some(request) = self.agents[&agent_id].assigned {
+            self.job_message_acknowledged(now, request, message_id);
+        }
+        Ok(ApiResponse::NoContent)
+    }
+
+    /// Queue a message for an agent's session and wake the polls that can see it.
+    pub(super) fn push_message(&mut self, agent_id: u64, message: TaskAgentMessage) {
+        let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
+        else {
+            return;
+        };
+        session.messages.push_back(message);
+        let waiting: Vec<RequestId> = session.parked.iter().copied().collect();
+        for id in waiting {
+            let cursor = self.parked.get(&id).and_then(|p| p.last_message_id);
+            if let Some(message) = self.visible_message(agent_id, cursor)
+                && let Some(poll) = self.parked.remove(&id)
+            {
+                self.clear_timer(poll.deadline, Timer::PollHold(id));
+                if let Some(s) = self
+                    .agents
+                    .get_mut(&agent_id)
+                    .and_then(|a| a.session.as_mut())
+                {
+                    s.parked.remove(&id);
+                }
+                let response = ApiResponse::Message(message);
+                self.outputs
+                    .push_back(ServerOutput::Respond { id, response });
+            }
+        }
+    }
+
+    /// Whether the agent's session has room for one more message.
+    pub(super) fn has_message_room(&self, agent_id: u64) -> bool {
+        self.agents
+            .get(&agent_id)
+            .and_then(|a| a.session.as_ref())
+            .is_some_and(|s| s.messages.len() < self.cfg.limits.max_messages_per_session)
+    }
+
+    /// A parked poll's hold ended with nothing to deliver.
+    pub(super) fn poll_hold_ended(&mut self, now: SimTime, id: RequestId) {
+        if let Some(poll) = self.parked.remove(&id) {
+            self.unpark_from_session(now, poll.agent, id);
+            self.outputs.push_back(ServerOutput::Respond {
+                id,
+                response: ApiResponse::NoMessage,
+            });
+        }
+    }
+
+    /// Forget a parked poll on its session and count its end as life.
+    pub(super) fn unpark_from_session(&mut self, now: SimTime, agent_id: u64, id: RequestId) {
+        if let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
+        {
+            session.parked.remove(&id);
+        }
+        self.touch_session(now, agent_id);
+    }
+
+    /// The session key of an agent's live session (`None`: plaintext bodies).
+    pub(super) fn session_key(&self, agent_id: u64) -> Option<[u8; 32]> {
+        self.agents.get(&agent_id)?.session.as_ref()?.key
+    }
+}
+
+fn check_agent_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > AGENT_NAME_MAX {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("the agent name must be 1..={AGENT_NAME_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Capabilities of an agent: system ∪ user (user wins on a clash).
+pub(super) fn capabilities(agent: &TaskAgent) -> BTreeMap<&str, &str> {
+    let mut caps: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in agent
+        .system_capabilities
+        .iter()
+        .chain(agent.user_capabilities.iter())
+    {
+        caps.insert(k.as_str(), v.as_str());
+    }
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: user capabilities override system ones of the same name (admins win).
+    #[test]
+    fn user_capabilities_override_system_ones() {
+        let agent = TaskAgent {
+            system_capabilities: BTreeMap::from([
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+            ]),
+            user_capabilities: BTreeMap::from([("b".into(), "user".into())]),
+            ..TaskAgent::default()
+        };
+        let caps = capabilities(&agent);
+        assert_eq!(caps.get("a"), Some(&"1"));
+        assert_eq!(caps.get("b"), Some(&"user"));
+    }
+
+    // Goal: agent names must be present and bounded.
+    #[test]
+    fn agent_names_are_checked() {
+        assert!(check_agent_name("agent-1").is_ok());
+        assert!(check_agent_name(" ").is_err());
+        assert!(check_agent_name(&"x".repeat(AGENT_NAME_MAX + 1)).is_err());
+    }
+}

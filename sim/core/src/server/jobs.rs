@@ -1,0 +1,743 @@
+//! The job queue: admin queueing of synthetic jobs, FIFO assignment to idle agents whose
+//! capabilities meet the demands, the job message, leases and their renewal, requeue on lease
+//! loss, and completion.
+//!
+//! A job is never lost: it is queued, or active on exactly one agent, or finished. Lease loss
+//! (no renewal by `lockedUntil` + `lease_grace`) counts as agent loss: the job goes back to its
+//! old place in the queue, its tokens stop working, and the agent's session ends (its next poll
+//! learns the session expired, so a live-but-wedged agent re-registers cleanly instead of
+//! holding a ghost job).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::Rng as _;
+
+use super::auth::Need;
+use super::plans::PlanStore;
+use super::{Server, Timer};
+use crate::SimTime;
+use crate::api::{ApiError, ApiResponse, Credential, ErrorKind};
+use crate::event::CryptoOp;
+use crate::job::{QueueJobsRequest, QueueJobsResponse, SyntheticJob, inputs};
+use crate::mask::LeakScanner;
+use crate::proto::{
+    ACCESS_TOKEN_PARAMETER, AgentJobRequestMessage, EMPTY_GUID, EndpointAuthorization,
+    JobRequestUpdate, JobResources, JobStep, ListOf, MESSAGE_JOB_REQUEST, MaskHint, PlanReference,
+    SYNTHETIC_TASK_NAME, SYSTEM_VSS_CONNECTION, ServiceEndpoint, TaskAgentJobRequest,
+    TaskAgentMessage, TaskAgentReference, TaskReference, TaskResult, TimelineReference,
+    VariableValue,
+};
+
+/// The id the job message gives the synthetic task (a fixed GUID, like a real task's).
+pub const SYNTHETIC_TASK_ID: &str = "6c1b7bb5-6e3b-4c1b-9c4e-f1ee751f0001";
+/// Prefix of every generated secret value; the job's regex mask hint matches it.
+pub const SECRET_PREFIX: &str = "fss_";
+/// Random characters after [`SECRET_PREFIX`].
+const SECRET_LEN: usize = 28;
+/// The regex mask hint sent with every job.
+pub const SECRET_MASK_REGEX: &str = "fss_[A-Za-z0-9]{28}";
+
+/// Where a job is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum JobState {
+    Queued,
+    /// Assigned to `agent`. `message_id` is `Some` until the agent deletes (acknowledges) the
+    /// job message; `renewed` once it renewed the lease.
+    Active {
+        agent: u64,
+        message_id: Option<u64>,
+        renewed: bool,
+    },
+    Finished,
+}
+
+/// One job request.
+pub(super) struct Job {
+    pub pool_id: u32,
+    pub job_id: String,
+    pub plan_id: String,
+    pub timeline_id: String,
+    pub spec: SyntheticJob,
+    /// Secret variable values (from the server RNG; stable across requeues).
+    pub secrets: Vec<String>,
+    pub state: JobState,
+    pub lock_token: String,
+    pub locked_until: Option<SimTime>,
+    pub queue_time: SimTime,
+    pub assign_time: Option<SimTime>,
+    pub receive_time: Option<SimTime>,
+    pub finish_time: Option<SimTime>,
+    pub result: Option<TaskResult>,
+    pub requeue_count: u32,
+    /// Job tokens that still work: the newest, plus rotated ones within their grace.
+    pub tokens: Vec<String>,
+    /// Built at assignment from the secrets and the job token.
+    pub scanner: Option<LeakScanner>,
+    pub plan: PlanStore,
+}
+
+impl Job {
+    /// The agent it is assigned to, if active.
+    pub fn agent(&self) -> Option<u64> {
+        match self.state {
+            JobState::Active { agent, .. } => Some(agent),
+            _ => None,
+        }
+    }
+    /// Active and its lease renewed at least once.
+    pub fn renewed(&self) -> bool {
+        matches!(self.state, JobState::Active { renewed: true, .. })
+    }
+    /// Active, but the agent neither acknowledged the message nor renewed the lease.
+    pub fn undelivered(&self) -> bool {
+        matches!(
+            self.state,
+            JobState::Active {
+                message_id: Some(_),
+                renewed: false,
+                ..
+            }
+        )
+    }
+}
+
+/// A demand parsed: `name` (exists) or `name -equals value`.
+fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
+    let (name, value) = match demand.split_once(" -equals ") {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (demand.trim(), None),
+    };
+    caps.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case(name) && value.is_none_or(|want| v.eq_ignore_ascii_case(want))
+    })
+}
+
+fn check_demand(demand: &str) -> Result<(), ApiError> {
+    let name = demand
+        .split_once(" -equals ")
+        .map_or(demand, |(n, _)| n)
+        .trim();
+    let ok = !name.is_empty() && !name.contains(char::is_whitespace) && demand.len() <= 256;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "demand {:?} is not `name` or `name -equals value`",
+                crate::codec::text::truncate(demand, 64)
+            ),
+        ))
+    }
+}
+
+fn job_not_found(request_id: u64, why: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::JobNotFound,
+        format!("job request {request_id} {why}"),
+    )
+}
+
+impl Server {
+    // -----------------------------------------------------------------------------------------
+    // Admin
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn queue_jobs(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        request: QueueJobsRequest,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Admin)?;
+        self.pool_exists(pool_id)?;
+        self.check_queue_request(&request)?;
+        let mut ids = Vec::with_capacity(request.len());
+        for spec in request.expand() {
+            ids.push(self.new_job(now, pool_id, spec.clone()));
+        }
+        self.dispatch(now);
+        let value: Vec<TaskAgentJobRequest> = ids.iter().map(|&id| self.job_view(id)).collect();
+        Ok(ApiResponse::QueuedJobs(QueueJobsResponse {
+            count: value.len(),
+            value,
+        }))
+    }
+
+    fn check_queue_request(&self, request: &QueueJobsRequest) -> Result<(), ApiError> {
+        let limits = &self.cfg.limits;
+        let bad = |m: String| ApiError::new(ErrorKind::BadRequest, m);
+        let n = request.len();
+        if n == 0 {
+            return Err(bad(
+                "the request queues no job: give count + template, or jobs".into(),
+            ));
+        }
+        if n > limits.max_jobs_per_request {
+            return Err(bad(format!(
+                "at most {} jobs per request",
+                limits.max_jobs_per_request
+            )));
+        }
+        for job in request.template.iter().chain(request.jobs.iter()) {
+            if job.steps.len() > limits.max_steps_per_job {
+                return Err(bad(format!(
+                    "at most {} steps per job",
+                    limits.max_steps_per_job
+                )));
+            }
+            if job.secrets as usize > limits.max_secrets_per_job {
+                return Err(bad(format!(
+                    "at most {} secrets per job",
+                    limits.max_secrets_per_job
+                )));
+            }
+            if job.demands.len() > limits.max_demands_per_job {
+                return Err(bad(format!(
+                    "at most {} demands per job",
+                    limits.max_demands_per_job
+                )));
+            }
+            job.demands.iter().try_for_each(|d| check_demand(d))?;
+        }
+        if self.queue.len() + n > limits.max_queued_jobs {
+            return Err(Self::throttled("queued jobs", limits.max_queued_jobs));
+        }
+        Ok(())
+    }
+
+    fn new_job(&mut self, now: SimTime, pool_id: u32, spec: SyntheticJob) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let secrets = (0..spec.secrets).map(|_| self.secret_value()).collect();
+        let job = Job {
+            pool_id,
+            job_id: self.new_uuid(),
+            plan_id: self.new_uuid(),
+            timeline_id: self.new_uuid(),
+            spec,
+            secrets,
+            state: JobState::Queued,
+            lock_token: EMPTY_GUID.to_string(),
+            locked_until: None,
+            queue_time: now,
+            assign_time: None,
+            receive_time: None,
+            finish_time: None,
+            result: None,
+            requeue_count: 0,
+            tokens: Vec::new(),
+            scanner: None,
+            plan: PlanStore::default(),
+        };
+        self.plans.insert(job.plan_id.clone(), id);
+        self.jobs.insert(id, job);
+        self.queue.insert(id);
+        self.dispatch_pending = true;
+        id
+    }
+
+    fn secret_value(&mut self) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut s = String::with_capacity(SECRET_PREFIX.len() + SECRET_LEN);
+        s.push_str(SECRET_PREFIX);
+        for _ in 0..SECRET_LEN {
+            s.push(ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char);
+        }
+        s
+    }
+
+    pub(super) fn list_job_requests(
+        &self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Admin)?;
+        self.pool_exists(pool_id)?;
+        let value = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.pool_id == pool_id)
+            .map(|(&id, _)| self.job_view(id))
+            .collect();
+        Ok(ApiResponse::JobRequests(ListOf::new(value)))
+    }
+
+    /// Queued, and no registered agent of its pool has the capabilities it demands.
+    pub(super) fn is_unmatched(&self, request_id: u64) -> bool {
+        let Some(job) = self.jobs.get(&request_id) else {
+            return false;
+        };
+        job.state == JobState::Queued
+            && !job.spec.demands.is_empty()
+            && !self
+                .agents
+                .values()
+                .any(|a| a.pool_id == job.pool_id && self.meets(a, &job.spec))
+    }
+
+    fn meets(&self, agent: &super::agents::AgentRecord, spec: &SyntheticJob) -> bool {
+        if spec.demands.is_empty() {
+            // The common case; skip building the capability map.
+            return true;
+        }
+        let caps = super::agents::capabilities(&agent.agent);
+        spec.demands.iter().all(|d| demand_met(&caps, d))
+    }
+
+    /// The job request as the API shows it.
+    pub(super) fn job_view(&self, request_id: u64) -> TaskAgentJobRequest {
+        let Some(job) = self.jobs.get(&request_id) else {
+            return TaskAgentJobRequest {
+                request_id,
+                ..TaskAgentJobRequest::default()
+            };
+        };
+        let state = match &job.state {
+            JobState::Queued if self.is_unmatched(request_id) => "unmatched",
+            JobState::Queued => "queued",
+            JobState::Active { renewed: false, .. } => "assigned",
+            JobState::Active { renewed: true, .. } => "running",
+            JobState::Finished => "completed",
+        };
+        let reserved_agent =
+            job.agent()
+                .and_then(|id| self.agents.get(&id))
+                .map(|a| TaskAgentReference {
+                    id: a.agent.id,
+                    name: a.agent.name.clone(),
+                    version: a.agent.version.clone(),
+                    ..TaskAgentReference::default()
+                });
+        TaskAgentJobRequest {
+            request_id,
+            queue_time: Some(self.wall(job.queue_time)),
+            assign_time: job.assign_time.map(|t| self.wall(t)),
+            receive_time: job.receive_time.map(|t| self.wall(t)),
+            locked_until: job.locked_until.map(|t| self.wall(t)),
+            finish_time: job.finish_time.map(|t| self.wall(t)),
+            result: job.result,
+            plan_id: Some(job.plan_id.clone()),
+            job_id: Some(job.job_id.clone()),
+            pool_id: Some(job.pool_id),
+            demands: job.spec.demands.clone(),
+            state: Some(state.to_string()),
+            requeue_count: Some(job.requeue_count),
+            reserved_agent,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Assignment
+    // -----------------------------------------------------------------------------------------
+
+    /// Assign queued jobs, oldest first, to idle agents (lowest id first) that meet their
+    /// demands. Runs after every input when something changed.
+    pub(super) fn dispatch(&mut self, now: SimTime) {
+        if !self.dispatch_pending {
+            return;
+        }
+        self.dispatch_pending = false;
+        let mut cursor = 0u64;
+        while self.idle.values().any(|s| !s.is_empty()) {
+            let Some(&request_id) = self.queue.range(cursor..).next() else {
+                break;
+            };
+            cursor = request_id + 1;
+            let job = &self.jobs[&request_id];
+            let Some(idle) = self.idle.get(&job.pool_id) else {
+                continue;
+            };
+            let pick = idle.iter().copied().find(|a| {
+                self.has_message_room(*a)
+                    && self.agents.get(a).is_some_and(|r| self.meets(r, &job.spec))
+            });
+            if let Some(agent_id) = pick {
+                self.assign(now, request_id, agent_id);
+            }
+        }
+    }
+
+    fn assign(&mut self, now: SimTime, request_id: u64, agent_id: u64) {
+        let lock_token = self.new_uuid();
+        let locked_until = now + self.cfg.lease_duration;
+        let message_id = self.next_message_id;
+        self.next_message_id += 1;
+        self.queue.remove(&request_id);
+        if let Some(job) = self.jobs.get_mut(&request_id) {
+            job.state = JobState::Active {
+                agent: agent_id,
+                message_id: Some(message_id),
+                renewed: false,
+            };
+            job.lock_token = lock_token;
+            job.locked_until = Some(locked_until);
+            job.assign_time = Some(now);
+            job.receive_time = None;
+        }
+        let token = self.mint_job_token(now, request_id);
+        if let Some(job) = self.jobs.get_mut(&request_id) {
+            let values = job
+                .secrets
+                .iter()
+                .map(String::as_str)
+                .chain([token.as_str()]);
+            job.scanner = Some(LeakScanner::new(values));
+        }
+        if let Some(rec) = self.agents.get_mut(&agent_id) {
+            rec.assigned = Some(request_id);
+        }
+        self.refresh_idle(agent_id);
+        self.set_timer(
+            locked_until + self.cfg.lease_grace,
+            Timer::LeaseExpiry(request_id),
+        );
+        let body = self.job_message_body(request_id, &token, locked_until);
+        let message = self.seal_message(agent_id, message_id, MESSAGE_JOB_REQUEST, &body);
+        self.push_message(agent_id, message);
+    }
+
+    /// The `AgentJobRequestMessage` JSON for an assigned job.
+    fn job_message_body(&self, request_id: u64, token: &str, locked_until: SimTime) -> String {
+        let job = &self.jobs[&request_id];
+        let mut variables = BTreeMap::new();
+        let plain = |v: &str| VariableValue {
+            value: v.to_string(),
+            ..VariableValue::default()
+        };
+        variables.insert("system.jobId".to_string(), plain(&job.job_id));
+        variables.insert("system.planId".to_string(), plain(&job.plan_id));
+        variables.insert("system.timelineId".to_string(), plain(&job.timeline_id));
+        variables.insert(
+            "system.teamProjectId".to_string(),
+            plain(&self.scope_identifier),
+        );
+        variables.insert(
+            "system.collectionUri".to_string(),
+            plain(&format!("{}/", self.public_url)),
+        );
+        variables.insert(
+            "system.accessToken".to_string(),
+            VariableValue {
+                value: token.to_string(),
+                is_secret: true,
+                is_read_only: true,
+            },
+        );
+        for (i, secret) in job.secrets.iter().enumerate() {
+            variables.insert(
+                format!("fleetsim.secret{i}"),
+                VariableValue {
+                    value: secret.clone(),
+                    is_secret: true,
+                    is_read_only: false,
+                },
+            );
+        }
+        let last = job.spec.steps.len().saturating_sub(1);
+        let steps = job
+            .spec
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut inputs = BTreeMap::new();
+                inputs.insert(
+                    inputs::DURATION_MS.to_string(),
+                    step.duration_ms.to_string(),
+                );
+                inputs.insert(inputs::LOG_LINES.to_string(), step.log_lines.to_string());
+                inputs.insert(
+                    inputs::SECRET_LINES.to_string(),
+                    step.secret_lines.to_string(),
+                );
+                inputs.insert(
+                    inputs::ARTIFACT_BYTES.to_string(),
+                    step.artifact_bytes.to_string(),
+                );
+                if job.spec.fail && i == last {
+                    inputs.insert(inputs::FAIL.to_string(), "true".to_string());
+                }
+                JobStep {
+                    kind: "task".to_string(),
+                    reference: TaskReference {
+                        id: SYNTHETIC_TASK_ID.to_string(),
+                        name: SYNTHETIC_TASK_NAME.to_string(),
+                        version: "1.0.0".to_string(),
+                    },
+                    inputs,
+                    id: format!("{}{:012x}", &job.job_id[..24], i),
+                    name: format!("step{}", i + 1),
+                    display_name: format!("Synthetic step {}", i + 1),
+                    condition: "succeeded()".to_string(),
+                }
+            })
+            .collect();
+        let endpoint = ServiceEndpoint {
+            name: SYSTEM_VSS_CONNECTION.to_string(),
+            url: format!("{}/", self.public_url),
+            authorization: EndpointAuthorization {
+                scheme: "OAuth".to_string(),
+                parameters: BTreeMap::from([(
+                    ACCESS_TOKEN_PARAMETER.to_string(),
+                    token.to_string(),
+                )]),
+            },
+            data: BTreeMap::from([("ServerId".to_string(), self.instance_id.clone())]),
+        };
+        let message = AgentJobRequestMessage {
+            message_type: MESSAGE_JOB_REQUEST.to_string(),
+            plan: PlanReference {
+                scope_identifier: self.scope_identifier.clone(),
+                plan_type: "Build".to_string(),
+                plan_id: job.plan_id.clone(),
+                version: 9,
+            },
+            timeline: TimelineReference {
+                id: job.timeline_id.clone(),
+                change_id: 1,
+            },
+            job_id: job.job_id.clone(),
+            job_display_name: format!("Synthetic job {request_id}"),
+            job_name: format!("job_{request_id}"),
+            request_id,
+            lock_token: job.lock_token.clone(),
+            locked_until: Some(self.wall(locked_until)),
+            resources: JobResources {
+                endpoints: vec![endpoint],
+            },
+            variables,
+            mask: vec![MaskHint {
+                kind: "regex".to_string(),
+                value: SECRET_MASK_REGEX.to_string(),
+            }],
+            steps,
+        };
+        // Plain structs of strings and integers: serialisation cannot fail.
+        serde_json::to_string(&message).unwrap_or_default()
+    }
+
+    /// Encrypt a message body under the session key with a fresh IV (real crypto), or send it
+    /// as plain JSON (modelled crypto, or a session without a key).
+    fn seal_message(
+        &mut self,
+        agent_id: u64,
+        message_id: u64,
+        message_type: &str,
+        body: &str,
+    ) -> TaskAgentMessage {
+        let bytes = body.len() as u64;
+        match self.session_key(agent_id) {
+            Some(key) if self.real_crypto() => {
+                let iv: [u8; 16] = self.random_bytes();
+                let (cipher, nanos) = self
+                    .meter
+                    .measure(|| crate::crypto::aes256_cbc_encrypt(&key, &iv, body.as_bytes()));
+                self.crypto_event(CryptoOp::AesEncrypt, bytes, nanos);
+                TaskAgentMessage {
+                    message_id,
+                    message_type: message_type.to_string(),
+                    iv: STANDARD.encode(iv),
+                    body: STANDARD.encode(cipher),
+                }
+            }
+            _ => {
+                self.crypto_event(CryptoOp::AesEncrypt, bytes, 0);
+                TaskAgentMessage {
+                    message_id,
+                    message_type: message_type.to_string(),
+                    iv: String::new(),
+                    body: body.to_string(),
+                }
+            }
+        }
+    }
+
+    /// The agent deleted message `message_id`: if it was this job's message, it is delivered.
+    pub(super) fn job_message_acknowledged(
+        &mut self,
+        now: SimTime,
+        request_id: u64,
+        message_id: u64,
+    ) {
+        if let Some(job) = self.jobs.get_mut(&request_id)
+            && let JobState::Active {
+                message_id: pending @ Some(_),
+                ..
+            } = &mut job.state
+            && *pending == Some(message_id)
+        {
+            *pending = None;
+            job.receive_time.get_or_insert(now);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Leases and completion
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn update_job_request(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        request_id: u64,
+        lock_token: &str,
+        update: JobRequestUpdate,
+    ) -> Result<ApiResponse, ApiError> {
+        let agent_id = self.listener_agent(now, cred)?;
+        self.pool_exists(pool_id)?;
+        let job = self
+            .jobs
+            .get(&request_id)
+            .filter(|j| j.pool_id == pool_id)
+            .ok_or_else(|| job_not_found(request_id, "does not exist in this pool"))?;
+        if job.agent() != Some(agent_id) {
+            return Err(job_not_found(
+                request_id,
+                "is not assigned to this agent (finished, or its lease expired and it was requeued)",
+            ));
+        }
+        if lock_token != EMPTY_GUID && lock_token != job.lock_token {
+            return Err(job_not_found(request_id, "has a different lock token"));
+        }
+        if update.request_id != 0 && update.request_id != request_id {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                "the body's requestId differs from the path's",
+            ));
+        }
+        match update.result {
+            Some(result) => self.finish(now, request_id, result),
+            None => self.renew(now, request_id),
+        }
+        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+    }
+
+    fn renew(&mut self, now: SimTime, request_id: u64) {
+        let until = now + self.cfg.lease_duration;
+        let grace = self.cfg.lease_grace;
+        let Some(job) = self.jobs.get_mut(&request_id) else {
+            return;
+        };
+        let old = job.locked_until.replace(until);
+        job.receive_time.get_or_insert(now);
+        if let JobState::Active { renewed, .. } = &mut job.state {
+            *renewed = true;
+        }
+        if let Some(old) = old {
+            self.clear_timer(old + grace, Timer::LeaseExpiry(request_id));
+        }
+        self.set_timer(until + grace, Timer::LeaseExpiry(request_id));
+    }
+
+    /// End an active job with `result`: tokens revoked, lease dropped, agent idle again.
+    pub(super) fn finish(&mut self, now: SimTime, request_id: u64, result: TaskResult) {
+        let Some(agent_id) = self.jobs.get(&request_id).and_then(Job::agent) else {
+            return;
+        };
+        self.release_from_agent(request_id, agent_id);
+        self.revoke_job_tokens(request_id);
+        if let Some(job) = self.jobs.get_mut(&request_id) {
+            job.state = JobState::Finished;
+            job.result = Some(result);
+            job.finish_time = Some(now);
+            job.scanner = None;
+        }
+        self.counters.jobs_completed += 1;
+        self.finished.push_back(request_id);
+        while self.finished.len() > self.cfg.limits.max_finished_jobs {
+            if let Some(old) = self.finished.pop_front()
+                && let Some(job) = self.jobs.remove(&old)
+            {
+                self.plans.remove(&job.plan_id);
+            }
+        }
+    }
+
+    /// Put an active job back in the queue (lease loss, agent deleted, session ended before
+    /// delivery). Its old place in the FIFO is kept.
+    pub(super) fn requeue(&mut self, _now: SimTime, request_id: u64) {
+        let Some(agent_id) = self.jobs.get(&request_id).and_then(Job::agent) else {
+            return;
+        };
+        self.release_from_agent(request_id, agent_id);
+        self.revoke_job_tokens(request_id);
+        if let Some(job) = self.jobs.get_mut(&request_id) {
+            job.state = JobState::Queued;
+            job.locked_until = None;
+            job.assign_time = None;
+            job.receive_time = None;
+            job.requeue_count += 1;
+            job.scanner = None;
+        }
+        self.queue.insert(request_id);
+        self.counters.jobs_requeued += 1;
+        self.dispatch_pending = true;
+    }
+
+    /// Detach an active job from its agent: lease timer, undelivered message, assignment.
+    fn release_from_agent(&mut self, request_id: u64, agent_id: u64) {
+        let Some(job) = self.jobs.get(&request_id) else {
+            return;
+        };
+        let (locked_until, state) = (job.locked_until, job.state.clone());
+        if let Some(until) = locked_until {
+            self.clear_timer(until + self.cfg.lease_grace, Timer::LeaseExpiry(request_id));
+        }
+        if let JobState::Active {
+            message_id: Some(mid),
+            ..
+        } = state
+            && let Some(session) = self
+                .agents
+                .get_mut(&agent_id)
+                .and_then(|a| a.session.as_mut())
+        {
+            session.messages.retain(|m| m.message_id != mid);
+        }
+        if let Some(rec) = self.agents.get_mut(&agent_id)
+            && rec.assigned == Some(request_id)
+        {
+            rec.assigned = None;
+        }
+        self.refresh_idle(agent_id);
+    }
+
+    /// The lease timer fired: requeue, and treat the agent as lost (its session ends).
+    pub(super) fn lease_expired(&mut self, now: SimTime, request_id: u64) {
+        let Some(job) = self.jobs.get(&request_id) else {
+            return;
+        };
+        let (Some(agent_id), Some(until)) = (job.agent(), job.locked_until) else {
+            return;
+        };
+        if until + self.cfg.lease_grace > now {
+            return;
+        }
+        self.requeue(now, request_id);
+        self.end_session(now, agent_id, crate::api::ErrorKind::SessionExpired);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: demands read as the real service writes them, case-insensitively.
+    #[test]
+    fn demands_exist_and_equals() {
+        let caps = BTreeMap::from([("Agent.OS", "Linux"), ("docker", "")]);
+        assert!(demand_met(&caps, "docker"));
+        assert!(demand_met(&caps, "agent.os -equals linux"));
+        assert!(!demand_met(&caps, "Agent.OS -equals Windows_NT"));
+        assert!(!demand_met(&caps, "java"));
+        assert!(check_demand("Agent.OS -equals Linux").is_ok());
+        assert!(check_demand("two words").is_err());
+        assert!(check_demand("").is_err());
+    }
+}
