@@ -260,7 +260,7 @@ impl Server {
         self.pool_exists(pool_id)?;
         self.agent_in_pool(pool_id, agent_id)?;
         if let Some(request) = self.agents[&agent_id].assigned {
-            self.requeue(now, request);
+            self.requeue(request);
         }
         self.end_session(now, agent_id, ErrorKind::AccessTokenExpired);
         self.revoke_listener_tokens(agent_id);
@@ -512,7 +512,7 @@ impl Server {
         if let Some(request) = self.agents[&agent_id].assigned
             && self.jobs.get(&request).is_some_and(|j| j.undelivered())
         {
-            self.requeue(now, request);
+            self.requeue(request);
         }
         self.refresh_idle(agent_id);
     }

@@ -661,7 +661,7 @@ impl Server {
 
     /// Put an active job back in the queue (lease loss, agent deleted, session ended before
     /// delivery). Its old place in the FIFO is kept.
-    pub(super) fn requeue(&mut self, _now: SimTime, request_id: u64) {
+    pub(super) fn requeue(&mut self, request_id: u64) {
         let Some(agent_id) = self.jobs.get(&request_id).and_then(Job::agent) else {
             return;
         };
@@ -719,7 +719,7 @@ impl Server {
         if until + self.cfg.lease_grace > now {
             return;
         }
-        self.requeue(now, request_id);
+        self.requeue(request_id);
         self.end_session(now, agent_id, crate::api::ErrorKind::SessionExpired);
     }
 }

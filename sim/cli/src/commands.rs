@@ -1,0 +1,432 @@
+//! One function per subcommand: parse what clap could not, call the library, write the
+//! outputs, and map the outcome to an exit code (`crate::exit`).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fleetsim_core::dist::parse_duration;
+use fleetsim_metrics::{Report, compare, parse_max_regression, render_html, render_junit, render_summary};
+use fleetsim_scenario::Scenario;
+
+use crate::args::{
+    Cli, Command, CompareArgs, CryptoBenchArgs, MergeArgs, RunArgs, ScenarioArgs, ServeArgs,
+    SimulateArgs, ValidateArgs,
+};
+use crate::{Failure, exit};
+
+type Outcome = Result<u8, Failure>;
+
+/// Logs go to stderr; `RUST_LOG` wins over `-v`.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn dispatch(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Simulate(a) => simulate(a),
+        Command::Serve(a) => serve(a),
+        Command::Compare(a) => compare_reports(a),
+        Command::Merge(a) => merge(a),
+        Command::Validate(a) => validate(a),
+        Command::Schema => schema(),
+        Command::CryptoBench(a) => crypto_bench(a),
+    }
+}
+
+/// Load a scenario with `--set` overrides plus the flags that are shorthands for overrides.
+fn load_scenario(path: &Path, overrides: &[String], seed: Option<u64>) -> Result<Scenario, Failure> {
+    let mut all = overrides.to_vec();
+    if let Some(seed) = seed {
+        all.push(format!("run.seed={seed}"));
+    }
+    fleetsim_scenario::load(path, &all).map_err(|diags| {
+        let n = diags.items.len();
+        Failure::usage(anyhow::anyhow!(
+            "{} problem{} in the scenario:\n{diags}",
+            n,
+            if n == 1 { "" } else { "s" }
+        ))
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::run)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn run(args: RunArgs) -> Outcome {
+    let mut overrides = args.common.overrides.clone();
+    if let Some(url) = &args.target {
+        overrides.push(format!("target.url={url:?}"));
+    }
+    let scenario = load_scenario(&args.common.scenario, &overrides, args.common.seed)?;
+    let linger = parse_linger(&args.common)?;
+    let rt = runtime()?;
+    let outcome = rt.block_on(async {
+        let prom = start_metrics(&args.common)?;
+        let board = fleetsim_live::fleet::ProgressBoard::new();
+        let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
+        let opts = fleetsim_live::fleet::RunOptions { progress: Some(board), ..Default::default() };
+        let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;
+        if let Some(d) = display {
+            d.finish().await;
+        }
+        let outcome = result.map_err(|e| Failure::run(anyhow::Error::new(e).context("the run could not be carried out")))?;
+        if let Some(p) = &prom {
+            p.publish(&outcome.report);
+        }
+        Ok::<_, Failure>((outcome, prom))
+    });
+    let (outcome, prom) = outcome?;
+    for w in &outcome.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut summary = render_summary(&outcome.report);
+    summary.push_str(&format!(
+        "\n  target {}{}  keys {} distinct ({} loaded, {} generated)\n",
+        outcome.target_url,
+        if outcome.embedded { " (embedded emulator)" } else { "" },
+        outcome.keys.distinct,
+        outcome.keys.loaded,
+        outcome.keys.generated,
+    ));
+    let code = finish(&args.common, &outcome.report, summary, outcome.interrupted)?;
+    linger_metrics(prom, linger);
+    Ok(code)
+}
+
+fn simulate(args: SimulateArgs) -> Outcome {
+    let mut overrides = args.common.overrides.clone();
+    if let Some(profile) = &args.profile {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--profile {}: calibration profiles are not supported yet; set [server.stations] in \
+             the scenario instead",
+            profile.display()
+        )));
+    }
+    overrides.shrink_to_fit();
+    let scenario = load_scenario(&args.common.scenario, &overrides, args.common.seed)?;
+    let linger = parse_linger(&args.common)?;
+    let rt = runtime()?;
+    let prom = rt.block_on(async { start_metrics(&args.common) })?;
+    let out = fleetsim_des::simulate(&scenario, &fleetsim_des::SimOptions::default())
+        .map_err(|e| Failure::run(anyhow::Error::new(e).context("the simulation could not run")))?;
+    if let Some(p) = &prom {
+        p.publish(&out.report);
+    }
+    let mut summary = render_summary(&out.report);
+    summary.push_str("\n  stations\n");
+    for s in &out.stations {
+        summary.push_str(&format!(
+            "    {:<16} workers {:>6}  util {:>5.1}%  mean wait {:>9.6}s  shed {}\n",
+            s.name,
+            s.workers.map_or("∞".to_string(), |w| w.to_string()),
+            s.utilisation * 100.0,
+            s.mean_wait_s,
+            s.shed
+        ));
+    }
+    let inv = &out.invariants;
+    summary.push_str(&format!(
+        "\n  invariants {}: jobs lost {}, double leases {}, leaked secrets {}\n",
+        if inv.ok() { "✓ hold" } else { "✗ VIOLATED" },
+        inv.jobs_lost,
+        inv.double_leases,
+        inv.leaked_secrets
+    ));
+    for ex in &inv.examples {
+        summary.push_str(&format!("    {ex}\n"));
+    }
+    for note in &out.notes {
+        summary.push_str(&format!("  note: {note}\n"));
+    }
+    let mut code = finish(&args.common, &out.report, summary, false)?;
+    if !inv.ok() {
+        code = exit::GATE_FAILED;
+    }
+    rt.block_on(async { linger_metrics(prom, linger) });
+    Ok(code)
+}
+
+/// Print the summary, write every requested report, and decide the exit code.
+fn finish(common: &ScenarioArgs, report: &Report, summary: String, interrupted: bool) -> Outcome {
+    if !common.quiet || !report.thresholds_passed() {
+        print!("{summary}");
+    }
+    if let Some(path) = &common.out {
+        write_report(path, report)?;
+        println!("  report → {}", path.display());
+    }
+    if let Some(path) = &common.junit {
+        write_text(path, &render_junit(report))?;
+        println!("  junit  → {}", path.display());
+    }
+    if let Some(path) = &common.html {
+        write_text(path, &render_html(report))?;
+        println!("  html   → {}", path.display());
+    }
+    if interrupted {
+        eprintln!("fleetsim: interrupted; the reports hold what was measured until then");
+        return Ok(exit::RUN_FAILED);
+    }
+    Ok(if report.thresholds_passed() { exit::OK } else { exit::GATE_FAILED })
+}
+
+fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
+    parse_duration(&common.metrics_linger)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--metrics-linger: {e}")))
+}
+
+/// The Prometheus endpoint of a run, when asked for.
+fn start_metrics(common: &ScenarioArgs) -> Result<Option<metrics_endpoint::Endpoint>, Failure> {
+    common.metrics_addr.map(metrics_endpoint::Endpoint::start).transpose()
+}
+
+fn linger_metrics(prom: Option<metrics_endpoint::Endpoint>, linger: Duration) {
+    if let Some(p) = prom
+        && !linger.is_zero()
+    {
+        println!(
+            "  metrics stay on http://{}/metrics for {} so the final values get scraped",
+            p.addr(),
+            fleetsim_core::dist::format_duration(linger)
+        );
+        std::thread::sleep(linger);
+    }
+}
+
+fn serve(args: ServeArgs) -> Outcome {
+    use fleetsim_live::server::{EmulatorOptions, TlsMode, config};
+    let env_pat = std::env::var(config::PAT_ENV_VAR).ok();
+    let server_config = config::resolve(args.config.as_deref(), env_pat.as_deref())
+        .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => TlsMode::Files { cert: cert.clone(), key: key.clone() },
+        (_, _, true) => TlsMode::SelfSigned {
+            dir: args.tls_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("fleetsim-tls")),
+        },
+        _ => TlsMode::Plain,
+    };
+    let mut opts = EmulatorOptions::new(args.listen, server_config);
+    opts.tls = tls;
+    opts.seed = args.seed;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let prom = args.metrics_addr.map(metrics_endpoint::Endpoint::start).transpose()?;
+        let stats = fleetsim_live::server::serve_until(
+            opts,
+            |running| {
+                if let Some(cert) = &running.cert_path {
+                    println!("fleetsim: self-signed certificate written to {}", cert.display());
+                }
+                if let Some(p) = &prom {
+                    p.watch_emulator(&running.handle);
+                    println!("fleetsim: metrics on http://{}/metrics", p.addr());
+                }
+                println!("fleetsim: emulator listening on {}", running.base_url);
+                let _ = std::io::stdout().flush();
+            },
+            interrupted(),
+        )
+        .await
+        .map_err(|e| Failure::run(anyhow::Error::new(e)))?;
+        println!(
+            "fleetsim: stopped; {} agents, {} jobs completed, {} requeued, {} leaked secrets",
+            stats.agents, stats.jobs_completed, stats.jobs_requeued, stats.leaked_secrets
+        );
+        Ok(exit::OK)
+    })
+}
+
+fn read_report(path: &Path) -> Result<Report, Failure> {
+    let file = File::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+        .map_err(Failure::usage)?;
+    Report::read_json(BufReader::new(file))
+        .with_context(|| format!("{} is not a fleetsim report", path.display()))
+        .map_err(Failure::usage)
+}
+
+fn write_report(path: &Path, report: &Report) -> Result<(), Failure> {
+    let file = File::create(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+        .map_err(Failure::run)?;
+    let mut w = BufWriter::new(file);
+    report
+        .write_json(&mut w)
+        .and_then(|_| w.flush())
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Failure::run)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Failure::run)
+}
+
+fn compare_reports(args: CompareArgs) -> Outcome {
+    let max = parse_max_regression(&args.max_regression)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--max-regression: {e}")))?;
+    let baseline = read_report(&args.baseline)?;
+    let current = read_report(&args.current)?;
+    let cmp = compare(&baseline, &current, max);
+    print!("{}", cmp.render());
+    Ok(if cmp.passed { exit::OK } else { exit::GATE_FAILED })
+}
+
+fn merge(args: MergeArgs) -> Outcome {
+    let reports = args.reports.iter().map(|p| read_report(p)).collect::<Result<Vec<_>, _>>()?;
+    let merged = Report::merge(&reports)
+        .context("the reports cannot be merged")
+        .map_err(Failure::usage)?;
+    write_report(&args.out, &merged)?;
+    println!("merged {} reports → {}", reports.len(), args.out.display());
+    Ok(exit::OK)
+}
+
+fn validate(args: ValidateArgs) -> Outcome {
+    let s = load_scenario(&args.scenario, &args.overrides, None)?;
+    println!(
+        "{}: ok — {} agents for {}, {} threshold{}",
+        args.scenario.display(),
+        s.fleet.agents,
+        fleetsim_core::dist::format_duration(s.run.duration),
+        s.thresholds.len(),
+        if s.thresholds.len() == 1 { "" } else { "s" }
+    );
+    Ok(exit::OK)
+}
+
+fn schema() -> Outcome {
+    let text = serde_json::to_string_pretty(&fleetsim_scenario::json_schema())
+        .context("cannot render the schema")
+        .map_err(Failure::run)?;
+    println!("{text}");
+    Ok(exit::OK)
+}
+
+fn crypto_bench(args: CryptoBenchArgs) -> Outcome {
+    let budget = parse_duration(&args.budget)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--budget: {e}")))?;
+    let opts = fleetsim_live::cryptobench::CryptoBenchOptions { budget, ..Default::default() };
+    let report = fleetsim_live::cryptobench::run(opts);
+    print!("{}", report.render_text());
+    if let Some(path) = &args.out {
+        let text = serde_json::to_string_pretty(&report)
+            .context("cannot render the results")
+            .map_err(Failure::run)?;
+        write_text(path, &text)?;
+    }
+    Ok(exit::OK)
+}
+
+/// The live progress display: a spinner line on a TTY, a plain line every 5 s otherwise.
+mod progress {
+    use super::*;
+    use fleetsim_live::fleet::ProgressBoard;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    pub struct Display {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    impl Display {
+        pub async fn finish(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
+        }
+    }
+
+    pub fn spawn(board: Arc<ProgressBoard>) -> Display {
+        let (stop, mut stopped) = oneshot::channel();
+        let tty = std::io::stderr().is_terminal();
+        let task = tokio::spawn(async move {
+            let bar = tty.then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            });
+            let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {
+                        let line = board.snapshot().line();
+                        match &bar {
+                            Some(b) => b.set_message(line),
+                            None => eprintln!("{line}"),
+                        }
+                    }
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Display { stop, task }
+    }
+}
+
+/// `--metrics-addr`: the Prometheus endpoint (wired to `fleetsim_live::prom` when present).
+mod metrics_endpoint {
+    use super::*;
+    use std::net::SocketAddr;
+
+    pub struct Endpoint {
+        addr: SocketAddr,
+    }
+
+    impl Endpoint {
+        pub fn start(addr: SocketAddr) -> Result<Endpoint, Failure> {
+            Err(Failure::usage(anyhow::anyhow!(
+                "--metrics-addr {addr}: the Prometheus endpoint is not available in this build"
+            )))
+        }
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+        pub fn publish(&self, _report: &Report) {}
+        pub fn watch_emulator(&self, _handle: &fleetsim_live::server::EmulatorHandle) {}
+    }
+}
