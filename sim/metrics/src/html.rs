@@ -92,9 +92,9 @@ fn run_section(out: &mut String, r: &Report) {
         (
             "jobs",
             format!(
-                "queued {} · started {} · succeeded {} · failed {} · canceled {} · requeued {} \
+                "queued {} · started {} · succeeded {} · failed {} · canceled {} · abandoned {} · requeued {} \
                  · lost {}",
-                j.queued, j.started, j.succeeded, j.failed, j.canceled, j.requeued, j.lost
+                j.queued, j.started, j.succeeded, j.failed, j.canceled, j.abandoned, j.requeued, j.lost
             ),
         ),
     ];

@@ -164,12 +164,15 @@ pub const PROM_CRYPTO_BYTES: PromMetric = PromMetric {
     help: "Bytes processed by cryptographic operations, by side and operation.",
 };
 
-/// Time spent in crypto operations, measured by the driver.
+/// Time spent in crypto operations, measured by the driver. A gauge that only goes up: the
+/// `metrics` crate's counters are integers, and whole seconds would round crypto time away.
+/// `rate()` it like a counter: the result is the cores busy with crypto.
 pub const PROM_CRYPTO_SECONDS: PromMetric = PromMetric {
-    name: "fleetsim_crypto_seconds_total",
-    kind: "counter",
+    name: "fleetsim_crypto_busy_seconds",
+    kind: "gauge",
     labels: &["side", "op"],
-    help: "Time spent in cryptographic operations, in seconds, by side and operation.",
+    help: "Cumulative time spent in cryptographic operations, in seconds, by side and operation \
+           (only goes up; a gauge because it is fractional).",
 };
 
 /// Secret occurrences the agents masked before sending logs.
@@ -411,6 +414,12 @@ pub fn prom_metric_for_series(series: &str) -> Option<&'static PromMetric> {
 /// a load tester's range, with bounds on the usual SLO values (observability.md §3).
 pub const PROM_LATENCY_BUCKETS_S: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Histogram bucket bounds (seconds) for job pickup latency: from "instant" to ten minutes, with
+/// bounds on the pickup objectives people set (1 s, 5 s, 10 s, 30 s, 1 min, 5 min).
+pub const PROM_PICKUP_BUCKETS_S: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 #[cfg(test)]

@@ -92,6 +92,7 @@ pub(crate) struct JobCounters {
     pub(crate) succeeded: u64,
     pub(crate) failed: u64,
     pub(crate) canceled: u64,
+    pub(crate) abandoned: u64,
 }
 
 /// Crypto work of one (side, operation).
@@ -225,7 +226,8 @@ impl Recorder {
                     TaskResult::Succeeded
                     | TaskResult::SucceededWithIssues
                     | TaskResult::Skipped => self.jobs.succeeded += 1,
-                    TaskResult::Failed | TaskResult::Abandoned => self.jobs.failed += 1,
+                    TaskResult::Failed => self.jobs.failed += 1,
+                    TaskResult::Abandoned => self.jobs.abandoned += 1,
                     TaskResult::Canceled => self.jobs.canceled += 1,
                 }
                 if let Some(p) = self.point(at) {
@@ -301,6 +303,7 @@ impl Recorder {
         a.succeeded += b.succeeded;
         a.failed += b.failed;
         a.canceled += b.canceled;
+        a.abandoned += b.abandoned;
         self.jobs_requeued += other.jobs_requeued;
         self.jobs_lost = match (self.jobs_lost, other.jobs_lost) {
             (None, None) => None,
@@ -349,6 +352,7 @@ impl Recorder {
             succeeded: self.jobs.succeeded,
             failed: self.jobs.failed,
             canceled: self.jobs.canceled,
+            abandoned: self.jobs.abandoned,
             requeued: self.jobs_requeued,
             lost: self.jobs_lost.unwrap_or(0),
         }
@@ -796,6 +800,7 @@ mod tests {
             TaskResult::Succeeded,
             TaskResult::Failed,
             TaskResult::Canceled,
+            TaskResult::Abandoned,
         ] {
             rec.record(&Event::JobFinished {
                 agent: 0,
@@ -805,6 +810,7 @@ mod tests {
             });
         }
         let j = rec.jobs;
-        assert_eq!((j.succeeded, j.failed, j.canceled), (1, 1, 1));
+        // A job cut short by the run's end is abandoned, not failed.
+        assert_eq!((j.succeeded, j.failed, j.canceled, j.abandoned), (1, 1, 1, 1));
     }
 }

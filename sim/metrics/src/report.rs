@@ -63,10 +63,14 @@ pub struct JobsReport {
     pub started: u64,
     /// Jobs finished as succeeded, succeeded with issues or skipped.
     pub succeeded: u64,
-    /// Jobs finished as failed or abandoned.
+    /// Jobs finished as failed.
     pub failed: u64,
     /// Jobs finished as canceled.
     pub canceled: u64,
+    /// Jobs an agent gave up without a result: still running when the run ended, or the agent
+    /// stopped (fatal error, crash). Kept apart from `failed` so a run's end is not a failure.
+    #[serde(default)]
+    pub abandoned: u64,
     /// Jobs the server handed out again after a lease expired (emulator stats).
     pub requeued: u64,
     /// Jobs neither finished, running nor waiting at the end (see `Recorder::set_jobs_lost`).
@@ -416,6 +420,7 @@ impl Report {
             succeeded: j.succeeded,
             failed: j.failed,
             canceled: j.canceled,
+            abandoned: j.abandoned,
         };
         rec.jobs_requeued = j.requeued;
         rec.jobs_lost = Some(j.lost);
@@ -509,6 +514,7 @@ impl Report {
                     "succeeded" => j.succeeded,
                     "failed" => j.failed,
                     "canceled" => j.canceled,
+                    "abandoned" => j.abandoned,
                     "requeued" => j.requeued,
                     "lost" => j.lost,
                     _ => return None,

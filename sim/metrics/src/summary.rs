@@ -125,8 +125,8 @@ fn jobs(out: &mut String, r: &Report) {
     );
     let _ = writeln!(
         out,
-        "              requeued {} · lost {}",
-        j.requeued, j.lost
+        "              abandoned {} · requeued {} · lost {}",
+        j.abandoned, j.requeued, j.lost
     );
     let a = &r.agents;
     let states: Vec<String> = AgentState::ALL
@@ -334,7 +334,7 @@ mod tests {
             "  job pickup  p50 50ms · p90 90ms · p99 100ms · max 100ms · mean 55ms\n",
             "              10 picked up · 0 pending · 0 unmatched\n",
             "  jobs        queued 10 · started 10 · succeeded 0 · failed 0 · canceled 0\n",
-            "              requeued 0 · lost 0\n",
+            "              abandoned 0 · requeued 0 · lost 0\n",
             "  agents      registering 0 · idle 0 · busy 0 · offline 0 · peak busy 0\n",
             "              tokens rotated 0 · secrets masked 0\n",
             "\n",

@@ -41,6 +41,7 @@ const JOB_FIELDS: &[&str] = &[
     "succeeded",
     "failed",
     "canceled",
+    "abandoned",
     "requeued",
     "lost",
 ];
