@@ -1,0 +1,271 @@
+//! The emulator's HTTP front (`fleetsim serve`): a thin hyper 1.x service, plain HTTP or HTTPS
+//! (rustls), over the sans-IO `fleetsim_core::server::Server`.
+//!
+//! `start` binds (port 0 is fine), starts serving and returns a `RunningEmulator` whose
+//! `base_url` is ready to use: the socket accepts connections from the moment `start` returns.
+//! `serve_until` wraps that for a binary: run until a shutdown future completes, then shut down
+//! gracefully.
+//!
+//! Code map: `driver` owns the core (mutex, parked polls, timer task), `http` turns one HTTP
+//! exchange into a core call through the codec, `listen` accepts connections under the limits,
+//! `config` loads `server.toml`, `metrics` counts requests by route and status.
+//!
+//! Architecture Invariant: this module makes no protocol decision. It decodes with
+//! `codec::decode_request`, lets the core answer, and encodes with `codec::encode_response`.
+
+pub mod config;
+mod driver;
+mod http;
+mod listen;
+pub mod metrics;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetsim_core::api::EmulatorStats;
+use fleetsim_core::codec::ResponseContext;
+use fleetsim_core::server::ServerConfig;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::tls::{self, TlsError};
+pub use metrics::{FrontMetrics, FrontSnapshot};
+
+use driver::Core;
+use http::Front;
+use listen::Listener;
+
+/// Default for `EmulatorOptions::max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default for `EmulatorOptions::connection_wait`.
+pub const DEFAULT_CONNECTION_WAIT: Duration = Duration::from_millis(250);
+/// Default for `EmulatorOptions::drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the front speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP.
+    Plain,
+    /// HTTPS with a PEM certificate chain and PEM private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// HTTPS with a certificate generated at start for localhost, 127.0.0.1 and ::1, written
+    /// with its key as PEM into `dir` so clients can trust it (`RunningEmulator::cert_path`).
+    SelfSigned { dir: PathBuf },
+}
+
+/// Everything `start` needs.
+#[derive(Clone, Debug)]
+pub struct EmulatorOptions {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    pub tls: TlsMode,
+    /// The core's configuration. When `public_url` is unset, the bound base URL is used.
+    pub config: ServerConfig,
+    /// Connections served at once; see `listen.rs` for what happens at the bound.
+    pub max_connections: usize,
+    /// How long a connection accepted at the bound waits for a slot before it is closed.
+    pub connection_wait: Duration,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    pub drain_timeout: Duration,
+    /// The run seed: the core derives every token, id and key from it.
+    pub seed: u64,
+}
+
+impl EmulatorOptions {
+    /// Plain HTTP on `listen` with default limits and seed 0.
+    pub fn new(listen: SocketAddr, config: ServerConfig) -> Self {
+        EmulatorOptions {
+            listen,
+            tls: TlsMode::Plain,
+            config,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection_wait: DEFAULT_CONNECTION_WAIT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            seed: 0,
+        }
+    }
+}
+
+/// Why the emulator could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("invalid server configuration: {0}")]
+    Config(#[from] fleetsim_core::server::ConfigError),
+}
+
+/// A started emulator.
+#[derive(Debug)]
+pub struct RunningEmulator {
+    /// `http(s)://host:port` with no trailing slash; what agents are configured with.
+    pub base_url: String,
+    /// The bound address (the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// With `TlsMode::SelfSigned`, the PEM certificate clients must trust.
+    pub cert_path: Option<PathBuf>,
+    pub handle: EmulatorHandle,
+}
+
+/// Control of a running emulator. Dropping it stops the emulator too (the same graceful
+/// sequence as `shutdown`, without waiting for it to finish).
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    core: Arc<Core>,
+    metrics: Arc<FrontMetrics>,
+    stop: watch::Sender<bool>,
+    listener: JoinHandle<()>,
+    timer: JoinHandle<()>,
+}
+
+impl EmulatorHandle {
+    /// Graceful shutdown: stop accepting, answer parked polls, let in-flight requests finish
+    /// (up to the drain timeout). Returns the core's final counters.
+    pub async fn shutdown(self) -> EmulatorStats {
+        let _ = self.stop.send(true);
+        // A panicked task has nothing left to drain; the counters are still readable.
+        let _ = self.listener.await;
+        let _ = self.timer.await;
+        self.core.stats()
+    }
+
+    /// The core's counters now.
+    pub fn stats(&self) -> EmulatorStats {
+        self.core.stats()
+    }
+
+    /// The front's counters now (requests by route and status, connections, crypto).
+    pub fn front_metrics(&self) -> FrontSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+/// Bind, build the core and start serving. The socket accepts connections when this returns.
+pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError> {
+    tls::install_default_provider();
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let (acceptor, cert_path) = tls_acceptor(&opts.tls)?;
+    let base_url = base_url(local_addr, acceptor.is_some());
+
+    let mut config = opts.config;
+    if config.public_url.is_none() {
+        config.public_url = Some(base_url.clone());
+    }
+    let ctx = ResponseContext {
+        public_url: config.public_url(),
+    };
+    let max_body_bytes = config.limits.max_body_bytes;
+    let metrics = Arc::new(FrontMetrics::default());
+    let core = Core::new(config, opts.seed, metrics.clone())?;
+    let front = Arc::new(Front {
+        core: core.clone(),
+        ctx,
+        max_body_bytes,
+        metrics: metrics.clone(),
+    });
+
+    let (stop, stop_rx) = watch::channel(false);
+    let timer = tokio::spawn(core.clone().run_timer(stop_rx.clone()));
+    let listener = Listener {
+        listener,
+        tls: acceptor,
+        front,
+        max_connections: opts.max_connections,
+        connection_wait: opts.connection_wait,
+        drain_timeout: opts.drain_timeout,
+    };
+    let listener = tokio::spawn(listener.run(stop_rx));
+    let handle = EmulatorHandle {
+        core,
+        metrics,
+        stop,
+        listener,
+        timer,
+    };
+    Ok(RunningEmulator {
+        base_url,
+        local_addr,
+        cert_path,
+        handle,
+    })
+}
+
+/// Run the emulator until `shutdown` completes, then shut down gracefully. `on_ready` is
+/// called once the socket accepts connections (to print the base URL, for instance). Returns
+/// the core's final counters.
+pub async fn serve_until(
+    opts: EmulatorOptions,
+    on_ready: impl FnOnce(&RunningEmulator),
+    shutdown: impl Future<Output = ()>,
+) -> Result<EmulatorStats, ServeError> {
+    let running = start(opts).await?;
+    on_ready(&running);
+    shutdown.await;
+    Ok(running.handle.shutdown().await)
+}
+
+/// The TLS acceptor for `mode`, and the certificate path to report for a self-signed one.
+fn tls_acceptor(
+    mode: &TlsMode,
+) -> Result<(Option<tokio_rustls::TlsAcceptor>, Option<PathBuf>), TlsError> {
+    match mode {
+        TlsMode::Plain => Ok((None, None)),
+        TlsMode::Files { cert, key } => Ok((Some(tls::server_config(cert, key)?.into()), None)),
+        TlsMode::SelfSigned { dir } => {
+            let files = tls::write_self_signed(dir)?;
+            let config = tls::server_config(&files.cert_path, &files.key_path)?;
+            Ok((Some(config.into()), Some(files.cert_path)))
+        }
+    }
+}
+
+/// `http(s)://host:port` for a bound address. An unspecified address (0.0.0.0 or ::) is shown
+/// as the loopback address of its family, which is where a local client can reach it and what
+/// the self-signed certificate names.
+fn base_url(addr: SocketAddr, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: base URLs are usable by a local client: bracketed IPv6, loopback for wildcards.
+    #[test]
+    fn base_url_uses_scheme_and_reachable_host() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(base_url(v4, false), "http://127.0.0.1:8080");
+        let any: SocketAddr = "0.0.0.0:443".parse().unwrap();
+        assert_eq!(base_url(any, true), "https://127.0.0.1:443");
+        let v6: SocketAddr = "[::]:9000".parse().unwrap();
+        assert_eq!(base_url(v6, false), "http://[::1]:9000");
+    }
+}
