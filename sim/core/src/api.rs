@@ -31,7 +31,10 @@ pub struct PlanScope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenGrant {
     /// `grant_type=client_credentials` with an RS256 JWT client assertion.
-    ClientCredentials { client_assertion_type: String, client_assertion: String },
+    ClientCredentials {
+        client_assertion_type: String,
+        client_assertion: String,
+    },
     /// Extension: `grant_type=refresh_token` presenting the current job token to rotate it.
     Refresh { refresh_token: String },
 }
@@ -41,37 +44,100 @@ pub enum TokenGrant {
 pub enum ApiRequest {
     ConnectionData,
     /// `OPTIONS /_apis/` (`area: None`) or `OPTIONS /_apis/{area}`.
-    Options { area: Option<String> },
+    Options {
+        area: Option<String>,
+    },
     /// The `Location` area's `ResourceAreas` lookup; on-premises answers an empty list.
-    ResourceAreas { area_id: Option<String> },
-    ListPools { pool_name: Option<String> },
-    ListAgents { pool_id: u32, agent_name: Option<String> },
-    AddAgent { pool_id: u32, agent: TaskAgent },
-    GetAgent { pool_id: u32, agent_id: u64 },
-    ReplaceAgent { pool_id: u32, agent_id: u64, agent: TaskAgent },
-    DeleteAgent { pool_id: u32, agent_id: u64 },
+    ResourceAreas {
+        area_id: Option<String>,
+    },
+    ListPools {
+        pool_name: Option<String>,
+    },
+    ListAgents {
+        pool_id: u32,
+        agent_name: Option<String>,
+    },
+    AddAgent {
+        pool_id: u32,
+        agent: TaskAgent,
+    },
+    GetAgent {
+        pool_id: u32,
+        agent_id: u64,
+    },
+    ReplaceAgent {
+        pool_id: u32,
+        agent_id: u64,
+        agent: TaskAgent,
+    },
+    DeleteAgent {
+        pool_id: u32,
+        agent_id: u64,
+    },
     Token(TokenGrant),
-    CreateSession { pool_id: u32, session: TaskAgentSession },
-    DeleteSession { pool_id: u32, session_id: String },
-    GetMessage { pool_id: u32, session_id: String, last_message_id: Option<u64> },
-    DeleteMessage { pool_id: u32, message_id: u64, session_id: String },
+    CreateSession {
+        pool_id: u32,
+        session: TaskAgentSession,
+    },
+    DeleteSession {
+        pool_id: u32,
+        session_id: String,
+    },
+    GetMessage {
+        pool_id: u32,
+        session_id: String,
+        last_message_id: Option<u64>,
+    },
+    DeleteMessage {
+        pool_id: u32,
+        message_id: u64,
+        session_id: String,
+    },
     /// Lock renewal (no `result`) or finish (`result` + `finishTime`).
-    UpdateJobRequest { pool_id: u32, request_id: u64, lock_token: String, update: JobRequestUpdate },
+    UpdateJobRequest {
+        pool_id: u32,
+        request_id: u64,
+        lock_token: String,
+        update: JobRequestUpdate,
+    },
     /// Emulator admin: queue synthetic jobs.
-    QueueJobs { pool_id: u32, request: QueueJobsRequest },
+    QueueJobs {
+        pool_id: u32,
+        request: QueueJobsRequest,
+    },
     /// Emulator admin: list job requests with their state.
-    ListJobRequests { pool_id: u32 },
+    ListJobRequests {
+        pool_id: u32,
+    },
+    /// Emulator admin (extension): cancel a job request. A queued job finishes as canceled at
+    /// once; an assigned one gets a `JobCancellation` message on its agent's session.
+    CancelJob {
+        pool_id: u32,
+        request_id: u64,
+    },
     /// Emulator admin: counters (leaked secrets, requeues, …).
     AdminStats,
-    UpdateTimelineRecords { plan: PlanScope, timeline_id: String, records: ListOf<TimelineRecord> },
+    UpdateTimelineRecords {
+        plan: PlanScope,
+        timeline_id: String,
+        records: ListOf<TimelineRecord>,
+    },
     AppendFeed {
         plan: PlanScope,
         timeline_id: String,
         record_id: String,
         feed: TimelineRecordFeedLinesWrapper,
     },
-    CreateLog { plan: PlanScope, log: TaskLogCreate },
-    AppendLog { plan: PlanScope, log_id: u64, content: Vec<u8> },
+    CreateLog {
+        plan: PlanScope,
+        log: TaskLogCreate,
+    },
+    AppendLog {
+        plan: PlanScope,
+        log_id: u64,
+        content: Vec<u8>,
+    },
     PutAttachment {
         plan: PlanScope,
         timeline_id: String,
@@ -80,7 +146,10 @@ pub enum ApiRequest {
         name: String,
         content: Vec<u8>,
     },
-    PostEvent { plan: PlanScope, event: JobEvent },
+    PostEvent {
+        plan: PlanScope,
+        event: JobEvent,
+    },
 }
 
 /// A request with its caller.
@@ -101,7 +170,11 @@ pub struct EmulatorStats {
     pub jobs_queued: u64,
     pub jobs_unmatched: u64,
     pub jobs_assigned: u64,
+    /// Jobs finished with any result (canceled ones included).
     pub jobs_completed: u64,
+    /// Of `jobs_completed`, those finished as canceled (admin cancel, or the agent's result).
+    #[serde(default)]
+    pub jobs_canceled: u64,
     pub jobs_requeued: u64,
     pub leases_active: u64,
     /// Secret values (or their base64 form) found in log lines and feed batches.
@@ -153,7 +226,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { kind, message: message.into() }
+        ApiError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -220,16 +296,24 @@ impl ErrorKind {
             OAuthInvalidClient | OAuthInvalidGrant => {
                 "Microsoft.VisualStudio.Services.OAuth.VssOAuthTokenRequestException"
             }
-            PoolNotFound => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentPoolNotFoundException",
-            AgentNotFound => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentNotFoundException",
-            AgentExists => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentExistsException",
+            PoolNotFound => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentPoolNotFoundException"
+            }
+            AgentNotFound => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentNotFoundException"
+            }
+            AgentExists => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentExistsException"
+            }
             SessionConflict => {
                 "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentSessionConflictException"
             }
             SessionExpired => {
                 "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentSessionExpiredException"
             }
-            JobNotFound => "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentJobNotFoundException",
+            JobNotFound => {
+                "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentJobNotFoundException"
+            }
             JobTokenExpired => {
                 "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskAgentJobTokenExpiredException"
             }
@@ -243,9 +327,13 @@ impl ErrorKind {
                 "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskOrchestrationPlanSecurityException"
             }
             RouteNotFound => "Microsoft.VisualStudio.Services.WebApi.VssResourceNotFoundException",
-            MethodNotAllowed => "Microsoft.VisualStudio.Services.WebApi.VssMethodNotAllowedException",
+            MethodNotAllowed => {
+                "Microsoft.VisualStudio.Services.WebApi.VssMethodNotAllowedException"
+            }
             BadRequest => "Microsoft.VisualStudio.Services.Common.VssServiceException",
-            PayloadTooLarge => "Microsoft.VisualStudio.Services.WebApi.VssRequestContentTooLargeException",
+            PayloadTooLarge => {
+                "Microsoft.VisualStudio.Services.WebApi.VssRequestContentTooLargeException"
+            }
             Throttled => "Microsoft.VisualStudio.Services.WebApi.RequestBlockedException",
             Unavailable => "Microsoft.VisualStudio.Services.WebApi.VssServiceUnavailableException",
         }
@@ -286,7 +374,10 @@ impl ErrorKind {
 
     /// Inverse of `type_key`, for clients decoding a WrappedException.
     pub fn from_type_key(key: &str) -> Option<ErrorKind> {
-        ALL_ERROR_KINDS.iter().copied().find(|k| k.type_key() == key)
+        ALL_ERROR_KINDS
+            .iter()
+            .copied()
+            .find(|k| k.type_key() == key)
     }
 }
 
@@ -326,7 +417,10 @@ mod tests {
                 assert_eq!(back, k);
             }
         }
-        assert_eq!(ErrorKind::SessionConflict.type_key(), "TaskAgentSessionConflictException");
+        assert_eq!(
+            ErrorKind::SessionConflict.type_key(),
+            "TaskAgentSessionConflictException"
+        );
         assert_eq!(ErrorKind::SessionConflict.status(), 409);
     }
 }

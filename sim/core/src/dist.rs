@@ -31,15 +31,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total_us: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number at {rest:?}"));
+            return Err(format!(
+                "invalid duration {text:?}: expected a number at {rest:?}"
+            ));
         }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: bad number {:?}", &rest[..num_len]))?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| {
+            format!(
+                "invalid duration {text:?}: bad number {:?}",
+                &rest[..num_len]
+            )
+        })?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = rest[..unit_len].trim();
         let scale = match unit {
             "us" | "µs" => 1.0,
@@ -74,8 +83,12 @@ pub fn format_duration(d: Duration) -> String {
     if us == 0 {
         return "0s".to_string();
     }
-    for (unit, scale) in [("h", 3_600_000_000u128), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000)]
-    {
+    for (unit, scale) in [
+        ("h", 3_600_000_000u128),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+    ] {
         if us.is_multiple_of(scale) {
             return format!("{}{unit}", us / scale);
         }
@@ -110,7 +123,8 @@ pub mod serde_opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = Option::<DurationText>::deserialize(d)?;
-        text.map(|t| parse_duration(&t.0).map_err(de::Error::custom)).transpose()
+        text.map(|t| parse_duration(&t.0).map_err(de::Error::custom))
+            .transpose()
     }
 }
 
@@ -129,13 +143,19 @@ impl<'de> Deserialize<'de> for DurationText {
                 Ok(DurationText(v.to_string()))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationText, E> {
-                Err(E::custom(format!("a duration needs a unit: write \"{v}s\" or \"{v}ms\"")))
+                Err(E::custom(format!(
+                    "a duration needs a unit: write \"{v}s\" or \"{v}ms\""
+                )))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationText, E> {
-                Err(E::custom(format!("a duration needs a unit: write \"{v}s\" or \"{v}ms\"")))
+                Err(E::custom(format!(
+                    "a duration needs a unit: write \"{v}s\" or \"{v}ms\""
+                )))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationText, E> {
-                Err(E::custom(format!("a duration needs a unit: write \"{v}s\"")))
+                Err(E::custom(format!(
+                    "a duration needs a unit: write \"{v}s\""
+                )))
             }
         }
         d.deserialize_any(V)
@@ -146,12 +166,23 @@ impl<'de> Deserialize<'de> for DurationText {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Shape {
     Constant(f64),
-    Uniform { min: f64, max: f64 },
-    Exponential { mean: f64 },
+    Uniform {
+        min: f64,
+        max: f64,
+    },
+    Exponential {
+        mean: f64,
+    },
     /// Normal, truncated at zero by resampling-free clamping.
-    Normal { mean: f64, stddev: f64 },
+    Normal {
+        mean: f64,
+        stddev: f64,
+    },
     /// Log-normal given by the mean and standard deviation of the distribution itself.
-    LogNormal { mu: f64, sigma: f64 },
+    LogNormal {
+        mu: f64,
+        sigma: f64,
+    },
 }
 
 impl Shape {
@@ -175,7 +206,10 @@ impl Shape {
             return Err("lognormal distribution needs mean > 0 and stddev ≥ 0".to_string());
         }
         let sigma2 = (1.0 + (stddev / mean).powi(2)).ln();
-        Ok(Shape::LogNormal { mu: mean.ln() - sigma2 / 2.0, sigma: sigma2.sqrt() })
+        Ok(Shape::LogNormal {
+            mu: mean.ln() - sigma2 / 2.0,
+            sigma: sigma2.sqrt(),
+        })
     }
 
     /// One draw (≥ 0).
@@ -223,10 +257,15 @@ impl DurationDist {
         DurationDist(Shape::Constant(d.as_micros() as f64))
     }
     pub fn uniform(min: Duration, max: Duration) -> Self {
-        DurationDist(Shape::Uniform { min: min.as_micros() as f64, max: max.as_micros() as f64 })
+        DurationDist(Shape::Uniform {
+            min: min.as_micros() as f64,
+            max: max.as_micros() as f64,
+        })
     }
     pub fn exponential(mean: Duration) -> Self {
-        DurationDist(Shape::Exponential { mean: mean.as_micros() as f64 })
+        DurationDist(Shape::Exponential {
+            mean: mean.as_micros() as f64,
+        })
     }
     pub fn sample(&self, rng: &mut impl rand::RngCore) -> Duration {
         Duration::from_micros(self.0.sample(rng).round() as u64)
@@ -275,14 +314,17 @@ impl<V> RawDist<V> {
                 min: conv(need(self.min, "min")?)?,
                 max: conv(need(self.max, "max")?)?,
             },
-            "exponential" => Shape::Exponential { mean: conv(need(self.mean, "mean")?)? },
+            "exponential" => Shape::Exponential {
+                mean: conv(need(self.mean, "mean")?)?,
+            },
             "normal" => Shape::Normal {
                 mean: conv(need(self.mean, "mean")?)?,
                 stddev: conv(need(self.stddev, "stddev")?)?,
             },
-            "lognormal" => {
-                Shape::lognormal(conv(need(self.mean, "mean")?)?, conv(need(self.stddev, "stddev")?)?)?
-            }
+            "lognormal" => Shape::lognormal(
+                conv(need(self.mean, "mean")?)?,
+                conv(need(self.stddev, "stddev")?)?,
+            )?,
             other => {
                 return Err(format!(
                     "unknown distribution {other:?} (use constant, uniform, exponential, normal \
@@ -394,7 +436,11 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("30").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
     }
@@ -445,9 +491,15 @@ mod tests {
         // Goal: each shape's sampler has the mean it claims (5σ tolerance over 200k draws).
         let mut rng = stream(1, StreamKind::Jobs, 0);
         let shapes = [
-            Shape::Uniform { min: 5.0, max: 15.0 },
+            Shape::Uniform {
+                min: 5.0,
+                max: 15.0,
+            },
             Shape::Exponential { mean: 10.0 },
-            Shape::Normal { mean: 10.0, stddev: 2.0 },
+            Shape::Normal {
+                mean: 10.0,
+                stddev: 2.0,
+            },
             Shape::lognormal(10.0, 5.0).unwrap(),
         ];
         for s in shapes {
@@ -456,7 +508,11 @@ mod tests {
             let m = xs.iter().sum::<f64>() / n as f64;
             let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
             let se = (var / n as f64).sqrt();
-            assert!((m - s.mean()).abs() < 5.0 * se, "{s:?}: mean {m} vs {}", s.mean());
+            assert!(
+                (m - s.mean()).abs() < 5.0 * se,
+                "{s:?}: mean {m} vs {}",
+                s.mean()
+            );
         }
     }
 }

@@ -121,15 +121,35 @@ pub enum Event {
     /// The job generator queued a job (at its intended arrival time).
     JobQueued { request_id: u64, at: SimTime },
     /// An agent holds the job message (decrypted): the end of "job pickup".
-    JobPickedUp { agent: u32, request_id: u64, at: SimTime },
+    JobPickedUp {
+        agent: u32,
+        request_id: u64,
+        at: SimTime,
+    },
     /// An agent finished a job.
-    JobFinished { agent: u32, request_id: u64, result: TaskResult, at: SimTime },
+    JobFinished {
+        agent: u32,
+        request_id: u64,
+        result: TaskResult,
+        at: SimTime,
+    },
     /// An agent changed state.
-    AgentState { agent: u32, from: AgentState, to: AgentState, at: SimTime },
+    AgentState {
+        agent: u32,
+        from: AgentState,
+        to: AgentState,
+        at: SimTime,
+    },
     /// An agent rotated its job token (extension).
     TokenRotated { agent: u32, at: SimTime },
     /// Secret occurrences an agent masked before sending a log line or feed batch.
     SecretsMasked { agent: u32, count: u32 },
     /// Crypto work done; `nanos` is measured by a driver-supplied clock, 0 when modelled.
-    Crypto { side: Side, op: CryptoOp, count: u32, bytes: u64, nanos: u64 },
+    Crypto {
+        side: Side,
+        op: CryptoOp,
+        count: u32,
+        bytes: u64,
+        nanos: u64,
+    },
 }

@@ -55,11 +55,19 @@ pub struct QueueJobsRequest {
 impl QueueJobsRequest {
     /// The jobs this request asks for, in order.
     pub fn expand(&self) -> impl Iterator<Item = &SyntheticJob> {
-        let copies = self.template.iter().flat_map(move |t| std::iter::repeat_n(t, self.count as usize));
+        let copies = self
+            .template
+            .iter()
+            .flat_map(move |t| std::iter::repeat_n(t, self.count as usize));
         copies.chain(self.jobs.iter())
     }
     pub fn len(&self) -> usize {
-        self.jobs.len() + if self.template.is_some() { self.count as usize } else { 0 }
+        self.jobs.len()
+            + if self.template.is_some() {
+                self.count as usize
+            } else {
+                0
+            }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -90,9 +98,22 @@ mod tests {
 
     #[test]
     fn expand_repeats_template_then_explicit_jobs() {
-        let t = SyntheticJob { steps: vec![SyntheticStep { duration_ms: 5, ..Default::default() }], ..Default::default() };
-        let e = SyntheticJob { fail: true, ..Default::default() };
-        let r = QueueJobsRequest { count: 2, template: Some(t.clone()), jobs: vec![e.clone()] };
+        let t = SyntheticJob {
+            steps: vec![SyntheticStep {
+                duration_ms: 5,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = SyntheticJob {
+            fail: true,
+            ..Default::default()
+        };
+        let r = QueueJobsRequest {
+            count: 2,
+            template: Some(t.clone()),
+            jobs: vec![e.clone()],
+        };
         let all: Vec<_> = r.expand().cloned().collect();
         assert_eq!(all, vec![t.clone(), t, e]);
         assert_eq!(r.len(), 3);

@@ -115,8 +115,12 @@ pub enum AgentState {
 }
 
 impl AgentState {
-    pub const ALL: &'static [AgentState] =
-        &[AgentState::Registering, AgentState::Idle, AgentState::Busy, AgentState::Offline];
+    pub const ALL: &'static [AgentState] = &[
+        AgentState::Registering,
+        AgentState::Idle,
+        AgentState::Busy,
+        AgentState::Offline,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -21,7 +21,10 @@ pub struct ListOf<T> {
 
 impl<T> ListOf<T> {
     pub fn new(value: Vec<T>) -> Self {
-        ListOf { count: value.len(), value }
+        ListOf {
+            count: value.len(),
+            value,
+        }
     }
 }
 
@@ -589,22 +592,34 @@ mod tests {
             name: "agent-1".into(),
             version: "4.260.0".into(),
             authorization: Some(TaskAgentAuthorization {
-                public_key: Some(TaskAgentPublicKey { exponent: "AQAB".into(), modulus: "xx".into() }),
+                public_key: Some(TaskAgentPublicKey {
+                    exponent: "AQAB".into(),
+                    modulus: "xx".into(),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
         let json = serde_json::to_string(&a).unwrap();
         assert!(json.contains("\"maxParallelism\":1"), "{json}");
-        assert!(json.contains("\"publicKey\":{\"exponent\":\"AQAB\""), "{json}");
+        assert!(
+            json.contains("\"publicKey\":{\"exponent\":\"AQAB\""),
+            "{json}"
+        );
         let back: TaskAgent = serde_json::from_str(&json).unwrap();
         assert_eq!(back, a);
     }
 
     #[test]
     fn results_and_lists_use_the_services_shapes() {
-        assert_eq!(serde_json::to_string(&TaskResult::SucceededWithIssues).unwrap(), "\"succeededWithIssues\"");
+        assert_eq!(
+            serde_json::to_string(&TaskResult::SucceededWithIssues).unwrap(),
+            "\"succeededWithIssues\""
+        );
         let l = ListOf::new(vec![1, 2]);
-        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"count":2,"value":[1,2]}"#);
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"count":2,"value":[1,2]}"#
+        );
     }
 }

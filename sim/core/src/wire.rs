@@ -83,13 +83,20 @@ impl WireResponse {
     pub fn json(status: u16, body: Vec<u8>) -> Self {
         WireResponse {
             status,
-            headers: vec![("content-type", "application/json; charset=utf-8".to_string())],
+            headers: vec![(
+                "content-type",
+                "application/json; charset=utf-8".to_string(),
+            )],
             body,
         }
     }
     /// A response with no body (e.g. the 202 of an empty long poll).
     pub fn empty(status: u16) -> Self {
-        WireResponse { status, headers: Vec::new(), body: Vec::new() }
+        WireResponse {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
     /// The value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {

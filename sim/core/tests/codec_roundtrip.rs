@@ -152,6 +152,10 @@ fn every_call() -> Vec<ApiRequest> {
             },
         },
         A::ListJobRequests { pool_id: 1 },
+        A::CancelJob {
+            pool_id: 1,
+            request_id: 9,
+        },
         A::AdminStats,
         A::UpdateTimelineRecords {
             plan: plan(),

@@ -279,6 +279,10 @@ impl Ctx<'_> {
                 pool_id,
                 request: self.json()?,
             }),
+            ("jobrequests", [_], Method::Delete) => Ok(ApiRequest::CancelJob {
+                pool_id,
+                request_id: parse_id("requestId", tail_raw[0])?,
+            }),
             ("jobrequests", [_], Method::Patch) => Ok(ApiRequest::UpdateJobRequest {
                 pool_id,
                 request_id: parse_id("requestId", tail_raw[0])?,
@@ -707,6 +711,16 @@ fn encode_call(call: &ApiRequest) -> Encoded {
             None,
             JSON,
         ),
+        A::CancelJob {
+            pool_id,
+            request_id,
+        } => (
+            Method::Delete,
+            format!("{}/jobrequests/{request_id}", pools(*pool_id)),
+            none(),
+            None,
+            JSON,
+        ),
         A::AdminStats => (Method::Get, STATS_PATH.into(), none(), None, JSON),
         A::UpdateTimelineRecords {
             plan,
@@ -825,7 +839,7 @@ pub fn decode_response(call: &ApiRequest, resp: &WireResponse) -> ApiResponse {
         A::CreateSession { .. } => parse(resp).map(R::Session),
         A::GetMessage { .. } if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
         A::GetMessage { .. } => parse(resp).map(R::Message),
-        A::UpdateJobRequest { .. } => parse(resp).map(R::JobRequest),
+        A::UpdateJobRequest { .. } | A::CancelJob { .. } => parse(resp).map(R::JobRequest),
         A::QueueJobs { .. } => parse(resp).map(R::QueuedJobs),
         A::ListJobRequests { .. } => parse(resp).map(R::JobRequests),
         A::AdminStats => parse(resp).map(R::Stats),
@@ -903,6 +917,7 @@ pub fn route_label(call: &ApiRequest) -> &'static str {
         A::UpdateJobRequest { .. } => "update_job_request",
         A::QueueJobs { .. } => "queue_jobs",
         A::ListJobRequests { .. } => "list_job_requests",
+        A::CancelJob { .. } => "cancel_job",
         A::AdminStats => "admin_stats",
         A::UpdateTimelineRecords { .. } => "timeline_records",
         A::AppendFeed { .. } => "feed",
@@ -960,6 +975,10 @@ mod tests {
             ApiRequest::ConnectionData,
             ApiRequest::AdminStats,
             ApiRequest::ListJobRequests { pool_id: 1 },
+            ApiRequest::CancelJob {
+                pool_id: 1,
+                request_id: 1,
+            },
             ApiRequest::Token(TokenGrant::Refresh {
                 refresh_token: String::new(),
             }),

@@ -260,7 +260,7 @@ impl Server {
         self.pool_exists(pool_id)?;
         self.agent_in_pool(pool_id, agent_id)?;
         if let Some(request) = self.agents[&agent_id].assigned {
-            self.requeue(request);
+            self.requeue(now, request);
         }
         self.end_session(now, agent_id, ErrorKind::AccessTokenExpired);
         self.revoke_listener_tokens(agent_id);
@@ -402,6 +402,10 @@ impl Server {
         self.sessions.insert(session_id.clone(), agent_id);
         self.set_timer(idle_deadline, Timer::SessionIdle(agent_id));
         self.refresh_idle(agent_id);
+        // A job still running from before, canceled while the agent had no session.
+        if let Some(request) = self.agents[&agent_id].assigned {
+            self.send_cancellation(request);
+        }
         Ok(ApiResponse::Session(TaskAgentSession {
             session_id,
             encryption_key,
@@ -509,10 +513,12 @@ impl Server {
                     .push_back(ServerOutput::Respond { id, response });
             }
         }
-        if let Some(request) = self.agents[&agent_id].assigned
-            && self.jobs.get(&request).is_some_and(|j| j.undelivered())
-        {
-            self.requeue(request);
+        if let Some(request) = self.agents[&agent_id].assigned {
+            // Its messages went with the session: a cancellation must be sent again.
+            self.cancellation_lost(request);
+            if self.jobs.get(&request).is_some_and(|j| j.undelivered()) {
+                self.requeue(now, request);
+            }
         }
         self.refresh_idle(agent_id);
     }

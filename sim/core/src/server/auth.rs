@@ -514,6 +514,24 @@ impl Server {
     }
 }
 
+/// Fault injection, added for the virtual-time driver's `token_expiry_storm` (owner: des).
+impl Server {
+    /// Every listener token of the agents whose name `select` accepts expires at `now`, as in a
+    /// token-expiry storm: their next listener call meets 401 and they must mint a new token.
+    /// Job tokens are left alone (an expired job token cannot be rotated, so a real service
+    /// would not expire them mid-job). Returns how many tokens expired.
+    pub fn expire_listener_tokens(&mut self, now: SimTime, select: impl Fn(&str) -> bool) -> usize {
+        let mut expired = 0;
+        for rec in self.agents.values().filter(|r| select(&r.agent.name)) {
+            for token in &rec.listener_tokens {
+                self.tokens.shorten(token, now);
+                expired += 1;
+            }
+        }
+        expired
+    }
+}
+
 /// The claim checks of `jwt::verify` without the signature (modelled crypto).
 fn check_claims(
     claims: Claims,

@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// Clock-skew tolerance on a JWT assertion's `nbf`/`exp`.
     #[serde(with = "serde_duration")]
     pub jwt_skew: Duration,
+    /// The grace a `JobCancellation` gives the agent (its `timeout`, sent as `"hh:mm:ss"`)
+    /// before it must stop the job. Zero means "stop now".
+    #[serde(with = "serde_duration")]
+    pub job_cancel_timeout: Duration,
     /// Real RSA/AES work, or counted-but-skipped crypto for virtual-time runs.
     pub crypto_mode: CryptoMode,
     /// Scan log lines and feed batches for the job's secret values.
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             lease_grace: Duration::from_secs(60),
             session_idle_timeout: Duration::from_secs(120),
             jwt_skew: Duration::from_secs(300),
+            job_cancel_timeout: Duration::from_secs(60),
             crypto_mode: CryptoMode::Real,
             secret_scan: true,
             limits: Limits::default(),

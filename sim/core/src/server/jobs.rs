@@ -1,14 +1,23 @@
 //! The job queue: admin queueing of synthetic jobs, FIFO assignment to idle agents whose
 //! capabilities meet the demands, the job message, leases and their renewal, requeue on lease
-//! loss, and completion.
+//! loss, admin cancellation, and completion.
 //!
 //! A job is never lost: it is queued, or active on exactly one agent, or finished. Lease loss
 //! (no renewal by `lockedUntil` + `lease_grace`) counts as agent loss: the job goes back to its
 //! old place in the queue, its tokens stop working, and the agent's session ends (its next poll
 //! learns the session expired, so a live-but-wedged agent re-registers cleanly instead of
 //! holding a ghost job).
+//!
+//! Cancellation (an emulator extension) never requeues: a queued job finishes as canceled at
+//! once and never reaches an agent; an active one gets one `JobCancellation` message on its
+//! agent's session and ends through the agent's own completion. Any path that would requeue a
+//! job whose cancel was asked for (lease loss, agent deleted, session ended before delivery)
+//! finishes it as canceled instead. The server never picks a result for a job an agent is
+//! still running: what the agent reports is kept, even `succeeded` when it finished before it
+//! saw the cancellation.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -24,10 +33,10 @@ use crate::job::{QueueJobsRequest, QueueJobsResponse, SyntheticJob, inputs};
 use crate::mask::LeakScanner;
 use crate::proto::{
     ACCESS_TOKEN_PARAMETER, AgentJobRequestMessage, EMPTY_GUID, EndpointAuthorization,
-    JobRequestUpdate, JobResources, JobStep, ListOf, MESSAGE_JOB_REQUEST, MaskHint, PlanReference,
-    SYNTHETIC_TASK_NAME, SYSTEM_VSS_CONNECTION, ServiceEndpoint, TaskAgentJobRequest,
-    TaskAgentMessage, TaskAgentReference, TaskReference, TaskResult, TimelineReference,
-    VariableValue,
+    JobCancelMessage, JobRequestUpdate, JobResources, JobStep, ListOf, MESSAGE_JOB_CANCELLATION,
+    MESSAGE_JOB_REQUEST, MaskHint, PlanReference, SYNTHETIC_TASK_NAME, SYSTEM_VSS_CONNECTION,
+    ServiceEndpoint, TaskAgentJobRequest, TaskAgentMessage, TaskAgentReference, TaskReference,
+    TaskResult, TimelineReference, VariableValue,
 };
 
 /// The id the job message gives the synthetic task (a fixed GUID, like a real task's).
@@ -53,6 +62,19 @@ pub(super) enum JobState {
     Finished,
 }
 
+/// How far an admin cancellation of an active job has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CancelState {
+    /// Nobody asked to cancel the job.
+    NotRequested,
+    /// Asked for. `message_id` is the `JobCancellation` waiting on the agent's session; `None`
+    /// while the agent has no session (or its session ended before it acknowledged the
+    /// message): the message is sent again when the agent opens a session.
+    Requested { message_id: Option<u64> },
+    /// The agent deleted (acknowledged) the `JobCancellation`; the job ends when it reports.
+    Acknowledged,
+}
+
 /// One job request.
 pub(super) struct Job {
     pub pool_id: u32,
@@ -71,6 +93,8 @@ pub(super) struct Job {
     pub finish_time: Option<SimTime>,
     pub result: Option<TaskResult>,
     pub requeue_count: u32,
+    /// Whether an admin asked to cancel the job while it was active.
+    pub cancel: CancelState,
     /// Job tokens that still work: the newest, plus rotated ones within their grace.
     pub tokens: Vec<String>,
     /// Built at assignment from the secrets and the job token.
@@ -89,6 +113,10 @@ impl Job {
     /// Active and its lease renewed at least once.
     pub fn renewed(&self) -> bool {
         matches!(self.state, JobState::Active { renewed: true, .. })
+    }
+    /// An admin asked to cancel it: it must never go back to the queue.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel != CancelState::NotRequested
     }
     /// Active, but the agent neither acknowledged the message nor renewed the lease.
     pub fn undelivered(&self) -> bool {
@@ -229,6 +257,7 @@ impl Server {
             finish_time: None,
             result: None,
             requeue_count: 0,
+            cancel: CancelState::NotRequested,
             tokens: Vec::new(),
             scanner: None,
             plan: PlanStore::default(),
@@ -300,6 +329,7 @@ impl Server {
         let state = match &job.state {
             JobState::Queued if self.is_unmatched(request_id) => "unmatched",
             JobState::Queued => "queued",
+            JobState::Active { .. } if job.cancel_requested() => "canceling",
             JobState::Active { renewed: false, .. } => "assigned",
             JobState::Active { renewed: true, .. } => "running",
             JobState::Finished => "completed",
@@ -557,22 +587,123 @@ impl Server {
         }
     }
 
-    /// The agent deleted message `message_id`: if it was this job's message, it is delivered.
+    /// The agent deleted message `message_id`: if it was this job's message, the job is
+    /// delivered; if it was the job's `JobCancellation`, the cancellation is.
     pub(super) fn job_message_acknowledged(
         &mut self,
         now: SimTime,
         request_id: u64,
         message_id: u64,
     ) {
-        if let Some(job) = self.jobs.get_mut(&request_id)
-            && let JobState::Active {
-                message_id: pending @ Some(_),
-                ..
-            } = &mut job.state
+        let Some(job) = self.jobs.get_mut(&request_id) else {
+            return;
+        };
+        if let JobState::Active {
+            message_id: pending @ Some(_),
+            ..
+        } = &mut job.state
             && *pending == Some(message_id)
         {
             *pending = None;
             job.receive_time.get_or_insert(now);
+        }
+        if job.cancel
+            == (CancelState::Requested {
+                message_id: Some(message_id),
+            })
+        {
+            job.cancel = CancelState::Acknowledged;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Cancellation
+    // -----------------------------------------------------------------------------------------
+
+    /// Admin cancel (extension). Queued: finished as canceled now. Active: a `JobCancellation`
+    /// goes to the agent's session (once; a repeat is answered without a second message).
+    /// Finished or unknown: 404 `JobNotFound`, as the agent-facing job-request routes answer,
+    /// and nothing changes.
+    pub(super) fn cancel_job(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        request_id: u64,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Admin)?;
+        self.pool_exists(pool_id)?;
+        let job = self
+            .jobs
+            .get_mut(&request_id)
+            .filter(|j| j.pool_id == pool_id)
+            .ok_or_else(|| job_not_found(request_id, "does not exist in this pool"))?;
+        match job.state {
+            JobState::Finished => {
+                return Err(job_not_found(
+                    request_id,
+                    "has already finished; only a queued or active job can be canceled",
+                ));
+            }
+            JobState::Queued => {
+                self.queue.remove(&request_id);
+                self.close(now, request_id, TaskResult::Canceled);
+            }
+            JobState::Active { .. } => {
+                if !job.cancel_requested() {
+                    job.cancel = CancelState::Requested { message_id: None };
+                    self.send_cancellation(request_id);
+                }
+            }
+        }
+        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+    }
+
+    /// Queue the `JobCancellation` of a job whose cancel is requested but not on any session,
+    /// if its agent has a session now. Like a job message it wakes a parked poll. It skips the
+    /// `max_messages_per_session` check on purpose: an agent holds one job and a job has one
+    /// cancellation, so a session holds at most one message past that bound, and refusing it
+    /// would leave the job running for good.
+    pub(super) fn send_cancellation(&mut self, request_id: u64) {
+        let Some(job) = self.jobs.get(&request_id) else {
+            return;
+        };
+        let (Some(agent_id), CancelState::Requested { message_id: None }) =
+            (job.agent(), job.cancel)
+        else {
+            return;
+        };
+        if self
+            .agents
+            .get(&agent_id)
+            .is_none_or(|a| a.session.is_none())
+        {
+            return;
+        }
+        let body = JobCancelMessage {
+            job_id: job.job_id.clone(),
+            timeout: timespan(self.cfg.job_cancel_timeout),
+        };
+        // Two strings: serialisation cannot fail.
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let message_id = self.next_message_id;
+        self.next_message_id += 1;
+        let message = self.seal_message(agent_id, message_id, MESSAGE_JOB_CANCELLATION, &body);
+        if let Some(job) = self.jobs.get_mut(&request_id) {
+            job.cancel = CancelState::Requested {
+                message_id: Some(message_id),
+            };
+        }
+        self.push_message(agent_id, message);
+    }
+
+    /// The agent's session ended with the job's `JobCancellation` still on it: the message is
+    /// gone with the session, so send it again on the agent's next session.
+    pub(super) fn cancellation_lost(&mut self, request_id: u64) {
+        if let Some(job) = self.jobs.get_mut(&request_id)
+            && let CancelState::Requested { message_id } = &mut job.cancel
+        {
+            *message_id = None;
         }
     }
 
@@ -642,6 +773,12 @@ impl Server {
         };
         self.release_from_agent(request_id, agent_id);
         self.revoke_job_tokens(request_id);
+        self.close(now, request_id, result);
+    }
+
+    /// Record a job (already off the queue and off any agent) as finished with `result`, and
+    /// forget the oldest finished jobs past `max_finished_jobs`.
+    fn close(&mut self, now: SimTime, request_id: u64, result: TaskResult) {
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.state = JobState::Finished;
             job.result = Some(result);
@@ -649,6 +786,9 @@ impl Server {
             job.scanner = None;
         }
         self.counters.jobs_completed += 1;
+        if result == TaskResult::Canceled {
+            self.counters.jobs_canceled += 1;
+        }
         self.finished.push_back(request_id);
         while self.finished.len() > self.cfg.limits.max_finished_jobs {
             if let Some(old) = self.finished.pop_front()
@@ -660,11 +800,19 @@ impl Server {
     }
 
     /// Put an active job back in the queue (lease loss, agent deleted, session ended before
-    /// delivery). Its old place in the FIFO is kept.
-    pub(super) fn requeue(&mut self, request_id: u64) {
-        let Some(agent_id) = self.jobs.get(&request_id).and_then(Job::agent) else {
+    /// delivery). Its old place in the FIFO is kept. A job whose cancel was asked for is
+    /// finished as canceled instead: nobody wants it run again.
+    pub(super) fn requeue(&mut self, now: SimTime, request_id: u64) {
+        let Some(job) = self.jobs.get(&request_id) else {
             return;
         };
+        let Some(agent_id) = job.agent() else {
+            return;
+        };
+        if job.cancel_requested() {
+            self.finish(now, request_id, TaskResult::Canceled);
+            return;
+        }
         self.release_from_agent(request_id, agent_id);
         self.revoke_job_tokens(request_id);
         if let Some(job) = self.jobs.get_mut(&request_id) {
@@ -674,31 +822,40 @@ impl Server {
             job.receive_time = None;
             job.requeue_count += 1;
             job.scanner = None;
+            job.cancel = CancelState::NotRequested;
         }
         self.queue.insert(request_id);
         self.counters.jobs_requeued += 1;
         self.dispatch_pending = true;
     }
 
-    /// Detach an active job from its agent: lease timer, undelivered message, assignment.
+    /// Detach an active job from its agent: lease timer, undelivered job or cancellation
+    /// message, assignment.
     fn release_from_agent(&mut self, request_id: u64, agent_id: u64) {
         let Some(job) = self.jobs.get(&request_id) else {
             return;
         };
         let (locked_until, state) = (job.locked_until, job.state.clone());
+        let job_message = match state {
+            JobState::Active { message_id, .. } => message_id,
+            _ => None,
+        };
+        let cancel_message = match job.cancel {
+            CancelState::Requested { message_id } => message_id,
+            _ => None,
+        };
         if let Some(until) = locked_until {
             self.clear_timer(until + self.cfg.lease_grace, Timer::LeaseExpiry(request_id));
         }
-        if let JobState::Active {
-            message_id: Some(mid),
-            ..
-        } = state
-            && let Some(session) = self
-                .agents
-                .get_mut(&agent_id)
-                .and_then(|a| a.session.as_mut())
+        if let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
         {
-            session.messages.retain(|m| m.message_id != mid);
+            let stale = [job_message, cancel_message];
+            session
+                .messages
+                .retain(|m| !stale.contains(&Some(m.message_id)));
         }
         if let Some(rec) = self.agents.get_mut(&agent_id)
             && rec.assigned == Some(request_id)
@@ -719,14 +876,35 @@ impl Server {
         if until + self.cfg.lease_grace > now {
             return;
         }
-        self.requeue(request_id);
+        self.requeue(now, request_id);
         self.end_session(now, agent_id, crate::api::ErrorKind::SessionExpired);
+    }
+}
+
+/// A duration as .NET writes a `TimeSpan` (`"hh:mm:ss"`, `"d.hh:mm:ss"` past a day), the
+/// format of a `JobCancellation`'s `timeout`. Fractions of a second are dropped.
+fn timespan(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if days == 0 {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{days}.{h:02}:{m:02}:{s:02}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Goal: the cancellation timeout is written as the real agent parses a TimeSpan.
+    #[test]
+    fn timespan_is_dotnet_format() {
+        assert_eq!(timespan(Duration::from_secs(60)), "00:01:00");
+        assert_eq!(timespan(Duration::ZERO), "00:00:00");
+        assert_eq!(timespan(Duration::from_millis(3_723_900)), "01:02:03");
+        assert_eq!(timespan(Duration::from_secs(90_061)), "1.01:01:01");
+    }
 
     // Goal: demands read as the real service writes them, case-insensitively.
     #[test]

@@ -132,6 +132,7 @@ pub struct Server {
 #[derive(Clone, Debug, Default)]
 struct Counters {
     jobs_completed: u64,
+    jobs_canceled: u64,
     jobs_requeued: u64,
     leaked_secrets: u64,
     tokens_issued: u64,
@@ -279,6 +280,7 @@ impl Server {
                 .count() as u64,
             jobs_assigned: assigned,
             jobs_completed: self.counters.jobs_completed,
+            jobs_canceled: self.counters.jobs_canceled,
             jobs_requeued: self.counters.jobs_requeued,
             leases_active: leased,
             leaked_secrets: self.counters.leaked_secrets,
@@ -377,6 +379,10 @@ impl Server {
                 respond(self.queue_jobs(now, &cred, pool_id, request)?)
             }
             A::ListJobRequests { pool_id } => respond(self.list_job_requests(now, &cred, pool_id)?),
+            A::CancelJob {
+                pool_id,
+                request_id,
+            } => respond(self.cancel_job(now, &cred, pool_id, request_id)?),
             A::AdminStats => {
                 self.require_pat(now, &cred, auth::Need::Admin)?;
                 respond(ApiResponse::Stats(self.stats()))
