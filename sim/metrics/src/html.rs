@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use fleetsim_core::ops::{AgentState, Operation};
 
 use crate::junit::escape;
-use crate::report::{Mode, Report, TimePoint};
+use crate::names;
+use crate::report::{Mode, Report, TimePoint, decode_histogram};
 use crate::summary::format_seconds;
 use crate::thresholds::{self, MetricKind};
 
@@ -48,6 +49,7 @@ pub fn render_html(report: &Report) -> String {
     run_section(&mut out, report);
     thresholds_section(&mut out, report);
     charts_section(&mut out, report);
+    pickup_distribution_section(&mut out, report);
     operations_section(&mut out, report);
     crypto_section(&mut out, report);
     out.push_str("</body></html>\n");
@@ -94,7 +96,14 @@ fn run_section(out: &mut String, r: &Report) {
             format!(
                 "queued {} · started {} · succeeded {} · failed {} · canceled {} · abandoned {} · requeued {} \
                  · lost {}",
-                j.queued, j.started, j.succeeded, j.failed, j.canceled, j.abandoned, j.requeued, j.lost
+                j.queued,
+                j.started,
+                j.succeeded,
+                j.failed,
+                j.canceled,
+                j.abandoned,
+                j.requeued,
+                j.lost
             ),
         ),
     ];
@@ -225,6 +234,80 @@ fn charts_section(out: &mut String, r: &Report) {
     });
 }
 
+/// The job pickup latency distribution as a bar chart over the Prometheus pickup buckets (so the
+/// report and the dashboards bin alike), decoded from the report's exact HDR histogram. Pickup
+/// thresholds are listed under the chart.
+fn pickup_distribution_section(out: &mut String, r: &Report) {
+    let Ok(h) = decode_histogram(names::JOB_PICKUP, &r.histograms.job_pickup) else {
+        return;
+    };
+    if h.is_empty() {
+        return;
+    }
+    // Bins: (previous bound, bound] in seconds; the last bin is everything above the top bound.
+    let bounds = names::PROM_PICKUP_BUCKETS_S;
+    let mut counts = vec![0u64; bounds.len() + 1];
+    for v in h.iter_recorded() {
+        let s = v.value_iterated_to() as f64 / 1e6;
+        let bin = bounds.iter().position(|&b| s <= b).unwrap_or(bounds.len());
+        counts[bin] += v.count_since_last_iteration();
+    }
+    let total: u64 = counts.iter().sum();
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let (plot_w, plot_h) = (CHART_W - MARGIN_L - 8.0, CHART_H - MARGIN_B - 8.0);
+    let bar_w = plot_w / counts.len() as f64;
+    out.push_str("<h3>Job pickup latency distribution</h3>\n");
+    let _ = writeln!(
+        out,
+        "<svg width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"0 0 {CHART_W} {CHART_H}\" \
+         role=\"img\" aria-label=\"Job pickup latency distribution\">"
+    );
+    for (i, &n) in counts.iter().enumerate() {
+        let x = MARGIN_L + bar_w * i as f64;
+        let height = plot_h * n as f64 / top;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{height:.1}\" \
+             fill=\"#0969da\"><title>{n} jobs</title></rect>",
+            x + 1.0,
+            8.0 + plot_h - height,
+            bar_w - 2.0
+        );
+        let label = match bounds.get(i) {
+            Some(&b) => format!("≤{}", format_seconds(b)),
+            None => format!(">{}", format_seconds(bounds[bounds.len() - 1])),
+        };
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+            x + bar_w / 2.0,
+            CHART_H - 6.0,
+            escape(&label)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{:.1}\" y=\"20\" font-size=\"11\" text-anchor=\"start\">{} jobs, tallest bin \
+         {}</text>\n</svg>",
+        MARGIN_L + 6.0,
+        total,
+        top
+    );
+    let limits: Vec<String> = r
+        .thresholds
+        .iter()
+        .filter(|t| t.metric.starts_with(names::JOB_PICKUP))
+        .map(|t| format!("{} {}", t.metric, t.condition))
+        .collect();
+    if !limits.is_empty() {
+        let _ = writeln!(
+            out,
+            "<div class=\"legend\">thresholds: {}</div>",
+            escape(&limits.join(", "))
+        );
+    }
+}
+
 fn operations_section(out: &mut String, r: &Report) {
     out.push_str(
         "<h2>Operations</h2>\n<table>\n<tr><th>operation</th><th>count</th><th>rate/s</th>\
@@ -350,7 +433,18 @@ fn chart(out: &mut String, title: &str, lines: &[Line], seconds: f64, label: fn(
         // A gap (no data) splits the line, so missing intervals are not drawn as zero.
         let mut segment: Vec<String> = Vec::new();
         let flush = |segment: &mut Vec<String>, out: &mut String| {
-            if !segment.is_empty() {
+            // A lone point between gaps (sparse samples such as pickups) would draw nothing as
+            // a polyline: draw it as a dot.
+            if let [point] = segment.as_slice()
+                && let Some((cx, cy)) = point.split_once(',')
+            {
+                let _ = writeln!(
+                    out,
+                    "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"2\" fill=\"{}\"/>",
+                    line.color
+                );
+                segment.clear();
+            } else if !segment.is_empty() {
                 let _ = writeln!(
                     out,
                     "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"/>",
@@ -440,7 +534,9 @@ mod tests {
             !html.contains("http://") && !html.contains("https://"),
             "no external refs"
         );
-        assert_eq!(html.matches("<svg").count(), 4);
+        // Four charts over time and the pickup distribution.
+        assert_eq!(html.matches("<svg").count(), 5);
+        assert!(html.contains("Job pickup latency distribution"));
         assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
         assert!(html.contains("✓ job_pickup.p99 &lt; 2s"));
         assert!(html.contains("<td>poll_message</td><td>30</td>"));

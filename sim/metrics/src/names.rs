@@ -422,6 +422,71 @@ pub const PROM_PICKUP_BUCKETS_S: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
+/// The metric catalogue as Markdown: the contents of `docs/METRICS.md`. A test fails when the
+/// file differs; regenerate it with
+/// `FLEETSIM_REGEN_METRICS_MD=1 cargo test -p fleetsim-metrics --lib metrics_md`.
+pub fn catalogue_markdown() -> String {
+    let mut out = String::from(
+        "# fleetsim metrics catalogue\n\n\
+         <!-- Generated from sim/metrics/src/names.rs; do not edit. Regenerate with\n     \
+         FLEETSIM_REGEN_METRICS_MD=1 cargo test -p fleetsim-metrics --lib metrics_md -->\n\n\
+         Served in the Prometheus text format at `GET /metrics` on `--metrics-addr` (`run`,\n\
+         `simulate`, `serve`). Names are final as listed: base units (seconds, bytes), counters\n\
+         end in `_total`, latency is a histogram with buckets (`_bucket{le}`, `_sum`, `_count`),\n\
+         never a summary. Label values come from fixed sets only.\n\n",
+    );
+    let mut section = |title: &str, metrics: &mut dyn Iterator<Item = &PromMetric>| {
+        out.push_str(&format!(
+            "## {title}\n\n| metric | type | labels | meaning |\n|---|---|---|---|\n"
+        ));
+        for m in metrics {
+            let labels = if m.labels.is_empty() {
+                "—".to_string()
+            } else {
+                m.labels
+                    .iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | {labels} | {} |\n",
+                m.name, m.kind, m.help
+            ));
+        }
+        out.push('\n');
+    };
+    section("Every process", &mut std::iter::once(&PROM_BUILD_INFO));
+    section("Fleet (`run`, `simulate`)", &mut PROMETHEUS.iter());
+    section("Emulator (`serve`)", &mut PROMETHEUS_EMULATOR.iter());
+    let buckets = |b: &[f64]| {
+        b.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push_str(&format!(
+        "## Histogram buckets (seconds)\n\n\
+         - `{}`: {}\n- every other `_seconds` histogram: {}\n\n",
+        PROM_JOB_PICKUP.name,
+        buckets(PROM_PICKUP_BUCKETS_S),
+        buckets(PROM_LATENCY_BUCKETS_S)
+    ));
+    out.push_str(
+        "## Label values\n\n\
+         - `operation`: the snake_case names of `fleetsim_core::ops::Operation`.\n\
+         - `outcome`: `ok` or an error label (an `ErrorKind` label, `http_4xx`, `http_5xx`,\n  \
+         `connect`, `reset`, `tls`, `proxy`, `lost`, `timeout`, `protocol`, `other`).\n\
+         - `state`: `registering`, `idle`, `busy`, `offline`.\n\
+         - `event`: `queued`, `started`, `succeeded`, `failed`, `canceled`.\n\
+         - `side`: `agents`, `emulator`; `op`: the names of `fleetsim_core::event::CryptoOp`.\n\
+         - `route`: the codec's route table (`fleetsim_core::codec::route_label`) or `unrouted`;\n  \
+         `status`: the HTTP status (the codec's few codes, else its class such as `4xx`).\n\
+         - `role`: `fleet`, `emulator`, `simulate`.\n",
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,8 +540,28 @@ mod tests {
     fn series_names_resolve_to_catalogue_entries() {
         let bucket = prom_metric_for_series("fleetsim_job_pickup_duration_seconds_bucket");
         assert_eq!(bucket, Some(&PROM_JOB_PICKUP));
-        assert_eq!(prom_metric_for_series("fleetsim_agents"), Some(&PROM_AGENTS));
+        assert_eq!(
+            prom_metric_for_series("fleetsim_agents"),
+            Some(&PROM_AGENTS)
+        );
         assert_eq!(prom_metric_for_series("fleetsim_agents_count"), None);
         assert_eq!(prom_metric_for_series("fleetsim_active_vehicles"), None);
+    }
+
+    // Goal: docs/METRICS.md is exactly what the catalogue generates, so adding a metric
+    // without regenerating the doc fails `cargo test`.
+    #[test]
+    fn metrics_md_matches_catalogue() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md");
+        let expected = catalogue_markdown();
+        if std::env::var_os("FLEETSIM_REGEN_METRICS_MD").is_some() {
+            std::fs::write(&path, &expected).expect("write docs/METRICS.md");
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/METRICS.md is stale; regenerate it with \
+             FLEETSIM_REGEN_METRICS_MD=1 cargo test -p fleetsim-metrics --lib metrics_md"
+        );
     }
 }

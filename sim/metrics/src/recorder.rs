@@ -811,6 +811,9 @@ mod tests {
         }
         let j = rec.jobs;
         // A job cut short by the run's end is abandoned, not failed.
-        assert_eq!((j.succeeded, j.failed, j.canceled, j.abandoned), (1, 1, 1, 1));
+        assert_eq!(
+            (j.succeeded, j.failed, j.canceled, j.abandoned),
+            (1, 1, 1, 1)
+        );
     }
 }

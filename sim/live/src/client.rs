@@ -1,0 +1,1119 @@
+//! The agents' HTTP client: turns a `WireRequest` into a real HTTP/1.1 exchange and the answer
+//! back into a `WireResponse`.
+//!
+//! Two ways to hold connections:
+//! - [`Connection`] (the default, like the real agent): one HTTP/1.1 connection per agent and
+//!   purpose (listener, keep-alive, job), opened lazily with hyper's `client::conn::http1`
+//!   handshake and re-opened when the server or a timeout closes it;
+//! - [`Pool`] (an option for very large fleets): connections shared by all agents, bounded by a
+//!   semaphore (callers wait for a slot within their request timeout) with at most that many
+//!   idle connections kept. It reuses the same connect path as `Connection`, so TLS and proxies
+//!   behave identically in both modes (hyper-util's legacy pool would need a second connector
+//!   stack for the CONNECT tunnel and the insecure-TLS option).
+//!
+//! Transport: plain TCP, TLS with rustls on the aws-lc-rs provider (trusting a CA file, or — only
+//! when asked by name — [`InsecureAcceptAnyCertificate`]), an HTTP proxy (absolute-form requests
+//! for `http` targets, a CONNECT tunnel for `https` targets, Basic `Proxy-Authorization`), and
+//! source-address spreading across 127.0.0.0/8 for loopback targets, since one source address
+//! reaches one destination through only ~28k ephemeral ports.
+//!
+//! Limits: every call has a timeout (the real agent's HTTP timeout, 100 s, by default) covering
+//! connect, proxy, TLS, request and body; response bodies over `max_response_bytes` fail the call
+//! and close the connection; a CONNECT answer over 8 KiB is a proxy error.
+//!
+//! This module makes no protocol decisions and never retries a request that reached the server;
+//! it only re-sends once when hyper proves the request was never written (a reused connection the
+//! server had already closed).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleetsim_core::event::{Outcome, TransportError};
+use fleetsim_core::wire::{Method, WireRequest, WireResponse};
+use http::header::{self, HeaderValue};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::proxy::ProxyConfig;
+
+/// The real agent's HTTP timeout (`VstsHttpRequestTimeout`, 100 s): the long poll fits under it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
+/// How long a TCP connect (plus CONNECT and TLS handshake) may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest response body accepted by default (job messages are the big ones, ~100 KiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Connections per source address before spreading moves to the next one. Linux hands out
+/// ~28k ephemeral ports per (source, destination) pair; this leaves room for TIME_WAIT.
+pub const DEFAULT_CONNECTIONS_PER_SOURCE: u32 = 16_000;
+/// The largest CONNECT response head read from a proxy.
+const CONNECT_RESPONSE_MAX_BYTES: usize = 8 * 1024;
+/// What the agents call themselves in `User-Agent`.
+const USER_AGENT: &str = concat!(
+    "VSServices/fleetsim-",
+    env!("CARGO_PKG_VERSION"),
+    " (fleetsim agent)"
+);
+
+/// Response headers copied into `WireResponse` (the codec reads no others).
+const KEPT_HEADERS: [&str; 9] = [
+    "content-type",
+    "www-authenticate",
+    "retry-after",
+    "location",
+    "x-ratelimit-resource",
+    "x-ratelimit-delay",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+];
+
+/// Why a call failed. Messages never contain credentials or bodies.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("bad target URL {url:?}: {reason}")]
+    BadTarget { url: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    TlsSetup(String),
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("proxy: {0}")]
+    Proxy(String),
+    #[error("connection closed or reset: {0}")]
+    Reset(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("response body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("request cannot be encoded: {0}")]
+    BadRequest(String),
+}
+
+impl ClientError {
+    /// The telemetry outcome of a call that failed this way.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ClientError::Timeout(_) => Outcome::Timeout,
+            other => Outcome::Transport(other.transport()),
+        }
+    }
+
+    /// The closest transport error for the agent state machine. A timeout maps to `Reset`: the
+    /// connection is gone either way and the agent backs off the same.
+    pub fn transport(&self) -> TransportError {
+        match self {
+            ClientError::Connect { .. } | ClientError::Resolve { .. } => TransportError::Connect,
+            ClientError::Tls { .. } | ClientError::TlsSetup(_) => TransportError::Tls,
+            ClientError::Proxy(_) => TransportError::Proxy,
+            ClientError::BadTarget { .. }
+            | ClientError::Reset(_)
+            | ClientError::Timeout(_)
+            | ClientError::BodyTooLarge(_)
+            | ClientError::BadRequest(_) => TransportError::Reset,
+        }
+    }
+}
+
+/// `http` or `https`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Where the agents talk to: `scheme://host:port/base_path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub scheme: Scheme,
+    /// Host as written in the URL (brackets removed from IPv6 literals).
+    pub host: String,
+    pub port: u16,
+    /// Collection path without a trailing slash (`""` or `/DefaultCollection`).
+    pub base_path: String,
+}
+
+impl Target {
+    /// Parse `http(s)://host[:port][/base/path]`. Query and fragment are refused: a collection
+    /// URL has none.
+    pub fn parse(url: &str) -> Result<Target, ClientError> {
+        let bad = |reason: &str| ClientError::BadTarget {
+            url: url.into(),
+            reason: reason.into(),
+        };
+        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad(
+                "user info is not allowed; the PAT comes from pat_env or pat_file",
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(bad("a query string is not allowed"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = authority.port_u16().unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(Target {
+            scheme,
+            host,
+            port,
+            base_path,
+        })
+    }
+
+    /// The collection URL, as agents are configured with it.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.base_path
+        )
+    }
+
+    /// `host:port` with IPv6 literals bracketed (the `Host` header and CONNECT target).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How a TLS target's certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// Trust exactly the certificates in this PEM file (e.g. the emulator's self-signed one).
+    CaFile(PathBuf),
+    /// Accept any certificate. Signatures in the handshake are still checked, but anyone can
+    /// impersonate the server. For throw-away self-signed targets only; the run log says so.
+    InsecureAcceptAnyCertificate,
+}
+
+/// Whether connections to a loopback target spread over several source addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceSpread {
+    /// Let the kernel pick the source address.
+    Off,
+    /// Slot `n` binds to 127.0.0.1 + n / `connections_per_address` (loopback IPv4 targets only;
+    /// ignored otherwise).
+    Loopback { connections_per_address: u32 },
+}
+
+/// Everything a client needs to reach its target.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub target: Target,
+    /// Required for `https` targets.
+    pub tls: Option<TlsTrust>,
+    /// The resolved proxy; `None` or a proxy that bypasses the target means direct.
+    pub proxy: Option<ProxyConfig>,
+    /// Per call: connect, proxy, TLS, request and whole body.
+    pub request_timeout: Duration,
+    /// Per new connection: TCP connect, CONNECT tunnel and TLS handshake.
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub source_spread: SourceSpread,
+}
+
+impl ClientOptions {
+    /// Defaults for `target`: no TLS trust, no proxy, the real agent's 100 s timeout.
+    pub fn new(target: Target) -> ClientOptions {
+        ClientOptions {
+            target,
+            tls: None,
+            proxy: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            source_spread: SourceSpread::Off,
+        }
+    }
+}
+
+/// Counters shared by every connection of one client (cheap relaxed atomics).
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Connections opened successfully.
+    pub connects: AtomicU64,
+    /// Connection attempts that failed (TCP, proxy or TLS).
+    pub connect_failures: AtomicU64,
+    /// Requests sent (a silent re-send counts twice).
+    pub requests: AtomicU64,
+    /// Re-sends after a reused connection turned out closed before the request was written.
+    pub resends: AtomicU64,
+}
+
+/// How requests reach the target.
+#[derive(Clone, Debug)]
+enum Hop {
+    /// Straight to the target.
+    Direct,
+    /// Through an HTTP proxy with absolute-form requests (`http` targets).
+    Forward { authorization: Option<HeaderValue> },
+    /// Through a CONNECT tunnel (`https` targets).
+    Tunnel { authorization: Option<HeaderValue> },
+}
+
+/// One configured client: resolved destination, TLS setup, proxy route. Shared by all the
+/// connections of a fleet (`Arc`).
+pub struct HttpClient {
+    opts: ClientOptions,
+    /// Where TCP connects: the target, or the proxy; every resolved address, tried in order.
+    dests: Vec<SocketAddr>,
+    hop: Hop,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    host_header: HeaderValue,
+    stats: ClientStats,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("target", &self.opts.target.url())
+            .field("dest", &self.dests)
+            .field("via_proxy", &self.via_proxy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// Resolve the destination (the proxy's address when the target goes through one) and build
+    /// the TLS configuration. Fails for an `https` target without a [`TlsTrust`].
+    pub async fn new(opts: ClientOptions) -> Result<Arc<HttpClient>, ClientError> {
+        let target = &opts.target;
+        let proxy = opts
+            .proxy
+            .as_ref()
+            .filter(|p| !p.bypasses(target.scheme.as_str(), &target.host, target.port));
+        let (dest_host, dest_port) = match proxy {
+            Some(p) => (p.addr.host.as_str(), p.addr.port),
+            None => (target.host.as_str(), target.port),
+        };
+        let dests = resolve(dest_host, dest_port).await?;
+        let authorization = proxy
+            .and_then(ProxyConfig::authorization)
+            .map(|v| {
+                HeaderValue::from_str(&v).map_err(|_| ClientError::Proxy("bad credentials".into()))
+            })
+            .transpose()?
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        let hop = match (proxy, target.scheme) {
+            (None, _) => Hop::Direct,
+            (Some(_), Scheme::Http) => Hop::Forward { authorization },
+            (Some(_), Scheme::Https) => Hop::Tunnel { authorization },
+        };
+        let tls = match target.scheme {
+            Scheme::Http => None,
+            Scheme::Https => Some(tls_connector(&opts)?),
+        };
+        let host_header = HeaderValue::from_str(&host_header_value(target)).map_err(|_| {
+            ClientError::BadTarget {
+                url: target.url(),
+                reason: "bad host".into(),
+            }
+        })?;
+        Ok(Arc::new(HttpClient {
+            opts,
+            dests,
+            hop,
+            tls,
+            host_header,
+            stats: ClientStats::default(),
+        }))
+    }
+
+    /// A lazily opened connection. `slot` picks the source address under [`SourceSpread`];
+    /// give every concurrently open connection its own slot (e.g. agent × 3 + purpose).
+    pub fn connection(self: &Arc<Self>, slot: u64) -> Connection {
+        Connection {
+            client: Arc::clone(self),
+            slot,
+            sender: None,
+        }
+    }
+
+    /// A shared pool of at most `max_connections` connections in use at once.
+    pub fn pool(self: &Arc<Self>, max_connections: usize) -> Pool {
+        let max_connections = max_connections.max(1);
+        Pool {
+            client: Arc::clone(self),
+            idle: parking_lot::Mutex::new(Vec::with_capacity(max_connections.min(1024))),
+            max_idle: max_connections,
+            in_use: Semaphore::new(max_connections),
+            next_slot: AtomicU64::new(0),
+        }
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// Whether requests go through a proxy.
+    pub fn via_proxy(&self) -> bool {
+        !matches!(self.hop, Hop::Direct)
+    }
+
+    /// The addresses TCP connects to (target or proxy), in the order they are tried.
+    pub fn destinations(&self) -> &[SocketAddr] {
+        &self.dests
+    }
+
+    /// Counters for the run report.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Open one connection: TCP (from the slot's source address), CONNECT when tunnelling, TLS
+    /// for `https`, then the HTTP/1.1 handshake. The connection's driver runs as its own task and
+    /// ends when the returned sender is dropped or the peer closes.
+    async fn connect(&self, slot: u64) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let result = tokio::time::timeout(self.opts.connect_timeout, self.connect_inner(slot))
+            .await
+            .unwrap_or(Err(ClientError::Timeout(self.opts.connect_timeout)));
+        let counter = if result.is_ok() {
+            &self.stats.connects
+        } else {
+            &self.stats.connect_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn connect_inner(&self, slot: u64) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let mut tcp = self.tcp_connect(slot).await?;
+        if let Hop::Tunnel { authorization } = &self.hop {
+            connect_tunnel(
+                &mut tcp,
+                &self.opts.target.authority(),
+                authorization.as_ref(),
+            )
+            .await?;
+        }
+        let stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| ClientError::Tls {
+                        host: self.opts.target.host.clone(),
+                        source,
+                    })?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Reset(e.to_string()))?;
+        // The driver's error (peer reset, parse failure) surfaces on the next send; nothing to
+        // report here.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// TCP to the first destination address that accepts (`localhost` may resolve to `::1`
+    /// before `127.0.0.1`).
+    async fn tcp_connect(&self, slot: u64) -> Result<TcpStream, ClientError> {
+        let mut last = None;
+        for &dest in &self.dests {
+            match tcp_connect_one(self.opts.source_spread, dest, slot).await {
+                Ok(stream) => return Ok(stream),
+                Err(source) => last = Some(ClientError::Connect { addr: dest, source }),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Resolve {
+            host: self.opts.target.host.clone(),
+            reason: "no address".into(),
+        }))
+    }
+
+    /// Build the hyper request: origin-form URI (absolute-form through a forward proxy), `Host`,
+    /// `Authorization`, `Content-Type`, `Accept`, `User-Agent` and `Proxy-Authorization`.
+    fn build_request(&self, req: &WireRequest) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        let bad = |what: &str| ClientError::BadRequest(what.to_string());
+        let method = match req.method {
+            Method::Get => http::Method::GET,
+            Method::Post => http::Method::POST,
+            Method::Put => http::Method::PUT,
+            Method::Patch => http::Method::PATCH,
+            Method::Delete => http::Method::DELETE,
+            Method::Options => http::Method::OPTIONS,
+            Method::Other => return Err(bad("unsupported method")),
+        };
+        let mut path_and_query = if req.path.starts_with('/') {
+            req.path.clone()
+        } else {
+            format!("/{}", req.path)
+        };
+        if !req.query.is_empty() {
+            path_and_query.push('?');
+            path_and_query.push_str(&req.query);
+        }
+        let uri = match &self.hop {
+            Hop::Forward { .. } => format!(
+                "{}://{}{}",
+                self.opts.target.scheme.as_str(),
+                self.opts.target.authority(),
+                path_and_query
+            ),
+            Hop::Direct | Hop::Tunnel { .. } => path_and_query,
+        };
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, self.host_header.clone())
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::ACCEPT, "application/json");
+        if let Some(auth) = &req.authorization {
+            let mut value = HeaderValue::from_str(auth).map_err(|_| bad("bad Authorization"))?;
+            value.set_sensitive(true);
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        if let Some(ct) = &req.content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct.as_str());
+        }
+        if let Hop::Forward {
+            authorization: Some(auth),
+        } = &self.hop
+        {
+            builder = builder.header(header::PROXY_AUTHORIZATION, auth.clone());
+        }
+        builder
+            .body(Full::new(Bytes::copy_from_slice(&req.body)))
+            .map_err(|e| ClientError::BadRequest(e.to_string()))
+    }
+
+    /// One request on one connection. `Ok((resp, keep))`: `keep` is false when the server said
+    /// `Connection: close`, so the caller drops the connection at once instead of racing the
+    /// close with its next request. `Err((e, resend))`: `resend` is true when sending again on a
+    /// fresh connection is safe — hyper proved the request was never written, or an idempotent
+    /// request (GET, OPTIONS) met a connection the server closed under it.
+    async fn exchange(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        req: &WireRequest,
+    ) -> Result<(WireResponse, bool), (ClientError, bool)> {
+        let request = self.build_request(req).map_err(|e| (e, false))?;
+        if let Err(e) = sender.ready().await {
+            return Err((ClientError::Reset(e.to_string()), true));
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let response = match sender.try_send_request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                let unsent = e.message().is_some();
+                let error = e.into_error();
+                let idempotent = matches!(req.method, Method::Get | Method::Options);
+                let resend = unsent || (idempotent && error.is_incomplete_message());
+                return Err((ClientError::Reset(error.to_string()), resend));
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let keep = !parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("close"))
+        });
+        if parts.status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED && self.via_proxy() {
+            return Err((
+                ClientError::Proxy("the proxy answered 407 (credentials)".into()),
+                false,
+            ));
+        }
+        let max = self.opts.max_response_bytes;
+        let body = match Limited::new(body, max).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err((ClientError::BodyTooLarge(max), false));
+            }
+            Err(e) => return Err((ClientError::Reset(e.to_string()), false)),
+        };
+        let headers = KEPT_HEADERS
+            .iter()
+            .filter_map(|&name| {
+                let value = parts.headers.get(name)?.to_str().ok()?;
+                Some((name, value.to_string()))
+            })
+            .collect();
+        Ok((
+            WireResponse {
+                status: parts.status.as_u16(),
+                headers,
+                body: body.to_vec(),
+            },
+            keep,
+        ))
+    }
+}
+
+/// One agent connection (listener, keep-alive or job): opened on first use, re-opened after the
+/// peer closes it or a call on it fails. Not shared: a long poll occupies it.
+pub struct Connection {
+    client: Arc<HttpClient>,
+    slot: u64,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("slot", &self.slot)
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Send one request and read the whole answer, within the client's request timeout. Any
+    /// failure closes the connection, so the next call starts on a fresh one.
+    pub async fn send(&mut self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let timeout = self.client.opts.request_timeout;
+        let result = tokio::time::timeout(timeout, self.send_inner(req))
+            .await
+            .unwrap_or(Err(ClientError::Timeout(timeout)));
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    /// Close the connection now (it re-opens on the next `send`).
+    pub fn close(&mut self) {
+        self.sender = None;
+    }
+
+    /// Whether an HTTP connection is currently held open.
+    pub fn is_open(&self) -> bool {
+        self.sender.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    async fn send_inner(&mut self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        if self.sender.as_ref().is_some_and(SendRequest::is_closed) {
+            self.sender = None;
+        }
+        let reused = self.sender.is_some();
+        let sender = match &mut self.sender {
+            Some(s) => s,
+            None => self.sender.insert(self.client.connect(self.slot).await?),
+        };
+        let result = match self.client.exchange(sender, req).await {
+            Err((_, true)) if reused => {
+                // The server closed the idle connection under our request: one fresh
+                // connection, one more try, and no further.
+                self.client.stats.resends.fetch_add(1, Ordering::Relaxed);
+                let sender = self.sender.insert(self.client.connect(self.slot).await?);
+                self.client.exchange(sender, req).await
+            }
+            other => other,
+        };
+        match result {
+            Ok((resp, keep)) => {
+                if !keep {
+                    self.sender = None;
+                }
+                Ok(resp)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+}
+
+/// Connections shared by many agents: at most `max_connections` requests in flight (callers wait
+/// for a slot within their timeout), at most as many idle connections kept for reuse.
+pub struct Pool {
+    client: Arc<HttpClient>,
+    idle: parking_lot::Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    max_idle: usize,
+    in_use: Semaphore,
+    next_slot: AtomicU64,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Send one request on a pooled connection, within the client's request timeout (waiting for
+    /// a free slot counts against it).
+    pub async fn send(&self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let timeout = self.client.opts.request_timeout;
+        tokio::time::timeout(timeout, self.send_inner(req))
+            .await
+            .unwrap_or(Err(ClientError::Timeout(timeout)))
+    }
+
+    /// Idle connections currently kept.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    async fn send_inner(&self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let _permit = self
+            .in_use
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Reset("pool closed".into()))?;
+        let mut attempt_fresh = false;
+        loop {
+            let (mut sender, reused) = match self.take_idle().filter(|_| !attempt_fresh) {
+                Some(s) => (s, true),
+                None => {
+                    let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+                    (self.client.connect(slot).await?, false)
+                }
+            };
+            match self.client.exchange(&mut sender, req).await {
+                Ok((resp, keep)) => {
+                    let mut idle = self.idle.lock();
+                    if keep && idle.len() < self.max_idle && !sender.is_closed() {
+                        idle.push(sender);
+                    }
+                    return Ok(resp);
+                }
+                Err((_, true)) if reused => {
+                    self.client.stats.resends.fetch_add(1, Ordering::Relaxed);
+                    attempt_fresh = true;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock();
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+}
+
+/// The source address for `slot`, or `None` to let the kernel choose (spreading off, a
+/// non-loopback or IPv6 destination, or the first block of slots, which uses 127.0.0.1).
+fn source_address(spread: SourceSpread, dest: SocketAddr, slot: u64) -> Option<Ipv4Addr> {
+    let SourceSpread::Loopback {
+        connections_per_address,
+    } = spread
+    else {
+        return None;
+    };
+    let IpAddr::V4(v4) = dest.ip() else {
+        return None;
+    };
+    if !v4.is_loopback() {
+        return None;
+    }
+    let block = slot / u64::from(connections_per_address.max(1));
+    if block == 0 {
+        return None;
+    }
+    // 127.0.0.1 + block, kept inside 127.0.0.0/8 and off the .0 network address.
+    let offset = (block % 0x00FF_FFFE) as u32;
+    Some(Ipv4Addr::from(0x7F00_0001u32 + offset))
+}
+
+async fn tcp_connect_one(
+    spread: SourceSpread,
+    dest: SocketAddr,
+    slot: u64,
+) -> io::Result<TcpStream> {
+    let stream = match source_address(spread, dest, slot) {
+        None => TcpStream::connect(dest).await?,
+        Some(local) => {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(IpAddr::V4(local), 0))?;
+            socket.connect(dest).await?
+        }
+    };
+    // Requests are small and latency is what we measure: no Nagle delay.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Every address of `host`, at most 8 (more buys nothing and bounds the connect loop).
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ClientError> {
+    let err = |reason: String| ClientError::Resolve {
+        host: host.to_string(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .take(8)
+        .collect();
+    if addrs.is_empty() {
+        return Err(err("no address".to_string()));
+    }
+    Ok(addrs)
+}
+
+fn host_header_value(target: &Target) -> String {
+    let default_port = match target.scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    if target.port == default_port {
+        if target.host.contains(':') {
+            format!("[{}]", target.host)
+        } else {
+            target.host.clone()
+        }
+    } else {
+        target.authority()
+    }
+}
+
+/// Open a CONNECT tunnel to `authority` through the proxy on `tcp`. Only a 2xx answer opens it;
+/// 407 and anything else are proxy errors.
+async fn connect_tunnel(
+    tcp: &mut TcpStream,
+    authority: &str,
+    authorization: Option<&HeaderValue>,
+) -> Result<(), ClientError> {
+    let proxy_err = |what: String| ClientError::Proxy(what);
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(auth) = authorization {
+        let auth = auth
+            .to_str()
+            .map_err(|_| proxy_err("bad credentials".into()))?;
+        head.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes())
+        .await
+        .map_err(|e| proxy_err(format!("CONNECT write: {e}")))?;
+
+    // Read the answer head. TLS speaks first after a 2xx, so the proxy sends nothing past the
+    // blank line and reading in chunks cannot swallow tunnel bytes.
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > CONNECT_RESPONSE_MAX_BYTES {
+            return Err(proxy_err("CONNECT answer head too large".into()));
+        }
+        let n = tcp
+            .read(&mut chunk)
+            .await
+            .map_err(|e| proxy_err(format!("CONNECT read: {e}")))?;
+        if n == 0 {
+            return Err(proxy_err(
+                "proxy closed the connection during CONNECT".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len())
+        + 4;
+    let status_line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let status = std::str::from_utf8(status_line)
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| proxy_err("malformed CONNECT answer".into()))?;
+    match status {
+        // A refusal may carry a body; a tunnel must not (its first bytes belong to TLS).
+        200..=299 if end != buf.len() => Err(proxy_err(
+            "proxy sent bytes after the CONNECT answer".into(),
+        )),
+        200..=299 => Ok(()),
+        407 => Err(proxy_err(
+            "the proxy answered 407 to CONNECT (credentials)".into(),
+        )),
+        other => Err(proxy_err(format!("the proxy answered {other} to CONNECT"))),
+    }
+}
+
+fn tls_connector(opts: &ClientOptions) -> Result<(TlsConnector, ServerName<'static>), ClientError> {
+    let alpn: &[&[u8]] = &[b"http/1.1"];
+    let config = match &opts.tls {
+        None => {
+            return Err(ClientError::TlsSetup(
+                "an https target needs a CA file (ca_file) or the explicit insecure flag".into(),
+            ));
+        }
+        Some(TlsTrust::CaFile(path)) => crate::tls::client_config_trusting(path, alpn)
+            .map_err(|e| ClientError::TlsSetup(e.to_string()))?,
+        Some(TlsTrust::InsecureAcceptAnyCertificate) => {
+            let provider = crate::tls::provider();
+            let verifier = Arc::new(InsecureAcceptAnyCertificate {
+                provider: Arc::clone(&provider),
+            });
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ClientError::TlsSetup(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        }
+    };
+    let name = ServerName::try_from(opts.target.host.clone()).map_err(|_| {
+        ClientError::TlsSetup(format!("{:?} is not a TLS server name", opts.target.host))
+    })?;
+    Ok((TlsConnector::from(config), name))
+}
+
+/// DANGER: a certificate verifier that accepts every certificate, for self-signed targets when no
+/// CA file is at hand. Handshake signatures are still verified against the presented certificate
+/// (so the TLS session is real), but the certificate itself is trusted blindly. Only ever built
+/// from [`TlsTrust::InsecureAcceptAnyCertificate`].
+#[derive(Debug)]
+pub struct InsecureAcceptAnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for InsecureAcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TCP stream, plain or wrapped in TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: collection URLs parse into scheme/host/port/base path, and the forms we refuse are
+    // typed errors (user info would leak a PAT into logs).
+    #[test]
+    fn target_urls_parse_and_bad_ones_are_refused() {
+        let t = Target::parse("https://localhost:8443/DefaultCollection/").unwrap();
+        assert_eq!(t.scheme, Scheme::Https);
+        assert_eq!(
+            (t.host.as_str(), t.port, t.base_path.as_str()),
+            ("localhost", 8443, "/DefaultCollection")
+        );
+        assert_eq!(t.url(), "https://localhost:8443/DefaultCollection");
+        let t = Target::parse("http://[::1]").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.base_path.as_str()),
+            ("::1", 80, "")
+        );
+        assert_eq!(t.authority(), "[::1]:80");
+        assert_eq!(host_header_value(&t), "[::1]");
+        for bad in ["ftp://h", "http://u:p@h", "http://h/?q=1", "not a url", ""] {
+            assert!(
+                matches!(Target::parse(bad), Err(ClientError::BadTarget { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    // Goal: source spreading moves to the next loopback address every N slots, never leaves
+    // 127.0.0.0/8 and never applies to non-loopback destinations.
+    #[test]
+    fn source_addresses_spread_across_loopback_only() {
+        let spread = SourceSpread::Loopback {
+            connections_per_address: 100,
+        };
+        let lo: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(source_address(spread, lo, 99), None);
+        assert_eq!(
+            source_address(spread, lo, 100),
+            Some(Ipv4Addr::new(127, 0, 0, 2))
+        );
+        assert_eq!(
+            source_address(spread, lo, 100 * 300),
+            Some(Ipv4Addr::new(127, 0, 1, 45))
+        );
+        let far = source_address(spread, lo, u64::MAX).unwrap();
+        assert_eq!(far.octets()[0], 127);
+        assert_ne!(far, Ipv4Addr::new(127, 0, 0, 0));
+        assert_eq!(
+            source_address(spread, "10.0.0.1:80".parse().unwrap(), 500),
+            None
+        );
+        assert_eq!(source_address(SourceSpread::Off, lo, 500), None);
+    }
+
+    // Goal: every failure maps to a bounded telemetry outcome; a timeout stays a timeout.
+    #[test]
+    fn errors_map_to_bounded_outcomes() {
+        assert_eq!(
+            ClientError::Timeout(Duration::from_secs(1)).outcome(),
+            Outcome::Timeout
+        );
+        assert_eq!(
+            ClientError::Proxy("x".into()).outcome(),
+            Outcome::Transport(TransportError::Proxy)
+        );
+        let refused = ClientError::Connect {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(refused.transport(), TransportError::Connect);
+        assert_eq!(
+            ClientError::BodyTooLarge(1).transport(),
+            TransportError::Reset
+        );
+    }
+}

@@ -1,0 +1,702 @@
+//! The live fleet (`fleetsim run`): thousands of virtual agents, each a core `Agent` driven by its
+//! own tokio task over real HTTP(S), against the embedded emulator or any compatible target.
+//!
+//! [`run`] does, in order: raise the open-file limit; start the embedded emulator when the
+//! scenario names no target (or read the target's PAT, TLS trust and proxy); load or generate the
+//! agents' RSA keys from the on-disk cache (off the async workers); start the recorder task; start
+//! agents spread over the ramp-up, each with its own seeded RNG stream; start the job generator;
+//! wait for the run's length or the shutdown future (Ctrl-C); stop every agent gracefully (they
+//! delete their sessions, within a drain deadline); then read the emulator's counters (leaked
+//! secrets, requeues) and build the report. An interrupted run still returns everything measured.
+//!
+//! Code map: `driver` (one agent's loop), `jobs` (the generator) with `arrivals` (arrival times),
+//! `telemetry` (the recorder task), `progress` (the snapshot a display reads), `setup` (scenario
+//! → component settings), `limits` (RLIMIT_NOFILE).
+//!
+//! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
+//! and when; this module moves their calls, answers, timers and events.
+
+mod arrivals;
+mod driver;
+mod jobs;
+pub mod limits;
+pub mod progress;
+pub mod setup;
+mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fleetsim_core::SimTime;
+use fleetsim_core::agent::Agent;
+use fleetsim_core::api::{ApiRequest, ApiResponse, Credential, EmulatorStats, Request};
+use fleetsim_core::codec;
+use fleetsim_core::event::{CryptoOp, Event, Side};
+use fleetsim_core::rng::{self, StreamKind};
+use fleetsim_metrics::{Mode, Recorder, Report, RunMeta};
+use fleetsim_scenario::{ConnectionMode, Scenario};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use arrivals::Arrivals;
+pub use jobs::{GENERATOR_AGENT, GeneratorStats};
+pub use progress::{Phase, Progress, ProgressBoard};
+
+use crate::client::{
+    ClientError, ClientOptions, DEFAULT_CONNECTIONS_PER_SOURCE, HttpClient, SourceSpread, Target,
+    TlsTrust,
+};
+use crate::keycache::{KeyCache, KeyCacheError, KeySet};
+use crate::proxy::{ProxyConfig, ProxyError};
+use crate::server::{self, EmulatorOptions, RunningEmulator, ServeError};
+use driver::{AgentTask, Clock, Transport};
+use jobs::JobGenerator;
+use telemetry::{EVENT_CHANNEL_CAPACITY, Telemetry};
+
+/// How long agents get to delete their sessions after the run ends, by default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// Descriptors reserved beyond the fleet's connections (emulator, recorder, files, stdio).
+const FD_HEADROOM: u64 = 1_024;
+/// How long the final admin stats call to a remote target may take.
+const STATS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Knobs of a live run that are not part of the scenario.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Where the run publishes its progress; `None` = nobody watches.
+    pub progress: Option<Arc<ProgressBoard>>,
+    /// After the run ends, how long agents may take to delete their sessions.
+    pub drain: Duration,
+    /// Parallel key-generation jobs (default: the machine's cores).
+    pub key_parallelism: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            progress: None,
+            drain: DEFAULT_DRAIN,
+            key_parallelism: None,
+        }
+    }
+}
+
+/// Why a run could not be carried out (exit code 3 territory). Carries no secrets.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    #[error("PAT: {0}")]
+    Pat(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("proxy: {0}")]
+    Proxy(#[from] ProxyError),
+    #[error("target: {0}")]
+    Client(#[from] ClientError),
+    #[error("key cache: {0}")]
+    Keys(#[from] KeyCacheError),
+    #[error("embedded emulator: {0}")]
+    Emulator(#[from] ServeError),
+}
+
+/// Key-cache figures of the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    pub distinct: usize,
+    pub loaded: usize,
+    pub generated: usize,
+    pub replaced: usize,
+}
+
+/// Connection figures of the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub requests: u64,
+    pub resends: u64,
+}
+
+/// Everything a run measured.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The report, thresholds evaluated.
+    pub report: Report,
+    /// The raw recorder (for merging or further reports).
+    pub recorder: Recorder,
+    /// The emulator's counters at the end (embedded, or a remote emulator's admin API).
+    pub emulator: Option<EmulatorStats>,
+    /// The run was stopped by the shutdown future before its length.
+    pub interrupted: bool,
+    /// The collection URL the agents used.
+    pub target_url: String,
+    /// The agents ran against the embedded emulator.
+    pub embedded: bool,
+    /// The proxy the agents went through, as `host:port`, if any.
+    pub proxy: Option<String>,
+    pub keys: KeyStats,
+    pub transport: TransportStats,
+    pub generator: GeneratorStats,
+    /// Things the operator should know (descriptor limits, unsupported settings).
+    pub warnings: Vec<String>,
+    /// Wall time from start to the end of draining.
+    pub wall: Duration,
+}
+
+/// Where the agents go, resolved.
+struct Destination {
+    url: String,
+    pool: String,
+    pat: String,
+    tls: Option<TlsTrust>,
+    proxy: Option<ProxyConfig>,
+    emulator: Option<RunningEmulator>,
+}
+
+/// Run `scenario` live until its length passes or `shutdown` completes, whichever is first.
+pub async fn run(
+    scenario: &Scenario,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunOutcome, FleetError> {
+    let started = Started {
+        wall: Instant::now(),
+        at: SystemTime::now(),
+    };
+    crate::tls::install_default_provider();
+    let board = opts.progress.clone().unwrap_or_default();
+    board.update(|p| {
+        p.phase = Phase::Starting;
+        p.agents = scenario.fleet.agents;
+        p.duration = scenario.run.duration;
+    });
+    let dest = destination(scenario).await?;
+    let mut warnings = setting_warnings(scenario);
+    let budget = fd_budget(scenario, dest.emulator.is_some(), &mut warnings);
+    let agent_config = Arc::new(setup::agent_config(scenario, dest.pat.clone()));
+    let http = http_client(&dest, &agent_config).await?;
+    let base_path: Arc<str> = Arc::from(http.options().target.base_path.as_str());
+
+    tokio::pin!(shutdown);
+    let Some(keys) = load_keys(scenario, &opts, &board, &mut shutdown).await? else {
+        return Ok(interrupted_before_start(scenario, dest, &http, started, warnings).await);
+    };
+    let key_stats = KeyStats {
+        distinct: keys.keys.len(),
+        loaded: keys.loaded,
+        generated: keys.generated,
+        replaced: keys.replaced,
+    };
+
+    // From here on, time is run time.
+    let clock = Clock::new(Instant::now());
+    let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let telemetry = tokio::spawn(telemetry(scenario, rx, &board, clock).run());
+    if let Some(keygen) = keygen_event(&keys) {
+        let _ = events.send(keygen).await;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    board.update(|p| p.phase = Phase::Running);
+    let fleet = Spawn {
+        scenario,
+        clock,
+        base_path: &base_path,
+        events: &events,
+        stop: &stop_rx,
+        drain: opts.drain,
+        close_keepalive: budget.close_keepalive,
+    };
+    let mut tasks = fleet.agents(&agent_config, &keys, transport(scenario, &http), &started);
+    drop(keys);
+    let generator = tokio::spawn(fleet.generator(&http, &dest).run());
+
+    let interrupted = tokio::select! {
+        () = tokio::time::sleep(scenario.run.duration) => false,
+        () = &mut shutdown => true,
+    };
+    let measured = clock
+        .now()
+        .saturating_since(SimTime::ZERO)
+        .saturating_sub(scenario.run.warmup);
+    board.update(|p| p.phase = Phase::Draining);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    let generator = join_generator(generator, opts.drain).await;
+
+    let emulator = final_stats(&dest, &http, &base_path, &events).await;
+    drop(events);
+    let mut recorder = telemetry.await.unwrap_or_default();
+    if let Some(stats) = &emulator {
+        recorder.set_server_stats(stats.clone());
+    }
+    let embedded = dest.emulator.is_some();
+    if let Some(running) = dest.emulator {
+        running.handle.shutdown().await;
+    }
+    let mut report = Report::from_recorder(&recorder, run_meta(scenario, &started, measured));
+    report.evaluate_thresholds(&scenario.thresholds);
+    board.update(|p| p.phase = Phase::Done);
+    Ok(RunOutcome {
+        report,
+        recorder,
+        emulator,
+        interrupted,
+        target_url: dest.url,
+        embedded,
+        proxy: proxy_label(&http, dest.proxy.as_ref()),
+        keys: key_stats,
+        transport: transport_stats(&http),
+        generator,
+        warnings,
+        wall: started.wall.elapsed(),
+    })
+}
+
+/// When the run started, by both clocks.
+struct Started {
+    wall: Instant,
+    at: SystemTime,
+}
+
+/// What agents and the generator share when they are spawned.
+struct Spawn<'a> {
+    scenario: &'a Scenario,
+    clock: Clock,
+    base_path: &'a Arc<str>,
+    events: &'a mpsc::Sender<Event>,
+    stop: &'a watch::Receiver<bool>,
+    drain: Duration,
+    close_keepalive: bool,
+}
+
+impl Spawn<'_> {
+    /// One task per agent, starting evenly over the ramp-up, each with its own RNG stream and a
+    /// key shared round-robin.
+    fn agents(
+        &self,
+        config: &Arc<fleetsim_core::agent::AgentConfig>,
+        keys: &KeySet,
+        transport: Transport,
+        started: &Started,
+    ) -> JoinSet<()> {
+        let agents = self.scenario.fleet.agents;
+        let epoch_unix_ms = started
+            .at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ramp_us = u64::try_from(self.scenario.fleet.ramp_up.as_micros()).unwrap_or(u64::MAX);
+        let mut tasks = JoinSet::new();
+        for index in 0..agents {
+            let start_us = ramp_us.saturating_mul(u64::from(index)) / u64::from(agents);
+            let agent = Agent::new(
+                index,
+                Arc::clone(config),
+                Some(keys.key_for(index)),
+                rng::stream(self.scenario.run.seed, StreamKind::Agent, u64::from(index)),
+                SimTime::from_micros(start_us),
+                epoch_unix_ms,
+            );
+            let task = AgentTask {
+                agent,
+                clock: self.clock,
+                transport: transport.clone(),
+                base_path: Arc::clone(self.base_path),
+                events: self.events.clone(),
+                stop: self.stop.clone(),
+                drain: self.drain,
+                close_keepalive: self.close_keepalive,
+            };
+            tasks.spawn(task.run());
+        }
+        tasks
+    }
+
+    /// The job generator, on its own connection (the slot after the agents').
+    fn generator(&self, http: &Arc<HttpClient>, dest: &Destination) -> JobGenerator {
+        let s = self.scenario;
+        JobGenerator {
+            arrivals: Arrivals::new(
+                &s.jobs.arrival,
+                rng::stream(s.run.seed, StreamKind::Jobs, 0),
+                s.run.duration,
+            ),
+            jobs: s.jobs.clone(),
+            rng: rng::stream(s.run.seed, StreamKind::Jobs, 1),
+            conn: http.connection(u64::from(s.fleet.agents) * 3),
+            base_path: Arc::clone(self.base_path),
+            credential: pat_credential(&dest.pat),
+            pool_name: dest.pool.clone(),
+            clock: self.clock,
+            events: self.events.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// The recorder task for this run.
+fn telemetry(
+    scenario: &Scenario,
+    rx: mpsc::Receiver<Event>,
+    board: &Arc<ProgressBoard>,
+    clock: Clock,
+) -> Telemetry {
+    let mut recorder = Recorder::new();
+    recorder.set_fleet_size(u64::from(scenario.fleet.agents));
+    Telemetry {
+        rx,
+        recorder,
+        board: Some(Arc::clone(board)),
+        clock,
+        warmup: SimTime::ZERO + scenario.run.warmup,
+        duration: scenario.run.duration,
+    }
+}
+
+/// The key generation the cache did, as the agents' side of the crypto report.
+fn keygen_event(keys: &KeySet) -> Option<Event> {
+    (keys.generated > 0).then(|| Event::Crypto {
+        side: Side::Agents,
+        op: CryptoOp::KeyGen,
+        count: u32::try_from(keys.generated).unwrap_or(u32::MAX),
+        bytes: 0,
+        nanos: keys.generate_nanos,
+    })
+}
+
+/// The agents' HTTP client for `dest`.
+async fn http_client(
+    dest: &Destination,
+    agent_config: &fleetsim_core::agent::AgentConfig,
+) -> Result<Arc<HttpClient>, FleetError> {
+    let mut opts = ClientOptions::new(Target::parse(&dest.url)?);
+    opts.tls = dest.tls.clone();
+    opts.proxy = dest.proxy.clone();
+    opts.request_timeout = setup::client_timeout(agent_config);
+    opts.source_spread = SourceSpread::Loopback {
+        connections_per_address: DEFAULT_CONNECTIONS_PER_SOURCE,
+    };
+    Ok(HttpClient::new(opts).await?)
+}
+
+/// Per-agent connections, or one shared pool.
+fn transport(scenario: &Scenario, http: &Arc<HttpClient>) -> Transport {
+    match scenario.fleet.connection_mode {
+        ConnectionMode::PerAgent => Transport::PerAgent(Arc::clone(http)),
+        // Long polls hold their connection: the pool must fit ~1.5 per agent plus job traffic.
+        ConnectionMode::Pooled => {
+            let size = scenario.fleet.agents as usize * 2 + 16;
+            Transport::Pooled(Arc::new(http.pool(size)))
+        }
+    }
+}
+
+/// Wait for the generator within the drain allowance: it stops at the signal too, but a queue
+/// call in flight may wait on a slow target.
+async fn join_generator(
+    generator: tokio::task::JoinHandle<GeneratorStats>,
+    drain: Duration,
+) -> GeneratorStats {
+    let abort = generator.abort_handle();
+    match tokio::time::timeout(drain, generator).await {
+        Ok(stats) => stats.unwrap_or_default(),
+        Err(_) => {
+            abort.abort();
+            GeneratorStats::default()
+        }
+    }
+}
+
+/// The outcome of a run stopped while its keys were still being made: nothing ran.
+async fn interrupted_before_start(
+    scenario: &Scenario,
+    dest: Destination,
+    http: &Arc<HttpClient>,
+    started: Started,
+    warnings: Vec<String>,
+) -> RunOutcome {
+    let embedded = dest.emulator.is_some();
+    let emulator = match dest.emulator {
+        Some(e) => Some(e.handle.shutdown().await),
+        None => None,
+    };
+    let recorder = Recorder::new();
+    let report = Report::from_recorder(&recorder, run_meta(scenario, &started, Duration::ZERO));
+    RunOutcome {
+        report,
+        recorder,
+        emulator,
+        interrupted: true,
+        target_url: dest.url,
+        embedded,
+        proxy: proxy_label(http, dest.proxy.as_ref()),
+        keys: KeyStats::default(),
+        transport: TransportStats::default(),
+        generator: GeneratorStats::default(),
+        warnings,
+        wall: started.wall.elapsed(),
+    }
+}
+
+/// Unsupported-setting warnings for the run log.
+fn setting_warnings(scenario: &Scenario) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if scenario.jobs.cancel_rate > 0.0 {
+        warnings.push(
+            "jobs.cancel_rate is ignored in live runs: the emulator has no cancel API".into(),
+        );
+    }
+    warnings
+}
+
+/// `host:port` of the proxy the agents actually go through.
+fn proxy_label(http: &HttpClient, proxy: Option<&ProxyConfig>) -> Option<String> {
+    proxy
+        .filter(|_| http.via_proxy())
+        .map(|p| format!("{}:{}", p.addr.host, p.addr.port))
+}
+
+fn transport_stats(http: &HttpClient) -> TransportStats {
+    let s = http.stats();
+    TransportStats {
+        connects: s.connects.load(Ordering::Relaxed),
+        connect_failures: s.connect_failures.load(Ordering::Relaxed),
+        requests: s.requests.load(Ordering::Relaxed),
+        resends: s.resends.load(Ordering::Relaxed),
+    }
+}
+
+/// Start the embedded emulator, or resolve the scenario's target (PAT, TLS trust, proxy).
+async fn destination(scenario: &Scenario) -> Result<Destination, FleetError> {
+    match &scenario.target {
+        None => {
+            let pat = setup::generate_pat().map_err(FleetError::Pat)?;
+            let config = setup::server_config(scenario, &pat);
+            let mut opts = EmulatorOptions::new(([127, 0, 0, 1], 0).into(), config);
+            opts.seed = scenario.run.seed;
+            let wanted = scenario.fleet.agents as usize * 3 + 64;
+            opts.max_connections = scenario
+                .server
+                .limits
+                .max_connections
+                .map_or(wanted.max(server::DEFAULT_MAX_CONNECTIONS), |m| {
+                    usize::try_from(m).unwrap_or(usize::MAX)
+                });
+            let running = server::start(opts).await?;
+            Ok(Destination {
+                url: running.base_url.clone(),
+                pool: scenario.pool_name().to_string(),
+                pat,
+                tls: None,
+                proxy: None,
+                emulator: Some(running),
+            })
+        }
+        Some(target) => {
+            let pat = setup::read_pat(&target.pat).map_err(FleetError::Pat)?;
+            let https = target.url.starts_with("https://");
+            let tls = if https {
+                Some(setup::tls_trust(&target.tls).map_err(FleetError::Tls)?)
+            } else {
+                None
+            };
+            let proxy = match setup::proxy_inputs(&target.proxy) {
+                Some(inputs) => {
+                    ProxyConfig::resolve(&inputs, &|name| std::env::var(name).ok(), https)?
+                }
+                None => None,
+            };
+            Ok(Destination {
+                url: target.url.clone(),
+                pool: target.pool.clone(),
+                pat,
+                tls,
+                proxy,
+                emulator: None,
+            })
+        }
+    }
+}
+
+/// How the fleet fits its connections into the descriptor limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FdBudget {
+    /// Close each agent's keep-alive connection between keep-alive polls.
+    close_keepalive: bool,
+}
+
+/// Raise the descriptor limit for the fleet and decide how connections fit in it.
+///
+/// An idle agent holds two connections the whole time (the long poll and the keep-alive, whose
+/// connection the real agent's HTTP pool keeps open between polls), and the embedded emulator
+/// holds the other end of each in the same process. When that does not fit, keep-alive
+/// connections are closed between polls (held 50 s of every ~80 s instead of always), which is
+/// said in a warning; when even that does not fit, a second warning says connections will fail.
+fn fd_budget(scenario: &Scenario, embedded: bool, warnings: &mut Vec<String>) -> FdBudget {
+    let ends = if embedded { 2 } else { 1 };
+    let agents = u64::from(scenario.fleet.agents);
+    // Two held connections per agent, plus a job connection for up to a fifth of the fleet.
+    let needed = agents * ends * 2 + agents * ends / 5 + FD_HEADROOM;
+    let limit = match limits::raise_nofile(needed) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warnings.push(format!("cannot read or raise the open-file limit: {e}"));
+            return FdBudget {
+                close_keepalive: false,
+            };
+        }
+    };
+    if limit.soft >= needed {
+        return FdBudget {
+            close_keepalive: false,
+        };
+    }
+    // Keep-alive connections open 50 s of every 80 s on average (5/8).
+    let frugal = agents * ends + agents * ends * 5 / 8 + agents * ends / 5 + FD_HEADROOM;
+    warnings.push(format!(
+        "the fleet would hold ~{needed} file descriptors but the limit is {}: keep-alive \
+         connections are closed between polls (~{frugal} needed)",
+        limit.soft
+    ));
+    warnings.extend(limit.shortfall(frugal));
+    FdBudget {
+        close_keepalive: true,
+    }
+}
+
+/// Load or generate the fleet's keys, publishing progress; `None` when `shutdown` came first.
+async fn load_keys(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    board: &ProgressBoard,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<KeySet>, FleetError> {
+    let dir = scenario
+        .fleet
+        .key_cache_dir
+        .clone()
+        .unwrap_or_else(KeyCache::default_dir);
+    let cache = KeyCache::open(dir)?;
+    let total = scenario.fleet.distinct_keys as usize;
+    let parallelism = opts
+        .key_parallelism
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let keys = cache.load_or_generate(
+        scenario.fleet.key_bits.bits(),
+        total,
+        parallelism,
+        Some(Arc::clone(&done)),
+    );
+    tokio::pin!(keys);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        board.update(|p| {
+            p.phase = Phase::Keys {
+                done: done.load(Ordering::Relaxed),
+                total,
+            }
+        });
+        tokio::select! {
+            keys = &mut keys => return Ok(Some(keys?)),
+            _ = tick.tick() => {}
+            () = &mut *shutdown => return Ok(None),
+        }
+    }
+}
+
+/// The emulator's counters at the end: the embedded one directly (plus its crypto totals as
+/// `Side::Emulator` events), a remote target through the admin API when it has one.
+async fn final_stats(
+    dest: &Destination,
+    http: &Arc<HttpClient>,
+    base_path: &str,
+    events: &mpsc::Sender<Event>,
+) -> Option<EmulatorStats> {
+    if let Some(running) = &dest.emulator {
+        for (op, totals) in running.handle.front_metrics().crypto {
+            let ev = Event::Crypto {
+                side: Side::Emulator,
+                op,
+                count: u32::try_from(totals.count).unwrap_or(u32::MAX),
+                bytes: totals.bytes,
+                nanos: totals.nanos,
+            };
+            let _ = events.send(ev).await;
+        }
+        return Some(running.handle.stats());
+    }
+    let request = Request {
+        credential: pat_credential(&dest.pat),
+        call: ApiRequest::AdminStats,
+    };
+    let wire = codec::encode_request(&request, base_path);
+    let mut conn = http.connection(0);
+    let resp = tokio::time::timeout(STATS_TIMEOUT, conn.send(&wire))
+        .await
+        .ok()?
+        .ok()?;
+    match codec::decode_response(&request.call, &resp) {
+        ApiResponse::Stats(stats) => Some(stats),
+        // A real Azure DevOps target has no admin API; the report then has no emulator section.
+        _ => None,
+    }
+}
+
+fn pat_credential(pat: &str) -> Credential {
+    Credential::Basic {
+        user: "fleetsim".to_string(),
+        password: pat.to_string(),
+    }
+}
+
+/// What the report says about the run itself; `measured` is the run time after the warm-up.
+fn run_meta(scenario: &Scenario, started: &Started, measured: Duration) -> RunMeta {
+    RunMeta {
+        mode: Mode::Live,
+        seed: scenario.run.seed,
+        wall_s: started.wall.elapsed().as_secs_f64(),
+        scenario: scenario.run.name.clone(),
+        started_at: Some(rfc3339(started.at)),
+        duration_s: measured.as_secs_f64(),
+    }
+}
+
+/// `2026-11-25T21:22:03Z` for a wall time (UTC, whole seconds).
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: report timestamps are RFC 3339 UTC, including leap days and the epoch.
+    #[test]
+    fn rfc3339_formats_civil_dates() {
+        let at = |s: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_795_641_723), "2026-11-25T21:22:03Z");
+    }
+}
