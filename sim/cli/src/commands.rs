@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetsim_core::dist::parse_duration;
-use fleetsim_metrics::{Report, compare, parse_max_regression, render_html, render_junit, render_summary};
+use fleetsim_metrics::{
+    Report, compare, parse_max_regression, render_html, render_junit, render_summary,
+};
 use fleetsim_scenario::Scenario;
 
 use crate::args::{
@@ -29,7 +31,10 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn dispatch(cli: Cli) -> Outcome {
@@ -46,7 +51,11 @@ pub fn dispatch(cli: Cli) -> Outcome {
 }
 
 /// Load a scenario with `--set` overrides plus the flags that are shorthands for overrides.
-fn load_scenario(path: &Path, overrides: &[String], seed: Option<u64>) -> Result<Scenario, Failure> {
+fn load_scenario(
+    path: &Path,
+    overrides: &[String],
+    seed: Option<u64>,
+) -> Result<Scenario, Failure> {
     let mut all = overrides.to_vec();
     if let Some(seed) = seed {
         all.push(format!("run.seed={seed}"));
@@ -103,12 +112,17 @@ fn run(args: RunArgs) -> Outcome {
         let prom = start_metrics(&args.common)?;
         let board = fleetsim_live::fleet::ProgressBoard::new();
         let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
-        let opts = fleetsim_live::fleet::RunOptions { progress: Some(board), ..Default::default() };
+        let opts = fleetsim_live::fleet::RunOptions {
+            progress: Some(board),
+            ..Default::default()
+        };
         let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;
         if let Some(d) = display {
             d.finish().await;
         }
-        let outcome = result.map_err(|e| Failure::run(anyhow::Error::new(e).context("the run could not be carried out")))?;
+        let outcome = result.map_err(|e| {
+            Failure::run(anyhow::Error::new(e).context("the run could not be carried out"))
+        })?;
         if let Some(p) = &prom {
             p.publish(&outcome.report);
         }
@@ -122,7 +136,11 @@ fn run(args: RunArgs) -> Outcome {
     summary.push_str(&format!(
         "\n  target {}{}  keys {} distinct ({} loaded, {} generated)\n",
         outcome.target_url,
-        if outcome.embedded { " (embedded emulator)" } else { "" },
+        if outcome.embedded {
+            " (embedded emulator)"
+        } else {
+            ""
+        },
         outcome.keys.distinct,
         outcome.keys.loaded,
         outcome.keys.generated,
@@ -206,7 +224,11 @@ fn finish(common: &ScenarioArgs, report: &Report, summary: String, interrupted: 
         eprintln!("fleetsim: interrupted; the reports hold what was measured until then");
         return Ok(exit::RUN_FAILED);
     }
-    Ok(if report.thresholds_passed() { exit::OK } else { exit::GATE_FAILED })
+    Ok(if report.thresholds_passed() {
+        exit::OK
+    } else {
+        exit::GATE_FAILED
+    })
 }
 
 fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
@@ -216,7 +238,10 @@ fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
 
 /// The Prometheus endpoint of a run, when asked for.
 fn start_metrics(common: &ScenarioArgs) -> Result<Option<metrics_endpoint::Endpoint>, Failure> {
-    common.metrics_addr.map(metrics_endpoint::Endpoint::start).transpose()
+    common
+        .metrics_addr
+        .map(metrics_endpoint::Endpoint::start)
+        .transpose()
 }
 
 fn linger_metrics(prom: Option<metrics_endpoint::Endpoint>, linger: Duration) {
@@ -238,9 +263,15 @@ fn serve(args: ServeArgs) -> Outcome {
     let server_config = config::resolve(args.config.as_deref(), env_pat.as_deref())
         .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
     let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
-        (Some(cert), Some(key), _) => TlsMode::Files { cert: cert.clone(), key: key.clone() },
+        (Some(cert), Some(key), _) => TlsMode::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
         (_, _, true) => TlsMode::SelfSigned {
-            dir: args.tls_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("fleetsim-tls")),
+            dir: args
+                .tls_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("fleetsim-tls")),
         },
         _ => TlsMode::Plain,
     };
@@ -249,12 +280,18 @@ fn serve(args: ServeArgs) -> Outcome {
     opts.seed = args.seed;
     let rt = runtime()?;
     rt.block_on(async {
-        let prom = args.metrics_addr.map(metrics_endpoint::Endpoint::start).transpose()?;
+        let prom = args
+            .metrics_addr
+            .map(metrics_endpoint::Endpoint::start)
+            .transpose()?;
         let stats = fleetsim_live::server::serve_until(
             opts,
             |running| {
                 if let Some(cert) = &running.cert_path {
-                    println!("fleetsim: self-signed certificate written to {}", cert.display());
+                    println!(
+                        "fleetsim: self-signed certificate written to {}",
+                        cert.display()
+                    );
                 }
                 if let Some(p) = &prom {
                     p.watch_emulator(&running.handle);
@@ -309,11 +346,19 @@ fn compare_reports(args: CompareArgs) -> Outcome {
     let current = read_report(&args.current)?;
     let cmp = compare(&baseline, &current, max);
     print!("{}", cmp.render());
-    Ok(if cmp.passed { exit::OK } else { exit::GATE_FAILED })
+    Ok(if cmp.passed {
+        exit::OK
+    } else {
+        exit::GATE_FAILED
+    })
 }
 
 fn merge(args: MergeArgs) -> Outcome {
-    let reports = args.reports.iter().map(|p| read_report(p)).collect::<Result<Vec<_>, _>>()?;
+    let reports = args
+        .reports
+        .iter()
+        .map(|p| read_report(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let merged = Report::merge(&reports)
         .context("the reports cannot be merged")
         .map_err(Failure::usage)?;
@@ -346,7 +391,10 @@ fn schema() -> Outcome {
 fn crypto_bench(args: CryptoBenchArgs) -> Outcome {
     let budget = parse_duration(&args.budget)
         .map_err(|e| Failure::usage(anyhow::anyhow!("--budget: {e}")))?;
-    let opts = fleetsim_live::cryptobench::CryptoBenchOptions { budget, ..Default::default() };
+    let opts = fleetsim_live::cryptobench::CryptoBenchOptions {
+        budget,
+        ..Default::default()
+    };
     let report = fleetsim_live::cryptobench::run(opts);
     print!("{}", report.render_text());
     if let Some(path) = &args.out {
@@ -386,7 +434,11 @@ mod progress {
                 b.enable_steady_tick(Duration::from_millis(200));
                 b
             });
-            let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
+            let every = if tty {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(5)
+            };
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {

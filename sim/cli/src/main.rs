@@ -30,10 +30,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: exit::USAGE, error: error.into() }
+        Failure {
+            code: exit::USAGE,
+            error: error.into(),
+        }
     }
     pub fn run(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: exit::RUN_FAILED, error: error.into() }
+        Failure {
+            code: exit::RUN_FAILED,
+            error: error.into(),
+        }
     }
 }
 
