@@ -7,15 +7,16 @@
 #   scripts/ci/observability.sh
 #
 # Source of the metrics (FLEETSIM_OBS_SOURCE):
-#   demo (default until the CLI serves --metrics-addr): the prom_demo example, a real emulator
-#        and a synthetic fleet through the same exporter code;
-#   cli: `fleetsim serve --metrics-addr` plus a short `fleetsim run --target` against it.
+#   cli (default): `fleetsim serve --metrics-addr` plus a short `fleetsim run --target` against
+#        it — the binary users run, so a broken wiring fails the check;
+#   demo: the prom_demo example, a real emulator and a synthetic fleet through the same exporter
+#        code (for working on dashboards without a run).
 # Ports: FLEETSIM_OBS_PORT_BASE (default 19460) .. +4, all on 127.0.0.1.
 # Installs prometheus (Debian package) and jsonschema (pinned, pip) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-source_kind="${FLEETSIM_OBS_SOURCE:-demo}"
+source_kind="${FLEETSIM_OBS_SOURCE:-cli}"
 base="${FLEETSIM_OBS_PORT_BASE:-19460}"
 fleet_metrics="127.0.0.1:$base"
 emulator_metrics="127.0.0.1:$((base + 1))"
@@ -58,7 +59,7 @@ case "$source_kind" in
     "$demo" emulator "$emulator_metrics" "$serve_s" >"$work/emulator.log" 2>&1 & pids+=($!)
     ;;
   cli)
-    cargo build -q -p fleetsim-cli
+    cargo build -q -p fleetsim
     fleetsim="${CARGO_TARGET_DIR:-target}/debug/fleetsim"
     export FLEETSIM_PAT="${FLEETSIM_PAT:-fleetsim-observability-check}"
     "$fleetsim" serve --listen "$emulator_listen" --metrics-addr "$emulator_metrics" \

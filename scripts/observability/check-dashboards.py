@@ -94,6 +94,7 @@ def check_queries(prom, directory, deadline_s):
         for where, expr in expressions(dash):
             pending.append((os.path.basename(path), where, substitute(expr)))
     problems = {}
+    checked = len(pending)
     for name, where, expr in pending:
         parsed = api(prom, "/api/v1/format_query", expr)
         if parsed.get("status") != "success":
@@ -116,7 +117,7 @@ def check_queries(prom, directory, deadline_s):
     for (name, where), why in sorted(problems.items()):
         print(f"FAIL {name} {where}: {why}")
     total = sum(1 for _ in problems)
-    print(f"{'ok  ' if not total else 'FAIL'} queries: {total} failing")
+    print(f"{'ok  ' if not total else 'FAIL'} queries: {checked} checked, {total} failing")
     return total == 0
 
 

@@ -3,12 +3,14 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use fleetsim_core::dist::parse_duration;
+use fleetsim_live::prom::{self, PromHandle, Role};
 use fleetsim_metrics::{
     Report, compare, parse_max_regression, render_html, render_junit, render_summary,
 };
@@ -109,11 +111,12 @@ fn run(args: RunArgs) -> Outcome {
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        let prom = start_metrics(&args.common)?;
+        let prom = start_metrics(args.common.metrics_addr, Role::Fleet)?;
         let board = fleetsim_live::fleet::ProgressBoard::new();
         let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
         let opts = fleetsim_live::fleet::RunOptions {
             progress: Some(board),
+            prom: prom.is_some(),
             ..Default::default()
         };
         let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;
@@ -123,9 +126,6 @@ fn run(args: RunArgs) -> Outcome {
         let outcome = result.map_err(|e| {
             Failure::run(anyhow::Error::new(e).context("the run could not be carried out"))
         })?;
-        if let Some(p) = &prom {
-            p.publish(&outcome.report);
-        }
         Ok::<_, Failure>((outcome, prom))
     });
     let (outcome, prom) = outcome?;
@@ -146,7 +146,7 @@ fn run(args: RunArgs) -> Outcome {
         outcome.keys.generated,
     ));
     let code = finish(&args.common, &outcome.report, summary, outcome.interrupted)?;
-    linger_metrics(prom, linger);
+    rt.block_on(linger_metrics(prom, linger));
     Ok(code)
 }
 
@@ -163,12 +163,9 @@ fn simulate(args: SimulateArgs) -> Outcome {
     let scenario = load_scenario(&args.common.scenario, &overrides, args.common.seed)?;
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
-    let prom = rt.block_on(async { start_metrics(&args.common) })?;
+    let prom = rt.block_on(async { start_metrics(args.common.metrics_addr, Role::Simulate) })?;
     let out = fleetsim_des::simulate(&scenario, &fleetsim_des::SimOptions::default())
         .map_err(|e| Failure::run(anyhow::Error::new(e).context("the simulation could not run")))?;
-    if let Some(p) = &prom {
-        p.publish(&out.report);
-    }
     let mut summary = render_summary(&out.report);
     summary.push_str("\n  stations\n");
     for s in &out.stations {
@@ -199,7 +196,7 @@ fn simulate(args: SimulateArgs) -> Outcome {
     if !inv.ok() {
         code = exit::GATE_FAILED;
     }
-    rt.block_on(async { linger_metrics(prom, linger) });
+    rt.block_on(linger_metrics(prom, linger));
     Ok(code)
 }
 
@@ -236,25 +233,31 @@ fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
         .map_err(|e| Failure::usage(anyhow::anyhow!("--metrics-linger: {e}")))
 }
 
-/// The Prometheus endpoint of a run, when asked for.
-fn start_metrics(common: &ScenarioArgs) -> Result<Option<metrics_endpoint::Endpoint>, Failure> {
-    common
-        .metrics_addr
-        .map(metrics_endpoint::Endpoint::start)
-        .transpose()
+/// The Prometheus endpoint (`--metrics-addr`), when asked for. Needs the runtime entered.
+fn start_metrics(addr: Option<SocketAddr>, role: Role) -> Result<Option<PromHandle>, Failure> {
+    addr.map(|addr| {
+        prom::install(addr, role).map_err(|e| match e {
+            // Someone else holds the port: the user can pick another one.
+            prom::PromError::Bind { .. } => Failure::usage(anyhow::Error::new(e)),
+            _ => Failure::run(anyhow::Error::new(e)),
+        })
+    })
+    .transpose()
 }
 
-fn linger_metrics(prom: Option<metrics_endpoint::Endpoint>, linger: Duration) {
-    if let Some(p) = prom
-        && !linger.is_zero()
-    {
-        println!(
-            "  metrics stay on http://{}/metrics for {} so the final values get scraped",
-            p.addr(),
-            fleetsim_core::dist::format_duration(linger)
-        );
-        std::thread::sleep(linger);
+/// Keep serving the final values for `linger` (Ctrl-C cuts it short), then stop.
+async fn linger_metrics(prom: Option<PromHandle>, linger: Duration) {
+    let Some(p) = prom else { return };
+    if linger.is_zero() {
+        return;
     }
+    println!(
+        "  metrics stay on {} for {} so the final values get scraped (Ctrl-C stops)",
+        p.url(),
+        fleetsim_core::dist::format_duration(linger)
+    );
+    let _ = std::io::stdout().flush();
+    p.linger(linger, interrupted()).await;
 }
 
 fn serve(args: ServeArgs) -> Outcome {
@@ -280,30 +283,33 @@ fn serve(args: ServeArgs) -> Outcome {
     opts.seed = args.seed;
     let rt = runtime()?;
     rt.block_on(async {
-        let prom = args
-            .metrics_addr
-            .map(metrics_endpoint::Endpoint::start)
-            .transpose()?;
-        let stats = fleetsim_live::server::serve_until(
-            opts,
-            |running| {
-                if let Some(cert) = &running.cert_path {
-                    println!(
-                        "fleetsim: self-signed certificate written to {}",
-                        cert.display()
-                    );
-                }
-                if let Some(p) = &prom {
-                    p.watch_emulator(&running.handle);
-                    println!("fleetsim: metrics on http://{}/metrics", p.addr());
-                }
-                println!("fleetsim: emulator listening on {}", running.base_url);
-                let _ = std::io::stdout().flush();
-            },
-            interrupted(),
-        )
-        .await
-        .map_err(|e| Failure::run(anyhow::Error::new(e)))?;
+        let prom = start_metrics(args.metrics_addr, Role::Emulator)?;
+        let running = fleetsim_live::server::start(opts)
+            .await
+            .map_err(|e| Failure::run(anyhow::Error::new(e)))?;
+        if let Some(cert) = &running.cert_path {
+            println!(
+                "fleetsim: self-signed certificate written to {}",
+                cert.display()
+            );
+        }
+        if let Some(p) = &prom {
+            println!("fleetsim: metrics on {}", p.url());
+        }
+        println!("fleetsim: emulator listening on {}", running.base_url);
+        let _ = std::io::stdout().flush();
+        // The exporter copies the emulator's counters until the shutdown signal.
+        let exporter = async {
+            if prom.is_some() {
+                prom::observe_emulator(&running.handle, prom::EMULATOR_EVERY).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = interrupted() => {}
+            () = exporter => {}
+        }
+        let stats = running.handle.shutdown().await;
         println!(
             "fleetsim: stopped; {} agents, {} jobs completed, {} requeued, {} leaked secrets",
             stats.agents, stats.jobs_completed, stats.jobs_requeued, stats.leaked_secrets
@@ -457,28 +463,5 @@ mod progress {
             }
         });
         Display { stop, task }
-    }
-}
-
-/// `--metrics-addr`: the Prometheus endpoint (wired to `fleetsim_live::prom` when present).
-mod metrics_endpoint {
-    use super::*;
-    use std::net::SocketAddr;
-
-    pub struct Endpoint {
-        addr: SocketAddr,
-    }
-
-    impl Endpoint {
-        pub fn start(addr: SocketAddr) -> Result<Endpoint, Failure> {
-            Err(Failure::usage(anyhow::anyhow!(
-                "--metrics-addr {addr}: the Prometheus endpoint is not available in this build"
-            )))
-        }
-        pub fn addr(&self) -> SocketAddr {
-            self.addr
-        }
-        pub fn publish(&self, _report: &Report) {}
-        pub fn watch_emulator(&self, _handle: &fleetsim_live::server::EmulatorHandle) {}
     }
 }

@@ -73,6 +73,9 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Parallel key-generation jobs (default: the machine's cores).
     pub key_parallelism: Option<usize>,
+    /// Feed every event to a `prom::PromSink` (and an embedded emulator's counters to an
+    /// `EmulatorSink`): set it after `prom::install`, which makes the sinks export.
+    pub prom: bool,
 }
 
 impl Default for RunOptions {
@@ -81,6 +84,7 @@ impl Default for RunOptions {
             progress: None,
             drain: DEFAULT_DRAIN,
             key_parallelism: None,
+            prom: false,
         }
     }
 }
@@ -195,7 +199,15 @@ pub async fn run(
     // From here on, time is run time.
     let clock = Clock::new(Instant::now());
     let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let telemetry = tokio::spawn(telemetry(scenario, rx, &board, clock).run());
+    let telemetry = tokio::spawn(telemetry(scenario, rx, &board, clock, opts.prom).run());
+    // The embedded emulator's own series, exported beside the fleet's while the run lasts.
+    // Never completes (hence `Infallible`): it only runs while the select below waits.
+    let emulator_metrics = async {
+        if let (Some(running), true) = (&dest.emulator, opts.prom) {
+            crate::prom::observe_emulator(&running.handle, crate::prom::EMULATOR_EVERY).await;
+        }
+        std::future::pending::<std::convert::Infallible>().await
+    };
     if let Some(keygen) = keygen_event(&keys) {
         let _ = events.send(keygen).await;
     }
@@ -217,6 +229,7 @@ pub async fn run(
     let interrupted = tokio::select! {
         () = tokio::time::sleep(scenario.run.duration) => false,
         () = &mut shutdown => true,
+        never = emulator_metrics => match never {},
     };
     let measured = clock
         .now()
@@ -343,6 +356,7 @@ fn telemetry(
     rx: mpsc::Receiver<Event>,
     board: &Arc<ProgressBoard>,
     clock: Clock,
+    prom: bool,
 ) -> Telemetry {
     let mut recorder = Recorder::new();
     recorder.set_fleet_size(u64::from(scenario.fleet.agents));
@@ -353,6 +367,7 @@ fn telemetry(
         clock,
         warmup: SimTime::ZERO + scenario.run.warmup,
         duration: scenario.run.duration,
+        prom: prom.then(|| crate::prom::PromSink::new(scenario.fleet.agents)),
     }
 }
 

@@ -45,6 +45,9 @@ pub(crate) struct Telemetry {
     pub(crate) clock: Clock,
     pub(crate) warmup: SimTime,
     pub(crate) duration: Duration,
+    /// The Prometheus exporter's view: every event, warm-up included (a live dashboard shows
+    /// the warm-up too; the report leaves it out).
+    pub(crate) prom: Option<crate::prom::PromSink>,
 }
 
 impl Telemetry {
@@ -62,6 +65,9 @@ impl Telemetry {
                         break;
                     }
                     for ev in batch.drain(..) {
+                        if let Some(sink) = &mut self.prom {
+                            sink.observe(&ev);
+                        }
                         if keep(&ev, self.warmup, &mut warmup_jobs) {
                             self.recorder.record(&ev);
                         }
