@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use fleetsim_core::agent::Pacing;
 use fleetsim_core::dist::{DurationDist, NumberDist};
 use fleetsim_core::job::{SyntheticJob, SyntheticStep};
 use fleetsim_core::ops::Operation;
@@ -193,70 +194,9 @@ pub struct AgentSettings {
     pub version: String,
     /// `osDescription` sent at registration.
     pub os_description: String,
-    /// Client timeout of every listener call, long polls included (real: 100 s).
-    pub long_poll_timeout: Duration,
-    /// Pause after a long poll that ended empty (real: U(5 s, 15 s)).
-    pub empty_poll_gap: DurationDist,
-    /// Back-off after each of the first `error_backoff_first_count` errors (real: U(15, 30) s).
-    pub error_backoff_first: DurationDist,
-    /// Back-off after more consecutive errors than that (real: U(30, 60) s).
-    pub error_backoff_later: DurationDist,
-    /// How many consecutive errors use `error_backoff_first` (real: 5).
-    pub error_backoff_first_count: u32,
-    /// Pause between keep-alive polls, counted from each return (real: 30 s).
-    pub keepalive_interval: Duration,
-    /// Run the parallel keep-alive loop at all (agents since v3.236.1 do).
-    pub keepalive: bool,
-    /// Pause between session-create attempts (real: 30 s).
-    pub session_retry: Duration,
-    /// Stop once session conflicts have lasted this long (real: 4 min).
-    pub session_conflict_budget: Duration,
-    /// Timeout of the session DELETE on shutdown (real: 30 s).
-    pub session_delete_timeout: Duration,
-    /// Lock renewal period while a job runs (real: 60 s).
-    pub lock_renew_interval: Duration,
-    /// Tries of the first renewal before the job is given up (real: 5).
-    pub first_renew_tries: u32,
-    /// Pause between first-renewal tries (real: U(1 s, 10 s)).
-    pub first_renew_retry: DurationDist,
-    /// Pause after a failed renewal while the job runs (real: U(5 s, 15 s)).
-    pub renew_retry: DurationDist,
-    /// Pause after more than 5 consecutive failed renewals (real: U(15 s, 30 s)).
-    pub renew_retry_later: DurationDist,
-    /// Give up the job when renewals fail this long past the last good one (real: 15 min).
-    pub renew_give_up_after: Duration,
-    /// Client timeout of a lock renewal (real: 60 s).
-    pub renew_timeout: Duration,
-    /// Timeline-record queue drain period (real: 500 ms).
-    pub timeline_interval: Duration,
-    /// Live-console feed period during the first `feed_fast_period` of a job (real: 500 ms).
-    pub feed_interval_fast: Duration,
-    /// Live-console feed period afterwards (real: 1000 ms).
-    pub feed_interval: Duration,
-    /// How long the fast feed period lasts (real: 15 s).
-    pub feed_fast_period: Duration,
-    /// Lines per feed POST at most (real: 100).
-    pub feed_batch_lines_max: u32,
-    /// Feed POSTs per tick at most (real: 5).
-    pub feed_batches_per_tick_max: u32,
-    /// Longer lines are cut (real: 1024 characters).
-    pub line_chars_max: u32,
-    /// Log-upload queue drain period (real: 1 s).
-    pub log_upload_interval: Duration,
-    /// Bytes per log upload at most (real: 8 MiB pages).
-    pub log_page_bytes_max: u64,
-    /// Client timeout of every job-connection call (real: 100 s).
-    pub job_call_timeout: Duration,
-    /// Tries of the completion event (real: 5).
-    pub completion_tries: u32,
-    /// Pause between completion tries (real: 5 s).
-    pub completion_retry: Duration,
-    /// Largest artifact one step uploads; bigger ones are cut (bounded memory).
-    pub artifact_bytes_max: u64,
-    /// 401 answers re-mint the listener token at most this often per call (real: 3).
-    pub auth_retries_max: u8,
-    /// Lifetime of the JWT client assertion (real: 5 min).
-    pub assertion_lifetime: Duration,
+    /// Every timer, retry count and batch limit; unset fields keep the real agent's values
+    /// (`Pacing::default()`, the one place they are written down).
+    pub pacing: Pacing,
     /// Extension: rotate the job token this long before it expires; `None` = never (the real
     /// agent never rotates).
     pub job_token_rotate_before: Option<Duration>,

@@ -36,10 +36,6 @@ fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
 }
 
-fn uniform_s(lo: u64, hi: u64) -> DurationDist {
-    DurationDist::uniform(secs(lo), secs(hi))
-}
-
 /// Build a path from keys.
 fn p(keys: &[&str]) -> Path {
     keys.iter().map(|k| Seg::Key((*k).to_string())).collect()
@@ -365,6 +361,49 @@ fn fleet(raw: RawFleet, ld: &mut Loader<'_>) -> Fleet {
 fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
     let at = |k: &str| p(&["agent", k]);
     let bytes = |v: Option<RawBytes>, default: u64| v.map_or(default, |b| b.0);
+    let def = Pacing::default();
+    let count = |v: Option<u32>, default: usize| v.map_or(default, |n| n as usize);
+    let pacing = Pacing {
+        long_poll_timeout: d(raw.long_poll_timeout, def.long_poll_timeout),
+        empty_poll_gap: dd(raw.empty_poll_gap, def.empty_poll_gap),
+        error_backoff_first: dd(raw.error_backoff_first, def.error_backoff_first),
+        error_backoff_later: dd(raw.error_backoff_later, def.error_backoff_later),
+        error_backoff_first_count: raw
+            .error_backoff_first_count
+            .unwrap_or(def.error_backoff_first_count),
+        keepalive_interval: d(raw.keepalive_interval, def.keepalive_interval),
+        keepalive: raw.keepalive.unwrap_or(def.keepalive),
+        session_retry: d(raw.session_retry, def.session_retry),
+        session_conflict_budget: d(raw.session_conflict_budget, def.session_conflict_budget),
+        session_delete_timeout: d(raw.session_delete_timeout, def.session_delete_timeout),
+        lock_renew_interval: d(raw.lock_renew_interval, def.lock_renew_interval),
+        first_renew_tries: raw.first_renew_tries.unwrap_or(def.first_renew_tries),
+        first_renew_retry: dd(raw.first_renew_retry, def.first_renew_retry),
+        renew_retry: dd(raw.renew_retry, def.renew_retry),
+        renew_retry_later: dd(raw.renew_retry_later, def.renew_retry_later),
+        renew_give_up_after: d(raw.renew_give_up_after, def.renew_give_up_after),
+        renew_timeout: d(raw.renew_timeout, def.renew_timeout),
+        timeline_interval: d(raw.timeline_interval, def.timeline_interval),
+        feed_interval_fast: d(raw.feed_interval_fast, def.feed_interval_fast),
+        feed_interval: d(raw.feed_interval, def.feed_interval),
+        feed_fast_period: d(raw.feed_fast_period, def.feed_fast_period),
+        feed_batch_lines_max: count(raw.feed_batch_lines_max, def.feed_batch_lines_max),
+        feed_batches_per_tick_max: count(
+            raw.feed_batches_per_tick_max,
+            def.feed_batches_per_tick_max,
+        ),
+        line_chars_max: count(raw.line_chars_max, def.line_chars_max),
+        log_upload_interval: d(raw.log_upload_interval, def.log_upload_interval),
+        log_page_bytes_max: raw.log_page_bytes_max.map_or(def.log_page_bytes_max, |b| {
+            usize::try_from(b.0).unwrap_or(usize::MAX)
+        }),
+        job_call_timeout: d(raw.job_call_timeout, def.job_call_timeout),
+        completion_tries: raw.completion_tries.unwrap_or(def.completion_tries),
+        completion_retry: d(raw.completion_retry, def.completion_retry),
+        artifact_bytes_max: bytes(raw.artifact_bytes_max, def.artifact_bytes_max),
+        auth_retries_max: raw.auth_retries_max.unwrap_or(def.auth_retries_max),
+        assertion_lifetime: d(raw.assertion_lifetime, def.assertion_lifetime),
+    };
     let a = AgentSettings {
         version: name(raw.version, "4.260.0", &at("version"), ld),
         os_description: name(
@@ -373,69 +412,38 @@ fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
             &at("os_description"),
             ld,
         ),
-        long_poll_timeout: d(raw.long_poll_timeout, secs(100)),
-        empty_poll_gap: dd(raw.empty_poll_gap, uniform_s(5, 15)),
-        error_backoff_first: dd(raw.error_backoff_first, uniform_s(15, 30)),
-        error_backoff_later: dd(raw.error_backoff_later, uniform_s(30, 60)),
-        error_backoff_first_count: raw.error_backoff_first_count.unwrap_or(5),
-        keepalive_interval: d(raw.keepalive_interval, secs(30)),
-        keepalive: raw.keepalive.unwrap_or(true),
-        session_retry: d(raw.session_retry, secs(30)),
-        session_conflict_budget: d(raw.session_conflict_budget, secs(4 * 60)),
-        session_delete_timeout: d(raw.session_delete_timeout, secs(30)),
-        lock_renew_interval: d(raw.lock_renew_interval, secs(60)),
-        first_renew_tries: raw.first_renew_tries.unwrap_or(5),
-        first_renew_retry: dd(raw.first_renew_retry, uniform_s(1, 10)),
-        renew_retry: dd(raw.renew_retry, uniform_s(5, 15)),
-        renew_retry_later: dd(raw.renew_retry_later, uniform_s(15, 30)),
-        renew_give_up_after: d(raw.renew_give_up_after, secs(15 * 60)),
-        renew_timeout: d(raw.renew_timeout, secs(60)),
-        timeline_interval: d(raw.timeline_interval, ms(500)),
-        feed_interval_fast: d(raw.feed_interval_fast, ms(500)),
-        feed_interval: d(raw.feed_interval, ms(1000)),
-        feed_fast_period: d(raw.feed_fast_period, secs(15)),
-        feed_batch_lines_max: raw.feed_batch_lines_max.unwrap_or(100),
-        feed_batches_per_tick_max: raw.feed_batches_per_tick_max.unwrap_or(5),
-        line_chars_max: raw.line_chars_max.unwrap_or(1024),
-        log_upload_interval: d(raw.log_upload_interval, secs(1)),
-        log_page_bytes_max: bytes(raw.log_page_bytes_max, 8 << 20),
-        job_call_timeout: d(raw.job_call_timeout, secs(100)),
-        completion_tries: raw.completion_tries.unwrap_or(5),
-        completion_retry: d(raw.completion_retry, secs(5)),
-        artifact_bytes_max: bytes(raw.artifact_bytes_max, 64 << 20),
-        auth_retries_max: raw.auth_retries_max.unwrap_or(3),
-        assertion_lifetime: d(raw.assertion_lifetime, secs(5 * 60)),
+        pacing,
         job_token_rotate_before: raw.job_token_rotate_before.map(|v| v.0),
         mask_secrets: raw.mask_secrets.unwrap_or(true),
     };
     // Zero periods or timeouts would spin a timer or fail every call; zero counts or sizes
     // would mean "never try" or "never send".
     for (k, v) in [
-        ("long_poll_timeout", a.long_poll_timeout),
-        ("keepalive_interval", a.keepalive_interval),
-        ("session_retry", a.session_retry),
-        ("session_delete_timeout", a.session_delete_timeout),
-        ("lock_renew_interval", a.lock_renew_interval),
-        ("renew_timeout", a.renew_timeout),
-        ("timeline_interval", a.timeline_interval),
-        ("feed_interval_fast", a.feed_interval_fast),
-        ("feed_interval", a.feed_interval),
-        ("log_upload_interval", a.log_upload_interval),
-        ("job_call_timeout", a.job_call_timeout),
-        ("assertion_lifetime", a.assertion_lifetime),
+        ("long_poll_timeout", a.pacing.long_poll_timeout),
+        ("keepalive_interval", a.pacing.keepalive_interval),
+        ("session_retry", a.pacing.session_retry),
+        ("session_delete_timeout", a.pacing.session_delete_timeout),
+        ("lock_renew_interval", a.pacing.lock_renew_interval),
+        ("renew_timeout", a.pacing.renew_timeout),
+        ("timeline_interval", a.pacing.timeline_interval),
+        ("feed_interval_fast", a.pacing.feed_interval_fast),
+        ("feed_interval", a.pacing.feed_interval),
+        ("log_upload_interval", a.pacing.log_upload_interval),
+        ("job_call_timeout", a.pacing.job_call_timeout),
+        ("assertion_lifetime", a.pacing.assertion_lifetime),
     ] {
         positive(v, &at(k), ld);
     }
     for (k, v) in [
-        ("first_renew_tries", u64::from(a.first_renew_tries)),
-        ("feed_batch_lines_max", u64::from(a.feed_batch_lines_max)),
+        ("first_renew_tries", u64::from(a.pacing.first_renew_tries)),
+        ("feed_batch_lines_max", a.pacing.feed_batch_lines_max as u64),
         (
             "feed_batches_per_tick_max",
-            u64::from(a.feed_batches_per_tick_max),
+            a.pacing.feed_batches_per_tick_max as u64,
         ),
-        ("line_chars_max", u64::from(a.line_chars_max)),
-        ("log_page_bytes_max", a.log_page_bytes_max),
-        ("completion_tries", u64::from(a.completion_tries)),
+        ("line_chars_max", a.pacing.line_chars_max as u64),
+        ("log_page_bytes_max", a.pacing.log_page_bytes_max as u64),
+        ("completion_tries", u64::from(a.pacing.completion_tries)),
     ] {
         if v == 0 {
             ld.at(&at(k), "must be at least 1");

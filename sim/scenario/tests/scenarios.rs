@@ -103,7 +103,7 @@ fn mmc_validation_file_is_an_mmc_system() {
     assert_eq!(s.network.loss, 0.0);
     assert!(s.server.stations.is_empty());
     assert_eq!(
-        s.agent.empty_poll_gap,
+        s.agent.pacing.empty_poll_gap,
         DurationDist::constant(Duration::ZERO)
     );
     assert!(s.faults.is_empty());
@@ -115,14 +115,17 @@ fn defaults_are_the_real_agents_timers() {
     let s = load_str("min.toml", MINIMAL, &[]).unwrap();
     assert_eq!(s.run.name, "min");
     assert_eq!(s.run.seed, 1);
-    assert_eq!(s.agent.long_poll_timeout, Duration::from_secs(100));
+    assert_eq!(s.agent.pacing.long_poll_timeout, Duration::from_secs(100));
     let gap = DurationDist::uniform(Duration::from_secs(5), Duration::from_secs(15));
-    assert_eq!(s.agent.empty_poll_gap, gap);
-    assert_eq!(s.agent.keepalive_interval, Duration::from_secs(30));
-    assert_eq!(s.agent.lock_renew_interval, Duration::from_secs(60));
-    assert_eq!(s.agent.session_conflict_budget, Duration::from_secs(240));
-    assert_eq!(s.agent.completion_tries, 5);
-    assert_eq!(s.agent.feed_batch_lines_max, 100);
+    assert_eq!(s.agent.pacing.empty_poll_gap, gap);
+    assert_eq!(s.agent.pacing.keepalive_interval, Duration::from_secs(30));
+    assert_eq!(s.agent.pacing.lock_renew_interval, Duration::from_secs(60));
+    assert_eq!(
+        s.agent.pacing.session_conflict_budget,
+        Duration::from_secs(240)
+    );
+    assert_eq!(s.agent.pacing.completion_tries, 5);
+    assert_eq!(s.agent.pacing.feed_batch_lines_max, 100);
     assert!(s.agent.mask_secrets);
     assert_eq!(s.agent.job_token_rotate_before, None);
     assert_eq!(s.server.long_poll_hold, Duration::from_secs(50));

@@ -21,9 +21,6 @@ pub enum RegisterMode {
 }
 
 /// Every setting of one virtual agent. Shared by a whole fleet through an `Arc`.
-///
-/// Durations that the real agent draws at random are `DurationDist`s so a scenario can also pin
-/// them (the M/M/c validation runs use a zero gap after an empty poll).
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// The pool the agent registers in, looked up by name (`GET pools?poolName=`).
@@ -48,6 +45,24 @@ pub struct AgentConfig {
     /// it off is how a test proves the emulator detects leaks.
     pub mask_secrets: bool,
 
+    /// Extension: rotate the job token this long before it expires (`None`: never rotate, as the
+    /// real agent).
+    pub job_token_rotate_before: Option<Duration>,
+    /// The job token's lifetime when the job message does not say (`None`: unknown, so no
+    /// rotation until a rotation answer gives `expires_in`).
+    pub job_token_ttl_hint: Option<Duration>,
+    /// How the agent paces itself: the real agent's timers, retry counts and batch limits.
+    pub pacing: Pacing,
+}
+
+/// How the real agent paces itself: every timer, retry count and batch limit, with the real
+/// agent's value as the default. The scenario's `[agent]` section holds one of these, so the
+/// defaults live here only.
+///
+/// Durations that the real agent draws at random are `DurationDist`s so a scenario can also pin
+/// them (the M/M/c validation runs use a zero gap after an empty poll).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pacing {
     /// Client timeout of every listener call, long polls included (`VSTS_HTTP_TIMEOUT`, 100 s).
     pub long_poll_timeout: Duration,
     /// Pause after a long poll that ended empty (U(5,15) s since agent v3.229.0).
@@ -68,7 +83,6 @@ pub struct AgentConfig {
     pub session_conflict_budget: Duration,
     /// Timeout of the session DELETE on shutdown (30 s).
     pub session_delete_timeout: Duration,
-
     /// Lock renewal period once the job runs (60 s).
     pub lock_renew_interval: Duration,
     /// Attempts of the first renewal before the job is given up (5).
@@ -84,7 +98,6 @@ pub struct AgentConfig {
     pub renew_give_up_after: Duration,
     /// Client timeout of a lock renewal (the job-request connection is capped at 60 s).
     pub renew_timeout: Duration,
-
     /// Timeline-record queue drain period (500 ms).
     pub timeline_interval: Duration,
     /// Live-console feed period for the first `feed_fast_period` of a job (500 ms).
@@ -111,13 +124,6 @@ pub struct AgentConfig {
     pub completion_retry: Duration,
     /// Largest artifact one step uploads; bigger requests are cut to this (bounded memory).
     pub artifact_bytes_max: u64,
-
-    /// Extension: rotate the job token this long before it expires (`None`: never rotate, as the
-    /// real agent).
-    pub job_token_rotate_before: Option<Duration>,
-    /// The job token's lifetime when the job message does not say (`None`: unknown, so no
-    /// rotation until a rotation answer gives `expires_in`).
-    pub job_token_ttl_hint: Option<Duration>,
     /// 401 answers re-mint the listener token at most this often per call (3).
     pub auth_retries_max: u8,
     /// Lifetime of the JWT client assertion (5 min).
@@ -126,7 +132,6 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        let secs = Duration::from_secs;
         AgentConfig {
             pool_name: "Default".to_string(),
             name_prefix: "fleetsim-agent-".to_string(),
@@ -138,6 +143,17 @@ impl Default for AgentConfig {
             crypto_mode: CryptoMode::Real,
             meter: Meter::off(),
             mask_secrets: true,
+            job_token_rotate_before: None,
+            job_token_ttl_hint: None,
+            pacing: Pacing::default(),
+        }
+    }
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        let secs = Duration::from_secs;
+        Pacing {
             long_poll_timeout: secs(100),
             empty_poll_gap: DurationDist::uniform(secs(5), secs(15)),
             error_backoff_first: DurationDist::uniform(secs(15), secs(30)),
@@ -168,8 +184,6 @@ impl Default for AgentConfig {
             completion_tries: 5,
             completion_retry: secs(5),
             artifact_bytes_max: 64 * 1024 * 1024,
-            job_token_rotate_before: None,
-            job_token_ttl_hint: None,
             auth_retries_max: 3,
             assertion_lifetime: secs(5 * 60),
         }
@@ -192,20 +206,23 @@ mod tests {
     #[test]
     fn defaults_mimic_the_real_agent() {
         let c = AgentConfig::default();
-        assert_eq!(c.long_poll_timeout, Duration::from_secs(100));
+        assert_eq!(c.pacing.long_poll_timeout, Duration::from_secs(100));
         assert_eq!(
-            c.empty_poll_gap,
+            c.pacing.empty_poll_gap,
             DurationDist::uniform(Duration::from_secs(5), Duration::from_secs(15))
         );
-        assert_eq!(c.keepalive_interval, Duration::from_secs(30));
-        assert_eq!(c.session_retry, Duration::from_secs(30));
-        assert_eq!(c.session_conflict_budget, Duration::from_secs(240));
-        assert_eq!(c.lock_renew_interval, Duration::from_secs(60));
+        assert_eq!(c.pacing.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(c.pacing.session_retry, Duration::from_secs(30));
+        assert_eq!(c.pacing.session_conflict_budget, Duration::from_secs(240));
+        assert_eq!(c.pacing.lock_renew_interval, Duration::from_secs(60));
         assert_eq!(
-            (c.completion_tries, c.completion_retry),
+            (c.pacing.completion_tries, c.pacing.completion_retry),
             (5, Duration::from_secs(5))
         );
-        assert_eq!((c.feed_batch_lines_max, c.line_chars_max), (100, 1024));
+        assert_eq!(
+            (c.pacing.feed_batch_lines_max, c.pacing.line_chars_max),
+            (100, 1024)
+        );
         assert_eq!(c.job_token_rotate_before, None);
         assert!(c.mask_secrets);
         assert_eq!(c.agent_name(7), "fleetsim-agent-7");

@@ -194,7 +194,7 @@ impl JobRun {
             steps,
             step: 0,
             stage: Stage::Locking {
-                tries_left: config.first_renew_tries.max(1),
+                tries_left: config.pacing.first_renew_tries.max(1),
             },
             started: now,
             step_started: now,
@@ -256,7 +256,7 @@ impl JobRun {
                 if !self.records.is_empty() {
                     self.want(JobCall::Timeline, at);
                 }
-                self.set_timer(Timer::TimelineFlush, now + config.timeline_interval);
+                self.set_timer(Timer::TimelineFlush, now + config.pacing.timeline_interval);
             }
             Timer::FeedFlush => {
                 self.emit_lines(ctx, now, rng, events);
@@ -264,11 +264,11 @@ impl JobRun {
                 if !self.feed.is_empty() {
                     self.want(JobCall::Feed, at);
                 }
-                let fast = now - self.started < config.feed_fast_period;
+                let fast = now - self.started < config.pacing.feed_fast_period;
                 let period = if fast {
-                    config.feed_interval_fast
+                    config.pacing.feed_interval_fast
                 } else {
-                    config.feed_interval
+                    config.pacing.feed_interval
                 };
                 self.set_timer(Timer::FeedFlush, now + period);
             }
@@ -276,7 +276,7 @@ impl JobRun {
                 if !self.log.is_empty() && self.log_id.is_some() {
                     self.want(JobCall::LogAppend, at);
                 }
-                self.set_timer(Timer::LogFlush, now + config.log_upload_interval);
+                self.set_timer(Timer::LogFlush, now + config.pacing.log_upload_interval);
             }
             Timer::StepEnd => self.end_step(ctx, now, rng, events),
             _ => {}
@@ -358,11 +358,16 @@ impl JobRun {
                     ))
                 );
                 self.completion_tries += 1;
-                if reply.is_ok() || give_up || self.completion_tries >= ctx.config.completion_tries
+                if reply.is_ok()
+                    || give_up
+                    || self.completion_tries >= ctx.config.pacing.completion_tries
                 {
                     return self.finished();
                 }
-                self.set_timer(Timer::CompletionRetry, now + ctx.config.completion_retry);
+                self.set_timer(
+                    Timer::CompletionRetry,
+                    now + ctx.config.pacing.completion_retry,
+                );
             }
             // Failed timeline, feed, log and attachment calls are dropped, as the real worker's
             // queue drops them; the step goes on.
@@ -371,7 +376,8 @@ impl JobRun {
         }
         if call == JobCall::Feed && !self.feed.is_empty() {
             let closing = self.stage == Stage::Closing;
-            if closing || self.feed_batches_this_tick < ctx.config.feed_batches_per_tick_max {
+            if closing || self.feed_batches_this_tick < ctx.config.pacing.feed_batches_per_tick_max
+            {
                 self.want(JobCall::Feed, now);
             }
         }
@@ -427,7 +433,7 @@ impl JobRun {
         if ok {
             self.renew_errors = 0;
             self.last_renew_ok = now;
-            self.set_timer(Timer::LockRenew, now + config.lock_renew_interval);
+            self.set_timer(Timer::LockRenew, now + config.pacing.lock_renew_interval);
             if let Stage::Locking { .. } = self.stage {
                 self.begin(ctx, now);
             }
@@ -442,18 +448,18 @@ impl JobRun {
                 self.stage = Stage::Locking {
                     tries_left: tries_left - 1,
                 };
-                let delay = config.first_renew_retry.sample(rng);
+                let delay = config.pacing.first_renew_retry.sample(rng);
                 self.set_timer(Timer::LockRenew, now + delay);
             }
             _ => {
-                if job_gone || now - self.last_renew_ok >= config.renew_give_up_after {
+                if job_gone || now - self.last_renew_ok >= config.pacing.renew_give_up_after {
                     return Some(self.abandon());
                 }
                 self.renew_errors += 1;
                 let dist = if self.renew_errors <= 5 {
-                    &config.renew_retry
+                    &config.pacing.renew_retry
                 } else {
-                    &config.renew_retry_later
+                    &config.pacing.renew_retry_later
                 };
                 let delay = dist.sample(rng);
                 self.set_timer(Timer::LockRenew, now + delay);
@@ -494,9 +500,9 @@ impl JobRun {
         let config = &ctx.config;
         self.stage = Stage::Running;
         self.started = now;
-        self.set_timer(Timer::TimelineFlush, now + config.timeline_interval);
-        self.set_timer(Timer::FeedFlush, now + config.feed_interval_fast);
-        self.set_timer(Timer::LogFlush, now + config.log_upload_interval);
+        self.set_timer(Timer::TimelineFlush, now + config.pacing.timeline_interval);
+        self.set_timer(Timer::FeedFlush, now + config.pacing.feed_interval_fast);
+        self.set_timer(Timer::LogFlush, now + config.pacing.log_upload_interval);
         self.schedule_rotation(ctx, now);
         self.start_step(ctx, now);
     }
@@ -677,8 +683,8 @@ impl JobRun {
             let line = synthetic_line(self.step, k, step, &self.secrets.values, rng);
             let (masked, count) = self.secrets.mask(&line);
             masked_total += count;
-            let cut = cut_chars(&masked, config.line_chars_max);
-            if self.log.len() < config.log_page_bytes_max.saturating_mul(2) {
+            let cut = cut_chars(&masked, config.pacing.line_chars_max);
+            if self.log.len() < config.pacing.log_page_bytes_max.saturating_mul(2) {
                 self.log.extend_from_slice(cut.as_bytes());
                 self.log.push(b'\n');
             }
@@ -719,7 +725,7 @@ impl JobRun {
                     Operation::LockRenew,
                     Credential::Bearer(listener),
                     api,
-                    config.renew_timeout,
+                    config.pacing.renew_timeout,
                 )
             }
             JobCall::Rotate => {
@@ -730,7 +736,7 @@ impl JobRun {
                     Operation::TokenRotate,
                     Credential::Anonymous,
                     ApiRequest::Token(grant),
-                    config.job_call_timeout,
+                    config.pacing.job_call_timeout,
                 )
             }
             JobCall::LogCreate => {
@@ -742,7 +748,7 @@ impl JobRun {
                     Operation::LogCreate,
                     bearer,
                     ApiRequest::CreateLog { plan, log },
-                    config.job_call_timeout,
+                    config.pacing.job_call_timeout,
                 )
             }
             JobCall::Timeline => {
@@ -759,12 +765,12 @@ impl JobRun {
                     Operation::TimelineUpdate,
                     bearer,
                     api,
-                    config.job_call_timeout,
+                    config.pacing.job_call_timeout,
                 )
             }
             JobCall::Feed => {
                 let step = self.steps.get(self.step)?;
-                let n = self.feed.len().min(config.feed_batch_lines_max);
+                let n = self.feed.len().min(config.pacing.feed_batch_lines_max);
                 if n == 0 {
                     return None;
                 }
@@ -783,14 +789,19 @@ impl JobRun {
                     record_id: step.record_id.clone(),
                     feed,
                 };
-                (Operation::FeedPost, bearer, api, config.job_call_timeout)
+                (
+                    Operation::FeedPost,
+                    bearer,
+                    api,
+                    config.pacing.job_call_timeout,
+                )
             }
             JobCall::LogAppend => {
                 let log_id = self.log_id?;
                 if self.log.is_empty() {
                     return None;
                 }
-                let content = take_page(&mut self.log, config.log_page_bytes_max);
+                let content = take_page(&mut self.log, config.pacing.log_page_bytes_max);
                 (
                     Operation::LogAppend,
                     bearer,
@@ -799,12 +810,12 @@ impl JobRun {
                         log_id,
                         content,
                     },
-                    config.job_call_timeout,
+                    config.pacing.job_call_timeout,
                 )
             }
             JobCall::Attachment => {
                 let step = self.steps.get(self.step)?;
-                let bytes = step.artifact_bytes.min(config.artifact_bytes_max) as usize;
+                let bytes = step.artifact_bytes.min(config.pacing.artifact_bytes_max) as usize;
                 let api = ApiRequest::PutAttachment {
                     plan,
                     timeline_id: self.timeline_id.clone(),
@@ -817,7 +828,7 @@ impl JobRun {
                     Operation::AttachmentUpload,
                     bearer,
                     api,
-                    config.job_call_timeout,
+                    config.pacing.job_call_timeout,
                 )
             }
             JobCall::Completion => {
@@ -850,7 +861,7 @@ impl JobRun {
                         Credential::Bearer(ctx.listener?.to_string()),
                     )
                 };
-                (op, credential, api, config.job_call_timeout)
+                (op, credential, api, config.pacing.job_call_timeout)
             }
         };
         Some(NextCall {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-pub use config::{AgentConfig, RegisterMode};
+pub use config::{AgentConfig, Pacing, RegisterMode};
 pub use timer::{Connection, Timer};
 
 use crate::SimTime;
@@ -538,7 +538,7 @@ impl Agent {
                     session_id: session.id,
                 };
                 let cred = self.listener_credential();
-                let timeout = self.config.session_delete_timeout;
+                let timeout = self.config.pacing.session_delete_timeout;
                 self.send(
                     now,
                     conn,
@@ -551,7 +551,7 @@ impl Agent {
                 return;
             }
         };
-        let timeout = self.config.long_poll_timeout;
+        let timeout = self.config.pacing.long_poll_timeout;
         self.send(now, conn, op, purpose, call, credential, timeout);
     }
 
@@ -575,7 +575,7 @@ impl Agent {
             last_message_id: None,
         };
         let cred = self.listener_credential();
-        let timeout = self.config.long_poll_timeout;
+        let timeout = self.config.pacing.long_poll_timeout;
         self.send(
             now,
             conn,
@@ -639,7 +639,7 @@ impl Agent {
         });
         self.auth.minting = true;
         self.due[conn.slot()] = now;
-        let timeout = self.config.long_poll_timeout;
+        let timeout = self.config.pacing.long_poll_timeout;
         self.send(
             now,
             conn,
@@ -756,7 +756,7 @@ impl Agent {
                 Outcome::Api(ErrorKind::Unauthorized),
             );
             self.auth_retries[s] += 1;
-            if self.auth_retries[s] > self.config.auth_retries_max {
+            if self.auth_retries[s] > self.config.pacing.auth_retries_max {
                 // VssUnauthorizedException: fatal for the listener.
                 self.stop(now);
                 return;
@@ -948,7 +948,7 @@ impl Agent {
                     self.phase = Phase::Listening;
                     self.consecutive_errors = 0;
                     self.conflict_since = None;
-                    if self.config.keepalive {
+                    if self.config.pacing.keepalive {
                         self.timers.set(slot(Timer::KeepAlive), now);
                     }
                 }
@@ -957,17 +957,20 @@ impl Agent {
             },
             Err(Outcome::Api(ErrorKind::SessionConflict)) => {
                 let since = *self.conflict_since.get_or_insert(now);
-                if now - since >= self.config.session_conflict_budget {
+                if now - since >= self.config.pacing.session_conflict_budget {
                     self.stop(now);
                 } else {
-                    self.timers
-                        .set(slot(Timer::SessionRetry), now + self.config.session_retry);
+                    self.timers.set(
+                        slot(Timer::SessionRetry),
+                        now + self.config.pacing.session_retry,
+                    );
                 }
             }
             Err(o) if is_fatal(o) => self.stop(now),
-            _ => self
-                .timers
-                .set(slot(Timer::SessionRetry), now + self.config.session_retry),
+            _ => self.timers.set(
+                slot(Timer::SessionRetry),
+                now + self.config.pacing.session_retry,
+            ),
         }
     }
 
@@ -975,7 +978,7 @@ impl Agent {
         match reply {
             Ok(ApiResponse::NoMessage) => {
                 self.consecutive_errors = 0;
-                let gap = self.config.empty_poll_gap.sample(&mut self.rng);
+                let gap = self.config.pacing.empty_poll_gap.sample(&mut self.rng);
                 self.timers.set(slot(Timer::PollGap), now + gap);
             }
             Ok(ApiResponse::Message(message)) => {
@@ -998,9 +1001,11 @@ impl Agent {
 
     fn on_keepalive(&mut self, now: SimTime, _reply: Result<ApiResponse, Outcome>) {
         // The keep-alive's answer is discarded; only its cadence matters.
-        if self.config.keepalive && matches!(self.phase, Phase::Listening | Phase::Session) {
-            self.timers
-                .set(slot(Timer::KeepAlive), now + self.config.keepalive_interval);
+        if self.config.pacing.keepalive && matches!(self.phase, Phase::Listening | Phase::Session) {
+            self.timers.set(
+                slot(Timer::KeepAlive),
+                now + self.config.pacing.keepalive_interval,
+            );
         }
     }
 
@@ -1083,10 +1088,10 @@ impl Agent {
     /// Back off after a listener error: U(15,30) s for the first errors, then U(30,60) s.
     fn back_off(&mut self, now: SimTime) {
         self.consecutive_errors = self.consecutive_errors.saturating_add(1);
-        let dist = if self.consecutive_errors <= self.config.error_backoff_first_count {
-            &self.config.error_backoff_first
+        let dist = if self.consecutive_errors <= self.config.pacing.error_backoff_first_count {
+            &self.config.pacing.error_backoff_first
         } else {
-            &self.config.error_backoff_later
+            &self.config.pacing.error_backoff_later
         };
         let delay = dist.sample(&mut self.rng);
         self.timers.set(slot(Timer::Backoff), now + delay);
@@ -1211,7 +1216,7 @@ impl Agent {
             sub: client_id,
             aud,
             nbf,
-            exp: nbf + self.config.assertion_lifetime.as_secs(),
+            exp: nbf + self.config.pacing.assertion_lifetime.as_secs(),
             jti: rng::uuid(&mut self.rng).to_string(),
         };
         match self.key.clone() {

@@ -503,7 +503,10 @@ fn minted_assertion_has_the_real_claims_and_verifies() {
 #[test]
 fn empty_poll_is_followed_by_a_five_to_fifteen_second_gap() {
     let mut rig = listening(AgentConfig {
-        keepalive: false,
+        pacing: Pacing {
+            keepalive: false,
+            ..modelled().pacing
+        },
         ..modelled()
     });
     let mut gaps = Vec::new();
@@ -537,7 +540,10 @@ fn empty_poll_is_followed_by_a_five_to_fifteen_second_gap() {
 #[test]
 fn error_backoff_is_short_for_five_errors_then_long() {
     let mut rig = listening(AgentConfig {
-        keepalive: false,
+        pacing: Pacing {
+            keepalive: false,
+            ..modelled().pacing
+        },
         ..modelled()
     });
     let mut delays = Vec::new();
@@ -622,7 +628,10 @@ fn session_conflict_retries_every_thirty_seconds_within_budget() {
 #[test]
 fn unauthorized_mid_run_re_mints_then_gives_up_after_three() {
     let mut rig = listening(AgentConfig {
-        keepalive: false,
+        pacing: Pacing {
+            keepalive: false,
+            ..modelled().pacing
+        },
         ..modelled()
     });
     answer_poll(&mut rig, error(ErrorKind::Unauthorized));
@@ -971,7 +980,10 @@ fn job_token_is_rotated_before_expiry_and_used_afterwards() {
 #[test]
 fn unanswered_call_times_out_cancels_and_backs_off() {
     let mut rig = listening(AgentConfig {
-        keepalive: false,
+        pacing: Pacing {
+            keepalive: false,
+            ..modelled().pacing
+        },
         ..modelled()
     });
     rig.hold = None;

@@ -119,11 +119,11 @@ pub fn generate_pat() -> Result<String, String> {
 /// How long the client waits for any call: above every client timeout the agent keeps itself
 /// (the agent cancels first; this is the backstop for a call the agent forgot).
 pub fn client_timeout(config: &AgentConfig) -> Duration {
-    config
-        .long_poll_timeout
-        .max(config.job_call_timeout)
-        .max(config.renew_timeout)
-        .max(config.session_delete_timeout)
+    let p = &config.pacing;
+    p.long_poll_timeout
+        .max(p.job_call_timeout)
+        .max(p.renew_timeout)
+        .max(p.session_delete_timeout)
         + Duration::from_secs(10)
 }
 
@@ -147,11 +147,11 @@ mod tests {
     fn agent_config_is_real_timed_and_carries_settings() {
         let s = scenario("[agent]\nkeepalive_interval = \"7s\"\nmask_secrets = false\n");
         let c = agent_config(&s, "pat".into());
-        assert_eq!(c.keepalive_interval, Duration::from_secs(7));
+        assert_eq!(c.pacing.keepalive_interval, Duration::from_secs(7));
         assert!(!c.mask_secrets);
         assert_eq!(c.crypto_mode, CryptoMode::Real);
         assert!(c.meter.is_on());
-        assert!(client_timeout(&c) > c.long_poll_timeout.max(c.job_call_timeout));
+        assert!(client_timeout(&c) > c.pacing.long_poll_timeout.max(c.pacing.job_call_timeout));
     }
 
     // Goal: the embedded emulator's config (pool, hold, token TTL, our PAT) validates.
