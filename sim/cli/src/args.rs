@@ -47,6 +47,14 @@ pub enum Command {
     Schema,
     /// Measure key generation, OAEP, RS256 and AES throughput on this machine.
     CryptoBench(CryptoBenchArgs),
+    /// Capacity planning: simulate a scenario across values of one key (--vary), or search
+    /// the largest value that still meets the thresholds (--find-max).
+    #[command(after_help = EXIT_CODES)]
+    Plan(PlanArgs),
+    /// Measure a live target's service times and saturation throughput; write the profile
+    /// that `simulate --profile` and `plan --profile` read.
+    #[command(after_help = EXIT_CODES)]
+    Calibrate(CalibrateArgs),
 }
 
 /// Flags shared by `run` and `simulate`.
@@ -87,6 +95,11 @@ pub struct RunArgs {
     /// Target server base URL (overrides [target].url; default: the embedded emulator).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// Run the embedded emulator in a child process (`fleetsim serve`) even when it fits in
+    /// this one. It moves there anyway when both ends of the fleet's connections would not fit
+    /// in the open-file limit.
+    #[arg(long, conflicts_with = "target")]
+    pub emulator_process: bool,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +143,13 @@ pub struct ServeArgs {
     /// Seed for ids, keys and tokens.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Connections served at once; more wait briefly, then are closed.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = fleetsim_live::server::DEFAULT_MAX_CONNECTIONS
+    )]
+    pub max_connections: usize,
 }
 
 #[derive(Args, Debug)]
@@ -164,4 +184,78 @@ pub struct CryptoBenchArgs {
     /// Write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Sweep: one simulation per value, e.g. --vary fleet.agents=1000,2000,4000.
+    #[arg(long, value_name = "KEY=V1,V2,...", conflicts_with = "find_max")]
+    pub vary: Option<String>,
+    /// Search the largest value of KEY that passes the thresholds (more is assumed worse).
+    #[arg(long, value_name = "KEY", requires_all = ["lo", "hi"])]
+    pub find_max: Option<String>,
+    /// Low end of the --find-max bracket (must pass). Whole numbers make an integer search.
+    #[arg(long, value_name = "A", requires = "find_max")]
+    pub lo: Option<String>,
+    /// High end of the --find-max bracket.
+    #[arg(long, value_name = "B", requires = "find_max")]
+    pub hi: Option<String>,
+    /// At most this many simulations in a --find-max search.
+    #[arg(long, default_value_t = 12)]
+    pub runs: usize,
+    /// Scale KEY in proportion to the varied value (repeatable), e.g. --scale-with
+    /// jobs.rate_per_s keeps the load per agent while fleet.agents varies.
+    #[arg(long = "scale-with", value_name = "KEY")]
+    pub scale_with: Vec<String>,
+    /// Add a threshold (repeatable), e.g. --threshold 'job_pickup.p99 < 5s'.
+    #[arg(long = "threshold", value_name = "METRIC OP VALUE")]
+    pub thresholds: Vec<String>,
+    /// Override any scenario field: --set fleet.ramp_up=5m (repeatable).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run seed (overrides run.seed); every point uses it.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Calibration profile written by `fleetsim calibrate` (replaces [[server.stations]]).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Write the table as CSV here.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write an SVG chart of pickup p50/p99 here.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Simulations at once (default: the machine's cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
+}
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// Target base URL (default: the embedded emulator, started in this process).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Environment variable holding the target's PAT.
+    #[arg(long, value_name = "NAME", default_value = "FLEETSIM_PAT")]
+    pub pat_env: String,
+    /// Agents of the low-load fleet run (per-operation service times).
+    #[arg(long, default_value_t = 8)]
+    pub agents: u32,
+    /// Length of the low-load fleet run.
+    #[arg(long, value_name = "DURATION", default_value = "20s")]
+    pub duration: String,
+    /// Length of each step of the saturation ramp.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub step: String,
+    /// Highest concurrency of the saturation ramp.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_concurrency: u32,
+    /// Seed of the fleet run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the profile here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }

@@ -49,6 +49,8 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Validate(a) => validate(a),
         Command::Schema => schema(),
         Command::CryptoBench(a) => crypto_bench(a),
+        Command::Plan(a) => crate::plan::run(a),
+        Command::Calibrate(a) => crate::calibrate::run(a),
     }
 }
 
@@ -117,6 +119,11 @@ fn run(args: RunArgs) -> Outcome {
         let opts = fleetsim_live::fleet::RunOptions {
             progress: Some(board),
             prom: prom.is_some(),
+            emulator: if args.emulator_process {
+                fleetsim_live::fleet::EmulatorPlacement::ChildProcess
+            } else {
+                fleetsim_live::fleet::EmulatorPlacement::Auto
+            },
             ..Default::default()
         };
         let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;
@@ -136,15 +143,29 @@ fn run(args: RunArgs) -> Outcome {
     summary.push_str(&format!(
         "\n  target {}{}  keys {} distinct ({} loaded, {} generated)\n",
         outcome.target_url,
-        if outcome.embedded {
-            " (embedded emulator)"
-        } else {
-            ""
-        },
+        outcome
+            .placement
+            .map_or(String::new(), |p| format!(" ({p})")),
         outcome.keys.distinct,
         outcome.keys.loaded,
         outcome.keys.generated,
     ));
+    let g = &outcome.generator;
+    if g.cancels_sent + g.cancels_unsent + g.refused + g.unsent > 0 {
+        summary.push_str(&format!(
+            "  generator queued {} · refused {} · unsent {} · cancels sent {} (running {}, \
+             queued {}, too late {}, failed {}) · cancels unsent {}\n",
+            g.queued,
+            g.refused,
+            g.unsent,
+            g.cancels_sent,
+            g.cancels_delivered,
+            g.canceled_queued,
+            g.cancels_too_late,
+            g.cancel_errors,
+            g.cancels_unsent,
+        ));
+    }
     let code = finish(&args.common, &outcome.report, summary, outcome.interrupted)?;
     rt.block_on(linger_metrics(prom, linger));
     Ok(code)
@@ -153,13 +174,9 @@ fn run(args: RunArgs) -> Outcome {
 fn simulate(args: SimulateArgs) -> Outcome {
     let mut overrides = args.common.overrides.clone();
     if let Some(profile) = &args.profile {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "--profile {}: calibration profiles are not supported yet; set [server.stations] in \
-             the scenario instead",
-            profile.display()
-        )));
+        // The profile's stations go first, so the user's --set still applies on top.
+        overrides = crate::calibrate::with_profile(profile, &overrides)?;
     }
-    overrides.shrink_to_fit();
     let scenario = load_scenario(&args.common.scenario, &overrides, args.common.seed)?;
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
@@ -281,6 +298,7 @@ fn serve(args: ServeArgs) -> Outcome {
     let mut opts = EmulatorOptions::new(args.listen, server_config);
     opts.tls = tls;
     opts.seed = args.seed;
+    opts.max_connections = args.max_connections;
     let rt = runtime()?;
     rt.block_on(async {
         let prom = start_metrics(args.metrics_addr, Role::Emulator)?;

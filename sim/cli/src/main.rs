@@ -3,7 +3,9 @@
 //! outcome to an exit code.
 
 mod args;
+mod calibrate;
 mod commands;
+mod plan;
 
 use std::process::ExitCode;
 

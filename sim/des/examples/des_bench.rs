@@ -1,17 +1,23 @@
-//! Event-engine benchmark (not a test): events/s of the timing-wheel engine on the des.md §3.3
-//! fleet model at 10^4, 10^5 and 10^6 agents, each event touching a 64-byte agent record.
+//! Scale benchmark (not a test): events/s of the virtual-time driver at 10^4, 10^5 and 10^6
+//! agents, for the engine alone and for the full driver, printed as one table.
 //!
-//! Model: agents long-poll (1 ms one-way latency) a server station of c FIFO workers (Exp
-//! service: poll 2 ms, upload 20 ms, rotate 5 ms); a poll returns a job with p = 0.5 (job
-//! Exp(5 min), then a log upload) or is held 30 s; hourly token rotation. Agents start spread
-//! over the first second.
+//! **Engine**: the timing-wheel engine on the des.md §3.3 fleet model, each event touching a
+//! 64-byte agent record. Agents long-poll (1 ms one-way latency) a server station of c FIFO
+//! workers (Exp service: poll 2 ms, upload 20 ms, rotate 5 ms); a poll returns a job with
+//! p = 0.5 (job Exp(5 min), then a log upload) or is held 30 s; hourly token rotation. Agents
+//! start spread over the first second; 1 virtual hour; c = agents/10000 workers (min 1).
 //!
-//! Run: `cargo run --release -p fleetsim-des --example des_bench -- [AGENTS...] [--hours H]`
-//! (default 10000 100000 1000000 agents, 1 virtual hour, c = agents/10000 workers, min 1).
-//! `--heap` uses the reference binary heap instead of the wheel.
+//! **Driver**: `simulate` on [`FLEET`] — the real agent and server state machines, network and
+//! station model. Agents register over the first third of the run, ~2% of them busy with
+//! 10-minute, 3-step jobs; the virtual horizon shrinks with the fleet so each size costs a
+//! similar number of events (see [`fleet_horizon_s`]); every event counted is one the driver
+//! really handled (agent timers, arrivals, service completions, deliveries, server timers,
+//! job arrivals).
 //!
-//! `--fleet` instead runs the full driver (`simulate`: real agent and server state machines)
-//! on [`FLEET`], an idle-heavy fleet with ~10% of agents busy (default 10^4 and 10^5 agents).
+//! Run: `cargo run --release -p fleetsim-des --example des_bench -- [AGENTS...] [--engine |
+//! --fleet] [--hours H] [--heap]` (default: both parts at 10000 100000 1000000 agents).
+//! `--hours` sets the engine's virtual hours; `--heap` runs the engine on the reference binary
+//! heap instead of the wheel.
 
 use std::time::{Duration, Instant};
 
@@ -202,7 +208,7 @@ impl Model<Ev> for Fleet {
     }
 }
 
-fn bench<Q: EventSet<Ev>>(mut engine: Engine<Ev, Q>, agents: u32, hours: f64) {
+fn bench<Q: EventSet<Ev>>(mut engine: Engine<Ev, Q>, agents: u32, hours: f64) -> Row {
     let workers = (agents / 10_000).max(1);
     let spec = StationSpec {
         name: "api".into(),
@@ -249,18 +255,36 @@ fn bench<Q: EventSet<Ev>>(mut engine: Engine<Ev, Q>, agents: u32, hours: f64) {
     fleet.station.advance(stats.now);
     let elapsed = stats.now - SimTime::ZERO;
     println!(
-        "agents {agents:>8}  workers {workers:>4}  virtual {hours} h  events {:>11}  wall {wall_s:>7.2} s  \
-         {:>6.2} M events/s  utilisation {:.3}  mean wait {:.4} s  trace {:016x}",
+        "engine agents {agents:>8}  workers {workers:>4}  virtual {hours} h  events {:>11}  \
+         wall {wall_s:>7.2} s  {:>6.2} M events/s  utilisation {:.3}  mean wait {:.4} s  \
+         trace {:016x}",
         stats.events,
         stats.events as f64 / wall_s / 1e6,
         fleet.station.stats().mean_busy(elapsed) / f64::from(workers),
         fleet.station.stats().mean_wait_s(),
         stats.trace_hash,
     );
+    Row {
+        part: "engine",
+        agents,
+        virtual_s: hours * 3600.0,
+        events: stats.events,
+        wall_s,
+    }
 }
 
-/// The full-driver benchmark scenario: agents start over 10 minutes, jobs keep ~10% of them
-/// busy (5-minute jobs with a log line a second), a web station of 64 workers.
+/// One line of the final table.
+struct Row {
+    part: &'static str,
+    agents: u32,
+    virtual_s: f64,
+    events: u64,
+    wall_s: f64,
+}
+
+/// The full-driver benchmark scenario (sizes, rates and horizon are set per run): agents
+/// register over the first third of the run, jobs keep ~2% of them busy (10-minute jobs of
+/// three steps, a log line every 5 s), one web station with workers scaled to the fleet.
 const FLEET: &str = r#"
 [run]
 name = "des-bench"
@@ -268,15 +292,15 @@ duration = "1h"
 
 [fleet]
 agents = 10000
-ramp_up = "10m"
+ramp_up = "20m"
 
 [jobs]
-rate_per_s = 3.3
-duration = { dist = "exponential", mean = "5m" }
+rate_per_s = 0.33
+duration = { dist = "exponential", mean = "10m" }
 steps = 3
-log_lines_per_s = 1
+log_lines_per_s = 0.2
 secrets = 1
-secret_lines = 1
+secret_lines = 0
 
 [[server.stations]]
 name = "web"
@@ -284,12 +308,23 @@ workers = 64
 service = { dist = "exponential", mean = "1ms" }
 "#;
 
-fn bench_fleet(agents: u32, hours: f64) {
-    let rate = f64::from(agents) * 0.1 / 300.0;
+/// Virtual seconds the driver benchmark runs for `agents`: ~1.2·10^8 agent-seconds (so each
+/// size handles a similar number of events), between 2 minutes and 2 hours.
+fn fleet_horizon_s(agents: u32) -> u64 {
+    (1.2e8 / f64::from(agents.max(1))).clamp(120.0, 7200.0) as u64
+}
+
+fn bench_fleet(agents: u32) -> Row {
+    let horizon = fleet_horizon_s(agents);
+    let rate = f64::from(agents) * 0.02 / 600.0;
+    // Registration (8 calls an agent over a third of the run) must not swamp the station.
+    let workers = (agents / 2_000).max(64);
     let sets = vec![
         format!("fleet.agents={agents}"),
+        format!("fleet.ramp_up=\"{}s\"", horizon / 3),
         format!("jobs.rate_per_s={rate}"),
-        format!("run.duration=\"{}s\"", (hours * 3600.0).round() as u64),
+        format!("run.duration=\"{horizon}s\""),
+        format!("server.stations[0].workers={workers}"),
     ];
     let scenario =
         fleetsim_scenario::load_str("des-bench.toml", FLEET, &sets).expect("bench scenario");
@@ -298,7 +333,7 @@ fn bench_fleet(agents: u32, hours: f64) {
     let wall_s = wall.elapsed().as_secs_f64();
     let e = out.report.engine.expect("engine stats");
     println!(
-        "fleet agents {agents:>8}  virtual {hours} h  events {:>11}  wall {wall_s:>7.2} s  \
+        "driver agents {agents:>8}  virtual {horizon} s  events {:>11}  wall {wall_s:>7.2} s  \
          {:>6.3} M events/s  jobs {}  pickup p99 {:.3} s  trace {}",
         e.events,
         e.events as f64 / wall_s / 1e6,
@@ -306,40 +341,61 @@ fn bench_fleet(agents: u32, hours: f64) {
         out.report.job_pickup.latency_s.p99,
         out.report.trace_hash.unwrap_or_default(),
     );
+    Row {
+        part: "driver",
+        agents,
+        virtual_s: horizon as f64,
+        events: e.events,
+        wall_s,
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut hours = 1.0;
     let mut heap = false;
-    let mut fleet = false;
+    let (mut engine, mut fleet) = (true, true);
     let mut sizes = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--hours" => hours = it.next().and_then(|h| h.parse().ok()).expect("--hours N"),
             "--heap" => heap = true,
-            "--fleet" => fleet = true,
+            "--fleet" => engine = false,
+            "--engine" => fleet = false,
             n => sizes.push(n.parse::<u32>().expect("agent count")),
         }
-    }
-    if fleet {
-        if sizes.is_empty() {
-            sizes = vec![10_000, 100_000];
-        }
-        for n in sizes {
-            bench_fleet(n, hours);
-        }
-        return;
     }
     if sizes.is_empty() {
         sizes = vec![10_000, 100_000, 1_000_000];
     }
-    for n in sizes {
-        if heap {
-            bench(Engine::with_queue(HeapQueue::new()), n, hours);
-        } else {
-            bench(Engine::with_queue(TimingWheel::new()), n, hours);
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        if engine {
+            rows.push(if heap {
+                bench(Engine::with_queue(HeapQueue::new()), n, hours)
+            } else {
+                bench(Engine::with_queue(TimingWheel::new()), n, hours)
+            });
         }
+    }
+    for &n in &sizes {
+        if fleet {
+            rows.push(bench_fleet(n));
+        }
+    }
+    println!();
+    println!("| part | agents | virtual | events | wall | events/s |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} s | {:.2} M | {:.1} s | {:.2} M |",
+            r.part,
+            r.agents,
+            r.virtual_s,
+            r.events as f64 / 1e6,
+            r.wall_s,
+            r.events as f64 / r.wall_s / 1e6,
+        );
     }
 }

@@ -30,7 +30,6 @@ use fleetsim_metrics::recorder::Recorder;
 use fleetsim_metrics::report::{EngineStats, Mode, Report, RunMeta};
 use fleetsim_scenario::Scenario;
 
-use crate::arrivals::Arrivals;
 use crate::engine::{Engine, EngineError, Model, Scheduler, SimEvent};
 use crate::faults::{self, FaultKind, ScheduledFault};
 use crate::invariants::{InvariantChecker, InvariantReport};
@@ -39,6 +38,7 @@ use crate::queue::EventSet;
 use crate::setup::{self, CryptoCharge};
 use crate::station::{Admission, Routes, Station, StationStats};
 use crate::stats::{BatchMeans, JobWatch, LittleStats};
+use fleetsim_scenario::Arrivals;
 
 /// The wall time `SimTime::ZERO` stands for: 2026-01-01T00:00:00Z. Fixed, so JWT times and
 /// record timestamps are part of the deterministic run.
@@ -226,8 +226,10 @@ struct Call {
     id: CallId,
     conn: Connection,
     op: Operation,
-    request: Option<Request>,
-    reply: Option<Result<ApiResponse, TransportError>>,
+    /// Boxed, as is the reply: a `Request` or `ApiResponse` is ~700 bytes inline and every
+    /// agent keeps two or three call slots, so inline payloads cost ~4 KB per agent.
+    request: Option<Box<Request>>,
+    reply: Option<Box<Result<ApiResponse, TransportError>>>,
     /// Held by the server as a long poll.
     parked: bool,
     /// The agent gave up on it (cancel or crash); the answer is dropped.
@@ -260,7 +262,7 @@ impl Calls {
             id,
             conn,
             op,
-            request: Some(request),
+            request: Some(Box::new(request)),
             reply: None,
             parked: false,
             abandoned: false,
@@ -613,11 +615,11 @@ impl<'s> Sim<'s> {
         match self.network.transit(s.now(), a) {
             Transit::Deliver(d) => s.after(prep + d, ev(Kind::Arrive, a, slot)),
             Transit::Lost(d) => {
-                self.calls.get(slot).reply = Some(Err(TransportError::Lost));
+                self.calls.get(slot).reply = Some(Box::new(Err(TransportError::Lost)));
                 s.after(prep + d, ev(Kind::Deliver, a, slot));
             }
             Transit::Unreachable => {
-                self.calls.get(slot).reply = Some(Err(TransportError::Connect));
+                self.calls.get(slot).reply = Some(Box::new(Err(TransportError::Connect)));
                 s.after(CONNECT_FAILURE_DELAY, ev(Kind::Deliver, a, slot));
             }
         }
@@ -660,7 +662,7 @@ impl<'s> Sim<'s> {
         let Some(agent) = agent_slot.agent.as_mut() else {
             return;
         };
-        match reply {
+        match reply.map(|r| *r) {
             Some(Ok(resp)) => agent.handle_response(s.now(), id, resp),
             Some(Err(e)) => agent.handle_transport_error(s.now(), id, e),
             None => agent.handle_transport_error(s.now(), id, TransportError::Reset),
@@ -737,7 +739,7 @@ impl<'s> Sim<'s> {
         let Some(request) = self.calls.get(slot).request.take() else {
             return;
         };
-        match self.server.handle_request(now, id, request) {
+        match self.server.handle_request(now, id, *request) {
             Handled::Respond(resp) => self.reply(s, slot, Ok(resp)),
             Handled::Parked => {
                 let call = self.calls.get(slot);
@@ -767,7 +769,7 @@ impl<'s> Sim<'s> {
             Transit::Lost(d) => (Err(TransportError::Lost), d),
             Transit::Unreachable => (Err(TransportError::Reset), Duration::ZERO),
         };
-        self.calls.get(slot).reply = Some(reply);
+        self.calls.get(slot).reply = Some(Box::new(reply));
         s.after(delay, ev(Kind::Deliver, agent, slot));
     }
 

@@ -14,7 +14,6 @@
 //! report `engine.wall_s`), no protocol decisions — the driver moves typed messages and time.
 //! Given a seed and a commit, a run's `trace_hash` and numbers are identical.
 
-pub mod arrivals;
 pub mod driver;
 pub mod engine;
 pub mod faults;

@@ -32,6 +32,10 @@ pub struct PlanRow {
     pub jobs_lost: u64,
     /// `(station name, mean utilisation)` in scenario order.
     pub utilisation: Vec<(String, f64)>,
+    /// `(station name, mean wait in its queue, s)` in scenario order: where a saturated
+    /// server shows before any pickup threshold does (jobs go to parked polls, which hold no
+    /// worker, so a busy server slows the agents' other calls first).
+    pub station_wait_s: Vec<(String, f64)>,
     /// Every threshold passed and every invariant held.
     pub passed: bool,
     /// The run's trace hash, so a point can be replayed and compared.
@@ -52,6 +56,11 @@ impl PlanRow {
                 .stations
                 .iter()
                 .map(|s| (s.name.clone(), s.utilisation))
+                .collect(),
+            station_wait_s: o
+                .stations
+                .iter()
+                .map(|s| (s.name.clone(), s.mean_wait_s))
                 .collect(),
             passed: r.thresholds_passed() && o.invariants.ok(),
             trace_hash: r.trace_hash.clone().unwrap_or_default(),
@@ -155,7 +164,7 @@ pub struct FindMax {
 
 /// Bisect `key` between `low` (must pass) and `high` for the largest passing value, assuming
 /// more is worse (monotone verdict). Integer keys (`integer`) stop when the bracket closes to 1;
-/// others at 1% of `high`. At most `max_runs` simulations.
+/// others at 1% of `high`. At most `max_runs` simulations, one at a time.
 pub fn find_max(
     loader: &dyn Loader,
     key: &str,
@@ -163,6 +172,25 @@ pub fn find_max(
     high: f64,
     integer: bool,
     max_runs: usize,
+) -> Result<FindMax, PlanError> {
+    find_max_parallel(loader, key, low, high, integer, max_runs, 1)
+}
+
+/// [`find_max`] on `threads` threads: both ends run together, then every round runs `threads`
+/// points spread evenly inside the bracket at once, so with two cores the bracket shrinks
+/// threefold per round instead of twofold. With `threads == 1` it is plain bisection.
+///
+/// The verdict is assumed monotone (more is worse). Should a round contradict that (a point
+/// passes above one that failed), the lowest failing point bounds the answer: the search never
+/// reports a value above a point it saw fail.
+pub fn find_max_parallel(
+    loader: &dyn Loader,
+    key: &str,
+    low: f64,
+    high: f64,
+    integer: bool,
+    max_runs: usize,
+    threads: usize,
 ) -> Result<FindMax, PlanError> {
     let fmt = |v: f64| {
         if integer {
@@ -175,22 +203,23 @@ pub fn find_max(
         key: key.into(),
         message: message.into(),
     };
-    if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) {
-        return Err(search("needs two values, low < high"));
+    if !low.is_finite() || !high.is_finite() || low >= high {
+        return Err(search("needs two finite values, low < high"));
     }
-    let mut tried = Vec::new();
-    let low_row = run_point(loader, key, &fmt(low))?;
-    let low_passed = low_row.passed;
-    tried.push(low_row);
+    if integer && (low.fract() != 0.0 || high.fract() != 0.0) {
+        return Err(search("an integer search needs whole-number ends"));
+    }
+    let threads = threads.max(1);
+    let max_runs = max_runs.max(2);
+    let ends = sweep(loader, key, &[fmt(low), fmt(high)], threads)?;
+    let (low_passed, high_passed) = (ends[0].passed, ends[1].passed);
+    let mut tried = ends;
     if !low_passed {
         return Err(search(&format!(
             "the low end {} already fails the thresholds",
             fmt(low)
         )));
     }
-    let high_row = run_point(loader, key, &fmt(high))?;
-    let high_passed = high_row.passed;
-    tried.push(high_row);
     if high_passed {
         return Ok(FindMax {
             best: high,
@@ -201,26 +230,43 @@ pub fn find_max(
     let (mut good, mut bad) = (low, high);
     let tolerance = if integer { 1.0 } else { 0.01 * high.abs() };
     while bad - good > tolerance && tried.len() < max_runs {
-        let mut mid = (good + bad) / 2.0;
-        if integer {
-            mid = mid.floor();
-            if mid <= good {
+        let k = threads.min(max_runs - tried.len());
+        let mut points: Vec<f64> = (1..=k)
+            .map(|i| good + (bad - good) * i as f64 / (k + 1) as f64)
+            .map(|p| if integer { p.floor() } else { round_sig(p, 4) })
+            .filter(|&p| p > good && p < bad)
+            .collect();
+        points.dedup();
+        if points.is_empty() {
+            break;
+        }
+        let values: Vec<String> = points.iter().map(|&p| fmt(p)).collect();
+        let rows = sweep(loader, key, &values, threads)?;
+        // Ascending order: everything below the first failure that passed raises `good`.
+        for (&p, row) in points.iter().zip(&rows) {
+            if !row.passed {
+                bad = p;
                 break;
             }
+            good = p;
         }
-        let row = run_point(loader, key, &fmt(mid))?;
-        if row.passed {
-            good = mid;
-        } else {
-            bad = mid;
-        }
-        tried.push(row);
+        tried.extend(rows);
     }
     Ok(FindMax {
         best: good,
         first_failing: Some(bad),
         tried,
     })
+}
+
+/// `v` rounded to `digits` significant digits, so search points print short and parse back to
+/// the value that was run.
+fn round_sig(v: f64, digits: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
+    (v * scale).round() / scale
 }
 
 /// Station names over all rows, in first-seen order.
@@ -241,6 +287,13 @@ fn utilisation_of(row: &PlanRow, name: &str) -> Option<f64> {
         .map(|(_, u)| *u)
 }
 
+fn wait_of(row: &PlanRow, name: &str) -> Option<f64> {
+    row.station_wait_s
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, w)| *w)
+}
+
 /// A fixed-width table for terminals.
 pub fn render_table(key: &str, rows: &[PlanRow]) -> String {
     let names = station_names(rows);
@@ -249,7 +302,12 @@ pub fn render_table(key: &str, rows: &[PlanRow]) -> String {
         "pickup p50", "pickup p99", "errors", "verdict"
     );
     for n in &names {
-        let _ = write!(out, "  {:>10}", format!("util {n}"));
+        let _ = write!(
+            out,
+            "  {:>10}  {:>10}",
+            format!("util {n}"),
+            format!("wait {n}")
+        );
     }
     out.push('\n');
     for r in rows {
@@ -269,6 +327,12 @@ pub fn render_table(key: &str, rows: &[PlanRow]) -> String {
                 }
                 None => out.push_str("           -"),
             }
+            match wait_of(r, n) {
+                Some(w) => {
+                    let _ = write!(out, "  {w:>9.4}s");
+                }
+                None => out.push_str("           -"),
+            }
         }
         out.push('\n');
     }
@@ -284,6 +348,9 @@ pub fn render_csv(key: &str, rows: &[PlanRow]) -> String {
     );
     for n in &names {
         let _ = write!(out, ",{}", csv_field(&format!("util_{n}")));
+    }
+    for n in &names {
+        let _ = write!(out, ",{}", csv_field(&format!("wait_s_{n}")));
     }
     out.push('\n');
     for r in rows {
@@ -304,6 +371,13 @@ pub fn render_csv(key: &str, rows: &[PlanRow]) -> String {
                 out,
                 ",{}",
                 utilisation_of(r, n).map_or(String::new(), |u| u.to_string())
+            );
+        }
+        for n in &names {
+            let _ = write!(
+                out,
+                ",{}",
+                wait_of(r, n).map_or(String::new(), |w| w.to_string())
             );
         }
         out.push('\n');
@@ -451,6 +525,68 @@ empty_poll_gap = "0s"
             .iter()
             .find(|r| r.value.parse::<f64>().ok() == Some(m.best));
         assert!(best.is_some_and(|r| r.passed));
+    }
+
+    #[test]
+    fn parallel_find_max_agrees_with_the_bracket_and_stays_in_budget() {
+        // Goal: two points per round still bracket the answer (a passing value below a failing
+        // one, every reported value actually run with that verdict), within the run budget.
+        let m = find_max_parallel(&loader, "jobs.rate_per_s", 0.01, 0.2, false, 6, 2)
+            .expect("search runs");
+        assert!(m.tried.len() <= 6, "{m:?}");
+        let verdict = |v: f64| {
+            m.tried
+                .iter()
+                .find(|r| r.value.parse::<f64>().ok() == Some(v))
+                .map(|r| r.passed)
+        };
+        assert_eq!(verdict(m.best), Some(true), "{m:?}");
+        let f = m.first_failing.expect("0.2 jobs/s overloads 4 agents");
+        assert!(f > m.best);
+        assert_eq!(verdict(f), Some(false), "{m:?}");
+    }
+
+    #[test]
+    fn find_max_refuses_an_empty_or_fractional_integer_bracket() {
+        // Goal: nonsense brackets are typed errors before any run.
+        for (lo, hi, int) in [(5.0, 5.0, false), (8.0, 2.0, true), (1.5, 4.0, true)] {
+            let err = find_max_parallel(&loader, "fleet.agents", lo, hi, int, 4, 2).unwrap_err();
+            assert!(matches!(err, PlanError::Search { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn station_utilisation_and_wait_reach_every_output() {
+        // Goal: a station's utilisation and queue wait show in the table and the CSV (the wait
+        // is where a saturated server shows first).
+        let row = PlanRow {
+            value: "10".into(),
+            pickup_p50_s: 0.0,
+            pickup_p99_s: 0.5,
+            error_rate: 0.0,
+            jobs_succeeded: 3,
+            jobs_lost: 0,
+            utilisation: vec![("web".into(), 0.5)],
+            station_wait_s: vec![("web".into(), 0.25)],
+            passed: true,
+            trace_hash: "h".into(),
+        };
+        let csv = render_csv("fleet.agents", std::slice::from_ref(&row));
+        let mut lines = csv.lines();
+        assert!(
+            lines.next().unwrap().ends_with(",util_web,wait_s_web"),
+            "{csv}"
+        );
+        assert!(lines.next().unwrap().ends_with(",0.5,0.25"), "{csv}");
+        let table = render_table("fleet.agents", &[row]);
+        assert!(
+            table.contains("util web") && table.contains("wait web"),
+            "{table}"
+        );
+        assert!(
+            table.contains("50.0%") && table.contains("0.2500s"),
+            "{table}"
+        );
     }
 
     #[test]

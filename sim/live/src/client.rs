@@ -560,7 +560,7 @@ impl HttpClient {
                 let unsent = e.message().is_some();
                 let error = e.into_error();
                 let idempotent = matches!(req.method, Method::Get | Method::Options);
-                let resend = unsent || (idempotent && error.is_incomplete_message());
+                let resend = unsent || (idempotent && closed_under_request(&error));
                 return Err((ClientError::Reset(error.to_string()), resend));
             }
         };
@@ -1036,6 +1036,29 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => s.is_write_vectored(),
         }
     }
+}
+
+/// Whether the peer closed the connection under a written request without answering it: the
+/// answer ended early, or the connection was reset or aborted. On a reused connection this is
+/// the server's idle close racing the request (the emulator closes connections idle for 30 s,
+/// the agent's keep-alive poll comes every 30 s), so an idempotent request may go again.
+fn closed_under_request(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -94,6 +94,19 @@ async fn embedded_run_succeeds_and_records_every_operation() {
         "{:?}",
         out.report.job_pickup
     );
+    // Every queued job is accounted for: ended, finished on the emulator or still there.
+    let account = out
+        .jobs
+        .clone()
+        .expect("the embedded emulator lists its jobs");
+    assert_eq!(account.lost, 0, "{account:?}");
+    assert_eq!(jobs.lost, 0, "{jobs:?}");
+    assert_eq!(account.queued, jobs.queued, "{account:?} vs {jobs:?}");
+    assert_eq!(
+        account.queued,
+        account.ended + account.finished_on_target + account.in_flight,
+        "{account:?}"
+    );
 
     let seen: Vec<Operation> = out.recorder.operations_seen().collect();
     let expected = [
@@ -143,6 +156,29 @@ async fn embedded_run_succeeds_and_records_every_operation() {
         "agent crypto is counted"
     );
     assert!(out.transport.connects >= 6, "{:?}", out.transport);
+}
+
+// Goal: jobs drawn as canceled are canceled through the emulator's admin route while they run;
+// agents handle the JobCancellation and report them canceled, the report's canceled count
+// matches the emulator's, and no job goes missing on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceled_jobs_are_canceled_on_the_emulator_and_counted() {
+    let out = run(&["jobs.cancel_rate=0.5", "run.duration=\"12s\""]).await;
+    let jobs = out.report.jobs.clone();
+    let emulator = out.emulator.clone().expect("embedded emulator stats");
+    let generator = out.generator;
+    assert!(generator.cancels_sent > 0, "{generator:?}");
+    assert!(jobs.canceled > 0, "{jobs:?} {generator:?}");
+    assert_eq!(
+        jobs.canceled, emulator.jobs_canceled,
+        "report and emulator agree: {jobs:?} {emulator:?} {generator:?}"
+    );
+    assert_eq!(
+        generator.cancel_errors, 0,
+        "every cancel call is answered: {generator:?}"
+    );
+    let account = out.jobs.expect("the embedded emulator lists its jobs");
+    assert_eq!((account.lost, jobs.lost), (0, 0), "{account:?}");
 }
 
 // Goal: with masking switched off the same jobs leak their secrets into the logs, and the

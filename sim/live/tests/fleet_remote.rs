@@ -100,10 +100,11 @@ secret_lines = 2
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-// Goal: a target the fleet cannot trust fails the calls with TLS errors (recorded as transport
-// errors), it does not hang or silently fall back to plain HTTP.
+// Goal: a target the fleet cannot trust makes the run impossible with a TLS error (the
+// pre-flight discovery call fails): it does not hang, start agents against nothing, or silently
+// fall back to plain HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untrusted_certificate_fails_calls_as_tls_errors() {
+async fn untrusted_certificate_makes_the_run_impossible() {
     let dir = temp_dir("untrusted");
     let mut opts =
         EmulatorOptions::new(([127, 0, 0, 1], 0).into(), ServerConfig::with_env_pat("p"));
@@ -124,15 +125,17 @@ async fn untrusted_certificate_fails_calls_as_tls_errors() {
     );
     let scenario =
         fleetsim_scenario::load_str("untrusted.toml", &text, &[]).unwrap_or_else(|d| panic!("{d}"));
-    let out = fleet::run(&scenario, RunOptions::default(), pending())
-        .await
-        .expect("the run is carried out");
+    let result = fleet::run(&scenario, RunOptions::default(), pending()).await;
     assert!(
-        out.report.errors.by_kind.contains_key("tls"),
-        "{:?}",
-        out.report.errors
+        matches!(
+            result,
+            Err(fleet::FleetError::Client(
+                fleetsim_live::client::ClientError::Tls { .. }
+            ))
+        ),
+        "{result:?}"
     );
-    assert_eq!(out.report.jobs.started, 0);
-    emulator.handle.shutdown().await;
+    let stats = emulator.handle.shutdown().await;
+    assert_eq!(stats.agents, 0, "no agent ever reached the target");
     std::fs::remove_dir_all(&dir).unwrap();
 }

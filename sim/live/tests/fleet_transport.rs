@@ -271,3 +271,92 @@ async fn loopback_source_addresses_spread_by_slot() {
     }
     assert_eq!(seen, ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.3"]);
 }
+
+/// A server whose first connection answers one request, then resets the connection (RST, not
+/// FIN) when the second request arrives — the idle close racing a reused connection. Later
+/// connections answer every request with `ok`.
+async fn resetting_server() -> SocketAddr {
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Read one request head (these tests send no bodies); `false` at EOF.
+    async fn read_head(tcp: &mut tokio::net::TcpStream) -> bool {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        true
+    }
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let reset_second = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                let mut answered = 0;
+                while read_head(&mut tcp).await {
+                    if reset_second && answered == 1 {
+                        let linger = libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        };
+                        // SAFETY: sets SO_LINGER on a socket this task owns, from a local struct.
+                        unsafe {
+                            libc::setsockopt(
+                                tcp.as_raw_fd(),
+                                libc::SOL_SOCKET,
+                                libc::SO_LINGER,
+                                (&linger as *const libc::linger).cast(),
+                                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                            );
+                        }
+                        return; // dropped with linger 0: RST
+                    }
+                    if tcp.write_all(OK).await.is_err() {
+                        return;
+                    }
+                    answered += 1;
+                }
+            });
+        }
+    });
+    addr
+}
+
+// Goal: a GET on a reused connection that the server resets under it is sent once more on a
+// fresh connection (the agent sees an answer, not an error), while a POST in the same spot fails
+// rather than risk running twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_is_resent_after_a_reset_on_a_reused_connection() {
+    let addr = resetting_server().await;
+    let get_client = client(&format!("http://{addr}"), |_| {}).await;
+    let mut conn = get_client.connection(0);
+    assert_eq!(
+        conn.send(&request(Method::Get, "/a")).await.unwrap().status,
+        200
+    );
+    let resp = conn.send(&request(Method::Get, "/b")).await.unwrap();
+    assert_eq!((resp.status, text(resp.body).as_str()), (200, "ok"));
+    assert_eq!(get_client.stats().resends.load(Ordering::Relaxed), 1);
+    assert_eq!(get_client.stats().connects.load(Ordering::Relaxed), 2);
+
+    let addr = resetting_server().await;
+    let post_client = client(&format!("http://{addr}"), |_| {}).await;
+    let mut conn = post_client.connection(0);
+    conn.send(&request(Method::Get, "/a")).await.unwrap();
+    let mut post = request(Method::Post, "/b");
+    post.body = b"{}".to_vec();
+    post.content_type = Some("application/json".into());
+    assert!(
+        matches!(conn.send(&post).await, Err(ClientError::Reset(_))),
+        "a POST is never sent twice"
+    );
+    assert_eq!(post_client.stats().resends.load(Ordering::Relaxed), 0);
+}

@@ -17,22 +17,26 @@
 //! assert_eq!(s.fleet.agents, 5);
 //! ```
 
+mod arrivals;
 mod config;
 mod diag;
 mod doc;
 mod leaf;
 mod model;
+pub mod profile;
 mod raw;
 mod validate;
 
 use std::path::Path;
 use std::sync::OnceLock;
 
+pub use arrivals::Arrivals;
 pub use config::SCENARIO_POOL_ID;
 pub use diag::{Diagnostic, Diagnostics, Origin};
 pub use doc::MAX_DIAGNOSTICS;
 pub use leaf::parse_bytes;
 pub use model::*;
+pub use profile::{PROFILE_VERSION, Profile, ProfileError};
 pub use validate::{DEFAULT_PAT_ENV, DEFAULT_POOL, DEFAULT_SEED, MAX_AGENTS, MAX_STATION_SIZE};
 
 /// Scenario files larger than this are refused before parsing (a bound; real ones are a few KiB).

@@ -10,7 +10,8 @@
 //! away, never loses a job. The emulator never sends `AgentRefresh` (no agent self-updates) and
 //! never dequeues a message on a GET.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, VecDeque};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -43,6 +44,8 @@ pub(super) struct AgentRecord {
     /// The job request it holds, if any.
     pub assigned: Option<u64>,
     pub listener_tokens: VecDeque<String>,
+    /// Its rank in `Server::ready` (the parked polls counted when it entered), 0 when absent.
+    pub ready_rank: u32,
 }
 
 /// One live session.
@@ -51,9 +54,15 @@ pub(super) struct Session {
     /// The AES-256 session key; `None` in modelled mode (message bodies are plain JSON).
     pub key: Option<[u8; 32]>,
     pub messages: VecDeque<TaskAgentMessage>,
-    pub parked: BTreeSet<RequestId>,
+    /// Parked polls, ascending (at most `max_parked_polls_per_session`, so a short `Vec`
+    /// that keeps its allocation across polls beats a tree that allocates on every park).
+    pub parked: Vec<RequestId>,
     /// When the idle timer fires unless the session is touched again.
     pub idle_deadline: SimTime,
+    /// When its `SessionIdle` timer is armed (at or before `idle_deadline`). A touch only
+    /// moves the deadline; the timer re-arms itself when it fires early, so a poll costs no
+    /// timer-set update (two tree walks per poll at a million sessions otherwise).
+    pub idle_timer: SimTime,
 }
 
 /// A held `GET messages`.
@@ -61,6 +70,80 @@ pub(super) struct ParkedPoll {
     pub agent: u64,
     pub last_message_id: Option<u64>,
     pub deadline: SimTime,
+}
+
+/// The registered agents, indexed by id. Ids are handed out in sequence from 1 and never
+/// reused, so a `Vec` slot per id gives one-probe lookups (a `BTreeMap` walk costs several
+/// cache misses per lookup at a million agents, and every request does a few), and iteration
+/// is id order, as the `BTreeMap` it replaces. Records are boxed so a deleted agent's slot
+/// costs 8 bytes and the table grows by copying pointers, not ~1 KB records.
+#[derive(Default)]
+pub(super) struct AgentTable {
+    slots: Vec<Option<Box<AgentRecord>>>,
+    len: usize,
+}
+
+impl AgentTable {
+    fn index(id: u64) -> Option<usize> {
+        usize::try_from(id.checked_sub(1)?).ok()
+    }
+
+    /// The record of agent `id`, if registered.
+    pub fn get(&self, id: &u64) -> Option<&AgentRecord> {
+        self.slots.get(Self::index(*id)?)?.as_deref()
+    }
+
+    /// The record of agent `id`, if registered, for changing.
+    pub fn get_mut(&mut self, id: &u64) -> Option<&mut AgentRecord> {
+        self.slots.get_mut(Self::index(*id)?)?.as_deref_mut()
+    }
+
+    /// Store agent `id` (replacing a record with the same id).
+    pub fn insert(&mut self, id: u64, record: AgentRecord) {
+        let Some(i) = Self::index(id) else {
+            return;
+        };
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].replace(Box::new(record)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Forget agent `id`, returning its record.
+    pub fn remove(&mut self, id: &u64) -> Option<AgentRecord> {
+        let record = self.slots.get_mut(Self::index(*id)?)?.take()?;
+        self.len -= 1;
+        Some(*record)
+    }
+
+    /// Registered agents.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// (id, record) in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &AgentRecord)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i as u64 + 1, r.as_deref()?)))
+    }
+
+    /// Records in id order.
+    pub fn values(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.slots.iter().filter_map(|r| r.as_deref())
+    }
+}
+
+impl std::ops::Index<&u64> for AgentTable {
+    type Output = AgentRecord;
+
+    /// Callers index only ids they just found registered; a missing id is a server bug.
+    fn index(&self, id: &u64) -> &AgentRecord {
+        self.get(id).expect("agent id checked before indexing")
+    }
 }
 
 fn agent_not_found(pool_id: u32, agent_id: u64) -> ApiError {
@@ -105,7 +188,7 @@ impl Server {
                 name: name.clone(),
                 is_hosted: false,
                 pool_type: "automation".to_string(),
-                size: self.agents.values().filter(|a| a.pool_id == id).count() as u32,
+                size: self.pool_sizes.get(&id).copied().unwrap_or(0),
             })
             .collect();
         Ok(ApiResponse::Pools(ListOf::new(pools)))
@@ -133,7 +216,7 @@ impl Server {
                 .agents
                 .iter()
                 .filter(|(_, a)| a.pool_id == pool_id)
-                .map(|(id, _)| self.agent_view(*id))
+                .map(|(id, _)| self.agent_view(id))
                 .collect(),
         };
         Ok(ApiResponse::Agents(ListOf::new(agents)))
@@ -192,11 +275,13 @@ impl Server {
             session: None,
             assigned: None,
             listener_tokens: VecDeque::new(),
+            ready_rank: 0,
         };
         self.agent_names
             .insert((pool_id, record.agent.name.to_ascii_lowercase()), id);
         self.clients.insert(client_id, id);
         self.agents.insert(id, record);
+        *self.pool_sizes.entry(pool_id).or_default() += 1;
         Ok(ApiResponse::Agent(self.agent_view(id)))
     }
 
@@ -265,12 +350,18 @@ impl Server {
         self.end_session(now, agent_id, ErrorKind::AccessTokenExpired);
         self.revoke_listener_tokens(agent_id);
         if let Some(rec) = self.agents.remove(&agent_id) {
+            if let Some(set) = self.ready.get_mut(&(rec.pool_id, Reverse(rec.ready_rank))) {
+                set.remove(agent_id);
+            }
             self.agent_names
                 .remove(&(rec.pool_id, rec.agent.name.to_ascii_lowercase()));
             self.clients.remove(&rec.client_id);
+            if let Some(size) = self.pool_sizes.get_mut(&rec.pool_id) {
+                *size = size.saturating_sub(1);
+            }
         }
         if let Some(idle) = self.idle.get_mut(&pool_id) {
-            idle.remove(&agent_id);
+            idle.remove(agent_id);
         }
         Ok(ApiResponse::NoContent)
     }
@@ -333,20 +424,36 @@ impl Server {
         view
     }
 
-    /// Keep the idle index in step with the agent's state (called after every change to
-    /// enabled, session or assignment).
+    /// Keep the idle and ready indexes in step with the agent's state (called after every
+    /// change to enabled, session, assignment or the session's parked polls).
     pub(super) fn refresh_idle(&mut self, agent_id: u64) {
-        let Some(rec) = self.agents.get(&agent_id) else {
+        let Some(rec) = self.agents.get_mut(&agent_id) else {
             return;
         };
         let idle = rec.enabled && rec.session.is_some() && rec.assigned.is_none();
-        let set = self.idle.entry(rec.pool_id).or_default();
+        let parked = rec.session.as_ref().map_or(0, |s| s.parked.len() as u32);
+        let rank = if idle { parked } else { 0 };
+        let (pool_id, old_rank) = (rec.pool_id, std::mem::replace(&mut rec.ready_rank, rank));
+        if old_rank != rank {
+            if old_rank > 0
+                && let Some(set) = self.ready.get_mut(&(pool_id, Reverse(old_rank)))
+            {
+                set.remove(agent_id);
+            }
+            if rank > 0 {
+                self.ready
+                    .entry((pool_id, Reverse(rank)))
+                    .or_default()
+                    .insert(agent_id);
+            }
+        }
+        let set = self.idle.entry(pool_id).or_default();
         if idle {
             if set.insert(agent_id) {
                 self.dispatch_pending = true;
             }
         } else {
-            set.remove(&agent_id);
+            set.remove(agent_id);
         }
     }
 
@@ -396,8 +503,9 @@ impl Server {
             id: session_id.clone(),
             key,
             messages: VecDeque::new(),
-            parked: BTreeSet::new(),
+            parked: Vec::new(),
             idle_deadline,
+            idle_timer: idle_deadline,
         });
         self.sessions.insert(session_id.clone(), agent_id);
         self.set_timer(idle_deadline, Timer::SessionIdle(agent_id));
@@ -498,7 +606,7 @@ impl Server {
             return;
         };
         self.sessions.remove(&session.id);
-        self.clear_timer(session.idle_deadline, Timer::SessionIdle(agent_id));
+        self.clear_timer(session.idle_timer, Timer::SessionIdle(agent_id));
         for id in session.parked {
             if let Some(poll) = self.parked.remove(&id) {
                 self.clear_timer(poll.deadline, Timer::PollHold(id));
@@ -533,25 +641,47 @@ impl Server {
         else {
             return;
         };
-        let old = std::mem::replace(&mut session.idle_deadline, deadline);
-        if old != deadline {
+        session.idle_deadline = deadline;
+        // Only a deadline earlier than the armed timer (a clock that stepped back) re-arms now;
+        // a later one is picked up when the timer fires.
+        if deadline < session.idle_timer {
+            let old = std::mem::replace(&mut session.idle_timer, deadline);
             self.clear_timer(old, Timer::SessionIdle(agent_id));
             self.set_timer(deadline, Timer::SessionIdle(agent_id));
         }
     }
 
-    /// The idle timer fired: expire the session unless a poll is parked on it.
+    /// The idle timer fired (it was taken off the timer set): re-arm it at the deadline if
+    /// the session was touched since, else expire the session unless a poll is parked on it.
     pub(super) fn session_idle(&mut self, now: SimTime, agent_id: u64) {
         let parked = match self.agents.get(&agent_id).and_then(|a| a.session.as_ref()) {
             None => return,
-            Some(s) if s.idle_deadline > now => return,
+            Some(s) if s.idle_deadline > now => {
+                self.arm_idle_timer(agent_id);
+                return;
+            }
             Some(s) => !s.parked.is_empty(),
         };
         if parked {
             self.touch_session(now, agent_id);
+            self.arm_idle_timer(agent_id);
         } else {
             self.end_session(now, agent_id, ErrorKind::SessionExpired);
         }
+    }
+
+    /// Arm the session's idle timer at its deadline (its previous timer already fired).
+    fn arm_idle_timer(&mut self, agent_id: u64) {
+        let Some(session) = self
+            .agents
+            .get_mut(&agent_id)
+            .and_then(|a| a.session.as_mut())
+        else {
+            return;
+        };
+        session.idle_timer = session.idle_deadline;
+        let at = session.idle_deadline;
+        self.set_timer(at, Timer::SessionIdle(agent_id));
     }
 
     // -----------------------------------------------------------------------------------------
@@ -613,9 +743,11 @@ impl Server {
             .agents
             .get_mut(&agent_id)
             .and_then(|a| a.session.as_mut())
+            && let Err(at) = session.parked.binary_search(&id)
         {
-            session.parked.insert(id);
+            session.parked.insert(at, id);
         }
+        self.refresh_idle(agent_id);
         self.set_timer(deadline, Timer::PollHold(id));
         Ok(Handled::Parked)
     }
@@ -666,7 +798,7 @@ impl Server {
             return;
         };
         session.messages.push_back(message);
-        let waiting: Vec<RequestId> = session.parked.iter().copied().collect();
+        let waiting: Vec<RequestId> = session.parked.to_vec();
         for id in waiting {
             let cursor = self.parked.get(&id).and_then(|p| p.last_message_id);
             if let Some(message) = self.visible_message(agent_id, cursor)
@@ -678,13 +810,14 @@ impl Server {
                     .get_mut(&agent_id)
                     .and_then(|a| a.session.as_mut())
                 {
-                    s.parked.remove(&id);
+                    s.parked.retain(|&p| p != id);
                 }
                 let response = ApiResponse::Message(message);
                 self.outputs
                     .push_back(ServerOutput::Respond { id, response });
             }
         }
+        self.refresh_idle(agent_id);
     }
 
     /// Whether the agent's session has room for one more message.
@@ -713,8 +846,9 @@ impl Server {
             .get_mut(&agent_id)
             .and_then(|a| a.session.as_mut())
         {
-            session.parked.remove(&id);
+            session.parked.retain(|&p| p != id);
         }
+        self.refresh_idle(agent_id);
         self.touch_session(now, agent_id);
     }
 

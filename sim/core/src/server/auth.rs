@@ -8,7 +8,7 @@
 //! or is requeued, or when a rotated token's grace period is over and the job rotates again.
 //! This module never logs or formats a token or PAT value into an error message.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,7 +41,7 @@ pub(super) struct TokenEntry {
 /// The token table.
 #[derive(Default)]
 pub(super) struct Tokens {
-    map: BTreeMap<String, TokenEntry>,
+    map: super::fasthash::FastMap<String, TokenEntry>,
 }
 
 impl Tokens {

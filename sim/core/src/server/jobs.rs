@@ -1,6 +1,7 @@
 //! The job queue: admin queueing of synthetic jobs, FIFO assignment to idle agents whose
-//! capabilities meet the demands, the job message, leases and their renewal, requeue on lease
-//! loss, admin cancellation, and completion.
+//! capabilities meet the demands (agents with a long poll parked first, so the job is picked
+//! up at once), the job message, leases and their renewal, requeue on lease loss, admin
+//! cancellation, and completion.
 //!
 //! A job is never lost: it is queued, or active on exactly one agent, or finished. Lease loss
 //! (no renewal by `lockedUntil` + `lease_grace`) counts as agent loss: the job goes back to its
@@ -16,6 +17,7 @@
 //! still running: what the agent reports is kept, even `succeeded` when it finished before it
 //! saw the cancellation.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -365,8 +367,10 @@ impl Server {
     // Assignment
     // -----------------------------------------------------------------------------------------
 
-    /// Assign queued jobs, oldest first, to idle agents (lowest id first) that meet their
-    /// demands. Runs after every input when something changed.
+    /// Assign queued jobs, oldest first, to idle agents that meet their demands: first to
+    /// those with long polls parked (most parked polls first, then lowest id), which receive
+    /// the job at once, then to idle agents between polls (lowest id first), whose job waits
+    /// for their next poll. Runs after every input when something changed.
     pub(super) fn dispatch(&mut self, now: SimTime) {
         if !self.dispatch_pending {
             return;
@@ -379,12 +383,19 @@ impl Server {
             };
             cursor = request_id + 1;
             let job = &self.jobs[&request_id];
-            let Some(idle) = self.idle.get(&job.pool_id) else {
-                continue;
-            };
-            let pick = idle.iter().copied().find(|a| {
+            let fits = |a: &u64| {
                 self.has_message_room(*a)
                     && self.agents.get(a).is_some_and(|r| self.meets(r, &job.spec))
+            };
+            let pool = job.pool_id;
+            let parked = self
+                .ready
+                .range((pool, Reverse(u32::MAX))..=(pool, Reverse(1)))
+                .find_map(|(_, set)| set.iter().find(fits));
+            let pick = parked.or_else(|| {
+                self.idle
+                    .get(&job.pool_id)
+                    .and_then(|set| set.iter().find(fits))
             });
             if let Some(agent_id) = pick {
                 self.assign(now, request_id, agent_id);

@@ -13,14 +13,21 @@
 //!
 //! Module map: `config` (what the server is told), `auth` (PATs, tokens, JWT assertions),
 //! `agents` (pools, agents, sessions, messages, long polls), `jobs` (queue, assignment, leases,
-//! the job message), `plans` (the plan hub and the leak scan).
+//! the job message), `plans` (the plan hub and the leak scan); and the hot-path containers that
+//! keep every per-request cost flat up to a million agents: `timers` (ordered timers plus a
+//! FIFO lane for long-poll holds), `idset` (bitmap id sets for idle and ready agents),
+//! `fasthash` (a fixed hasher for string-keyed lookup tables that are never iterated).
 
 mod agents;
 mod auth;
 pub mod config;
+mod fasthash;
+mod idset;
 mod jobs;
 mod plans;
+mod timers;
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::RngCore as _;
@@ -97,17 +104,27 @@ pub struct Server {
     /// The project GUID every plan's `scopeIdentifier` names.
     scope_identifier: String,
     pools: BTreeMap<u32, String>,
-    agents: BTreeMap<u64, agents::AgentRecord>,
+    agents: agents::AgentTable,
     /// (pool id, lower-case name) → agent id.
     agent_names: BTreeMap<(u32, String), u64>,
     /// OAuth client id → agent id.
-    clients: BTreeMap<String, u64>,
+    clients: fasthash::FastMap<String, u64>,
     next_agent_id: u64,
     /// session id → agent id.
-    sessions: BTreeMap<String, u64>,
+    sessions: fasthash::FastMap<String, u64>,
     /// Agents with a live session, enabled and without a job, per pool: who can take work.
-    idle: BTreeMap<u32, BTreeSet<u64>>,
-    parked: BTreeMap<RequestId, agents::ParkedPoll>,
+    idle: BTreeMap<u32, idset::IdSet>,
+    /// The idle agents of `idle` that have long polls parked right now, per (pool, parked
+    /// polls, most first). A parked poll answers a job the instant it is assigned, so
+    /// dispatch prefers these over agents between polls, whose job would wait for their next
+    /// poll. More parked polls rank first: the real agent parks a keep-alive GET beside its
+    /// main poll and discards the keep-alive's answer, so an agent with both parked is sure to
+    /// take the job now, one with a single parked poll may only have the keep-alive waiting.
+    ready: BTreeMap<(u32, Reverse<u32>), idset::IdSet>,
+    /// Registered agents per pool, kept in step with `agents` so listing pools (every agent's
+    /// configure step does) costs O(pools), not O(agents).
+    pool_sizes: BTreeMap<u32, u32>,
+    parked: fasthash::FastMap<RequestId, agents::ParkedPoll>,
     tokens: auth::Tokens,
     jtis: auth::JtiSet,
     jobs: BTreeMap<u64, jobs::Job>,
@@ -115,12 +132,12 @@ pub struct Server {
     /// job gets its old place back.
     queue: BTreeSet<u64>,
     /// plan id → request id.
-    plans: BTreeMap<String, u64>,
+    plans: fasthash::FastMap<String, u64>,
     /// Finished request ids, oldest first (evicted past `max_finished_jobs`).
     finished: VecDeque<u64>,
     next_request_id: u64,
     next_message_id: u64,
-    timers: BTreeSet<(SimTime, Timer)>,
+    timers: timers::Timers,
     outputs: VecDeque<ServerOutput>,
     events: VecDeque<Event>,
     /// Set when a job or an idle agent appeared since the last dispatch.
@@ -166,22 +183,24 @@ impl Server {
             deployment_id,
             scope_identifier,
             pools,
-            agents: BTreeMap::new(),
+            agents: agents::AgentTable::default(),
             agent_names: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            clients: fasthash::FastMap::default(),
             next_agent_id: 1,
-            sessions: BTreeMap::new(),
+            sessions: fasthash::FastMap::default(),
             idle: BTreeMap::new(),
-            parked: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            pool_sizes: BTreeMap::new(),
+            parked: fasthash::FastMap::default(),
             tokens: auth::Tokens::default(),
             jtis: auth::JtiSet::default(),
             jobs: BTreeMap::new(),
             queue: BTreeSet::new(),
-            plans: BTreeMap::new(),
+            plans: fasthash::FastMap::default(),
             finished: VecDeque::new(),
             next_request_id: 1,
             next_message_id: 1,
-            timers: BTreeSet::new(),
+            timers: timers::Timers::default(),
             outputs: VecDeque::new(),
             events: VecDeque::new(),
             dispatch_pending: false,
@@ -212,7 +231,7 @@ impl Server {
     /// The client of parked request `id` went away: forget it (no answer is produced).
     pub fn handle_disconnect(&mut self, now: SimTime, id: RequestId) {
         if let Some(poll) = self.parked.remove(&id) {
-            self.timers.remove(&(poll.deadline, Timer::PollHold(id)));
+            self.clear_timer(poll.deadline, Timer::PollHold(id));
             self.unpark_from_session(now, poll.agent, id);
         }
     }
@@ -220,16 +239,21 @@ impl Server {
     /// Do everything due at `now`: answer polls whose hold ended, requeue jobs whose lease ran
     /// out, expire idle sessions.
     pub fn handle_timeout(&mut self, now: SimTime) {
-        while let Some(&(at, timer)) = self.timers.first() {
+        while let Some((at, timer)) = self.timers.first() {
             if at > now {
                 break;
             }
             self.timers.pop_first();
             match timer {
+                // A lane entry whose poll was released (and pruned late) is skipped.
+                Timer::PollHold(id) if self.parked.get(&id).is_none_or(|p| p.deadline != at) => {}
                 Timer::PollHold(id) => self.poll_hold_ended(now, id),
                 Timer::LeaseExpiry(request_id) => self.lease_expired(now, request_id),
                 Timer::SessionIdle(agent_id) => self.session_idle(now, agent_id),
             }
+            let parked = &self.parked;
+            self.timers
+                .prune_holds(|at, id| parked.get(&id).is_some_and(|p| p.deadline == at));
         }
         self.dispatch(now);
     }
@@ -250,12 +274,12 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<SimTime> {
-        self.timers.first().map(|&(at, _)| at)
+        self.timers.first().map(|(at, _)| at)
     }
 
     /// The next wake-up with its reason, for traces.
     pub fn next_timer(&self) -> Option<(SimTime, Timer)> {
-        self.timers.first().copied()
+        self.timers.first()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -491,11 +515,16 @@ impl Server {
     }
 
     fn set_timer(&mut self, at: SimTime, timer: Timer) {
-        self.timers.insert((at, timer));
+        self.timers.insert(at, timer);
     }
 
     fn clear_timer(&mut self, at: SimTime, timer: Timer) {
-        self.timers.remove(&(at, timer));
+        self.timers.remove(at, timer);
+        if matches!(timer, Timer::PollHold(_)) {
+            let parked = &self.parked;
+            self.timers
+                .prune_holds(|at, id| parked.get(&id).is_some_and(|p| p.deadline == at));
+        }
     }
 
     /// Record crypto work done (`nanos` measured) or modelled (`nanos` 0).

@@ -2,23 +2,29 @@
 //! own tokio task over real HTTP(S), against the embedded emulator or any compatible target.
 //!
 //! [`run`] does, in order: raise the open-file limit; start the embedded emulator when the
-//! scenario names no target (or read the target's PAT, TLS trust and proxy); load or generate the
-//! agents' RSA keys from the on-disk cache (off the async workers); start the recorder task; start
-//! agents spread over the ramp-up, each with its own seeded RNG stream; start the job generator;
-//! wait for the run's length or the shutdown future (Ctrl-C); stop every agent gracefully (they
-//! delete their sessions, within a drain deadline); then read the emulator's counters (leaked
-//! secrets, requeues) and build the report. An interrupted run still returns everything measured.
+//! scenario names no target — in this process when both ends of the fleet's connections fit in
+//! the limit, otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
+//! target's PAT, TLS trust and proxy; load or generate the agents' RSA keys from the on-disk
+//! cache (off the async workers); start the recorder task; start agents spread over the ramp-up,
+//! each with its own seeded RNG stream; start the job generator (which also cancels the jobs
+//! drawn as canceled); wait for the run's length or the shutdown future (Ctrl-C); stop every
+//! agent gracefully (they delete their sessions, within a drain deadline); then read the target's
+//! job list (to account for every queued job: `jobs.lost`) and the emulator's counters (leaked
+//! secrets, requeues), stop the embedded emulator and build the report. An interrupted run still
+//! returns everything measured.
 //!
-//! Code map: `driver` (one agent's loop), `jobs` (the generator) with `arrivals` (arrival times),
-//! `telemetry` (the recorder task), `progress` (the snapshot a display reads), `setup` (scenario
-//! → component settings), `limits` (RLIMIT_NOFILE).
+//! Code map: `driver` (one agent's loop), `jobs` (the generator, over `fleetsim_scenario::Arrivals`, the arrival times both drivers share),
+//! `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress` (the snapshot a
+//! display reads), `setup` (scenario → component settings), `limits` (RLIMIT_NOFILE), `child`
+//! (the emulator as a child process).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
 //! and when; this module moves their calls, answers, timers and events.
 
-mod arrivals;
+mod child;
 mod driver;
 mod jobs;
+mod ledger;
 pub mod limits;
 pub mod progress;
 pub mod setup;
@@ -34,6 +40,7 @@ use fleetsim_core::agent::Agent;
 use fleetsim_core::api::{ApiRequest, ApiResponse, Credential, EmulatorStats, Request};
 use fleetsim_core::codec;
 use fleetsim_core::event::{CryptoOp, Event, Side};
+use fleetsim_core::proto::TaskAgentJobRequest;
 use fleetsim_core::rng::{self, StreamKind};
 use fleetsim_metrics::{Mode, Recorder, Report, RunMeta};
 use fleetsim_scenario::{ConnectionMode, Scenario};
@@ -42,9 +49,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use arrivals::Arrivals;
+pub use fleetsim_scenario::Arrivals;
 pub use jobs::{GENERATOR_AGENT, GeneratorStats};
-pub use progress::{Phase, Progress, ProgressBoard};
+pub use ledger::JobAccount;
+pub use progress::{Phase, Placement, Progress, ProgressBoard};
 
 use crate::client::{
     ClientError, ClientOptions, DEFAULT_CONNECTIONS_PER_SOURCE, HttpClient, SourceSpread, Target,
@@ -53,12 +61,18 @@ use crate::client::{
 use crate::keycache::{KeyCache, KeyCacheError, KeySet};
 use crate::proxy::{ProxyConfig, ProxyError};
 use crate::server::{self, EmulatorOptions, RunningEmulator, ServeError};
+use child::{ChildEmulator, ChildSpec};
 use driver::{AgentTask, Clock, Transport};
 use jobs::JobGenerator;
+use ledger::JobLedger;
 use telemetry::{EVENT_CHANNEL_CAPACITY, Telemetry};
 
 /// How long agents get to delete their sessions after the run ends, by default.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// Extra drain time per agent: every agent stops at the same instant, and each one whose long
+/// poll was cut needs a new connection to delete its session — 10,000 connects at once overflow
+/// the listen backlog, and the SYN retries take seconds.
+const DRAIN_PER_AGENT: Duration = Duration::from_millis(2);
 /// Descriptors reserved beyond the fleet's connections (emulator, recorder, files, stdio).
 const FD_HEADROOM: u64 = 1_024;
 /// How long the final admin stats call to a remote target may take.
@@ -69,13 +83,16 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RunOptions {
     /// Where the run publishes its progress; `None` = nobody watches.
     pub progress: Option<Arc<ProgressBoard>>,
-    /// After the run ends, how long agents may take to delete their sessions.
+    /// After the run ends, how long agents may take to delete their sessions (the run adds
+    /// 2 ms per agent for large fleets' connection storm at the end).
     pub drain: Duration,
     /// Parallel key-generation jobs (default: the machine's cores).
     pub key_parallelism: Option<usize>,
     /// Feed every event to a `prom::PromSink` (and an embedded emulator's counters to an
     /// `EmulatorSink`): set it after `prom::install`, which makes the sinks export.
     pub prom: bool,
+    /// Where the embedded emulator runs (ignored when the scenario names a target).
+    pub emulator: EmulatorPlacement,
 }
 
 impl Default for RunOptions {
@@ -85,8 +102,23 @@ impl Default for RunOptions {
             drain: DEFAULT_DRAIN,
             key_parallelism: None,
             prom: false,
+            emulator: EmulatorPlacement::Auto,
         }
     }
+}
+
+/// Where to run the embedded emulator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmulatorPlacement {
+    /// In this process when both ends of every connection fit in the descriptor limit (raised
+    /// to the hard limit first), otherwise in a child process.
+    #[default]
+    Auto,
+    /// Always in this process (connections beyond the limit fail; a warning says so).
+    InProcess,
+    /// Always in a child process: this executable run as `serve` (see `fleet::child`). The
+    /// executable must be the `fleetsim` binary.
+    ChildProcess,
 }
 
 /// Why a run could not be carried out (exit code 3 territory). Carries no secrets.
@@ -105,6 +137,9 @@ pub enum FleetError {
     Keys(#[from] KeyCacheError),
     #[error("embedded emulator: {0}")]
     Emulator(#[from] ServeError),
+    /// The embedded emulator's child process could not be started.
+    #[error("embedded emulator: {0}")]
+    ChildEmulator(String),
 }
 
 /// Key-cache figures of the run.
@@ -140,11 +175,16 @@ pub struct RunOutcome {
     pub target_url: String,
     /// The agents ran against the embedded emulator.
     pub embedded: bool,
+    /// Where the embedded emulator ran; `None` for a remote target.
+    pub placement: Option<Placement>,
     /// The proxy the agents went through, as `host:port`, if any.
     pub proxy: Option<String>,
     pub keys: KeyStats,
     pub transport: TransportStats,
     pub generator: GeneratorStats,
+    /// Where every queued job is at the end (the `jobs.lost` check); `None` when the target has
+    /// no admin job list or nothing was queued.
+    pub jobs: Option<JobAccount>,
     /// Things the operator should know (descriptor limits, unsupported settings).
     pub warnings: Vec<String>,
     /// Wall time from start to the end of draining.
@@ -159,6 +199,29 @@ struct Destination {
     tls: Option<TlsTrust>,
     proxy: Option<ProxyConfig>,
     emulator: Option<RunningEmulator>,
+    /// The embedded emulator, when it runs in a child process.
+    child: Option<ChildEmulator>,
+}
+
+impl Destination {
+    /// Where the embedded emulator runs; `None` for a remote target.
+    fn placement(&self) -> Option<Placement> {
+        match (&self.emulator, &self.child) {
+            (Some(_), _) => Some(Placement::InProcess),
+            (None, Some(child)) => Some(Placement::ChildProcess { pid: child.pid }),
+            (None, None) => None,
+        }
+    }
+
+    /// Stop the embedded emulator, wherever it runs.
+    async fn stop_emulator(&mut self) {
+        if let Some(running) = self.emulator.take() {
+            running.handle.shutdown().await;
+        }
+        if let Some(child) = self.child.take() {
+            child.stop().await;
+        }
+    }
 }
 
 /// Run `scenario` live until its length passes or `shutdown` completes, whichever is first.
@@ -178,12 +241,19 @@ pub async fn run(
         p.agents = scenario.fleet.agents;
         p.duration = scenario.run.duration;
     });
-    let dest = destination(scenario).await?;
-    let mut warnings = setting_warnings(scenario);
+    let mut warnings = Vec::new();
+    let in_process = match opts.emulator {
+        EmulatorPlacement::Auto => embedded_fits(scenario, &mut warnings),
+        EmulatorPlacement::InProcess => true,
+        EmulatorPlacement::ChildProcess => false,
+    };
+    let dest = destination(scenario, in_process).await?;
+    board.update(|p| p.emulator = dest.placement());
     let budget = fd_budget(scenario, dest.emulator.is_some(), &mut warnings);
     let agent_config = Arc::new(setup::agent_config(scenario, dest.pat.clone()));
     let http = http_client(&dest, &agent_config).await?;
     let base_path: Arc<str> = Arc::from(http.options().target.base_path.as_str());
+    preflight(&http, &base_path).await?;
 
     tokio::pin!(shutdown);
     let Some(keys) = load_keys(scenario, &opts, &board, &mut shutdown).await? else {
@@ -219,7 +289,7 @@ pub async fn run(
         base_path: &base_path,
         events: &events,
         stop: &stop_rx,
-        drain: opts.drain,
+        drain: drain(scenario, &opts),
         close_keepalive: budget.close_keepalive,
     };
     let mut tasks = fleet.agents(&agent_config, &keys, transport(scenario, &http), &started);
@@ -238,18 +308,26 @@ pub async fn run(
     board.update(|p| p.phase = Phase::Draining);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    let generator = join_generator(generator, opts.drain).await;
+    let generator = join_generator(generator, drain(scenario, &opts)).await;
 
+    // Every agent has stopped: what the target still holds is final for this run.
+    let target_jobs = match generator.pool_id {
+        Some(pool_id) => job_list(&dest, &http, &base_path, pool_id, scenario).await,
+        None => None,
+    };
     let emulator = final_stats(&dest, &http, &base_path, &events).await;
     drop(events);
-    let mut recorder = telemetry.await.unwrap_or_default();
+    let (mut recorder, ledger) = telemetry.await.unwrap_or_default();
     if let Some(stats) = &emulator {
         recorder.set_server_stats(stats.clone());
     }
-    let embedded = dest.emulator.is_some();
-    if let Some(running) = dest.emulator {
-        running.handle.shutdown().await;
+    let jobs = account_jobs(&ledger, target_jobs.as_deref(), &mut warnings);
+    if let Some(account) = &jobs {
+        recorder.set_jobs_lost(account.lost);
     }
+    let placement = dest.placement();
+    let mut dest = dest;
+    dest.stop_emulator().await;
     let mut report = Report::from_recorder(&recorder, run_meta(scenario, &started, measured));
     report.evaluate_thresholds(&scenario.thresholds);
     board.update(|p| p.phase = Phase::Done);
@@ -259,11 +337,13 @@ pub async fn run(
         emulator,
         interrupted,
         target_url: dest.url,
-        embedded,
+        embedded: placement.is_some(),
+        placement,
         proxy: proxy_label(&http, dest.proxy.as_ref()),
         keys: key_stats,
         transport: transport_stats(&http),
         generator,
+        jobs,
         warnings,
         wall: started.wall.elapsed(),
     })
@@ -339,6 +419,7 @@ impl Spawn<'_> {
             ),
             jobs: s.jobs.clone(),
             rng: rng::stream(s.run.seed, StreamKind::Jobs, 1),
+            cancel_rng: rng::stream(s.run.seed, StreamKind::Jobs, 2),
             conn: http.connection(u64::from(s.fleet.agents) * 3),
             base_path: Arc::clone(self.base_path),
             credential: pat_credential(&dest.pat),
@@ -348,6 +429,11 @@ impl Spawn<'_> {
             stop: self.stop.clone(),
         }
     }
+}
+
+/// How long agents get to delete their sessions: the option, plus [`DRAIN_PER_AGENT`].
+fn drain(scenario: &Scenario, opts: &RunOptions) -> Duration {
+    opts.drain + DRAIN_PER_AGENT * scenario.fleet.agents
 }
 
 /// The recorder task for this run.
@@ -368,6 +454,7 @@ fn telemetry(
         warmup: SimTime::ZERO + scenario.run.warmup,
         duration: scenario.run.duration,
         prom: prom.then(|| crate::prom::PromSink::new(scenario.fleet.agents)),
+        ledger: JobLedger::default(),
     }
 }
 
@@ -428,16 +515,17 @@ async fn join_generator(
 /// The outcome of a run stopped while its keys were still being made: nothing ran.
 async fn interrupted_before_start(
     scenario: &Scenario,
-    dest: Destination,
+    mut dest: Destination,
     http: &Arc<HttpClient>,
     started: Started,
     warnings: Vec<String>,
 ) -> RunOutcome {
-    let embedded = dest.emulator.is_some();
-    let emulator = match dest.emulator {
+    let placement = dest.placement();
+    let emulator = match dest.emulator.take() {
         Some(e) => Some(e.handle.shutdown().await),
         None => None,
     };
+    dest.stop_emulator().await;
     let recorder = Recorder::new();
     let report = Report::from_recorder(&recorder, run_meta(scenario, &started, Duration::ZERO));
     RunOutcome {
@@ -446,25 +534,16 @@ async fn interrupted_before_start(
         emulator,
         interrupted: true,
         target_url: dest.url,
-        embedded,
+        embedded: placement.is_some(),
+        placement,
         proxy: proxy_label(http, dest.proxy.as_ref()),
         keys: KeyStats::default(),
         transport: TransportStats::default(),
         generator: GeneratorStats::default(),
+        jobs: None,
         warnings,
         wall: started.wall.elapsed(),
     }
-}
-
-/// Unsupported-setting warnings for the run log.
-fn setting_warnings(scenario: &Scenario) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if scenario.jobs.cancel_rate > 0.0 {
-        warnings.push(
-            "jobs.cancel_rate is ignored in live runs: the emulator has no cancel API".into(),
-        );
-    }
-    warnings
 }
 
 /// `host:port` of the proxy the agents actually go through.
@@ -484,30 +563,50 @@ fn transport_stats(http: &HttpClient) -> TransportStats {
     }
 }
 
-/// Start the embedded emulator, or resolve the scenario's target (PAT, TLS trust, proxy).
-async fn destination(scenario: &Scenario) -> Result<Destination, FleetError> {
+/// Start the embedded emulator (in this process or a child), or resolve the scenario's target
+/// (PAT, TLS trust, proxy).
+async fn destination(scenario: &Scenario, in_process: bool) -> Result<Destination, FleetError> {
     match &scenario.target {
         None => {
             let pat = setup::generate_pat().map_err(FleetError::Pat)?;
             let config = setup::server_config(scenario, &pat);
-            let mut opts = EmulatorOptions::new(([127, 0, 0, 1], 0).into(), config);
-            opts.seed = scenario.run.seed;
             let wanted = scenario.fleet.agents as usize * 3 + 64;
-            opts.max_connections = scenario
+            let max_connections = scenario
                 .server
                 .limits
                 .max_connections
                 .map_or(wanted.max(server::DEFAULT_MAX_CONNECTIONS), |m| {
                     usize::try_from(m).unwrap_or(usize::MAX)
                 });
-            let running = server::start(opts).await?;
+            let (url, emulator, child) = if in_process {
+                let mut opts = EmulatorOptions::new(([127, 0, 0, 1], 0).into(), config);
+                opts.seed = scenario.run.seed;
+                opts.max_connections = max_connections;
+                let running = server::start(opts).await?;
+                (running.base_url.clone(), Some(running), None)
+            } else {
+                let program = std::env::current_exe().map_err(|e| {
+                    FleetError::ChildEmulator(format!("cannot find this executable: {e}"))
+                })?;
+                let spec = ChildSpec {
+                    program,
+                    config,
+                    seed: scenario.run.seed,
+                    max_connections,
+                };
+                let child = ChildEmulator::start(spec)
+                    .await
+                    .map_err(FleetError::ChildEmulator)?;
+                (child.base_url.clone(), None, Some(child))
+            };
             Ok(Destination {
-                url: running.base_url.clone(),
+                url,
                 pool: scenario.pool_name().to_string(),
                 pat,
                 tls: None,
                 proxy: None,
-                emulator: Some(running),
+                emulator,
+                child,
             })
         }
         Some(target) => {
@@ -531,9 +630,34 @@ async fn destination(scenario: &Scenario) -> Result<Destination, FleetError> {
                 tls,
                 proxy,
                 emulator: None,
+                child: None,
             })
         }
     }
+}
+
+/// Whether the embedded emulator fits in this process: both ends of every connection (two held
+/// per agent, plus job connections) within the descriptor limit, raised to the hard limit
+/// first. When not, the emulator runs in a child process and each process needs half.
+fn embedded_fits(scenario: &Scenario, warnings: &mut Vec<String>) -> bool {
+    if scenario.target.is_some() {
+        return true;
+    }
+    let needed = held_descriptors(scenario, 2);
+    match limits::raise_nofile(needed) {
+        Ok(limit) => limit.soft >= needed,
+        Err(e) => {
+            warnings.push(format!("cannot read or raise the open-file limit: {e}"));
+            true
+        }
+    }
+}
+
+/// Descriptors the fleet holds with `ends` ends of each connection in this process: two held
+/// connections per agent, a job connection for up to a fifth of the fleet, and headroom.
+fn held_descriptors(scenario: &Scenario, ends: u64) -> u64 {
+    let agents = u64::from(scenario.fleet.agents);
+    agents * ends * 2 + agents * ends / 5 + FD_HEADROOM
 }
 
 /// How the fleet fits its connections into the descriptor limit.
@@ -553,8 +677,7 @@ struct FdBudget {
 fn fd_budget(scenario: &Scenario, embedded: bool, warnings: &mut Vec<String>) -> FdBudget {
     let ends = if embedded { 2 } else { 1 };
     let agents = u64::from(scenario.fleet.agents);
-    // Two held connections per agent, plus a job connection for up to a fifth of the fleet.
-    let needed = agents * ends * 2 + agents * ends / 5 + FD_HEADROOM;
+    let needed = held_descriptors(scenario, ends);
     let limit = match limits::raise_nofile(needed) {
         Ok(limit) => limit,
         Err(e) => {
@@ -621,6 +744,78 @@ async fn load_keys(
             () = &mut *shutdown => return Ok(None),
         }
     }
+}
+
+/// The target's admin job list of `pool_id` (`None` when it has none, e.g. Azure DevOps).
+async fn job_list(
+    dest: &Destination,
+    http: &Arc<HttpClient>,
+    base_path: &str,
+    pool_id: u32,
+    scenario: &Scenario,
+) -> Option<Vec<TaskAgentJobRequest>> {
+    let request = Request {
+        credential: pat_credential(&dest.pat),
+        call: ApiRequest::ListJobRequests { pool_id },
+    };
+    let wire = codec::encode_request(&request, base_path);
+    // A slot of its own past the agents' and the generator's.
+    let mut conn = http.connection(u64::from(scenario.fleet.agents) * 3 + 1);
+    let resp = tokio::time::timeout(STATS_TIMEOUT, conn.send(&wire))
+        .await
+        .ok()?
+        .ok()?;
+    match codec::decode_response(&request.call, &resp) {
+        ApiResponse::JobRequests(list) => Some(list.value),
+        _ => None,
+    }
+}
+
+/// Account for every queued job (see `ledger`), with warnings for lost jobs and for a check
+/// that could not be made.
+fn account_jobs(
+    ledger: &JobLedger,
+    target_jobs: Option<&[TaskAgentJobRequest]>,
+    warnings: &mut Vec<String>,
+) -> Option<JobAccount> {
+    if ledger.outstanding().is_empty() && !ledger.overflowed() {
+        // Every queued job was seen to end: nothing to look up.
+        return Some(ledger.reconcile(&[]));
+    }
+    if ledger.overflowed() {
+        warnings.push(format!(
+            "jobs.lost not checked: more than {} jobs to track",
+            ledger::MAX_TRACKED
+        ));
+        return None;
+    }
+    let Some(target_jobs) = target_jobs else {
+        warnings.push("jobs.lost not checked: the target has no admin job list".to_string());
+        return None;
+    };
+    let account = ledger.reconcile(target_jobs);
+    if account.lost > 0 {
+        warnings.push(format!(
+            "{} jobs lost: queued, never seen to end, unknown to the target (e.g. request ids \
+             {:?})",
+            account.lost, account.lost_examples
+        ));
+    }
+    Some(account)
+}
+
+/// One anonymous discovery call before any agent starts: a target that cannot be reached (no
+/// listener, TLS refused, proxy refused) makes the run impossible (exit 3), rather than a run of
+/// agents retrying against nothing that would pass thresholds that do not mention errors. Any
+/// HTTP answer, even an error status, proves the target is there.
+async fn preflight(http: &Arc<HttpClient>, base_path: &str) -> Result<(), FleetError> {
+    let request = Request {
+        credential: Credential::Anonymous,
+        call: ApiRequest::ConnectionData,
+    };
+    let wire = codec::encode_request(&request, base_path);
+    http.connection(0).send(&wire).await?;
+    Ok(())
 }
 
 /// The emulator's counters at the end: the embedded one directly (plus its crypto totals as

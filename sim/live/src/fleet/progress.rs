@@ -28,6 +28,27 @@ pub enum Phase {
     Done,
 }
 
+/// Where the embedded emulator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// In the fleet's own process.
+    InProcess,
+    /// In a child process (`fleetsim serve`), because the fleet's connections would not fit
+    /// in one process's descriptor limit twice.
+    ChildProcess { pid: u32 },
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::InProcess => f.write_str("embedded emulator in this process"),
+            Placement::ChildProcess { pid } => {
+                write!(f, "embedded emulator in child process {pid}")
+            }
+        }
+    }
+}
+
 /// A snapshot of a running fleet.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Progress {
@@ -50,6 +71,8 @@ pub struct Progress {
     /// Job pickup latency so far (enqueued → agent holds the message).
     pub pickup_p50: Option<Duration>,
     pub pickup_p99: Option<Duration>,
+    /// Where the embedded emulator runs; `None` for a remote target (or not started yet).
+    pub emulator: Option<Placement>,
 }
 
 impl Progress {
@@ -65,9 +88,18 @@ impl Progress {
     pub fn line(&self) -> String {
         let mut line = String::with_capacity(160);
         match self.phase {
-            Phase::Starting => line.push_str("starting"),
+            Phase::Starting => {
+                line.push_str("starting");
+                if let Some(placement) = self.emulator {
+                    let _ = write!(line, " ({placement})");
+                }
+                return line;
+            }
             Phase::Keys { done, total } => {
                 let _ = write!(line, "keys {done}/{total}");
+                if let Some(placement) = self.emulator {
+                    let _ = write!(line, " | {placement}");
+                }
                 return line;
             }
             Phase::Running => {
@@ -105,6 +137,9 @@ impl Progress {
                 p50.as_secs_f64(),
                 p99.as_secs_f64()
             );
+        }
+        if let Some(Placement::ChildProcess { pid }) = self.emulator {
+            let _ = write!(line, " | emulator pid {pid}");
         }
         line
     }
@@ -163,5 +198,13 @@ mod tests {
         );
         board.update(|p| p.phase = Phase::Keys { done: 3, total: 10 });
         assert_eq!(board.snapshot().line(), "keys 3/10");
+        board.update(|p| {
+            p.phase = Phase::Starting;
+            p.emulator = Some(Placement::ChildProcess { pid: 42 });
+        });
+        assert_eq!(
+            board.snapshot().line(),
+            "starting (embedded emulator in child process 42)"
+        );
     }
 }

@@ -12,7 +12,8 @@
 //! picked up before it (their other events are skipped by request id, with a bounded memory of
 //! ids). A job queued just before the boundary whose pickup reaches the recorder first stays a
 //! pending half in the recorder: a window of milliseconds, counted, never a wrong latency.
-//! Agent-state and crypto events always count.
+//! Agent-state and crypto events always count. Every job event, warm-up or not, also goes into
+//! the [`JobLedger`] that accounts for lost jobs at the end.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::driver::Clock;
+use super::ledger::JobLedger;
 use super::progress::{Phase, ProgressBoard};
 
 /// Events waiting for the recorder at most; senders wait beyond it.
@@ -48,11 +50,13 @@ pub(crate) struct Telemetry {
     /// The Prometheus exporter's view: every event, warm-up included (a live dashboard shows
     /// the warm-up too; the report leaves it out).
     pub(crate) prom: Option<crate::prom::PromSink>,
+    /// Every job's queueing and end, for the lost-jobs check.
+    pub(crate) ledger: JobLedger,
 }
 
 impl Telemetry {
-    /// Record until every sender is gone, then hand the recorder back.
-    pub(crate) async fn run(mut self) -> Recorder {
+    /// Record until every sender is gone, then hand the recorder and the job ledger back.
+    pub(crate) async fn run(mut self) -> (Recorder, JobLedger) {
         let mut warmup_jobs: HashSet<u64> = HashSet::new();
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(PUBLISH_EVERY);
@@ -65,6 +69,7 @@ impl Telemetry {
                         break;
                     }
                     for ev in batch.drain(..) {
+                        self.ledger.record(&ev);
                         if let Some(sink) = &mut self.prom {
                             sink.observe(&ev);
                         }
@@ -77,7 +82,7 @@ impl Telemetry {
             }
         }
         self.publish(&mut last);
-        self.recorder
+        (self.recorder, self.ledger)
     }
 
     fn publish(&self, last: &mut (Instant, u64)) {

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A 10,000-agent steady run against the embedded emulator, with the CPU and RSS of the fleet
+# process and of the emulator (which `fleetsim run` moves to a child process when both ends of
+# the fleet's connections do not fit in the open-file limit; with 20,000 descriptors they do not).
+#
+#   scripts/bench/fleet10k.sh                 # 10,000 agents, 20 jobs/s, 8 min (2 ramp + 3 warm-up)
+#   AGENTS=2000 DURATION=4m scripts/bench/fleet10k.sh
+#
+# Knobs (environment): AGENTS, RATE (jobs/s), DURATION, WARMUP, RAMP, OUT (output directory),
+# SAMPLE (seconds between samples), SKIP_BUILD=1 (use the release binary as built). Prints the exact command, then the figures: agents, CPU %
+# (100 % = one core) and RSS of both processes averaged over the measured window (after ramp-up
+# and warm-up), requests/s and job pickup p50/p99 from the report. Samples go to $OUT/samples.csv,
+# the report to $OUT/report.json, progress lines to $OUT/run.log.
+#
+# Measured 2026-11-26 on the 2-core / 24 GiB build machine (shared with other builds, load ~5),
+# release build, fd limit 20,000 (so the emulator ran as a child process; keep-alive connections
+# closed between polls), 1,000 cached keys, two runs of the default command:
+#   agents 10,000 · requests 4,988–5,049/s · pickup p50 24–52 ms, p99 0.70–1.21 s · 0 errors · lost 0
+#   fleet process:    CPU 43–44 % of one core (mean over 180–480 s), RSS max 739–755 MB
+#   emulator process: CPU 32 % of one core,                         RSS max 1.32–1.33 GB
+# (the emulator keeps its last 10,000 finished jobs with their logs and artifacts: most of its RSS)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+AGENTS=${AGENTS:-10000}
+RATE=${RATE:-20}
+DURATION=${DURATION:-8m}
+WARMUP=${WARMUP:-3m}
+RAMP=${RAMP:-2m}
+SAMPLE=${SAMPLE:-5}
+OUT=${OUT:-$(mktemp -d /tmp/fleet10k.XXXXXX)}
+mkdir -p "$OUT"
+
+secs() { # 90s, 3m, 1h → seconds
+  local v=$1
+  case $v in
+    *h) echo $(( ${v%h} * 3600 )) ;;
+    *m) echo $(( ${v%m} * 60 )) ;;
+    *s) echo "${v%s}" ;;
+    *) echo "$v" ;;
+  esac
+}
+
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet -p fleetsim
+BIN=${CARGO_TARGET_DIR:-target}/release/fleetsim
+
+CMD=("$BIN" run scenarios/steady.toml
+  --set "fleet.agents=$AGENTS" --set "jobs.rate_per_s=$RATE"
+  --set "run.duration=\"$DURATION\"" --set "run.warmup=\"$WARMUP\"" --set "fleet.ramp_up=\"$RAMP\""
+  --out "$OUT/report.json")
+echo "command: ${CMD[*]}"
+
+"${CMD[@]}" >"$OUT/summary.txt" 2>"$OUT/run.log" &
+FLEET=$!
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+echo "t_s,fleet_cpu_pct,fleet_rss_mb,emulator_cpu_pct,emulator_rss_mb" >"$OUT/samples.csv"
+start=$(date +%s.%N)
+prev_t=$start
+prev_f=$(cpu_ticks "$FLEET")
+prev_e=0
+EMU=""
+while kill -0 "$FLEET" 2>/dev/null; do
+  sleep "$SAMPLE"
+  [ -z "$EMU" ] && EMU=$(pgrep -P "$FLEET" -f ' serve ' | head -n1 || true) && prev_e=$( [ -n "$EMU" ] && cpu_ticks "$EMU" || echo 0)
+  now=$(date +%s.%N)
+  f=$(cpu_ticks "$FLEET"); e=$( [ -n "$EMU" ] && cpu_ticks "$EMU" || echo 0)
+  awk -v t="$now" -v t0="$start" -v pt="$prev_t" -v f="$f" -v pf="$prev_f" -v e="$e" -v pe="$prev_e" \
+      -v hz="$TICK" -v fr="$(rss_kb "$FLEET")" -v er="$( [ -n "$EMU" ] && rss_kb "$EMU" || echo 0)" \
+      'BEGIN { dt = t - pt; printf "%.0f,%.1f,%.1f,%.1f,%.1f\n", t - t0,
+               100 * (f - pf) / hz / dt, fr / 1024, 100 * (e - pe) / hz / dt, er / 1024 }' \
+      >>"$OUT/samples.csv"
+  prev_t=$now; prev_f=$f; prev_e=$e
+done
+set +e
+wait "$FLEET"
+code=$?
+set -e
+
+# The measured window: after ramp-up and warm-up, before the run's end (drain excluded).
+from=$(( $(secs "$RAMP") > $(secs "$WARMUP") ? $(secs "$RAMP") : $(secs "$WARMUP") ))
+to=$(secs "$DURATION")
+echo "exit code $code; emulator pid ${EMU:-in-process}; outputs in $OUT"
+grep -m1 -o 'embedded emulator in [a-z ]*[0-9]*' "$OUT/summary.txt" || true
+awk -F, -v from="$from" -v to="$to" 'NR > 1 && $1 >= from && $1 <= to + 5 {
+    n++; fc += $2; ec += $4; if ($3 > fm) fm = $3; if ($5 > em) em = $5 }
+  END { if (n) printf "window %ss–%ss (%d samples): fleet CPU %.0f%% RSS max %.0f MB · emulator CPU %.0f%% RSS max %.0f MB\n",
+        from, to, n, fc / n, fm, ec / n, em }' "$OUT/samples.csv"
+jq -r --arg agents "$AGENTS" '"agents \($agents) · requests \(.requests.count) at \(.requests.rate_per_s | floor)/s · " +
+  "pickup p50 \(.job_pickup.latency_s.p50 * 1000 | floor) ms p99 \(.job_pickup.latency_s.p99 * 1000 | floor) ms · " +
+  "jobs queued \(.jobs.queued) ok \(.jobs.succeeded) failed \(.jobs.failed) lost \(.jobs.lost) · errors \(.errors.count)"' \
+  "$OUT/report.json"

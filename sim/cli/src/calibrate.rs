@@ -1,0 +1,120 @@
+//! `fleetsim calibrate` and `--profile`: the CLI side of calibration. It parses the flags,
+//! runs `fleetsim_live::calibrate` on a tokio runtime, prints what was measured and saves the
+//! profile; and it loads a profile into scenario overrides for `simulate` and `plan`.
+//!
+//! It never measures by itself and never decides the model; `fleetsim_live::calibrate` and
+//! `fleetsim_scenario::profile` do.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use fleetsim_core::dist::{format_duration, parse_duration};
+use fleetsim_live::calibrate::{CalibrateOptions, calibrate};
+use fleetsim_scenario::Profile;
+
+use crate::args::CalibrateArgs;
+use crate::{Failure, exit};
+
+/// `overrides` with the profile at `path` in front (see `Profile::apply`).
+pub fn with_profile(path: &Path, overrides: &[String]) -> Result<Vec<String>, Failure> {
+    let profile = Profile::load(path)
+        .map_err(|e| Failure::usage(anyhow!("--profile {}: {e}", path.display())))?;
+    profile
+        .apply(overrides)
+        .map_err(|e| Failure::usage(anyhow!("--profile {}: {e}", path.display())))
+}
+
+/// `fleetsim calibrate`.
+pub fn run(args: CalibrateArgs) -> Result<u8, Failure> {
+    let dur = |flag: &str, v: &str| -> Result<Duration, Failure> {
+        parse_duration(v).map_err(|e| Failure::usage(anyhow!("{flag}: {e}")))
+    };
+    let opts = CalibrateOptions {
+        target: args.target.clone(),
+        pat_env: args.pat_env.clone(),
+        agents: args.agents,
+        duration: dur("--duration", &args.duration)?,
+        step: dur("--step", &args.step)?,
+        max_concurrency: args.max_concurrency,
+        seed: args.seed,
+    };
+    // Options are checked before the runtime starts, so usage errors exit 2.
+    fleetsim_live::calibrate::low_load_scenario(&opts)
+        .map_err(|e| Failure::usage(anyhow!("{e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::run(anyhow!("cannot start the async runtime: {e}")))?;
+    println!(
+        "calibrating {} (ramp steps of {}, up to {} clients; then {} agents for {})",
+        opts.target.as_deref().unwrap_or("the embedded emulator"),
+        format_duration(opts.step),
+        opts.max_concurrency,
+        opts.agents,
+        format_duration(opts.duration)
+    );
+    let cal = rt.block_on(calibrate(&opts)).map_err(|e| match e {
+        fleetsim_live::calibrate::CalibrateError::Options(m) => Failure::usage(anyhow!(m)),
+        other => Failure::run(anyhow!(other).context("the calibration could not be carried out")),
+    })?;
+    print!("{}", render(&cal.profile));
+    cal.profile
+        .save(&args.out, &generated())
+        .map_err(|e| Failure::run(anyhow!(e)))?;
+    println!("  profile → {}", args.out.display());
+    Ok(exit::OK)
+}
+
+/// What the terminal shows: the ramp, the derived workers, the per-operation round trips.
+pub fn render(p: &Profile) -> String {
+    let s = &p.saturation;
+    let mut out = format!("\n  saturation ramp ({})\n", s.probe);
+    out.push_str("    clients   throughput/s   mean latency   errors\n");
+    for r in &s.ramp {
+        out.push_str(&format!(
+            "    {:>7}   {:>12.1}   {:>11.3}ms   {:>6}\n",
+            r.concurrency,
+            r.throughput_per_s,
+            r.mean_latency_s * 1e3,
+            r.errors
+        ));
+    }
+    out.push_str(&format!(
+        "  X_max {:.1}/s at {} clients, E[S] {:.3}ms → busy workers {:.2}",
+        s.throughput_per_s,
+        s.concurrency,
+        s.low_load_latency_s * 1e3,
+        s.busy_workers
+    ));
+    for st in &p.stations {
+        out.push_str(&format!(
+            " → station {:?}: {} workers\n",
+            st.name, st.workers
+        ));
+    }
+    out.push_str(
+        "\n  low-load round trips\n    operation              count     p50 ms     p90 ms\n",
+    );
+    for (name, m) in &p.operations {
+        out.push_str(&format!(
+            "    {name:<20} {:>7}   {:>8.3}   {:>8.3}\n",
+            m.count,
+            m.p50_s * 1e3,
+            m.p90_s * 1e3
+        ));
+    }
+    out
+}
+
+/// The profile's comment: when it was written (UTC), the only date-bearing text in the file.
+fn generated() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    format!(
+        "fleetsim {}, {}",
+        env!("CARGO_PKG_VERSION"),
+        fleetsim_core::codec::text::iso8601_utc(ms)
+    )
+}

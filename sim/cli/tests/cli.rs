@@ -1,0 +1,304 @@
+//! The `fleetsim` binary as a user runs it: exit codes (0 ok, 1 gate failed, 2 invalid usage or
+//! scenario, 3 the run could not be carried out), the reports a run writes, and the Prometheus
+//! endpoint that keeps serving the final values while it lingers. Live runs here are short (a
+//! few agents for a few seconds against the embedded emulator on 127.0.0.1).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetsim");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A scratch directory of its own per test (tests run in parallel).
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetsim-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn fleetsim(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("fleetsim runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A live scenario small enough for a test: 3 agents, jobs every half second, 5 s.
+fn tiny_scenario(dir: &Path, thresholds: &str) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    let body = format!(
+        r#"[run]
+name = "cli-test"
+duration = "5s"
+seed = 7
+
+[fleet]
+agents = 3
+ramp_up = "1s"
+
+[jobs]
+rate_per_s = 2.0
+duration = {{ dist = "constant", value = "500ms" }}
+log_lines_per_s = 10
+secrets = 1
+secret_lines = 2
+
+[server]
+long_poll_hold = "2s"
+
+[thresholds]
+{thresholds}
+"#
+    );
+    std::fs::write(&path, body).expect("write scenario");
+    path
+}
+
+// Goal: a run that meets its thresholds exits 0 and writes every report it was asked for, each
+// in its format (JSON report with the operations, JUnit with one case per threshold, HTML).
+#[test]
+fn passing_run_exits_0_and_writes_every_report() {
+    let dir = scratch("pass");
+    let scenario = tiny_scenario(
+        &dir,
+        "\"jobs.lost\" = \"== 0\"\n\"errors.rate\" = \"< 5%\"\n",
+    );
+    let (json, junit, html) = (dir.join("r.json"), dir.join("r.xml"), dir.join("r.html"));
+    let out = fleetsim(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        json.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("report is JSON");
+    assert_eq!(report["schema_version"], 1);
+    let ops = report["operations"].as_object().expect("operations");
+    for op in [
+        "register",
+        "token_exchange",
+        "session_create",
+        "poll_message",
+    ] {
+        assert!(
+            ops.contains_key(op),
+            "operation {op} missing from {:?}",
+            ops.keys()
+        );
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase").count(), 2, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && !page.contains("src=\"http"),
+        "self-contained HTML"
+    );
+}
+
+// Goal: a threshold the run cannot meet fails the gate: exit 1, the JUnit case fails, and the
+// summary names the threshold.
+#[test]
+fn failing_threshold_exits_1() {
+    let dir = scratch("fail");
+    let scenario = tiny_scenario(&dir, "\"job_pickup.p50\" = \"< 1us\"\n");
+    let junit = dir.join("r.xml");
+    let out = fleetsim(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--quiet",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("job_pickup.p50"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(&junit)
+            .unwrap()
+            .contains("<failure")
+    );
+}
+
+// Goal: bad input is exit 2 with a message a person can act on: a scenario problem points at
+// file:line:col, a misspelt metric in a threshold is an error (not a silent pass), and a bad
+// flag value names the flag.
+#[test]
+fn invalid_scenarios_and_flags_exit_2_with_positions() {
+    let dir = scratch("invalid");
+    let scenario = tiny_scenario(&dir, "\"job_pikup.p99\" = \"< 5s\"\n");
+    let out = fleetsim(&["validate", scenario.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let body = std::fs::read_to_string(&scenario).unwrap();
+    let line = 1 + body.lines().position(|l| l.contains("job_pikup")).unwrap();
+    assert!(
+        stderr.contains(&format!("tiny.toml:{line}:")) && stderr.contains("job_pikup"),
+        "{stderr}"
+    );
+
+    let out = fleetsim(&[
+        "run",
+        "scenarios/quickstart.toml",
+        "--set",
+        "fleet.agents=-3",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fleet.agents"));
+
+    let out = fleetsim(&[
+        "run",
+        "scenarios/quickstart.toml",
+        "--metrics-linger",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--metrics-linger"));
+
+    let out = fleetsim(&["compare", "/nonexistent/a.json", "/nonexistent/b.json"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// Goal: a target that is not there is "the run could not be carried out", exit 3, not a
+// threshold failure.
+#[test]
+fn unreachable_target_exits_3() {
+    let dir = scratch("unreachable");
+    let scenario = tiny_scenario(&dir, "");
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--quiet",
+            "--target",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .env("FLEETSIM_PAT", "cli-test-pat")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+// Goal: `--metrics-addr` serves Prometheus text during the run and, with `--metrics-linger`,
+// keeps the final values after it (the summary says where and for how long): operations,
+// pickup histogram buckets, build info, and the embedded emulator's series.
+#[test]
+fn metrics_endpoint_serves_the_final_values_while_it_lingers() {
+    let dir = scratch("metrics");
+    let scenario = tiny_scenario(&dir, "");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--quiet",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--metrics-linger",
+            "20s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut url = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("metrics stay on http://").nth(1) {
+            url = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+    }
+    let url = url.expect("the summary names the lingering endpoint");
+    let (addr, path) = url.split_once('/').unwrap();
+    let body = http_get(addr, &format!("/{path}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    for needle in [
+        "fleetsim_build_info{",
+        "role=\"fleet\"",
+        "fleetsim_operations_total{operation=\"register\",outcome=\"ok\"} 3",
+        "fleetsim_job_pickup_duration_seconds_bucket{le=",
+        "fleetsim_emulator_requests_total{",
+        "# HELP fleetsim_jobs_total",
+    ] {
+        assert!(body.contains(needle), "{needle} missing from:\n{body}");
+    }
+    assert!(!body.contains("quantile="), "histograms, never summaries");
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("metrics endpoint accepts");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+// Goal: `simulate` runs the same scenario file in virtual time and reports the engine figures.
+#[test]
+fn simulate_quickstart_exits_0_with_engine_figures() {
+    let dir = scratch("simulate");
+    let json = dir.join("sim.json");
+    let out = fleetsim(&[
+        "simulate",
+        "scenarios/quickstart.toml",
+        "--quiet",
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["engine"]["events"].as_u64().unwrap() > 1_000);
+    assert!(report["trace_hash"].is_string());
+}

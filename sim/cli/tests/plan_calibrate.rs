@@ -1,0 +1,335 @@
+//! `fleetsim plan` and `fleetsim calibrate` through the binary: a sweep's rows come back in value
+//! order, `--find-max` brackets a known answer, bad flags exit 2 with a clear message, and a
+//! simulation calibrated against the embedded emulator predicts a live run of the same fleet.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fleetsim_metrics::Report;
+
+/// One test at a time: the simulations use both cores, and the calibration measures
+/// throughput, which a neighbouring test would steal.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A private scratch directory per test: removed when the test passes, kept for inspection
+/// when it fails.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("fleetsim-plan-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    Scratch(dir)
+}
+
+fn fleetsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p.display().to_string()
+}
+
+/// D/D/4 in virtual time: constant arrivals, 20 s jobs, 4 agents that poll again at once.
+/// Waiting starts when λ·20 s exceeds 4 busy agents, i.e. above 0.2 jobs/s (a little below,
+/// since an agent spends a few calls between jobs).
+const DD4: &str = r#"
+[run]
+duration = "10m"
+warmup = "1m"
+
+[fleet]
+agents = 4
+
+[jobs]
+rate_per_s = 0.1
+arrival = "constant"
+duration = "20s"
+steps = 1
+log_lines_per_s = 0
+
+[agent]
+empty_poll_gap = "0s"
+
+[thresholds]
+"job_pickup.p99" = "< 2s"
+"#;
+
+#[test]
+fn a_sweep_gives_one_row_per_value_in_the_order_given() {
+    let _serial = serial();
+    // Goal: the table, the CSV and the SVG hold every value once, in the order of --vary (not
+    // the order threads finished), and heavier load shows as a longer p99 pickup.
+    let dir = scratch("sweep");
+    let scenario = write(&dir, "dd4.toml", DD4);
+    let csv = dir.join("plan.csv").display().to_string();
+    let svg = dir.join("plan.svg").display().to_string();
+    let out = fleetsim(&[
+        "plan",
+        &scenario,
+        "--vary",
+        "jobs.rate_per_s=0.1,0.3,0.05",
+        "--csv",
+        &csv,
+        "--svg",
+        &svg,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("pickup p99"), "{}", text(&out));
+    let csv = std::fs::read_to_string(&csv).expect("csv written");
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let values: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(values, ["0.1", "0.3", "0.05"], "{csv}");
+    // passed is column 6: 0.1 and 0.05 keep up, 0.3 jobs/s overloads four 20 s agents.
+    let passed: Vec<&str> = rows.iter().map(|r| r[6]).collect();
+    assert_eq!(passed, ["true", "false", "true"], "{csv}");
+    let svg = std::fs::read_to_string(&svg).expect("svg written");
+    assert_eq!(svg.matches("<circle").count(), 3);
+}
+
+#[test]
+fn find_max_brackets_the_known_capacity() {
+    let _serial = serial();
+    // Goal: the search returns a passing rate just below the D/D/4 capacity (0.2 jobs/s) and a
+    // failing one just above what passes, within its run budget, using two threads.
+    let dir = scratch("findmax");
+    let scenario = write(&dir, "dd4.toml", DD4);
+    let out = fleetsim(&[
+        "plan",
+        &scenario,
+        "--find-max",
+        "jobs.rate_per_s",
+        "--lo",
+        "0.05",
+        "--hi",
+        "0.4",
+        "--runs",
+        "10",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("largest passing"))
+        .unwrap_or_else(|| panic!("no answer line\n{}", text(&out)));
+    // "largest passing jobs.rate_per_s = B (fails at F; N runs)"
+    let num = |after: &str| -> f64 {
+        let rest = &line[line.find(after).expect("field") + after.len()..];
+        let end = rest.find([' ', ';', ')']).unwrap_or(rest.len());
+        rest[..end].parse().expect("a number")
+    };
+    let (best, fails) = (num("= "), num("fails at "));
+    assert!(best < fails, "{line}");
+    assert!((0.15..=0.2).contains(&best), "{line}");
+    assert!(
+        fails - best <= 0.01 + 1e-9,
+        "bracket closes to 1% of --hi: {line}"
+    );
+}
+
+#[test]
+fn bad_plan_flags_exit_2_with_a_clear_message() {
+    // Goal: malformed --vary, a missing --lo, an inverted bracket and a bad threshold are usage
+    // errors (exit 2) whose message names the flag and shows the right form.
+    let dir = scratch("badflags");
+    let scenario = write(&dir, "dd4.toml", DD4);
+    let cases: [(&[&str], &str); 5] = [
+        (&["--vary", "fleet.agents"], "expected KEY=V1,V2"),
+        (&["--vary", "fleet.agents=1,,3"], "empty value"),
+        (&["--find-max", "fleet.agents", "--hi", "9"], "--lo"),
+        (
+            &["--find-max", "jobs.rate_per_s", "--lo", "3", "--hi", "1"],
+            "must be below",
+        ),
+        (
+            &["--vary", "fleet.agents=2", "--threshold", "pickup < 5s"],
+            "--threshold",
+        ),
+    ];
+    for (flags, wanted) in cases {
+        let mut args = vec!["plan", scenario.as_str()];
+        args.extend_from_slice(flags);
+        let out = fleetsim(&args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}\n{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(wanted),
+            "{flags:?} wants {wanted:?}\n{}",
+            text(&out)
+        );
+    }
+    let out = fleetsim(&[
+        "simulate",
+        &scenario,
+        "--profile",
+        &dir.join("none.toml").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--profile"));
+}
+
+/// The live run and its simulation: a small fleet with short jobs against the embedded emulator.
+const VALIDATION: &str = r#"
+[run]
+name = "calibration-check"
+duration = "20s"
+warmup = "4s"
+seed = 7
+
+[fleet]
+agents = 12
+ramp_up = "2s"
+
+[jobs]
+rate_per_s = 1.5
+duration = { dist = "uniform", min = "2s", max = "4s" }
+steps = 2
+log_lines_per_s = 10
+artifact_bytes = "4KiB"
+
+[server]
+long_poll_hold = "5s"
+"#;
+
+fn relative_error(predicted: f64, measured: f64) -> f64 {
+    if measured == 0.0 {
+        if predicted == 0.0 { 0.0 } else { f64::INFINITY }
+    } else {
+        (predicted - measured) / measured
+    }
+}
+
+#[test]
+fn a_calibrated_simulation_predicts_a_live_run() {
+    let _serial = serial();
+    // Goal: calibrate against the embedded emulator, run the same 12-agent scenario live and
+    // in virtual time with the profile, and hold the prediction to loose bounds: request
+    // throughput and job throughput within 25%, median pickup within 0.5 s. The errors are
+    // printed (run with --nocapture); docs/PLANNING.md gives release-build figures.
+    let dir = scratch("calibrate");
+    let profile = dir.join("profile.toml").display().to_string();
+    let out = fleetsim(&[
+        "calibrate",
+        "--agents",
+        "8",
+        "--duration",
+        "8s",
+        "--step",
+        "200ms",
+        "--max-concurrency",
+        "8",
+        "--out",
+        &profile,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written = std::fs::read_to_string(&profile).expect("profile written");
+    assert!(written.contains("[[stations]]"), "{written}");
+
+    let scenario = write(&dir, "check.toml", VALIDATION);
+    let live_json = dir.join("live.json").display().to_string();
+    let sim_json = dir.join("sim.json").display().to_string();
+    let out = fleetsim(&["run", &scenario, "--quiet", "--out", &live_json]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = fleetsim(&[
+        "simulate",
+        &scenario,
+        "--quiet",
+        "--profile",
+        &profile,
+        "--out",
+        &sim_json,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let read = |p: &str| {
+        Report::read_json(std::io::BufReader::new(
+            std::fs::File::open(p).expect("report written"),
+        ))
+        .expect("a report")
+    };
+    let (live, sim) = (read(&live_json), read(&sim_json));
+    let jobs_rate = |r: &Report| r.jobs.succeeded as f64 + r.jobs.failed as f64;
+    let rows = [
+        (
+            "requests/s",
+            sim.requests.rate_per_s,
+            live.requests.rate_per_s,
+        ),
+        ("jobs finished", jobs_rate(&sim), jobs_rate(&live)),
+        (
+            "pickup p50 s",
+            sim.job_pickup.latency_s.p50,
+            live.job_pickup.latency_s.p50,
+        ),
+        (
+            "pickup p99 s",
+            sim.job_pickup.latency_s.p99,
+            live.job_pickup.latency_s.p99,
+        ),
+    ];
+    println!("calibrated prediction vs live (12 agents, 20 s, embedded emulator):");
+    for (what, predicted, measured) in rows {
+        // Pickups are often 0 in the simulation (a parked poll answers at once): an absolute
+        // difference says more than a relative one there.
+        let error = if what.starts_with("pickup") {
+            format!("Δ {:+.3} s", predicted - measured)
+        } else {
+            format!("{:+.1}%", relative_error(predicted, measured) * 100.0)
+        };
+        println!("  {what:<14} predicted {predicted:>10.4}  live {measured:>10.4}  error {error}");
+    }
+    let tput = relative_error(sim.requests.rate_per_s, live.requests.rate_per_s);
+    assert!(
+        tput.abs() <= 0.25,
+        "request throughput off by {:.1}%",
+        tput * 100.0
+    );
+    let jobs = relative_error(jobs_rate(&sim), jobs_rate(&live));
+    assert!(
+        jobs.abs() <= 0.25,
+        "job throughput off by {:.1}%",
+        jobs * 100.0
+    );
+    let p50 = (sim.job_pickup.latency_s.p50 - live.job_pickup.latency_s.p50).abs();
+    assert!(p50 <= 0.5, "pickup p50 off by {p50:.3} s");
+}
