@@ -302,3 +302,55 @@ fn simulate_quickstart_exits_0_with_engine_figures() {
     assert!(report["engine"]["events"].as_u64().unwrap() > 1_000);
     assert!(report["trace_hash"].is_string());
 }
+
+// Goal: when the emulator runs in a child process (big fleets, or `--emulator-process`), its own
+// series are still exported — by the child, on the port after `--metrics-addr` — so the
+// emulator dashboard fills; the fleet's series stay on `--metrics-addr`.
+#[test]
+fn child_emulator_exports_its_metrics_on_the_next_port() {
+    let dir = scratch("child-metrics");
+    let scenario = tiny_scenario(&dir, "");
+    let port = free_port_pair();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--quiet",
+            "--emulator-process",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let emulator = format!("127.0.0.1:{}", port + 1);
+    let mut seen = None;
+    // Poll until the child's exporter has counted the agents, or the run is over.
+    while child.try_wait().unwrap().is_none() {
+        if TcpStream::connect(&emulator).is_ok() {
+            let body = http_get(&emulator, "/metrics");
+            if body.contains("fleetsim_emulator_registered_agents 3") {
+                seen = Some(body);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = seen.expect("the child emulator served its metrics on the next port");
+    assert!(body.contains("role=\"emulator\""), "{body}");
+}
+
+/// A port P with P and P + 1 both free on 127.0.0.1 just now.
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two adjacent free ports on 127.0.0.1");
+}

@@ -66,6 +66,8 @@ pub(crate) struct ChildSpec {
     pub(crate) config: ServerConfig,
     pub(crate) seed: u64,
     pub(crate) max_connections: usize,
+    /// Where the child serves its own Prometheus metrics (`serve --metrics-addr`), if anywhere.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ChildEmulator {
@@ -84,12 +86,17 @@ impl ChildEmulator {
         let text = toml::to_string(&spec.config)
             .map_err(|e| format!("cannot write the emulator's configuration: {e}"))?;
         write_private(&config_path, text.as_bytes())?;
-        let mut child = Command::new(&spec.program)
+        let mut command = Command::new(&spec.program);
+        command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .args(["--seed", &spec.seed.to_string()])
-            .args(["--max-connections", &spec.max_connections.to_string()])
+            .args(["--max-connections", &spec.max_connections.to_string()]);
+        if let Some(addr) = spec.metrics_addr {
+            command.args(["--metrics-addr", &addr.to_string()]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

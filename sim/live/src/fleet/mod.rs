@@ -93,6 +93,9 @@ pub struct RunOptions {
     pub prom: bool,
     /// Where the embedded emulator runs (ignored when the scenario names a target).
     pub emulator: EmulatorPlacement,
+    /// Where an emulator started as a child process serves its own Prometheus metrics (its
+    /// series cannot reach this process's exporter); `None`: it serves none.
+    pub child_metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -103,6 +106,7 @@ impl Default for RunOptions {
             key_parallelism: None,
             prom: false,
             emulator: EmulatorPlacement::Auto,
+            child_metrics_addr: None,
         }
     }
 }
@@ -247,7 +251,7 @@ pub async fn run(
         EmulatorPlacement::InProcess => true,
         EmulatorPlacement::ChildProcess => false,
     };
-    let dest = destination(scenario, in_process).await?;
+    let dest = destination(scenario, in_process, opts.child_metrics_addr).await?;
     board.update(|p| p.emulator = dest.placement());
     let budget = fd_budget(scenario, dest.emulator.is_some(), &mut warnings);
     let agent_config = Arc::new(setup::agent_config(scenario, dest.pat.clone()));
@@ -565,7 +569,11 @@ fn transport_stats(http: &HttpClient) -> TransportStats {
 
 /// Start the embedded emulator (in this process or a child), or resolve the scenario's target
 /// (PAT, TLS trust, proxy).
-async fn destination(scenario: &Scenario, in_process: bool) -> Result<Destination, FleetError> {
+async fn destination(
+    scenario: &Scenario,
+    in_process: bool,
+    child_metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<Destination, FleetError> {
     match &scenario.target {
         None => {
             let pat = setup::generate_pat().map_err(FleetError::Pat)?;
@@ -593,6 +601,7 @@ async fn destination(scenario: &Scenario, in_process: bool) -> Result<Destinatio
                     config,
                     seed: scenario.run.seed,
                     max_connections,
+                    metrics_addr: child_metrics_addr,
                 };
                 let child = ChildEmulator::start(spec)
                     .await
