@@ -320,6 +320,7 @@ mod tests {
             config: ServerConfig::with_env_pat("p".to_string()),
             seed: 1,
             max_connections: 10,
+            metrics_addr: None,
         };
         // `sh serve …` tries to run a script named `serve`, fails, and says so on stderr.
         let err = ChildEmulator::start(spec).await.unwrap_err();
