@@ -119,6 +119,13 @@ fn run(args: RunArgs) -> Outcome {
         let opts = fleetsim_live::fleet::RunOptions {
             progress: Some(board),
             prom: prom.is_some(),
+            // A child-process emulator exports its own series on the next port (documented in
+            // docs/OBSERVABILITY.md); port 0 stays 0, i.e. no fixed place to scrape.
+            child_metrics_addr: args.common.metrics_addr.and_then(|mut a| {
+                let next = a.port().checked_add(1).filter(|_| a.port() != 0)?;
+                a.set_port(next);
+                Some(a)
+            }),
             emulator: if args.emulator_process {
                 fleetsim_live::fleet::EmulatorPlacement::ChildProcess
             } else {
