@@ -188,8 +188,17 @@ fn simulate(args: SimulateArgs) -> Outcome {
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
     let prom = rt.block_on(async { start_metrics(args.common.metrics_addr, Role::Simulate) })?;
-    let out = fleetsim_des::simulate(&scenario, &fleetsim_des::SimOptions::default())
-        .map_err(|e| Failure::run(anyhow::Error::new(e).context("the simulation could not run")))?;
+    let sim_opts = fleetsim_des::SimOptions::default();
+    let out = match &prom {
+        // The exporter sees every event as it happens; its run-time gauge is virtual seconds.
+        Some(_) => {
+            let mut sink = prom::PromSink::new(scenario.fleet.agents);
+            let tap = Box::new(move |ev: &fleetsim_core::event::Event| sink.observe(ev));
+            fleetsim_des::simulate_observed(&scenario, &sim_opts, tap)
+        }
+        None => fleetsim_des::simulate(&scenario, &sim_opts),
+    }
+    .map_err(|e| Failure::run(anyhow::Error::new(e).context("the simulation could not run")))?;
     let mut summary = render_summary(&out.report);
     summary.push_str("\n  stations\n");
     for s in &out.stations {

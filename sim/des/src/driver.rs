@@ -125,6 +125,28 @@ pub enum DesError {
 
 /// Run `scenario` in virtual time.
 pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutcome, DesError> {
+    run(scenario, opts, None)
+}
+
+/// A callback that sees every telemetry event of a virtual run as it happens, in virtual-time
+/// order (a Prometheus exporter, say). It cannot change the run.
+pub type EventTap = Box<dyn FnMut(&Event)>;
+
+/// `simulate`, handing every event to `tap` too. The same seed gives the same run and report
+/// with or without a tap.
+pub fn simulate_observed(
+    scenario: &Scenario,
+    opts: &SimOptions,
+    tap: EventTap,
+) -> Result<SimOutcome, DesError> {
+    run(scenario, opts, Some(tap))
+}
+
+fn run(
+    scenario: &Scenario,
+    opts: &SimOptions,
+    tap: Option<EventTap>,
+) -> Result<SimOutcome, DesError> {
     if scenario.server.crypto.mode == fleetsim_scenario::CryptoMode::Real {
         return Err(DesError::Unsupported(
             "server.crypto.mode = \"real\" (virtual runs model crypto cost; use live mode to \
@@ -134,6 +156,7 @@ pub fn simulate(scenario: &Scenario, opts: &SimOptions) -> Result<SimOutcome, De
     }
     let wall = Instant::now();
     let mut sim = Sim::new(scenario)?;
+    sim.tap = tap;
     let mut engine: Engine<Ev> = Engine::new();
     sim.seed_events(engine.scheduler());
     let end = SimTime::ZERO + scenario.run.duration;
@@ -393,6 +416,8 @@ struct Sim<'s> {
     checker: InvariantChecker,
     warmup: Warmup,
     watch: JobWatch,
+    /// Every event, warm-up included, for a live exporter (`simulate --metrics-addr`).
+    tap: Option<EventTap>,
     /// Reused buffer for an agent's outputs.
     outbox: Vec<AgentOutput>,
     notes: Vec<String>,
@@ -470,6 +495,7 @@ impl<'s> Sim<'s> {
                 early_jobs: HashSet::new(),
             },
             watch: JobWatch::new(SimTime::ZERO + s.run.warmup, SimTime::ZERO + s.run.duration),
+            tap: None,
             outbox: Vec::new(),
             notes: Vec::new(),
         })
@@ -499,6 +525,9 @@ impl<'s> Sim<'s> {
     // -----------------------------------------------------------------------------------------
 
     fn record(&mut self, ev: &Event) {
+        if let Some(tap) = &mut self.tap {
+            tap(ev);
+        }
         self.checker.observe(ev);
         self.watch.observe(ev);
         if self.warmup.keep(ev) {

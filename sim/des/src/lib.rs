@@ -26,5 +26,7 @@ pub mod station;
 pub mod stats;
 pub mod theory;
 
-pub use driver::{DesError, SimOptions, SimOutcome, StationSummary, simulate};
+pub use driver::{
+    DesError, EventTap, SimOptions, SimOutcome, StationSummary, simulate, simulate_observed,
+};
 pub use stats::{BatchMeans, LittleStats};

@@ -1,7 +1,7 @@
 //! Whole virtual runs: the real agent and server state machines through the driver, the
 //! network and the capacity model. Each test states its goal; fixtures are scenario text.
 
-use fleetsim_des::{SimOptions, SimOutcome, simulate};
+use fleetsim_des::{SimOptions, SimOutcome, simulate, simulate_observed};
 
 /// A small fleet with jobs that carry secrets, logs and artifacts: every operation happens
 /// within a minute of virtual time.
@@ -90,6 +90,27 @@ fn same_seed_same_trace_and_numbers_other_seed_differs() {
     assert_eq!(a.trace_hash, b.trace_hash);
     assert_eq!(numbers(&a), numbers(&b));
     assert_ne!(a.trace_hash, c.trace_hash);
+}
+
+#[test]
+fn an_event_tap_sees_every_event_and_changes_nothing() {
+    // Goal: `simulate --metrics-addr` watches the run through a tap; the tap sees the events the
+    // report counts (one JobQueued per queued job) and the run stays the same run.
+    let scenario = fleetsim_scenario::load_str("test.toml", SMALL, &[]).expect("valid scenario");
+    let queued = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let seen = std::rc::Rc::clone(&queued);
+    let tap = Box::new(move |ev: &fleetsim_core::event::Event| {
+        if matches!(ev, fleetsim_core::event::Event::JobQueued { .. }) {
+            seen.set(seen.get() + 1);
+        }
+    });
+    let tapped = simulate_observed(&scenario, &SimOptions::default(), tap).expect("runs");
+    let plain = run(SMALL, &[]);
+    assert_eq!(tapped.trace_hash, plain.trace_hash);
+    assert_eq!(numbers(&tapped), numbers(&plain));
+    let report = serde_json::to_value(&plain.report).unwrap();
+    assert!(queued.get() > 0);
+    assert_eq!(Some(queued.get()), report["jobs"]["queued"].as_u64());
 }
 
 #[test]
