@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The test command the README gives: every crate's tests, with the second crypto backend enabled
-# so the interoperability test runs too. Installs tinyproxy first if it is missing (proxy tests).
+# so the interoperability test runs too. Installs the real tools some tests drive when they are
+# missing and we are root: tinyproxy (proxy tests) and chromium-headless-shell (HTML report test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v tinyproxy >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tinyproxy
+need=()
+command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
+command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-shell)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 exec cargo test --workspace --all-features "$@"
