@@ -249,10 +249,16 @@ fn simulate_exports_the_virtual_run_to_prometheus() {
         "role=\"simulate\"",
         "fleetsim_operations_total{operation=\"register\",outcome=\"ok\"} 20",
         "fleetsim_job_pickup_duration_seconds_count ",
-        "fleetsim_run_elapsed_seconds 4",
     ] {
         assert!(body.contains(needle), "{needle} missing from:\n{body}");
     }
+    // Virtual seconds of the 40 s scenario (the latest event lands just before its end).
+    let elapsed: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("fleetsim_run_elapsed_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("the run-time gauge");
+    assert!((30.0..=40.0).contains(&elapsed), "{elapsed}");
 }
 
 /// Run `fleetsim ARGS --quiet --metrics-addr 127.0.0.1:0 --metrics-linger 20s`, wait for the
