@@ -348,7 +348,7 @@ fn every_response() -> Vec<(ApiRequest, ApiResponse)> {
                 pool_id: 1,
                 agent_id: 5,
             },
-            R::Agent(agent),
+            R::Agent(Box::new(agent)),
         ),
         (
             ApiRequest::DeleteAgent {

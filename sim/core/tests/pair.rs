@@ -37,18 +37,18 @@ fn shared_key() -> Arc<PrivateKey> {
         .clone()
 }
 
-/// A message on the fake network.
+/// A message on the fake network (payloads boxed: requests and answers differ in size).
 #[derive(Debug)]
 enum Packet {
     ToServer {
         agent: usize,
         call: CallId,
-        request: Request,
+        request: Box<Request>,
     },
     ToAgent {
         agent: usize,
         call: CallId,
-        response: ApiResponse,
+        response: Box<ApiResponse>,
     },
 }
 
@@ -132,7 +132,7 @@ impl Pair {
         self.send(Packet::ToAgent {
             agent,
             call,
-            response,
+            response: Box::new(response),
         });
     }
 
@@ -187,7 +187,7 @@ impl Pair {
                 AgentOutput::Send { id, request, .. } => self.send(Packet::ToServer {
                     agent: a,
                     call: id,
-                    request,
+                    request: Box::new(request),
                 }),
                 AgentOutput::Cancel { id, .. } => {
                     self.cancelled.insert((a, id));
@@ -211,7 +211,7 @@ impl Pair {
                 self.send(Packet::ToAgent {
                     agent,
                     call,
-                    response,
+                    response: Box::new(response),
                 });
             }
         }
@@ -279,7 +279,7 @@ impl Pair {
                     if self.cancelled.contains(&(agent, call)) {
                         continue;
                     }
-                    let request = match self.arrive(agent, call, request) {
+                    let request = match self.arrive(agent, call, *request) {
                         Ok(request) => request,
                         Err(refused) => {
                             self.reply(agent, call, ApiResponse::Error(refused));
@@ -300,7 +300,7 @@ impl Pair {
                     call,
                     response,
                 } => {
-                    self.agents[agent].handle_response(now, call, response);
+                    self.agents[agent].handle_response(now, call, *response);
                     self.drain_agent(agent);
                 }
             }

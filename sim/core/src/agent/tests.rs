@@ -229,7 +229,7 @@ fn happy(_now: SimTime, req: &Request) -> Option<ApiResponse> {
             let auth = agent.authorization.get_or_insert_with(Default::default);
             auth.client_id = Some("client-7".into());
             auth.authorization_url = Some("http://emu/_apis/oauth2/token".into());
-            ApiResponse::Agent(agent)
+            ApiResponse::Agent(Box::new(agent))
         }
         ApiRequest::Token(_) => ApiResponse::Token(TokenResponse {
             access_token: "listener-token".into(),

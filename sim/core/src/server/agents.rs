@@ -232,7 +232,7 @@ impl Server {
         self.require_pat_or_listener(now, cred, Need::Read)?;
         self.pool_exists(pool_id)?;
         self.agent_in_pool(pool_id, agent_id)?;
-        Ok(ApiResponse::Agent(self.agent_view(agent_id)))
+        Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
     }
 
     pub(super) fn add_agent(
@@ -282,7 +282,7 @@ impl Server {
         self.clients.insert(client_id, id);
         self.agents.insert(id, record);
         *self.pool_sizes.entry(pool_id).or_default() += 1;
-        Ok(ApiResponse::Agent(self.agent_view(id)))
+        Ok(ApiResponse::Agent(Box::new(self.agent_view(id))))
     }
 
     /// PUT: keep id, client id and user capabilities; take the new key, version, OS and system
@@ -330,7 +330,7 @@ impl Server {
         self.agent_names.remove(&old_key);
         self.agent_names.insert(new_key, agent_id);
         self.refresh_idle(agent_id);
-        Ok(ApiResponse::Agent(self.agent_view(agent_id)))
+        Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
     }
 
     /// DELETE: the agent's job goes back to the queue, its session ends, its tokens stop.
