@@ -365,10 +365,20 @@ fn child_emulator_exports_its_metrics_on_the_next_port() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // SIGKILL: the fleet gets no chance to stop its emulator; the kernel must (parent-death
+    // signal), or the child would keep its ports and memory forever.
     let _ = child.kill();
     let _ = child.wait();
     let body = seen.expect("the child emulator served its metrics on the next port");
     assert!(body.contains("role=\"emulator\""), "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while TcpStream::connect(&emulator).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child emulator outlived its killed fleet"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// A port P with P and P + 1 both free on 127.0.0.1 just now.

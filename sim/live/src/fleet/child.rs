@@ -96,13 +96,26 @@ impl ChildEmulator {
         if let Some(addr) = spec.metrics_addr {
             command.args(["--metrics-addr", &addr.to_string()]);
         }
-        let mut child = command
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group: Ctrl-C at the terminal reaches only the fleet, which then
             // drains its agents against a still-running emulator and stops the child itself.
-            .process_group(0)
+            .process_group(0);
+        // If the fleet dies without stopping it (SIGKILL, a crash), the kernel sends the child
+        // SIGTERM, so no emulator is left behind holding ports and memory.
+        // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and touches
+        // no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {} serve: {e}", spec.program.display()))?;
         let pid = child.id();
