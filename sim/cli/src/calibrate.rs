@@ -42,10 +42,7 @@ pub fn run(args: CalibrateArgs) -> Result<u8, Failure> {
     // Options are checked before the runtime starts, so usage errors exit 2.
     fleetsim_live::calibrate::low_load_scenario(&opts)
         .map_err(|e| Failure::usage(anyhow!("{e}")))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::run(anyhow!("cannot start the async runtime: {e}")))?;
+    let rt = crate::commands::runtime()?;
     println!(
         "calibrating {} (ramp steps of {}, up to {} clients; then {} agents for {})",
         opts.target.as_deref().unwrap_or("the embedded emulator"),

@@ -64,7 +64,12 @@ fn load_scenario(
     if let Some(seed) = seed {
         all.push(format!("run.seed={seed}"));
     }
-    fleetsim_scenario::load(path, &all).map_err(|diags| {
+    load_with(path, &all)
+}
+
+/// Load a scenario with these overrides; its diagnostics become a usage error (exit 2).
+pub(crate) fn load_with(path: &Path, overrides: &[String]) -> Result<Scenario, Failure> {
+    fleetsim_scenario::load(path, overrides).map_err(|diags| {
         let n = diags.items.len();
         Failure::usage(anyhow::anyhow!(
             "{} problem{} in the scenario:\n{diags}",
@@ -74,7 +79,7 @@ fn load_scenario(
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -373,7 +378,7 @@ fn write_report(path: &Path, report: &Report) -> Result<(), Failure> {
         .map_err(Failure::run)
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), Failure> {
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), Failure> {
     std::fs::write(path, text)
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(Failure::run)

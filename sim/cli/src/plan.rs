@@ -164,7 +164,7 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
         }
     };
     // Check the scenario and the overrides once, before any thread starts.
-    let base = load_checked(&args.scenario, &overrides)?;
+    let base = crate::commands::load_with(&args.scenario, &overrides)?;
     let scaled = scaled_keys(&args, &key, &overrides)?;
     let loader = PlanLoader {
         path: args.scenario.clone(),
@@ -301,22 +301,9 @@ fn text_has_float(text: &str, key: &str) -> bool {
     matches!(node, toml::Value::Float(_))
 }
 
-/// Load once with every override, diagnostics as a usage error (as `simulate` reports them).
-pub fn load_checked(path: &Path, overrides: &[String]) -> Result<Scenario, Failure> {
-    fleetsim_scenario::load(path, overrides).map_err(|diags| {
-        let n = diags.items.len();
-        Failure::usage(anyhow!(
-            "{n} problem{} in the scenario:\n{diags}",
-            if n == 1 { "" } else { "s" }
-        ))
-    })
-}
-
 fn write_out(path: Option<&Path>, text: &str, what: &str) -> Result<(), Failure> {
     if let Some(p) = path {
-        std::fs::write(p, text)
-            .with_context(|| format!("cannot write {}", p.display()))
-            .map_err(Failure::run)?;
+        crate::commands::write_text(p, text)?;
         println!("  {what:<4} → {}", p.display());
     }
     Ok(())
