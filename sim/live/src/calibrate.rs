@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetsim_core::api::{ApiRequest, Credential, Request};
+use fleetsim_core::api::{ApiRequest, Request};
 use fleetsim_core::codec;
 use fleetsim_core::dist::{DurationDist, Shape};
 use fleetsim_core::ops::Operation;
@@ -290,10 +290,7 @@ async fn probe_target(
     let client = HttpClient::new(co).await?;
     let request = codec::encode_request(
         &Request {
-            credential: Credential::Basic {
-                user: String::new(),
-                password: pat,
-            },
+            credential: fleet::pat_credential(&pat),
             call: ApiRequest::ListPools {
                 pool_name: Some(scenario.pool_name().to_string()),
             },

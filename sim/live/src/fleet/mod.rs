@@ -865,7 +865,8 @@ async fn final_stats(
     }
 }
 
-fn pat_credential(pat: &str) -> Credential {
+/// HTTP Basic with a PAT, as fleetsim's own admin and probe calls send it.
+pub(crate) fn pat_credential(pat: &str) -> Credential {
     Credential::Basic {
         user: "fleetsim".to_string(),
         password: pat.to_string(),
