@@ -56,6 +56,8 @@ pub(crate) struct ChildEmulator {
     /// The child's process id (for the progress display and for sampling its CPU and RSS).
     pub(crate) pid: u32,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The thread that fills `stderr_tail`; it ends when the child's stderr closes.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How to start the child.
@@ -120,10 +122,10 @@ impl ChildEmulator {
             .map_err(|e| format!("cannot start {} serve: {e}", spec.program.display()))?;
         let pid = child.id();
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
-        if let Some(stderr) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|stderr| {
             let tail = Arc::clone(&stderr_tail);
-            std::thread::spawn(move || keep_tail(stderr, &tail));
-        }
+            std::thread::spawn(move || keep_tail(stderr, &tail))
+        });
         let (ready_tx, ready_rx) = oneshot::channel();
         if let Some(stdout) = child.stdout.take() {
             std::thread::spawn(move || watch_stdout(stdout, ready_tx));
@@ -133,6 +135,7 @@ impl ChildEmulator {
             base_url: String::new(),
             pid,
             stderr_tail,
+            stderr_reader,
         };
         match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
             Ok(Ok(url)) => {
@@ -185,8 +188,10 @@ impl ChildEmulator {
             })
             .await;
         }
-        // The stderr thread ends with the child; give it a moment to store the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The child is gone, so its stderr is closed: wait for the reader to store the last lines.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        }
         let tail: Vec<String> = self.stderr_tail.lock().iter().cloned().collect();
         if tail.is_empty() {
             format!("the emulator child process {what}")
