@@ -2,9 +2,9 @@
 //!
 //! It holds the Azure Pipelines agent protocol as data (`proto`, `api`, `wire`), the one codec
 //! between typed messages and HTTP-shaped requests (`codec`), the crypto the protocol needs
-//! (`crypto`), the secret masker (`mask`), and the two state machines both drivers share: the
-//! emulated server (`server`) and the virtual agent (`agent`). Telemetry leaves as typed
-//! `event::Event`s.
+//! (`crypto`), the secret masker (`mask`), and the three state machines both drivers share: the
+//! emulated server (`server`), the virtual agent (`agent`) and the workload that queues jobs
+//! (`workload`). Telemetry leaves as typed `event::Event`s.
 //!
 //! Architecture Invariant: this crate does no IO, reads no clock and uses no global RNG. Time is
 //! an argument (`SimTime`), randomness comes from seeded streams (`rng`). It knows nothing of
@@ -24,5 +24,6 @@ pub mod rng;
 pub mod server;
 pub mod time;
 pub mod wire;
+pub mod workload;
 
 pub use time::SimTime;

@@ -5,13 +5,16 @@
 //! station serving its operation (waits for a worker, or is shed with 429/503 when the queue is
 //! full) → after its service time the server state machine handles it → the answer (or, for a
 //! parked long poll, the answer the server releases later) goes back through the network → the
-//! agent handles it. Job arrivals come from the scenario's arrival process on the `Jobs` stream
-//! and enter through the server's admin `QueueJobs` route (the operator's side: no station, no
-//! network). Faults act on agents, the network and the server at their scheduled times.
+//! agent handles it. Jobs come from the core's `Workload` machine (the same one live mode
+//! drives): its calls (pool lookup, `QueueJobs`, `CancelJob`) are the operator's side and reach
+//! the server state machine directly, with no station and no network; while the server is
+//! stalled or down its call waits, and arrivals that fall due meanwhile go out in the next call
+//! at their own intended times. Faults act on agents, the network and the server at their
+//! scheduled times.
 //!
 //! The driver makes no protocol decisions: it never looks inside a request or an answer except
-//! to route it by operation and to read the queued job ids. It reads the wall clock only to
-//! report `engine.wall_s`. Everything else is a function of the scenario and its seed.
+//! to route it by operation. It reads the wall clock only to report `engine.wall_s`. Everything
+//! else is a function of the scenario and its seed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,11 +24,11 @@ use fleetsim_core::SimTime;
 use fleetsim_core::agent::{Agent, AgentConfig, AgentOutput, CallId, Connection, RegisterMode};
 use fleetsim_core::api::{ApiError, ApiRequest, ApiResponse, Credential, Request};
 use fleetsim_core::event::{Event, Outcome, TransportError};
-use fleetsim_core::job::{QueueJobsRequest, SyntheticJob};
 use fleetsim_core::ops::{AgentState, Operation};
 use fleetsim_core::proto::TaskAgentJobRequest;
 use fleetsim_core::rng::{self, Rng, StreamKind};
 use fleetsim_core::server::{Handled, RequestId, Server, ServerOutput};
+use fleetsim_core::workload::{CallId as WorkloadCallId, Workload, WorkloadOutput};
 use fleetsim_metrics::recorder::Recorder;
 use fleetsim_metrics::report::{EngineStats, Mode, Report, RunMeta};
 use fleetsim_scenario::Scenario;
@@ -38,7 +41,6 @@ use crate::queue::EventSet;
 use crate::setup::{self, CryptoCharge};
 use crate::station::{Admission, Routes, Station, StationStats};
 use crate::stats::{BatchMeans, JobWatch, LittleStats};
-use fleetsim_scenario::Arrivals;
 
 /// The wall time `SimTime::ZERO` stands for: 2026-01-01T00:00:00Z. Fixed, so JWT times and
 /// record timestamps are part of the deterministic run.
@@ -49,8 +51,8 @@ pub const VIRTUAL_EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
 /// failures.
 pub const CONNECT_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
-/// The agent id the job generator's `QueueJobs` calls are recorded under (as in live mode).
-pub const GENERATOR_AGENT: u32 = u32::MAX;
+/// The agent id the workload's `QueueJobs` calls are recorded under (as in live mode).
+pub use fleetsim_core::workload::GENERATOR_AGENT;
 
 /// Events per agent per virtual hour the default step budget allows (a busy agent with live
 /// logs makes ~20 events/s; an idle one a few per minute), plus a fixed floor.
@@ -214,8 +216,8 @@ enum Kind {
     Deliver,
     /// The server's timer (`arg` = generation).
     ServerTimer,
-    /// The next job arrives.
-    JobArrival,
+    /// The workload's timer (`arg` = generation): an arrival or a cancel is due.
+    WorkloadTimer,
     /// Fault `arg` starts.
     FaultStart,
     /// Fault `arg` ends.
@@ -400,9 +402,12 @@ struct Sim<'s> {
     charges: Vec<CryptoCharge>,
     network: Network,
     service_rng: Rng,
-    arrivals: Arrivals,
-    /// Job contents (Jobs stream 1, as in live mode).
-    job_rng: Rng,
+    /// Who queues and cancels which jobs when (the core machine live mode drives too).
+    workload: Workload,
+    workload_timer_at: u64,
+    workload_timer_gen: u32,
+    /// The workload's call, held while the server is stalled or down.
+    workload_held: Option<(WorkloadCallId, Request)>,
     pool_id: u32,
     admin_seq: u64,
     faults: Vec<ScheduledFault>,
@@ -410,8 +415,6 @@ struct Sim<'s> {
     stalled_until: SimTime,
     /// The server refuses connections before this time (restart).
     down_until: SimTime,
-    /// Jobs that arrived while the server was stalled or down: (intended arrival, job).
-    deferred_jobs: Vec<(SimTime, SyntheticJob)>,
     recorder: Recorder,
     checker: InvariantChecker,
     warmup: Warmup,
@@ -476,18 +479,15 @@ impl<'s> Sim<'s> {
             charges,
             network,
             service_rng: rng::stream(seed, StreamKind::Server, 1),
-            arrivals: Arrivals::new(
-                &s.jobs.arrival,
-                rng::stream(seed, StreamKind::Jobs, 0),
-                s.run.duration,
-            ),
-            job_rng: rng::stream(seed, StreamKind::Jobs, 1),
+            workload: Workload::new(s.workload_config(admin_credential()), seed),
+            workload_timer_at: u64::MAX,
+            workload_timer_gen: 0,
+            workload_held: None,
             pool_id: setup::pool_id(s),
             admin_seq: 0,
             faults,
             stalled_until: SimTime::ZERO,
             down_until: SimTime::ZERO,
-            deferred_jobs: Vec::new(),
             recorder,
             checker: InvariantChecker::new(lease, s.agent.mask_secrets),
             warmup: Warmup {
@@ -509,9 +509,7 @@ impl<'s> Sim<'s> {
             let at = SimTime::from_micros(ramp * u64::from(a) / n.max(1));
             s.at(at, ev(Kind::AgentStart, a, 0));
         }
-        if let Some(first) = self.arrivals.next_arrival() {
-            s.at(SimTime::ZERO + first, ev(Kind::JobArrival, 0, 0));
-        }
+        self.drain_workload(s);
         for (i, f) in self.faults.iter().enumerate() {
             s.at(f.start, ev(Kind::FaultStart, 0, i as u32));
             if let Some(end) = f.end {
@@ -846,65 +844,69 @@ impl<'s> Sim<'s> {
     // Jobs
     // -----------------------------------------------------------------------------------------
 
-    /// A job arrives: draw its content (Jobs stream 1, as live mode does), queue it unless the
-    /// server is stalled or down (then it waits, keeping its intended time), schedule the next.
-    fn job_arrival<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>) {
+    /// The workload's drain contract: hand each call to the server (or hold it while the server
+    /// is stalled or down), feed the answer back, record every event, re-arm the timer.
+    fn drain_workload<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>) {
         let now = s.now();
-        let job = self.scenario.jobs.sample_job(&mut self.job_rng);
-        // Drawn (and unused: the server has no cancel route) to keep the stream aligned with
-        // live mode.
-        let _cancel = self.scenario.jobs.sample_cancel(&mut self.job_rng);
-        self.deferred_jobs.push((now, job));
-        if now >= self.stalled_until.max(self.down_until) {
-            self.queue_deferred(s);
-        }
-        if let Some(next) = self.arrivals.next_arrival() {
-            s.at(SimTime::ZERO + next, ev(Kind::JobArrival, 0, 0));
-        }
-    }
-
-    /// Queue the waiting jobs through the admin route, recording each at its intended arrival.
-    fn queue_deferred<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>) {
-        let now = s.now();
-        for (intended, job) in std::mem::take(&mut self.deferred_jobs) {
-            self.admin_seq += 1;
-            let request = Request {
-                credential: admin_credential(),
-                call: ApiRequest::QueueJobs {
-                    pool_id: self.pool_id,
-                    request: QueueJobsRequest {
-                        count: 0,
-                        template: None,
-                        jobs: vec![job],
-                    },
-                },
+        let mut served = false;
+        loop {
+            if self.workload_held.is_none()
+                && let Some(WorkloadOutput::Send { id, request, .. }) =
+                    self.workload.poll_transmit()
+            {
+                self.workload_held = Some((id, request));
+            }
+            if now < self.stalled_until.max(self.down_until) {
+                break;
+            }
+            let Some((id, request)) = self.workload_held.take() else {
+                break;
             };
-            let outcome = match self
+            self.admin_seq += 1;
+            served = true;
+            match self
                 .server
                 .handle_request(now, admin_id(self.admin_seq), request)
             {
-                Handled::Respond(ApiResponse::QueuedJobs(q)) => {
-                    for r in &q.value {
-                        self.record(&Event::JobQueued {
-                            request_id: r.request_id,
-                            at: intended,
-                        });
-                    }
-                    Outcome::Ok
-                }
-                Handled::Respond(ApiResponse::Error(e)) => Outcome::Api(e.kind),
-                _ => Outcome::Protocol,
-            };
-            let op = Event::Op {
-                agent: GENERATOR_AGENT,
-                op: Operation::QueueJobs,
-                intended,
-                done: now,
-                outcome,
-            };
-            self.record(&op);
+                Handled::Respond(resp) => self.workload.handle_response(now, id, resp),
+                // Admin routes never park; if one did, the call failed as far as the workload
+                // can tell.
+                _ => self.workload.handle_failure(now, id, Outcome::Protocol),
+            }
         }
-        self.drain_server(s);
+        while let Some(e) = self.workload.poll_event() {
+            self.record(&e);
+        }
+        if served {
+            self.drain_server(s);
+        }
+        if let Some((at, _)) = self.workload.poll_timeout() {
+            let at = at.max(now).as_micros();
+            if at < self.workload_timer_at {
+                self.workload_timer_gen = self.workload_timer_gen.wrapping_add(1);
+                self.workload_timer_at = at;
+                s.at(
+                    SimTime::from_micros(at),
+                    ev(Kind::WorkloadTimer, 0, self.workload_timer_gen),
+                );
+            }
+        }
+    }
+
+    fn workload_timer<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>, generation: u32) {
+        if generation != self.workload_timer_gen || self.workload_timer_at == u64::MAX {
+            return;
+        }
+        self.workload_timer_at = u64::MAX;
+        let now = s.now();
+        if self
+            .workload
+            .poll_timeout()
+            .is_some_and(|(at, _)| at <= now)
+        {
+            self.workload.handle_timeout(now);
+        }
+        self.drain_workload(s);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -952,7 +954,7 @@ impl<'s> Sim<'s> {
             }
             FaultKind::ServerStall | FaultKind::ServerRestart => {
                 if s.now() >= self.stalled_until.max(self.down_until) {
-                    self.queue_deferred(s);
+                    self.drain_workload(s);
                     self.server_timer_at = u64::MAX;
                     self.drain_server(s);
                 }
@@ -1017,6 +1019,8 @@ impl<'s> Sim<'s> {
     fn finish(mut self, s: &Scenario, events: u64, trace_hash: u64, wall_s: f64) -> SimOutcome {
         let end = SimTime::ZERO + s.run.duration;
         let measured = s.run.duration.saturating_sub(s.run.warmup);
+        // Cancels due after the end are never sent (counted, as in live mode).
+        self.workload.stop(end);
         let stats = self.server.stats();
         let jobs = self.list_jobs(end);
         let invariants = self.checker.finish(&jobs, stats.leaked_secrets);
@@ -1125,7 +1129,7 @@ impl Model<Ev> for Sim<'_> {
             Kind::ServiceDone => self.service_done(s, e.arg),
             Kind::Deliver => self.deliver(s, e.agent, e.arg),
             Kind::ServerTimer => self.server_timer(s, e.arg),
-            Kind::JobArrival => self.job_arrival(s),
+            Kind::WorkloadTimer => self.workload_timer(s, e.arg),
             Kind::FaultStart => self.fault_start(s, e.arg as usize),
             Kind::FaultEnd => self.fault_end(s, e.arg as usize),
         }

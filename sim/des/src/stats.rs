@@ -128,6 +128,12 @@ impl JobWatch {
                     w.1 += wait_s;
                 }
             }
+            // A job canceled before any agent took it leaves the queue without a pickup.
+            Event::JobFinished { request_id, at, .. } if self.queued.contains_key(&request_id) => {
+                self.queued.remove(&request_id);
+                self.advance(at);
+                self.waiting = self.waiting.saturating_sub(1);
+            }
             Event::AgentState { from, to, at, .. } => {
                 self.advance(at);
                 if from == AgentState::Busy {

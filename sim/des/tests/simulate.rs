@@ -274,3 +274,52 @@ fn the_step_budget_stops_a_run() {
     .unwrap_err();
     assert!(err.to_string().contains("step budget"), "{err}");
 }
+
+#[test]
+fn quickstart_cancels_happen_in_virtual_time() {
+    // Goal: the jobs drawn as canceled are really canceled in virtual time (the workload machine
+    // both drivers share), so `simulate` reports canceled jobs as `run` does — before, virtual
+    // time drew the cancels and dropped them (0 canceled).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scenarios/quickstart.toml"
+    );
+    let scenario = fleetsim_scenario::load(path, &[]).expect("quickstart loads");
+    let o = simulate(&scenario, &SimOptions::default()).expect("run completes");
+    let jobs = &o.report.jobs;
+    // The same arrivals and job draws live mode makes for this seed.
+    let mut arrivals = fleetsim_scenario::Arrivals::new(
+        &scenario.jobs.arrival,
+        fleetsim_core::rng::stream(scenario.run.seed, fleetsim_core::rng::StreamKind::Jobs, 0),
+        scenario.run.duration,
+    );
+    let mut draws =
+        fleetsim_core::rng::stream(scenario.run.seed, fleetsim_core::rng::StreamKind::Jobs, 1);
+    let mut arrived = 0;
+    let mut drawn_canceled = 0;
+    while arrivals.next_arrival().is_some() {
+        arrived += 1;
+        let _ = scenario.jobs.model.sample_job(&mut draws);
+        drawn_canceled += u64::from(scenario.jobs.model.sample_cancel(&mut draws));
+    }
+    assert_eq!(jobs.queued, arrived, "{jobs:?}");
+    assert!(jobs.canceled > 0, "{jobs:?}");
+    assert!(
+        jobs.canceled <= drawn_canceled,
+        "{jobs:?} of {drawn_canceled} drawn"
+    );
+    assert_eq!(jobs.lost, 0);
+    assert!(o.invariants.ok(), "{:?}", o.invariants);
+}
+
+#[test]
+fn every_job_canceled_ends_canceled_and_nothing_is_lost() {
+    // Goal: with every job drawn as canceled, jobs canceled while queued and while running both
+    // end as canceled, the invariants hold, and only jobs whose cancel falls after the end run
+    // on.
+    let o = run(SMALL, &["jobs.cancel_rate=1"]);
+    let jobs = &o.report.jobs;
+    assert!(jobs.canceled * 10 >= jobs.queued * 6, "{jobs:?}");
+    assert_eq!(jobs.lost, 0);
+    assert!(o.invariants.ok(), "{:?}", o.invariants);
+}

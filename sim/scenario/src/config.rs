@@ -5,8 +5,10 @@
 //! PAT and passes it in) and never start anything.
 
 use fleetsim_core::agent::{AgentConfig, RegisterMode as CoreRegisterMode};
+use fleetsim_core::api::Credential;
 use fleetsim_core::crypto::{CryptoMode, Meter};
 use fleetsim_core::server::{Limits, PoolConfig, ServerConfig};
+use fleetsim_core::workload::{Source, WorkloadConfig};
 
 use crate::model::{RegisterMode, Scenario};
 
@@ -41,6 +43,19 @@ impl Scenario {
             job_token_rotate_before: a.job_token_rotate_before,
             job_token_ttl_hint: self.jobs.token_ttl,
             pacing: a.pacing.clone(),
+        }
+    }
+
+    /// The job workload's configuration: the `[jobs]` load into the fleet's pool, every call made
+    /// with `credential` (the PAT as Basic).
+    pub fn workload_config(&self, credential: Credential) -> WorkloadConfig {
+        WorkloadConfig {
+            source: Source::Emulator,
+            arrival: self.jobs.arrival.clone(),
+            jobs: self.jobs.model.clone(),
+            pool_name: self.pool_name().to_string(),
+            credential,
+            duration: self.run.duration,
         }
     }
 

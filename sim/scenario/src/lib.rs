@@ -17,7 +17,6 @@
 //! assert_eq!(s.fleet.agents, 5);
 //! ```
 
-mod arrivals;
 mod config;
 mod diag;
 mod doc;
@@ -30,10 +29,10 @@ mod validate;
 use std::path::Path;
 use std::sync::OnceLock;
 
-pub use arrivals::Arrivals;
 pub use config::SCENARIO_POOL_ID;
 pub use diag::{Diagnostic, Diagnostics, Origin};
 pub use doc::MAX_DIAGNOSTICS;
+pub use fleetsim_core::workload::Arrivals;
 pub use leaf::parse_bytes;
 pub use model::*;
 pub use profile::{PROFILE_VERSION, Profile, ProfileError};

@@ -533,15 +533,17 @@ fn jobs(raw: Option<RawJobs>, ld: &mut Loader<'_>) -> Jobs {
     }
     Jobs {
         arrival,
-        duration: dd(raw.duration, DurationDist::exponential(secs(60))),
-        steps,
-        log_lines_per_s: log_lines_per_s.max(0.0),
-        secrets,
-        secret_lines: raw.secret_lines.unwrap_or(1),
-        artifact_bytes: nd(raw.artifact_bytes, NumberDist::constant(0.0)),
-        failure_rate: ratio(raw.failure_rate),
-        cancel_rate: ratio(raw.cancel_rate),
-        demands,
+        model: JobModel {
+            duration: dd(raw.duration, DurationDist::exponential(secs(60))),
+            steps,
+            log_lines_per_s: log_lines_per_s.max(0.0),
+            secrets,
+            secret_lines: raw.secret_lines.unwrap_or(1),
+            artifact_bytes: nd(raw.artifact_bytes, NumberDist::constant(0.0)),
+            failure_rate: ratio(raw.failure_rate),
+            cancel_rate: ratio(raw.cancel_rate),
+            demands,
+        },
         token_ttl: raw.token_ttl.map(|v| v.0),
     }
 }

@@ -76,9 +76,9 @@ fn quickstart_is_short_and_exercises_the_job_features() {
     let s = load(repo().join("scenarios/quickstart.toml"), &[]).unwrap();
     assert!(s.target.is_none());
     assert!(s.run.duration + s.fleet.ramp_up < Duration::from_secs(60));
-    assert!(s.jobs.secrets > 0 && s.jobs.secret_lines > 0);
-    assert!(s.jobs.artifact_bytes.mean() > 0.0);
-    assert!(s.jobs.failure_rate > 0.0 && s.jobs.cancel_rate > 0.0);
+    assert!(s.jobs.model.secrets > 0 && s.jobs.model.secret_lines > 0);
+    assert!(s.jobs.model.artifact_bytes.mean() > 0.0);
+    assert!(s.jobs.model.failure_rate > 0.0 && s.jobs.model.cancel_rate > 0.0);
     let rotate = s.agent.job_token_rotate_before.unwrap();
     assert!(rotate < s.jobs.token_ttl.unwrap());
     assert!(
@@ -95,7 +95,7 @@ fn mmc_validation_file_is_an_mmc_system() {
     let s = load(repo().join("scenarios/validation/mmc.toml"), &[]).unwrap();
     assert_eq!(s.jobs.arrival, Arrival::Poisson { rate_per_s: 8.0 });
     assert_eq!(
-        s.jobs.duration,
+        s.jobs.model.duration,
         DurationDist::exponential(Duration::from_secs(1))
     );
     assert_eq!(s.fleet.agents, 10);
@@ -330,7 +330,7 @@ fn overrides_set_any_field_typed_by_the_schema() {
     assert!(!s.agent.mask_secrets);
     assert_eq!(s.jobs.arrival, Arrival::Constant { rate_per_s: 2.5 });
     assert_eq!(
-        s.jobs.duration,
+        s.jobs.model.duration,
         DurationDist::exponential(Duration::from_secs(120))
     );
     assert_eq!(s.thresholds[0].metric, "job_pickup.p99");
@@ -504,7 +504,7 @@ fn sampled_jobs_follow_the_job_model() {
     );
     let s = load_str("j.toml", &text, &[]).unwrap();
     let mut rng = fleetsim_core::rng::stream(7, fleetsim_core::rng::StreamKind::Jobs, 0);
-    let job = s.jobs.sample_job(&mut rng);
+    let job = s.jobs.model.sample_job(&mut rng);
     assert_eq!(job.steps.len(), 4);
     assert!(
         job.steps
@@ -516,7 +516,7 @@ fn sampled_jobs_follow_the_job_model() {
     assert!(job.fail);
     assert_eq!(job.secrets, 2);
     let mut again = fleetsim_core::rng::stream(7, fleetsim_core::rng::StreamKind::Jobs, 0);
-    assert_eq!(s.jobs.sample_job(&mut again), job);
+    assert_eq!(s.jobs.model.sample_job(&mut again), job);
 }
 
 #[test]

@@ -13,8 +13,8 @@
 //! secrets, requeues), stop the embedded emulator and build the report. An interrupted run still
 //! returns everything measured.
 //!
-//! Code map: `driver` (one agent's loop), `jobs` (the generator, over `fleetsim_scenario::Arrivals`, the arrival times both drivers share),
-//! `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress` (the snapshot a
+//! Code map: `driver` (one agent's loop), `jobs` (the loop driving the core's job `Workload`,
+//! the same machine the virtual-time driver drives), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress` (the snapshot a
 //! display reads), `setup` (scenario → component settings), `limits` (RLIMIT_NOFILE), `child`
 //! (the emulator as a child process).
 //!
@@ -49,8 +49,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use fleetsim_scenario::Arrivals;
-pub use jobs::{GENERATOR_AGENT, GeneratorStats};
+pub use fleetsim_core::workload::{GENERATOR_AGENT, WorkloadStats as GeneratorStats};
 pub use ledger::JobAccount;
 pub use progress::{Phase, Placement, Progress, ProgressBoard};
 
@@ -63,7 +62,8 @@ use crate::proxy::{ProxyConfig, ProxyError};
 use crate::server::{self, EmulatorOptions, RunningEmulator, ServeError};
 use child::{ChildEmulator, ChildSpec};
 use driver::{AgentTask, Clock, Transport};
-use jobs::JobGenerator;
+use fleetsim_core::workload::Workload;
+use jobs::WorkloadTask;
 use ledger::JobLedger;
 use telemetry::{EVENT_CHANNEL_CAPACITY, Telemetry};
 
@@ -298,7 +298,7 @@ pub async fn run(
     };
     let mut tasks = fleet.agents(&agent_config, &keys, transport(scenario, &http), &started);
     drop(keys);
-    let generator = tokio::spawn(fleet.generator(&http, &dest).run());
+    let generator = tokio::spawn(fleet.workload(&http, &dest).run());
 
     let interrupted = tokio::select! {
         () = tokio::time::sleep(scenario.run.duration) => false,
@@ -412,22 +412,16 @@ impl Spawn<'_> {
         tasks
     }
 
-    /// The job generator, on its own connection (the slot after the agents').
-    fn generator(&self, http: &Arc<HttpClient>, dest: &Destination) -> JobGenerator {
+    /// The job workload, on its own connection (the slot after the agents').
+    fn workload(&self, http: &Arc<HttpClient>, dest: &Destination) -> WorkloadTask {
         let s = self.scenario;
-        JobGenerator {
-            arrivals: Arrivals::new(
-                &s.jobs.arrival,
-                rng::stream(s.run.seed, StreamKind::Jobs, 0),
-                s.run.duration,
-            ),
-            jobs: s.jobs.clone(),
-            rng: rng::stream(s.run.seed, StreamKind::Jobs, 1),
-            cancel_rng: rng::stream(s.run.seed, StreamKind::Jobs, 2),
-            conn: http.connection(u64::from(s.fleet.agents) * 3),
+        let mut config = s.workload_config(pat_credential(&dest.pat));
+        config.pool_name = dest.pool.clone();
+        WorkloadTask {
+            workload: Workload::new(config, s.run.seed),
+            http: Arc::clone(http),
+            slot: u64::from(s.fleet.agents) * 3,
             base_path: Arc::clone(self.base_path),
-            credential: pat_credential(&dest.pat),
-            pool_name: dest.pool.clone(),
             clock: self.clock,
             events: self.events.clone(),
             stop: self.stop.clone(),
@@ -500,7 +494,7 @@ fn transport(scenario: &Scenario, http: &Arc<HttpClient>) -> Transport {
     }
 }
 
-/// Wait for the generator within the drain allowance: it stops at the signal too, but a queue
+/// Wait for the workload within the drain allowance: it stops at the signal too, but a queue
 /// call in flight may wait on a slow target.
 async fn join_generator(
     generator: tokio::task::JoinHandle<GeneratorStats>,

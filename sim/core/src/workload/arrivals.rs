@@ -10,15 +10,16 @@
 //!   dropped and redrawn from the boundary at the new rate, which is exact because the
 //!   exponential distribution is memoryless.
 //!
-//! Pure and deterministic for a seed: no clock, no IO. The live generator sleeps until each time
-//! and queues the job; a slow emulator delays the queueing but never the intended time, so pickup
-//! latency includes the delay (no coordinated omission).
+//! Pure and deterministic for a seed: no clock, no IO. The `Workload` machine asks for a wake-up
+//! at each time and queues the job then; a slow server delays the queueing but never the intended
+//! time, so pickup latency includes the delay (no coordinated omission).
 
 use std::time::Duration;
 
-use crate::model::Arrival;
-use fleetsim_core::rng::Rng;
 use rand::RngCore as _;
+
+use super::model::Arrival;
+use crate::rng::Rng;
 
 /// The arrival times of one run, in order, all before the run's end.
 pub struct Arrivals {
@@ -154,8 +155,8 @@ impl Arrivals {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::ProfilePoint;
-    use fleetsim_core::rng::{self, StreamKind};
+    use super::super::model::ProfilePoint;
+    use crate::rng::{self, StreamKind};
 
     use super::*;
 

@@ -1,0 +1,396 @@
+//! Unit tests of the workload machine, driven on a virtual clock against a scripted server.
+
+use std::time::Duration;
+
+use super::*;
+use crate::dist::{DurationDist, NumberDist};
+use crate::job::{QueueJobsResponse, SyntheticStep};
+use crate::proto::{ListOf, TaskAgentJobRequest, TaskAgentPool};
+
+fn model(duration_s: u64, cancel_rate: f64) -> JobModel {
+    JobModel {
+        duration: DurationDist::constant(Duration::from_secs(duration_s)),
+        steps: NumberDist::constant(2.0),
+        log_lines_per_s: 1.0,
+        secrets: 0,
+        secret_lines: 0,
+        artifact_bytes: NumberDist::constant(0.0),
+        failure_rate: 0.0,
+        cancel_rate,
+        demands: Vec::new(),
+    }
+}
+
+fn config(source: Source, arrival: Arrival, jobs: JobModel, duration_s: u64) -> WorkloadConfig {
+    WorkloadConfig {
+        source,
+        arrival,
+        jobs,
+        pool_name: "Default".into(),
+        credential: Credential::Basic {
+            user: "fleetsim".into(),
+            password: "pat".into(),
+        },
+        duration: Duration::from_secs(duration_s),
+    }
+}
+
+/// A scripted emulator: pool 7, request ids from 100, jobs still queued when canceled (so
+/// every cancel finishes its job as canceled).
+#[derive(Default)]
+struct FakeServer {
+    next_request: u64,
+    /// Every call seen, with the time it was sent.
+    calls: Vec<(SimTime, ApiRequest)>,
+}
+
+impl FakeServer {
+    fn answer(&mut self, at: SimTime, call: &ApiRequest) -> ApiResponse {
+        self.calls.push((at, call.clone()));
+        match call {
+            ApiRequest::ListPools { .. } => ApiResponse::Pools(ListOf::new(vec![TaskAgentPool {
+                id: 7,
+                name: "default".into(),
+                is_hosted: false,
+                pool_type: "automation".into(),
+                size: 0,
+            }])),
+            ApiRequest::QueueJobs { request, .. } => {
+                let value = request
+                    .expand()
+                    .map(|_| {
+                        self.next_request += 1;
+                        TaskAgentJobRequest {
+                            request_id: 100 + self.next_request,
+                            ..TaskAgentJobRequest::default()
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                ApiResponse::QueuedJobs(QueueJobsResponse {
+                    count: value.len(),
+                    value,
+                })
+            }
+            ApiRequest::CancelJob { request_id, .. } => {
+                ApiResponse::JobRequest(TaskAgentJobRequest {
+                    request_id: *request_id,
+                    result: Some(TaskResult::Canceled),
+                    ..TaskAgentJobRequest::default()
+                })
+            }
+            _ => ApiResponse::Error(crate::api::ApiError::new(ErrorKind::RouteNotFound, "no")),
+        }
+    }
+}
+
+/// Drive `w` against `server` until it is done or `until`, every call answered `latency`
+/// after it was sent. Returns every event. A step cap turns a livelock into a failure.
+fn drive(
+    w: &mut Workload,
+    server: &mut FakeServer,
+    latency: Duration,
+    until: SimTime,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut now = SimTime::ZERO;
+    let mut pending: Option<(SimTime, CallId, ApiResponse)> = None;
+    for _ in 0..100_000 {
+        while let Some(WorkloadOutput::Send { id, request, .. }) = w.poll_transmit() {
+            assert!(pending.is_none(), "two calls in flight");
+            let resp = server.answer(now, &request.call);
+            pending = Some((now + latency, id, resp));
+        }
+        events.extend(std::iter::from_fn(|| w.poll_event()));
+        let next = match (&pending, w.poll_timeout()) {
+            (Some((at, ..)), _) => *at,
+            (None, Some((at, _))) => at,
+            (None, None) => return events,
+        };
+        if next >= until {
+            w.stop(until);
+            events.extend(std::iter::from_fn(|| w.poll_event()));
+            return events;
+        }
+        now = next.max(now);
+        match pending.take() {
+            Some((_, id, resp)) => w.handle_response(now, id, resp),
+            None => w.handle_timeout(now),
+        }
+    }
+    panic!("the workload did not settle within the step cap");
+}
+
+fn queued_at(events: &[Event]) -> Vec<SimTime> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobQueued { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect()
+}
+
+// Goal: each arrival becomes a QueueJobs call to the looked-up pool, reported at its intended
+// time, with one `queue_jobs` Op per call.
+#[test]
+fn arrivals_become_queue_calls_at_their_intended_times() {
+    let cfg = config(
+        Source::Emulator,
+        Arrival::Constant { rate_per_s: 2.0 },
+        model(10, 0.0),
+        3,
+    );
+    let mut w = Workload::new(cfg, 1);
+    let mut server = FakeServer::default();
+    let events = drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(10));
+    let want: Vec<SimTime> = (0..6).map(|i| SimTime::from_millis(500 * i)).collect();
+    assert_eq!(queued_at(&events), want);
+    assert!(matches!(server.calls[0].1, ApiRequest::ListPools { .. }));
+    assert!(
+        server.calls[1..]
+            .iter()
+            .all(|(_, c)| matches!(c, ApiRequest::QueueJobs { pool_id: 7, .. }))
+    );
+    let ops = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Op {
+                    op: Operation::QueueJobs,
+                    outcome: Outcome::Ok,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(ops, 6);
+    assert_eq!(w.stats().queued, 6);
+    assert_eq!(w.stats().pool_id, Some(7));
+    assert!(w.is_done());
+}
+
+// Goal: arrivals that fall due while a call is in flight go out together in the next call,
+// each still reported at its own intended time (a slow server shows as pickup delay).
+#[test]
+fn arrivals_due_during_a_slow_call_are_batched_at_their_own_times() {
+    let cfg = config(
+        Source::Emulator,
+        Arrival::Constant { rate_per_s: 10.0 },
+        model(10, 0.0),
+        1,
+    );
+    let mut w = Workload::new(cfg, 1);
+    let mut server = FakeServer::default();
+    let events = drive(
+        &mut w,
+        &mut server,
+        Duration::from_millis(350),
+        SimTime::from_secs(10),
+    );
+    let want: Vec<SimTime> = (0..10).map(|i| SimTime::from_millis(100 * i)).collect();
+    assert_eq!(queued_at(&events), want);
+    let batches: Vec<usize> = server
+        .calls
+        .iter()
+        .filter_map(|(_, c)| match c {
+            ApiRequest::QueueJobs { request, .. } => Some(request.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        batches.len() < 10 && batches.iter().sum::<usize>() == 10,
+        "{batches:?}"
+    );
+}
+
+// Goal: a job drawn as canceled is canceled 20–80 % into its duration after its intended queue
+// time; a cancel that finds the job still queued is reported as that job's end, canceled.
+#[test]
+fn cancels_go_out_inside_the_job_and_report_queued_jobs_canceled() {
+    let cfg = config(
+        Source::Emulator,
+        Arrival::Constant { rate_per_s: 1.0 },
+        model(10, 1.0),
+        5,
+    );
+    let mut w = Workload::new(cfg, 3);
+    let mut server = FakeServer::default();
+    let events = drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(60));
+    let queued: Vec<(u64, SimTime)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobQueued { request_id, at } => Some((*request_id, *at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queued.len(), 5);
+    for (request_id, at) in &queued {
+        let sent = server
+            .calls
+            .iter()
+            .find(|(_, c)| matches!(c, ApiRequest::CancelJob { request_id: r, .. } if r == request_id))
+            .map(|(t, _)| *t)
+            .expect("every job is canceled");
+        let into = sent.saturating_since(*at);
+        assert!(
+            (Duration::from_secs(2)..=Duration::from_secs(8)).contains(&into),
+            "cancel {into:?} into a 10 s job"
+        );
+        assert!(events.iter().any(|e| matches!(e,
+            Event::JobFinished { agent: GENERATOR_AGENT, request_id: r, result: TaskResult::Canceled, .. }
+            if r == request_id)));
+    }
+    let s = w.stats();
+    assert_eq!(
+        (s.cancels_sent, s.canceled_queued, s.cancels_unsent),
+        (5, 5, 0)
+    );
+}
+
+// Goal: cancels whose time falls after the run's end are counted as unsent, never sent.
+#[test]
+fn cancels_after_the_end_are_counted_unsent() {
+    let cfg = config(
+        Source::Emulator,
+        Arrival::Constant { rate_per_s: 1.0 },
+        model(100, 1.0),
+        3,
+    );
+    let mut w = Workload::new(cfg, 3);
+    let mut server = FakeServer::default();
+    drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(5));
+    let s = w.stats();
+    assert_eq!((s.queued, s.cancels_sent, s.cancels_unsent), (3, 0, 3));
+    assert!(w.poll_timeout().is_none() && w.is_done());
+}
+
+// Goal: with source = "server" the workload sends nothing and asks for no wake-up, whatever
+// the arrival process says.
+#[test]
+fn server_source_sends_nothing() {
+    let cfg = config(
+        Source::Server,
+        Arrival::Poisson { rate_per_s: 50.0 },
+        model(10, 0.5),
+        60,
+    );
+    let mut w = Workload::new(cfg, 1);
+    assert!(w.poll_transmit().is_none());
+    assert!(w.poll_timeout().is_none());
+    assert!(w.poll_event().is_none());
+    w.handle_timeout(SimTime::from_secs(30));
+    assert!(w.poll_transmit().is_none());
+    assert!(w.is_done());
+}
+
+// Goal: the jobs sent are exactly the job model's draws from `Jobs` stream 1 (job, then cancel,
+// per arrival): the contract that gives both drivers the same jobs for a seed.
+#[test]
+fn jobs_are_the_stream_one_draws() {
+    let jobs = model(10, 0.3);
+    let cfg = config(
+        Source::Emulator,
+        Arrival::Constant { rate_per_s: 4.0 },
+        jobs.clone(),
+        2,
+    );
+    let mut w = Workload::new(cfg, 11);
+    let mut server = FakeServer::default();
+    drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(3));
+    let sent: Vec<SyntheticJob> = server
+        .calls
+        .iter()
+        .filter_map(|(_, c)| match c {
+            ApiRequest::QueueJobs { request, .. } => Some(request.jobs.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut rng = rng::stream(11, StreamKind::Jobs, 1);
+    let want: Vec<SyntheticJob> = (0..8)
+        .map(|_| {
+            let job = jobs.sample_job(&mut rng);
+            let _ = jobs.sample_cancel(&mut rng);
+            job
+        })
+        .collect();
+    assert_eq!(sent, want);
+}
+
+// Goal: a pool that is not there yet is looked up again after `POOL_RETRY`; arrivals wait.
+#[test]
+fn pool_lookup_is_retried() {
+    let cfg = config(
+        Source::Emulator,
+        Arrival::Constant { rate_per_s: 1.0 },
+        model(10, 0.0),
+        10,
+    );
+    let mut w = Workload::new(cfg, 1);
+    let Some(WorkloadOutput::Send { id, .. }) = w.poll_transmit() else {
+        panic!("the pool lookup goes out first");
+    };
+    w.handle_response(
+        SimTime::ZERO,
+        id,
+        ApiResponse::Pools(ListOf::new(Vec::new())),
+    );
+    assert!(w.poll_transmit().is_none());
+    assert_eq!(
+        w.poll_timeout(),
+        Some((SimTime::ZERO + POOL_RETRY, WorkloadTimer::PoolRetry))
+    );
+    w.handle_timeout(SimTime::ZERO + POOL_RETRY);
+    assert!(matches!(
+        w.poll_transmit(),
+        Some(WorkloadOutput::Send {
+            request: Request {
+                call: ApiRequest::ListPools { .. },
+                ..
+            },
+            ..
+        })
+    ));
+}
+
+// Goal: a cancel lands inside the job (20–80 % of its duration), never at its start, and the
+// same seed gives the same delays.
+#[test]
+fn cancel_delay_falls_inside_the_job_and_is_seeded() {
+    let step = |ms| SyntheticStep {
+        duration_ms: ms,
+        log_lines: 0,
+        secret_lines: 0,
+        artifact_bytes: 0,
+    };
+    let job = SyntheticJob {
+        steps: vec![step(4_000), step(6_000)],
+        secrets: 0,
+        fail: false,
+        demands: Vec::new(),
+    };
+    let draw = || {
+        let mut rng = rng::stream(3, StreamKind::Jobs, 2);
+        (0..200)
+            .map(|_| cancel_delay(&job, &mut rng))
+            .collect::<Vec<_>>()
+    };
+    let delays = draw();
+    assert!(
+        delays
+            .iter()
+            .all(|d| (2_000..=8_000).contains(&d.as_millis()))
+    );
+    assert!(delays.iter().any(|d| d.as_millis() < 4_000));
+    assert!(delays.iter().any(|d| d.as_millis() > 6_000));
+    assert_eq!(delays, draw());
+    let empty = SyntheticJob {
+        steps: vec![step(0)],
+        ..job
+    };
+    assert_eq!(
+        cancel_delay(&empty, &mut rng::stream(3, StreamKind::Jobs, 2)),
+        Duration::from_millis(1)
+    );
+}
