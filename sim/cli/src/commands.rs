@@ -142,8 +142,10 @@ fn run(args: RunArgs) -> Outcome {
         if let Some(d) = display {
             d.finish().await;
         }
-        let outcome = result.map_err(|e| {
-            Failure::run(anyhow::Error::new(e).context("the run could not be carried out"))
+        let outcome = result.map_err(|e| match e {
+            // The scenario asks for what the target cannot do: a usage error, with the fix.
+            fleetsim_live::fleet::FleetError::Unsupported(_) => Failure::usage(e),
+            e => Failure::run(anyhow::Error::new(e).context("the run could not be carried out")),
         })?;
         Ok::<_, Failure>((outcome, prom))
     });
@@ -203,7 +205,11 @@ fn simulate(args: SimulateArgs) -> Outcome {
         }
         None => fleetsim_des::simulate(&scenario, &sim_opts),
     }
-    .map_err(|e| Failure::run(anyhow::Error::new(e).context("the simulation could not run")))?;
+    .map_err(|e| match e {
+        // The scenario asks for what virtual time cannot do: a usage error.
+        fleetsim_des::DesError::Unsupported(_) => Failure::usage(e),
+        e => Failure::run(anyhow::Error::new(e).context("the simulation could not run")),
+    })?;
     let mut summary = render_summary(&out.report);
     summary.push_str("\n  stations\n");
     for s in &out.stations {

@@ -392,3 +392,69 @@ fn free_port_pair() -> u16 {
     }
     panic!("no two adjacent free ports on 127.0.0.1");
 }
+
+/// A target that is not fleetsim's emulator: every request is answered, `GET
+/// …/_apis/fleetsim/stats` with 404 (as Azure DevOps does), anything else with an empty JSON
+/// object. Serves until the test process ends.
+fn not_an_emulator() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            // The rest of the head; these probes carry no body.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (status, body) = if first.contains("/_apis/fleetsim/stats") {
+                ("404 Not Found", "")
+            } else {
+                ("200 OK", "{}")
+            };
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+// Goal: `[jobs]` arrivals with the emulator source against a target that is not fleetsim's
+// emulator are refused at start (exit 2) with the fix in the message, never run as a stream of
+// 404s that exits 0.
+#[test]
+fn emulator_source_against_another_server_exits_2_with_the_fix() {
+    let dir = scratch("not-emulator");
+    let scenario = tiny_scenario(&dir, "");
+    let port = not_an_emulator();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--quiet",
+            "--target",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .env("FLEETSIM_PAT", "cli-test-pat")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}\n{stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains("/_apis/fleetsim/stats answered 404"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("source = \"pipelines\""), "{stderr}");
+    assert!(stderr.contains("\"server\""), "{stderr}");
+}

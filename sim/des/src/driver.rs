@@ -156,6 +156,11 @@ fn run(
                 .into(),
         ));
     }
+    if let fleetsim_core::workload::Source::Pipelines(_) = scenario.jobs.source {
+        return Err(DesError::Unsupported(
+            "[jobs] source = \"pipelines\" (not implemented in this build yet)".into(),
+        ));
+    }
     let wall = Instant::now();
     let mut sim = Sim::new(scenario)?;
     sim.tap = tap;

@@ -8,7 +8,7 @@ use fleetsim_core::agent::{AgentConfig, RegisterMode as CoreRegisterMode};
 use fleetsim_core::api::Credential;
 use fleetsim_core::crypto::{CryptoMode, Meter};
 use fleetsim_core::server::{Limits, PoolConfig, ServerConfig};
-use fleetsim_core::workload::{Source, WorkloadConfig};
+use fleetsim_core::workload::WorkloadConfig;
 
 use crate::model::{RegisterMode, Scenario};
 
@@ -50,7 +50,7 @@ impl Scenario {
     /// with `credential` (the PAT as Basic).
     pub fn workload_config(&self, credential: Credential) -> WorkloadConfig {
         WorkloadConfig {
-            source: Source::Emulator,
+            source: self.jobs.source.clone(),
             arrival: self.jobs.arrival.clone(),
             jobs: self.jobs.model.clone(),
             pool_name: self.pool_name().to_string(),

@@ -14,7 +14,8 @@ pub use fleetsim_core::agent::Pacing;
 use fleetsim_core::dist::DurationDist;
 use fleetsim_core::ops::Operation;
 pub use fleetsim_core::workload::{
-    Arrival, JobModel, MAX_LOG_LINES_PER_STEP, MAX_STEPS_PER_JOB, ProfilePoint,
+    Arrival, JobModel, MAX_LOG_LINES_PER_STEP, MAX_STEPS_PER_JOB, PipelineTarget, ProfilePoint,
+    Source as JobSource,
 };
 use fleetsim_metrics::thresholds::Threshold;
 
@@ -216,6 +217,8 @@ pub struct Jobs {
     pub model: JobModel,
     /// Job-token lifetime; `None` = the emulator's default.
     pub token_ttl: Option<Duration>,
+    /// Who queues the jobs (`[jobs] source`, with `[[jobs.pipelines]]`).
+    pub source: JobSource,
 }
 
 /// `[server]`: the embedded emulator's settings and, for virtual time, its capacity.

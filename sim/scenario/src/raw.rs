@@ -251,6 +251,41 @@ pub struct RawJobs {
     pub demands: Option<Vec<String>>,
     /// Job-token lifetime (default: the emulator's).
     pub token_ttl: Option<RawDuration>,
+    /// Who queues the jobs: "emulator" (fleetsim's admin extension), "pipelines" (the
+    /// Pipelines Runs REST API) or "server" (someone else; the fleet only serves). Default:
+    /// "emulator" without a [target]; with one, "emulator" when the section sets an arrival
+    /// rate, otherwise "server".
+    pub source: Option<RawJobSource>,
+    /// The pipelines a "pipelines" source runs, by weight.
+    pub pipelines: Option<Vec<RawPipeline>>,
+}
+
+/// `[jobs] source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "JobSource")]
+pub enum RawJobSource {
+    /// fleetsim's emulator admin extension.
+    Emulator,
+    /// The Pipelines Runs REST API.
+    Pipelines,
+    /// Jobs are queued by someone else.
+    Server,
+}
+
+/// `[[jobs.pipelines]]`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Pipeline")]
+pub struct RawPipeline {
+    /// The pipeline's id (required).
+    pub id: Option<u32>,
+    /// The project it lives in (required).
+    pub project: Option<String>,
+    /// Relative weight among the pipelines (default 1).
+    pub weight: Option<u32>,
+    /// Branch to run, e.g. "refs/heads/main" (default: the pipeline's default branch).
+    pub branch: Option<String>,
 }
 
 /// Arrival process.

@@ -62,7 +62,7 @@ pub fn validate(
     let target = raw.target.map(|t| target(t, ld));
     let fleet = fleet(raw.fleet.unwrap_or_default(), ld);
     let agent = agent(raw.agent.unwrap_or_default(), ld);
-    let jobs = jobs(raw.jobs, ld);
+    let jobs = jobs(raw.jobs, target.is_some(), ld);
     let server = server(raw.server.unwrap_or_default(), ld);
     let (network, partitions) = network(raw.network.unwrap_or_default(), &fleet, &run, ld);
     let mut faults = faults(raw.faults.unwrap_or_default(), &fleet, &run, ld);
@@ -452,7 +452,7 @@ fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
     a
 }
 
-fn jobs(raw: Option<RawJobs>, ld: &mut Loader<'_>) -> Jobs {
+fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
     let present = raw.is_some();
     let raw = raw.unwrap_or_default();
     let at = |k: &str| p(&["jobs", k]);
@@ -531,8 +531,18 @@ fn jobs(raw: Option<RawJobs>, ld: &mut Loader<'_>) -> Jobs {
     if let Some(ttl) = raw.token_ttl {
         positive(ttl.0, &at("token_ttl"), ld);
     }
+    let cancel_rate = ratio(raw.cancel_rate);
+    let source = job_source(
+        raw.source,
+        raw.pipelines,
+        has_target,
+        &arrival,
+        cancel_rate,
+        ld,
+    );
     Jobs {
         arrival,
+        source,
         model: JobModel {
             duration: dd(raw.duration, DurationDist::exponential(secs(60))),
             steps,
@@ -541,10 +551,125 @@ fn jobs(raw: Option<RawJobs>, ld: &mut Loader<'_>) -> Jobs {
             secret_lines: raw.secret_lines.unwrap_or(1),
             artifact_bytes: nd(raw.artifact_bytes, NumberDist::constant(0.0)),
             failure_rate: ratio(raw.failure_rate),
-            cancel_rate: ratio(raw.cancel_rate),
+            cancel_rate,
             demands,
         },
         token_ttl: raw.token_ttl.map(|v| v.0),
+    }
+}
+
+/// `[jobs] source` and `[[jobs.pipelines]]`, with the combinations no driver can honour refused:
+/// arrivals or cancels with a "server" source, cancels with "pipelines", pipelines without it.
+fn job_source(
+    raw: Option<RawJobSource>,
+    pipelines: Option<Vec<RawPipeline>>,
+    has_target: bool,
+    arrival: &Arrival,
+    cancel_rate: f64,
+    ld: &mut Loader<'_>,
+) -> JobSource {
+    let at = |k: &str| p(&["jobs", k]);
+    let kind = raw.unwrap_or(if has_target && *arrival == Arrival::None {
+        RawJobSource::Server
+    } else {
+        RawJobSource::Emulator
+    });
+    if kind != RawJobSource::Pipelines && pipelines.is_some() {
+        ld.at(
+            &at("pipelines"),
+            "[[jobs.pipelines]] is read only with `source = \"pipelines\"`: set it, or remove \
+             the pipelines",
+        );
+    }
+    match kind {
+        RawJobSource::Emulator => JobSource::Emulator,
+        RawJobSource::Server => {
+            if *arrival != Arrival::None {
+                ld.at(
+                    &at("source"),
+                    "`source = \"server\"` queues no jobs (someone else does), so the arrival \
+                     keys cannot be honoured: remove `rate_per_s`/`arrival`, or set `source = \
+                     \"emulator\"` or `\"pipelines\"`",
+                );
+            }
+            if cancel_rate > 0.0 {
+                ld.at(
+                    &at("cancel_rate"),
+                    "`source = \"server\"` cancels nothing (the jobs are someone else's): \
+                     remove `cancel_rate`",
+                );
+            }
+            JobSource::Server
+        }
+        RawJobSource::Pipelines => {
+            if cancel_rate > 0.0 {
+                ld.at(
+                    &at("cancel_rate"),
+                    "canceling pipeline runs is not implemented: remove `cancel_rate` (or set it \
+                     to 0) with `source = \"pipelines\"`",
+                );
+            }
+            let list = pipelines.unwrap_or_default();
+            if list.is_empty() {
+                ld.at(
+                    &at("source"),
+                    "`source = \"pipelines\"` needs at least one [[jobs.pipelines]] with `id` \
+                     and `project`",
+                );
+            }
+            let targets = list
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| pipeline(raw, i, ld))
+                .collect();
+            JobSource::Pipelines(targets)
+        }
+    }
+}
+
+/// One `[[jobs.pipelines]]` entry.
+fn pipeline(raw: RawPipeline, i: usize, ld: &mut Loader<'_>) -> PipelineTarget {
+    let mut here = p(&["jobs", "pipelines"]);
+    here.push(Seg::Index(i));
+    let id = match raw.id {
+        Some(id) if id > 0 => id,
+        Some(_) => {
+            ld.at(&pk(&here, &["id"]), "a pipeline id is at least 1");
+            1
+        }
+        None => {
+            ld.at(
+                &pk(&here, &["id"]),
+                "missing `id` (the pipeline's definition id)",
+            );
+            1
+        }
+    };
+    let project = match raw.project {
+        Some(p) if !p.trim().is_empty() => p,
+        _ => {
+            ld.at(
+                &pk(&here, &["project"]),
+                "missing `project` (the project's name or id)",
+            );
+            String::new()
+        }
+    };
+    let weight = raw.weight.unwrap_or(1);
+    if weight == 0 {
+        ld.at(&pk(&here, &["weight"]), "a weight is at least 1");
+    }
+    if let Some(b) = raw.branch.as_ref().filter(|b| b.trim().is_empty()) {
+        ld.at(
+            &pk(&here, &["branch"]),
+            format!("a branch is a ref such as \"refs/heads/main\", found {b:?}"),
+        );
+    }
+    PipelineTarget {
+        id,
+        project,
+        weight: weight.max(1),
+        branch: raw.branch,
     }
 }
 

@@ -649,3 +649,71 @@ fn damaged_files_give_diagnostics_not_panics() {
         }
     }
 }
+
+#[test]
+fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
+    // Goal: `[jobs] source` defaults to the emulator without a target; with one, to "server"
+    // unless arrivals are set; pipelines parse with their weights; arrivals or cancels with
+    // "server", cancels with "pipelines", and pipelines with another source are refused with
+    // the key's position.
+    use fleetsim_scenario::{JobSource, PipelineTarget};
+    let target = "[target]\nurl = \"http://127.0.0.1:9\"\n";
+    let jobs = "[jobs]\nrate_per_s = 1\n";
+    let load_ok = |text: &str| load_str("ok.toml", text, &[]).expect("valid").jobs.source;
+    assert_eq!(load_ok(&format!("{MINIMAL}{jobs}")), JobSource::Emulator);
+    assert_eq!(load_ok(&format!("{MINIMAL}{target}")), JobSource::Server);
+    assert_eq!(
+        load_ok(&format!("{MINIMAL}{target}{jobs}")),
+        JobSource::Emulator
+    );
+    let pipelines = format!(
+        "{MINIMAL}{jobs}source = \"pipelines\"\n[[jobs.pipelines]]\nid = 12\nproject = \"proj\"\n\
+         weight = 3\nbranch = \"refs/heads/main\"\n[[jobs.pipelines]]\nid = 4\nproject = \"p2\"\n"
+    );
+    assert_eq!(
+        load_ok(&pipelines),
+        JobSource::Pipelines(vec![
+            PipelineTarget {
+                id: 12,
+                project: "proj".into(),
+                weight: 3,
+                branch: Some("refs/heads/main".into()),
+            },
+            PipelineTarget {
+                id: 4,
+                project: "p2".into(),
+                weight: 1,
+                branch: None,
+            },
+        ])
+    );
+    let server =
+        format!("{MINIMAL}[jobs]\nsource = \"server\"\nrate_per_s = 1\ncancel_rate = 0.1\n");
+    let got = errors(&server, &[]);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("bad.toml:4:10: ") && l.contains("rate_per_s")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("bad.toml:6:15: ") && l.contains("cancel_rate")),
+        "{got:?}"
+    );
+    let got = errors(
+        &format!("{MINIMAL}{jobs}source = \"pipelines\"\ncancel_rate = 0.1\n"),
+        &[],
+    );
+    assert!(got.iter().any(|l| l.contains("pipeline runs")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|l| l.contains("at least one [[jobs.pipelines]]")),
+        "{got:?}"
+    );
+    let got = errors(&format!("{MINIMAL}{jobs}[[jobs.pipelines]]\nid = 0\n"), &[]);
+    assert!(
+        got.iter()
+            .any(|l| l.contains("[[jobs.pipelines]] is read only with")),
+        "{got:?}"
+    );
+}

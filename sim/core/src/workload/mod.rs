@@ -69,8 +69,34 @@ pub type CallId = u64;
 pub enum Source {
     /// fleetsim's emulator admin extension: `QueueJobs` and `CancelJob`.
     Emulator,
+    /// Runs queued through the Pipelines Runs REST API, over these pipelines by weight.
+    Pipelines(Vec<PipelineTarget>),
     /// Someone else queues jobs; the workload sends nothing.
     Server,
+}
+
+impl Source {
+    /// The scenario's name for it (`[jobs] source`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Emulator => "emulator",
+            Source::Pipelines(_) => "pipelines",
+            Source::Server => "server",
+        }
+    }
+}
+
+/// One pipeline a `pipelines` source runs (`[[jobs.pipelines]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineTarget {
+    /// The pipeline's id (the definition id).
+    pub id: u32,
+    /// The project it lives in (name or id).
+    pub project: String,
+    /// Relative weight among the source's pipelines (≥ 1).
+    pub weight: u32,
+    /// The branch to run (`refs/heads/main`); `None`: the pipeline's default branch.
+    pub branch: Option<String>,
 }
 
 /// Everything a workload needs to know.
@@ -193,7 +219,7 @@ impl Workload {
         // scenario refuses that combination; this keeps the machine honest on its own).
         let arrival = match config.source {
             Source::Server => &Arrival::None,
-            Source::Emulator => &config.arrival,
+            Source::Emulator | Source::Pipelines(_) => &config.arrival,
         };
         let arrivals = Arrivals::new(
             arrival,

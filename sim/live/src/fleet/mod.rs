@@ -43,7 +43,7 @@ use fleetsim_core::event::{CryptoOp, Event, Side};
 use fleetsim_core::proto::TaskAgentJobRequest;
 use fleetsim_core::rng::{self, StreamKind};
 use fleetsim_metrics::{Mode, Recorder, Report, RunMeta};
-use fleetsim_scenario::{ConnectionMode, Scenario};
+use fleetsim_scenario::{Arrival, ConnectionMode, Scenario};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -144,6 +144,10 @@ pub enum FleetError {
     /// The embedded emulator's child process could not be started.
     #[error("embedded emulator: {0}")]
     ChildEmulator(String),
+    /// The scenario asks for something this target cannot do (a usage error: exit 2); the
+    /// message says what to write instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Key-cache figures of the run.
@@ -258,6 +262,7 @@ pub async fn run(
     let http = http_client(&dest, &agent_config).await?;
     let base_path: Arc<str> = Arc::from(http.options().target.base_path.as_str());
     preflight(&http, &base_path).await?;
+    check_job_source(scenario, &dest, &http, &base_path).await?;
 
     tokio::pin!(shutdown);
     let Some(keys) = load_keys(scenario, &opts, &board, &mut shutdown).await? else {
@@ -819,6 +824,52 @@ async fn preflight(http: &Arc<HttpClient>, base_path: &str) -> Result<(), FleetE
     let wire = codec::encode_request(&request, base_path);
     http.connection(0).send(&wire).await?;
     Ok(())
+}
+
+/// A job source the target cannot serve is refused before any agent starts, never run as a
+/// stream of errors: the `emulator` source needs fleetsim's admin extension, so against a
+/// `[target]` it is probed once (`GET …/_apis/fleetsim/stats` with the PAT) and anything but the
+/// emulator's counters stops the run with the fix.
+async fn check_job_source(
+    scenario: &Scenario,
+    dest: &Destination,
+    http: &Arc<HttpClient>,
+    base_path: &str,
+) -> Result<(), FleetError> {
+    match &scenario.jobs.source {
+        fleetsim_core::workload::Source::Pipelines(_) => {
+            return Err(FleetError::Unsupported(
+                "[jobs] source = \"pipelines\" is not implemented in this build yet: use \
+                 \"emulator\" (the embedded emulator) or \"server\""
+                    .into(),
+            ));
+        }
+        fleetsim_core::workload::Source::Emulator
+            if scenario.target.is_some() && scenario.jobs.arrival != Arrival::None => {}
+        _ => return Ok(()),
+    }
+    let request = Request {
+        credential: pat_credential(&dest.pat),
+        call: ApiRequest::AdminStats,
+    };
+    let wire = codec::encode_request(&request, base_path);
+    let mut conn = http.connection(0);
+    let answer = match tokio::time::timeout(STATS_TIMEOUT, conn.send(&wire)).await {
+        Ok(Ok(resp)) => match codec::decode_response(&request.call, &resp) {
+            ApiResponse::Stats(_) => return Ok(()),
+            _ => format!("answered {}", resp.status),
+        },
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(_) => format!("gave no answer within {}s", STATS_TIMEOUT.as_secs()),
+    };
+    Err(FleetError::Unsupported(format!(
+        "[jobs] source = \"emulator\" needs fleetsim's emulator, and the target is not one \
+         (GET {}{} {answer}): set [jobs] source = \"pipelines\" with [[jobs.pipelines]] to queue \
+         runs through the Pipelines API, or source = \"server\" (and no arrival keys) to serve \
+         jobs someone else queues",
+        dest.url,
+        codec::STATS_PATH,
+    )))
 }
 
 /// The emulator's counters at the end: the embedded one directly (plus its crypto totals as
