@@ -139,3 +139,81 @@ async fn untrusted_certificate_makes_the_run_impossible() {
     assert_eq!(stats.agents, 0, "no agent ever reached the target");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// Goal: jobs someone else queued (no `[jobs]` section with a `[target]`: source "server") are
+// served, and their pickup latency comes from the server's own times (`queueTime` →
+// `receiveTime`) instead of leaving them unmatched without samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_queued_by_someone_else_get_pickup_from_server_times() {
+    use fleetsim_core::api::{ApiRequest, ApiResponse, Credential, Request};
+    use fleetsim_core::job::{QueueJobsRequest, SyntheticJob, SyntheticStep};
+    use fleetsim_live::client::{ClientOptions, HttpClient, Target};
+
+    let dir = temp_dir("server-source");
+    let pat = "server-source-pat-0123456789";
+    let mut config = ServerConfig::with_env_pat(pat);
+    config.long_poll_hold = Duration::from_secs(2);
+    let emulator = server::start(EmulatorOptions::new(([127, 0, 0, 1], 0).into(), config))
+        .await
+        .unwrap();
+    // Someone else queues three jobs before the fleet starts.
+    let http = HttpClient::new(ClientOptions::new(
+        Target::parse(&emulator.base_url).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let job = SyntheticJob {
+        steps: vec![SyntheticStep {
+            duration_ms: 200,
+            log_lines: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let request = Request {
+        credential: Credential::Basic {
+            user: "someone".into(),
+            password: pat.into(),
+        },
+        call: ApiRequest::QueueJobs {
+            pool_id: 1,
+            request: QueueJobsRequest {
+                count: 3,
+                template: Some(job),
+                jobs: Vec::new(),
+            },
+        },
+    };
+    let wire = fleetsim_core::codec::encode_request(&request, "");
+    let answer = http.connection(0).send(&wire).await.unwrap();
+    let ApiResponse::QueuedJobs(queued) =
+        fleetsim_core::codec::decode_response(&request.call, &answer)
+    else {
+        panic!("queueing failed: {answer:?}")
+    };
+    assert_eq!(queued.count, 3);
+    let pat_file = dir.join("pat");
+    std::fs::write(&pat_file, pat).unwrap();
+    let text = format!(
+        "[run]\nduration = \"5s\"\nseed = 3\n[target]\nurl = \"{}\"\npat_file = \"{}\"\n\
+         proxy = {{ enabled = false }}\n[fleet]\nagents = 3\ndistinct_keys = 1\n\
+         key_cache_dir = \"{}\"\n[agent]\nempty_poll_gap = \"300ms\"\n",
+        emulator.base_url,
+        pat_file.display(),
+        std::env::temp_dir().join("fleetsim-test-keys").display(),
+    );
+    let scenario =
+        fleetsim_scenario::load_str("server.toml", &text, &[]).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(scenario.jobs.source, fleetsim_scenario::JobSource::Server);
+    let out = fleet::run(&scenario, RunOptions::default(), pending())
+        .await
+        .expect("the run is carried out");
+    let pickup = &out.report.job_pickup;
+    assert_eq!(out.report.jobs.queued, 0, "the fleet queued nothing itself");
+    assert_eq!(out.report.jobs.started, 3, "{:?}", out.report.jobs);
+    assert_eq!(pickup.server_clock, 3, "{pickup:?}");
+    assert_eq!(pickup.latency_s.count, 3, "{pickup:?}");
+    assert_eq!(pickup.unmatched, 0, "{pickup:?}");
+    emulator.handle.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

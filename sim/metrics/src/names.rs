@@ -482,7 +482,23 @@ pub fn catalogue_markdown() -> String {
          - `side`: `agents`, `emulator`; `op`: the names of `fleetsim_core::event::CryptoOp`.\n\
          - `route`: the codec's route table (`fleetsim_core::codec::route_label`) or `unrouted`;\n  \
          `status`: the HTTP status (the codec's few codes, else its class such as `4xx`).\n\
-         - `role`: `fleet`, `emulator`, `simulate`.\n",
+         - `role`: `fleet`, `emulator`, `simulate`.\n\n",
+    );
+    out.push_str(
+        "## Job pickup: which clock\n\n\
+         Pickup latency (`job_pickup` in the report, `fleetsim_job_pickup_duration_seconds`) runs\n\
+         from a job's queueing to an agent holding its message. Two clocks measure it, never mixed\n\
+         in one sample:\n\n\
+         - **Jobs fleetsim queued** (`[jobs] source = \"emulator\"`): the fleet's clock, from the\n  \
+         job's *intended* queue time (its arrival time, not when the queue call returned) to the\n  \
+         agent decrypting the message. These are all the Prometheus histogram holds.\n\
+         - **Jobs fleetsim did not queue** (`source = \"server\"`, or jobs someone else queued): the\n  \
+         server's clock, `queueTime` → `receiveTime` (or `assignTime`) of the job request as\n  \
+         `GET …/distributedtask/pools/{poolId}/jobrequests` lists it at the end of a live run.\n  \
+         They enter the report's histogram only (after the run), and\n  \
+         `job_pickup.server_clock` counts them; the rest of `job_pickup.latency_s.count` is on\n  \
+         the fleet's clock. A pickup with neither a fleet queue event nor server times stays\n  \
+         `job_pickup.unmatched`.\n",
     );
     out
 }

@@ -130,6 +130,9 @@ pub struct Recorder {
     /// Pending and unmatched counts carried in from reports (their ids are not in reports).
     pub(crate) carried_pending: u64,
     pub(crate) carried_unmatched: u64,
+    /// Pickup samples taken from the server's own times (jobs the fleet did not queue); the
+    /// rest of `pickup_us` is on the fleet's clock.
+    pub(crate) pickup_server_clock: u64,
     /// Join halves refused because the pending map was full.
     pub(crate) overflowed: u64,
     pub(crate) jobs: JobCounters,
@@ -174,6 +177,7 @@ impl Recorder {
             pending_limit: limit,
             carried_pending: 0,
             carried_unmatched: 0,
+            pickup_server_clock: 0,
             overflowed: 0,
             jobs: JobCounters::default(),
             jobs_requeued: 0,
@@ -296,6 +300,7 @@ impl Recorder {
         self.merge_pending(other);
         self.carried_pending += other.carried_pending;
         self.carried_unmatched += other.carried_unmatched;
+        self.pickup_server_clock += other.pickup_server_clock;
         self.overflowed += other.overflowed;
         let (a, b) = (&mut self.jobs, &other.jobs);
         a.queued += b.queued;
@@ -386,6 +391,25 @@ impl Recorder {
     /// Pickups whose queue event never arrived, plus halves refused at the pending bound.
     pub fn pickups_unmatched(&self) -> u64 {
         self.picked_at.len() as u64 + self.carried_unmatched + self.overflowed
+    }
+
+    /// A pickup measured on the server's clock (`queueTime` → `receiveTime` of a job request)
+    /// for a job an agent picked up but the fleet never saw queued: the waiting half of the
+    /// join becomes a sample. Returns whether it did; a job the fleet queued itself keeps its
+    /// fleet-clock sample, and a job no agent of this run picked up is not this run's.
+    pub fn record_server_pickup(&mut self, request_id: u64, latency: std::time::Duration) -> bool {
+        if self.picked_at.remove(&request_id).is_none() {
+            return false;
+        }
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.pickup_us.saturating_record(us);
+        self.pickup_server_clock += 1;
+        true
+    }
+
+    /// Pickup samples taken from the server's times (the rest are on the fleet's clock).
+    pub fn pickups_server_clock(&self) -> u64 {
+        self.pickup_server_clock
     }
 
     /// The latest event time seen.
@@ -686,6 +710,28 @@ mod tests {
         assert!(h.equivalent(h.max(), 500_000), "max {}", h.max());
         assert_eq!(rec.pickups_pending(), 1, "job 3 still waits");
         assert_eq!(rec.pickups_unmatched(), 1, "job 4 was never queued");
+    }
+
+    // Goal: a job an agent picked up but the fleet never queued gets its sample from the
+    // server's times (counted as such) instead of staying unmatched; a job the fleet queued
+    // keeps its fleet-clock sample, and the count survives a report round trip.
+    #[test]
+    fn server_times_give_unmatched_pickups_a_sample() {
+        let mut rec = Recorder::new();
+        rec.record(&queued(1, 1_000));
+        rec.record(&picked(1, 1_250));
+        rec.record(&picked(2, 3_000));
+        assert_eq!(rec.pickups_unmatched(), 1);
+        assert!(!rec.record_server_pickup(1, std::time::Duration::from_secs(9)));
+        assert!(!rec.record_server_pickup(3, std::time::Duration::from_secs(9)));
+        assert!(rec.record_server_pickup(2, std::time::Duration::from_millis(700)));
+        assert_eq!(rec.pickups_unmatched(), 0);
+        assert_eq!(rec.pickup_histogram().len(), 2);
+        assert_eq!(rec.pickups_server_clock(), 1);
+        let h = rec.pickup_histogram();
+        assert!(h.equivalent(h.max(), 700_000), "max {}", h.max());
+        let report = crate::report::Report::from_recorder(&rec, crate::report::RunMeta::default());
+        assert_eq!(report.job_pickup.server_clock, 1);
     }
 
     // Goal: the pending join map is bounded; halves past the bound are counted as unmatched.

@@ -105,6 +105,11 @@ pub struct PickupReport {
     pub pending: u64,
     /// Pickups whose queue event never arrived (or the other way round past the bound).
     pub unmatched: u64,
+    /// Of the samples, those taken from the server's own times (`queueTime` → `receiveTime`
+    /// of jobs the fleet did not queue); the others are on the fleet's clock, from the intended
+    /// queue time.
+    #[serde(default)]
+    pub server_clock: u64,
 }
 
 /// One operation's counters and latency.
@@ -335,6 +340,7 @@ impl Report {
                 latency_s: summarize(Some(&rec.pickup_us)),
                 pending: rec.pickups_pending(),
                 unmatched: rec.pickups_unmatched(),
+                server_clock: rec.pickups_server_clock(),
             },
             operations,
             requests: RequestsReport {
@@ -413,6 +419,7 @@ impl Report {
         }
         rec.carried_pending = self.job_pickup.pending;
         rec.carried_unmatched = self.job_pickup.unmatched;
+        rec.pickup_server_clock = self.job_pickup.server_clock;
         let j = &self.jobs;
         rec.jobs = recorder::JobCounters {
             queued: j.queued,

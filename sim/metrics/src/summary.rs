@@ -114,8 +114,15 @@ fn jobs(out: &mut String, r: &Report) {
     let _ = writeln!(out, "  job pickup  {}", latency_line(&p.latency_s));
     let _ = writeln!(
         out,
-        "              {} picked up · {} pending · {} unmatched",
-        p.latency_s.count, p.pending, p.unmatched
+        "              {} picked up{} · {} pending · {} unmatched",
+        p.latency_s.count,
+        if p.server_clock > 0 {
+            format!(" ({} on the server's clock)", p.server_clock)
+        } else {
+            String::new()
+        },
+        p.pending,
+        p.unmatched
     );
     let j = &r.jobs;
     let _ = writeln!(

@@ -320,7 +320,13 @@ pub async fn run(
     let generator = join_generator(generator, drain(scenario, &opts)).await;
 
     // Every agent has stopped: what the target still holds is final for this run.
-    let target_jobs = match generator.pool_id {
+    // The pool's id: the workload looked it up when it queued; otherwise (jobs queued by
+    // someone else) look it up now, for the server's pickup times.
+    let pool_id = match generator.pool_id {
+        Some(id) => Some(id),
+        None => pool_lookup(&dest, &http, &base_path, scenario).await,
+    };
+    let target_jobs = match pool_id {
         Some(pool_id) => job_list(&dest, &http, &base_path, pool_id, scenario).await,
         None => None,
     };
@@ -330,6 +336,7 @@ pub async fn run(
     if let Some(stats) = &emulator {
         recorder.set_server_stats(stats.clone());
     }
+    server_pickups(&mut recorder, target_jobs.as_deref());
     let jobs = account_jobs(&ledger, target_jobs.as_deref(), &mut warnings);
     if let Some(account) = &jobs {
         recorder.set_jobs_lost(account.lost);
@@ -775,6 +782,46 @@ async fn job_list(
         .ok()?;
     match codec::decode_response(&request.call, &resp) {
         ApiResponse::JobRequests(list) => Some(list.value),
+        _ => None,
+    }
+}
+
+/// Pickups of jobs the fleet did not queue, from the server's own times (`queueTime` →
+/// `receiveTime` in the job list): each turns a waiting pickup half into a sample on the
+/// server's clock (see `fleetsim_core::workload::server_pickup`).
+fn server_pickups(recorder: &mut Recorder, target_jobs: Option<&[TaskAgentJobRequest]>) {
+    for job in target_jobs.unwrap_or_default() {
+        if let Some(latency) = fleetsim_core::workload::server_pickup(job) {
+            recorder.record_server_pickup(job.request_id, latency);
+        }
+    }
+}
+
+/// The id of the fleet's pool on the target, by name (`None` when it cannot be found).
+async fn pool_lookup(
+    dest: &Destination,
+    http: &Arc<HttpClient>,
+    base_path: &str,
+    scenario: &Scenario,
+) -> Option<u32> {
+    let request = Request {
+        credential: pat_credential(&dest.pat),
+        call: ApiRequest::ListPools {
+            pool_name: Some(dest.pool.clone()),
+        },
+    };
+    let wire = codec::encode_request(&request, base_path);
+    let mut conn = http.connection(u64::from(scenario.fleet.agents) * 3 + 1);
+    let resp = tokio::time::timeout(STATS_TIMEOUT, conn.send(&wire))
+        .await
+        .ok()?
+        .ok()?;
+    match codec::decode_response(&request.call, &resp) {
+        ApiResponse::Pools(list) => list
+            .value
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(&dest.pool))
+            .map(|p| p.id),
         _ => None,
     }
 }
