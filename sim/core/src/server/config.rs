@@ -420,6 +420,9 @@ impl ServerConfig {
             if p.demands.len() > self.limits.max_demands_per_job {
                 return Err(bad("more demands than limits.max_demands_per_job"));
             }
+            if !p.demands.iter().all(|d| super::jobs::demand_is_valid(d)) {
+                return Err(bad("a demand is not `name` or `name -equals value`"));
+            }
         }
         Ok(())
     }
@@ -559,6 +562,28 @@ mod tests {
         let mut c = ServerConfig::default();
         c.limits.max_sessions = 0;
         assert_eq!(c.validate(), Err(ConfigError::Zero("limits.max_sessions")));
+    }
+
+    // Goal: `[[pipelines]]` read from server.toml with defaults for jobs, steps and folder;
+    // a bad demand is refused.
+    #[test]
+    fn toml_reads_pipelines() {
+        let c: ServerConfig = toml_from(
+            "[[pipelines]]\nid = 3\nname = \"ci\"\nproject = \"Demo\"\npool = \"default\"\n\
+             [[pipelines]]\nid = 4\nname = \"nightly\"\nproject = \"Demo\"\npool = \"Default\"\n\
+             jobs = 4\nsteps = [\"Checkout\", \"Bash\"]\ndemands = [\"docker\"]\nfolder = \"\\\\ops\"\n",
+        );
+        assert_eq!(c.pipelines[0].jobs, 1);
+        assert_eq!(c.pipelines[0].steps, ["Checkout", "CmdLine"]);
+        assert_eq!(c.pipelines[1].folder.as_deref(), Some("\\ops"));
+        c.validate().unwrap();
+        let mut bad = c.clone();
+        bad.pipelines[1].demands = vec!["two words".into()];
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::BadPipeline { id: 4, .. })
+        ));
+        assert!(toml::from_str::<ServerConfig>("[[pipelines]]\nid = 1\nname = \"x\"\n").is_err());
     }
 
     // Goal: the env PAT carries every scope, and Debug never prints a PAT.
