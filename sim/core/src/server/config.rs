@@ -153,7 +153,7 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub demands: Vec<String>,
     /// The pipeline's folder; `\` (the top) when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
 }
 
@@ -577,6 +577,9 @@ mod tests {
         assert_eq!(c.pipelines[0].steps, ["Checkout", "CmdLine"]);
         assert_eq!(c.pipelines[1].folder.as_deref(), Some("\\ops"));
         c.validate().unwrap();
+        // The fleet's child emulator gets its config as a file: it must survive a round trip.
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(toml_from(&text), c);
         let mut bad = c.clone();
         bad.pipelines[1].demands = vec!["two words".into()];
         assert!(matches!(
