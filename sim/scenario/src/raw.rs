@@ -308,6 +308,31 @@ pub struct RawServer {
     pub stations: Option<Vec<RawStation>>,
     /// Crypto in virtual time.
     pub crypto: Option<RawCrypto>,
+    /// Pipelines the embedded emulator's Pipelines Runs API can run.
+    pub pipelines: Option<Vec<RawPipeline>>,
+}
+
+/// `[[server.pipelines]]`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Pipeline")]
+pub struct RawPipeline {
+    /// Pipeline (definition) id, unique (required).
+    pub id: Option<u32>,
+    /// Pipeline name (required).
+    pub name: Option<String>,
+    /// Project, the `{project}` of the runs URL (required).
+    pub project: Option<String>,
+    /// Pool its jobs run in (default: server.pool).
+    pub pool: Option<String>,
+    /// Jobs per run (default 1).
+    pub jobs: Option<u32>,
+    /// Task names, one step each (default ["Checkout", "CmdLine"]).
+    pub steps: Option<Vec<String>>,
+    /// Demands every job carries: "name" or "name -equals value".
+    pub demands: Option<Vec<String>>,
+    /// Folder (default "\\").
+    pub folder: Option<String>,
 }
 
 /// `[server.limits]`.

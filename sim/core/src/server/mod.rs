@@ -41,9 +41,9 @@ use crate::event::{CryptoOp, Event, Side};
 use crate::rng::{self, Rng, StreamKind};
 
 pub use config::{
-    ALL_SCOPES, ConfigError, DEFAULT_POOL_ID, DEFAULT_POOL_NAME, Limits, PatConfig, PipelineConfig,
-    PoolConfig, SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE, SCOPE_AGENTPOOLS_READ, SCOPE_BUILD_EXECUTE,
-    SCOPE_BUILD_READ, ServerConfig,
+    ALL_SCOPES, ConfigError, DEFAULT_PIPELINE_STEPS, DEFAULT_POOL_ID, DEFAULT_POOL_NAME, Limits,
+    MAX_JOBS_PER_RUN, PatConfig, PipelineConfig, PoolConfig, SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE,
+    SCOPE_AGENTPOOLS_READ, SCOPE_BUILD_EXECUTE, SCOPE_BUILD_READ, ServerConfig,
 };
 
 /// The driver's id for one request, unique among requests the server may still answer later
