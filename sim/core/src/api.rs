@@ -150,6 +150,30 @@ pub enum ApiRequest {
         plan: PlanScope,
         event: JobEvent,
     },
+    /// `POST {project}/_apis/pipelines/{pipelineId}/runs`: queue a run of a pipeline.
+    RunPipeline {
+        project: String,
+        pipeline_id: u32,
+        params: RunPipelineParameters,
+    },
+    /// `GET {project}/_apis/pipelines/{pipelineId}/runs/{runId}`.
+    GetPipelineRun {
+        project: String,
+        pipeline_id: u32,
+        run_id: u64,
+    },
+    /// `GET {project}/_apis/pipelines/{pipelineId}/runs`: the latest runs first.
+    ListPipelineRuns {
+        project: String,
+        pipeline_id: u32,
+    },
+    /// `PATCH {project}/_apis/build/builds/{buildId}`: `{"status":"cancelling"}` cancels the
+    /// run with that id.
+    UpdateBuild {
+        project: String,
+        build_id: u64,
+        update: BuildUpdate,
+    },
 }
 
 /// A request with its caller.
@@ -210,6 +234,9 @@ pub enum ApiResponse {
     Attachment(TaskAttachment),
     /// 200 with no meaningful body (feed, events, log append).
     Ok,
+    PipelineRun(PipelineRun),
+    PipelineRuns(ListOf<PipelineRun>),
+    Build(Build),
     Error(ApiError),
 }
 
@@ -253,6 +280,12 @@ pub enum ErrorKind {
     AccessTokenExpired,
     PlanNotFound,
     PlanSecurity,
+    /// 404: the `{project}` of a Pipelines or Build route does not exist.
+    ProjectNotFound,
+    /// 404: no pipeline with that id in the project.
+    PipelineNotFound,
+    /// 404: no run (build) with that id in the pipeline or project.
+    BuildNotFound,
     /// 404: no such route.
     RouteNotFound,
     /// 405: route exists, method does not.
@@ -276,7 +309,7 @@ impl ErrorKind {
             AccessDenied | PlanSecurity => 403,
             OAuthInvalidClient | OAuthInvalidGrant | BadRequest => 400,
             PoolNotFound | AgentNotFound | SessionExpired | JobNotFound | PlanNotFound
-            | RouteNotFound => 404,
+            | ProjectNotFound | PipelineNotFound | BuildNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
             AgentExists | SessionConflict => 409,
             PayloadTooLarge => 413,
@@ -324,6 +357,11 @@ impl ErrorKind {
             PlanSecurity => {
                 "Microsoft.TeamFoundation.DistributedTask.WebApi.TaskOrchestrationPlanSecurityException"
             }
+            ProjectNotFound => {
+                "Microsoft.TeamFoundation.Core.WebApi.ProjectDoesNotExistWithNameException"
+            }
+            PipelineNotFound => "Microsoft.Azure.Pipelines.WebApi.PipelineNotFoundException",
+            BuildNotFound => "Microsoft.TeamFoundation.Build.WebApi.BuildNotFoundException",
             RouteNotFound => "Microsoft.VisualStudio.Services.WebApi.VssResourceNotFoundException",
             MethodNotAllowed => {
                 "Microsoft.VisualStudio.Services.WebApi.VssMethodNotAllowedException"
@@ -361,6 +399,9 @@ impl ErrorKind {
             AccessTokenExpired => "access_token_expired",
             PlanNotFound => "plan_not_found",
             PlanSecurity => "plan_security",
+            ProjectNotFound => "project_not_found",
+            PipelineNotFound => "pipeline_not_found",
+            BuildNotFound => "build_not_found",
             RouteNotFound => "route_not_found",
             MethodNotAllowed => "method_not_allowed",
             BadRequest => "bad_request",
@@ -395,6 +436,9 @@ pub const ALL_ERROR_KINDS: &[ErrorKind] = &[
     ErrorKind::AccessTokenExpired,
     ErrorKind::PlanNotFound,
     ErrorKind::PlanSecurity,
+    ErrorKind::ProjectNotFound,
+    ErrorKind::PipelineNotFound,
+    ErrorKind::BuildNotFound,
     ErrorKind::RouteNotFound,
     ErrorKind::MethodNotAllowed,
     ErrorKind::BadRequest,

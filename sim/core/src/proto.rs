@@ -202,7 +202,19 @@ pub struct TaskAgentJobRequest {
     pub requeue_count: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_agent: Option<TaskAgentReference>,
+    /// `Build` for pipeline jobs (the plan's hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_type: Option<String>,
+    /// The pipeline (build definition) a pipeline job comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<TaskOrchestrationOwner>,
+    /// The run (build) a pipeline job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<TaskOrchestrationOwner>,
 }
+
+/// `TaskOrchestrationOwner`: the definition or run behind a job request, `{id, name}`.
+pub type TaskOrchestrationOwner = DefinitionReference;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -580,6 +592,156 @@ pub struct JobRequestUpdate {
     pub finish_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelines Runs API and the Build API's cancel (api-version 7.1)
+// ---------------------------------------------------------------------------------------------
+
+/// A run's state, as `GET {project}/_apis/pipelines/{id}/runs/{runId}` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunState {
+    InProgress,
+    Canceling,
+    Completed,
+    /// Also what any state this client does not know reads as (last: serde's `other`).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A finished run's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunResult {
+    Succeeded,
+    Failed,
+    Canceled,
+    /// Also what any result this client does not know reads as (last: serde's `other`).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The pipeline a run belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineReference {
+    pub id: u32,
+    #[serde(default)]
+    pub name: String,
+    /// The pipeline's folder, `\` at the top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+}
+
+/// `Run`: the answer of the Runs API. The run id is also its build id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRun {
+    pub id: u64,
+    /// The build number, e.g. `20261205.1`.
+    #[serde(default)]
+    pub name: String,
+    pub state: RunState,
+    /// Set once the run completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<RunResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub pipeline: PipelineReference,
+}
+
+/// `RunPipelineParameters`: the body of `POST …/pipelines/{id}/runs`; every field optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPipelineParameters {
+    /// `{"repositories": {"self": {"refName": "refs/heads/main"}}}` and the like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<serde_json::Value>,
+    /// Queue-time variables, `{name: {value, isSecret}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<BTreeMap<String, VariableValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_parameters: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages_to_skip: Option<Vec<String>>,
+    /// Parse only: the server creates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_run: Option<bool>,
+}
+
+/// A build's status (Build API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildStatus {
+    None,
+    InProgress,
+    Completed,
+    Cancelling,
+    Postponed,
+    NotStarted,
+    /// Any status this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A build's result (Build API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildResult {
+    None,
+    Succeeded,
+    PartiallySucceeded,
+    Failed,
+    Canceled,
+    /// Any result this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The body of `PATCH {project}/_apis/build/builds/{buildId}`; fleetsim reads `status` only
+/// (`cancelling` cancels the build, i.e. the run with that id).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<BuildStatus>,
+}
+
+/// A build definition (pipeline) or build as a reference: `{id, name}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionReference {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `Build`, as the Build API answers a PATCH (the fields fleetsim fills).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Build {
+    pub id: u64,
+    #[serde(default)]
+    pub build_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<BuildStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<BuildResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<DefinitionReference>,
 }
 
 #[cfg(test)]

@@ -205,7 +205,53 @@ fn every_call() -> Vec<ApiRequest> {
                 result: Some(TaskResult::Failed),
             },
         },
+        A::RunPipeline {
+            project: "My Project".into(),
+            pipeline_id: 7,
+            params: RunPipelineParameters {
+                resources: Some(
+                    serde_json::json!({"repositories": {"self": {"refName": "refs/heads/main"}}}),
+                ),
+                variables: Some(BTreeMap::from([(
+                    "key".into(),
+                    VariableValue {
+                        value: "v/1".into(),
+                        is_secret: true,
+                        is_read_only: false,
+                    },
+                )])),
+                template_parameters: Some(BTreeMap::from([("p".into(), "x".into())])),
+                stages_to_skip: Some(vec!["Deploy".into()]),
+                preview_run: Some(false),
+            },
+        },
+        A::GetPipelineRun {
+            project: "My Project".into(),
+            pipeline_id: 7,
+            run_id: 12,
+        },
+        A::ListPipelineRuns {
+            // The run route's path, so the method matrix knows GET and POST both serve it.
+            project: "My Project".into(),
+            pipeline_id: 7,
+        },
+        A::UpdateBuild {
+            project: "p".into(),
+            build_id: 12,
+            update: BuildUpdate {
+                status: Some(BuildStatus::Cancelling),
+            },
+        },
     ]
+}
+
+/// Calls whose JSON body has only optional fields and ignores unknown ones (as the real
+/// service's `RunPipelineParameters` and `Build` do): `{}`-like garbage is a valid body there.
+fn all_optional_body(call: &ApiRequest) -> bool {
+    matches!(
+        call,
+        ApiRequest::RunPipeline { .. } | ApiRequest::UpdateBuild { .. }
+    )
 }
 
 fn credentials() -> Vec<Credential> {
@@ -285,6 +331,71 @@ fn requests_use_the_real_paths() {
         req.call,
         ApiRequest::Token(TokenGrant::ClientCredentials { .. })
     ));
+    // Pipelines routes: the project is the segment before `_apis`, the version in the query.
+    let w = wire(ApiRequest::RunPipeline {
+        project: "My Project".into(),
+        pipeline_id: 7,
+        params: RunPipelineParameters::default(),
+    });
+    assert_eq!(
+        (w.method, w.path.as_str(), w.query.as_str()),
+        (
+            Method::Post,
+            "/org/My%20Project/_apis/pipelines/7/runs",
+            "api-version=7.1"
+        )
+    );
+    assert_eq!(w.body, b"{}");
+    let w = wire(ApiRequest::UpdateBuild {
+        project: "p".into(),
+        build_id: 12,
+        update: BuildUpdate {
+            status: Some(BuildStatus::Cancelling),
+        },
+    });
+    assert_eq!(
+        (w.method, w.path.as_str()),
+        (Method::Patch, "/org/p/_apis/build/builds/12")
+    );
+    assert_eq!(w.body, br#"{"status":"cancelling"}"#);
+    // A REST client's run request decodes, an empty body is an empty RunPipelineParameters,
+    // and a run route without a project is not a route.
+    let mut real = WireRequest::new(
+        Method::Post,
+        "/DefaultCollection/Demo/_apis/pipelines/3/runs",
+        "api-version=7.1",
+    );
+    real.body = br#"{"resources":{"repositories":{"self":{"refName":"refs/heads/main"}}},"variables":{"v":{"value":"1","isSecret":true}},"unknownField":1}"#.to_vec();
+    let req = codec::decode_request(&real, 1 << 20).unwrap();
+    let ApiRequest::RunPipeline {
+        project,
+        pipeline_id,
+        params,
+    } = req.call
+    else {
+        panic!("{:?}", req.call)
+    };
+    assert_eq!((project.as_str(), pipeline_id), ("Demo", 3));
+    assert!(params.variables.unwrap()["v"].is_secret);
+    real.body.clear();
+    assert!(matches!(
+        codec::decode_request(&real, 1 << 20).unwrap().call,
+        ApiRequest::RunPipeline { params, .. } if params == RunPipelineParameters::default()
+    ));
+    let bare = WireRequest::new(Method::Get, "/_apis/pipelines/3/runs", "");
+    assert_eq!(
+        codec::decode_request(&bare, 0).unwrap_err().kind,
+        ErrorKind::RouteNotFound
+    );
+    // Run states and results this client does not know read as `unknown`.
+    let run: PipelineRun = serde_json::from_str(
+        r#"{"id":1,"state":"postponed","result":"partiallySucceeded","pipeline":{"id":2},"extra":0}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (run.state, run.result),
+        (RunState::Unknown, Some(RunResult::Unknown))
+    );
     let mut get = WireRequest::new(Method::Get, "/_apis/connectionData", "connectOptions=1");
     get.authorization = Some("Basic VnN0c0FnZW50OnNlY3JldA==".into());
     let req = codec::decode_request(&get, 0).unwrap();
@@ -441,7 +552,58 @@ fn every_response() -> Vec<(ApiRequest, ApiResponse)> {
             }),
         ),
         (find(&|c| matches!(c, ApiRequest::PostEvent { .. })), R::Ok),
+        (
+            find(&|c| matches!(c, ApiRequest::RunPipeline { .. })),
+            R::PipelineRun(pipeline_run()),
+        ),
+        (
+            find(&|c| matches!(c, ApiRequest::GetPipelineRun { .. })),
+            R::PipelineRun(PipelineRun {
+                state: RunState::Completed,
+                result: Some(RunResult::Canceled),
+                finished_date: Some("2026-12-05T10:01:00.000Z".into()),
+                ..pipeline_run()
+            }),
+        ),
+        (
+            find(&|c| matches!(c, ApiRequest::ListPipelineRuns { .. })),
+            R::PipelineRuns(ListOf::new(vec![pipeline_run()])),
+        ),
+        (
+            find(&|c| matches!(c, ApiRequest::UpdateBuild { .. })),
+            R::Build(Build {
+                id: 12,
+                build_number: "20261205.3".into(),
+                status: Some(BuildStatus::Cancelling),
+                result: None,
+                queue_time: Some("2026-12-05T10:00:00.000Z".into()),
+                finish_time: None,
+                url: Some("http://e/p/_apis/build/Builds/12".into()),
+                definition: Some(DefinitionReference {
+                    id: 7,
+                    name: "ci".into(),
+                }),
+            }),
+        ),
     ]
+}
+
+fn pipeline_run() -> PipelineRun {
+    PipelineRun {
+        id: 12,
+        name: "20261205.3".into(),
+        state: RunState::InProgress,
+        result: None,
+        created_date: Some("2026-12-05T10:00:00.000Z".into()),
+        finished_date: None,
+        url: Some("http://e/p/_apis/pipelines/7/runs/12".into()),
+        pipeline: PipelineReference {
+            id: 7,
+            name: "ci".into(),
+            folder: Some("\\".into()),
+            revision: Some(1),
+        },
+    }
 }
 
 fn connection_data() -> ConnectionData {
@@ -588,14 +750,12 @@ fn bad_input_on_every_route_is_a_typed_4xx() {
             .as_deref()
             .is_some_and(|c| c.starts_with("application/json"))
         {
-            for garbage in [
-                &b"{"[..],
-                b"\"str\"",
-                b"null",
-                b"{\"name\":5}",
-                b"\xff\xfe",
-                b"",
-            ] {
+            let garbage: &[&[u8]] = if all_optional_body(&call) {
+                &[b"{", b"\"str\"", b"null", b"\xff\xfe"]
+            } else {
+                &[b"{", b"\"str\"", b"null", b"{\"name\":5}", b"\xff\xfe", b""]
+            };
+            for &garbage in garbage {
                 assert_eq!(
                     decode_err(wire.method, &wire.path, &wire.query, garbage, usize::MAX),
                     ErrorKind::BadRequest,

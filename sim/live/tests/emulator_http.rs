@@ -720,3 +720,128 @@ async fn http2_prior_knowledge_is_served() {
     assert_eq!(data.deployment_type, "onPremises");
     emulator.handle.shutdown().await;
 }
+
+/// One HTTP/1.1 exchange written and read as bytes, as `curl` would do it: returns the status
+/// and the body (the emulator closes the connection after `Connection: close`).
+async fn curl(addr: SocketAddr, method: &str, path_and_query: &str, body: &str) -> (u16, Vec<u8>) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = B64.encode(format!("curl:{PAT}"));
+    let request = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = text[..head_end].to_ascii_lowercase();
+    let mut body = answer[head_end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size_text = std::str::from_utf8(&raw[..line_end]).expect("size");
+        let size = usize::from_str_radix(size_text.trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
+        raw = &raw[line_end + 4 + size..];
+    }
+}
+
+// Goal: a REST client (raw HTTP, as curl sends it) queues a pipeline run under a collection
+// path, follows it with GET, and the run's job reaches a connected agent as a
+// PipelineAgentJobRequest with the pipeline's task steps; an unknown pipeline is a 404
+// PipelineNotFoundException.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_run_over_raw_http() {
+    let mut config = config(Duration::from_secs(30));
+    config.pipelines = vec![fleetsim_core::server::PipelineConfig {
+        id: 3,
+        name: "ci".into(),
+        project: "Demo".into(),
+        pool: "Default".into(),
+        jobs: 1,
+        steps: vec!["Checkout".into(), "Bash".into()],
+        demands: Vec::new(),
+        folder: None,
+    }];
+    let emulator = start(config, TlsMode::Plain).await;
+    let target = Target::plain(emulator.local_addr);
+    let agent = register_and_connect(&target, "pipeline-agent").await;
+
+    let body = r#"{"resources":{"repositories":{"self":{"refName":"refs/heads/main"}}},"variables":{"who":{"value":"curl","isSecret":false}}}"#;
+    let runs = "/DefaultCollection/Demo/_apis/pipelines/3/runs";
+    let (status, answer) = curl(
+        emulator.local_addr,
+        "POST",
+        &format!("{runs}?api-version=7.1"),
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let run: PipelineRun = serde_json::from_slice(&answer).expect("Run JSON");
+    assert_eq!(run.state, RunState::InProgress);
+    assert_eq!(run.pipeline.id, 3);
+
+    let (status, answer) = curl(
+        emulator.local_addr,
+        "GET",
+        &format!("{runs}/{}?api-version=7.1", run.id),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(json["id"], run.id);
+    assert_eq!(json["state"], "inProgress");
+    assert_eq!(json["pipeline"]["name"], "ci");
+
+    let ApiResponse::Message(message) = target.call(&agent.bearer, get_message(&agent)).await
+    else {
+        panic!("no job message")
+    };
+    let job = open_job(&agent, &message);
+    let names: Vec<_> = job
+        .steps
+        .iter()
+        .map(|s| s.reference.name.as_str())
+        .collect();
+    assert_eq!(names, ["Checkout", "Bash"]);
+    assert_eq!(job.variables["who"].value, "curl");
+
+    let (status, answer) = curl(
+        emulator.local_addr,
+        "GET",
+        "/DefaultCollection/Demo/_apis/pipelines/99/runs/1?api-version=7.1",
+        "",
+    )
+    .await;
+    let error = fleetsim_core::wire::WireResponse::json(status, answer);
+    assert_eq!(
+        assert_wrapped(&error, 404, "unknown pipeline"),
+        "PipelineNotFoundException"
+    );
+    emulator.handle.shutdown().await;
+}

@@ -102,6 +102,7 @@ impl Scenario {
             crypto_mode,
             secret_scan: s.secret_scan,
             limits,
+            pipelines: s.pipelines.clone(),
             ..base
         }
     }

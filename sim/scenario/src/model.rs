@@ -248,6 +248,9 @@ pub struct ServerSettings {
     pub stations: Vec<Station>,
     /// Virtual time: crypto done for real or charged as modelled cost.
     pub crypto: CryptoModel,
+    /// `[[server.pipelines]]`: what the emulator's Pipelines Runs API can run (checked by the
+    /// emulator's own config validation).
+    pub pipelines: Vec<fleetsim_core::server::PipelineConfig>,
 }
 
 /// Emulator bounds; `None` leaves the emulator's default.

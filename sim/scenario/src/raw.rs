@@ -257,7 +257,7 @@ pub struct RawJobs {
     /// rate, otherwise "server".
     pub source: Option<RawJobSource>,
     /// The pipelines a "pipelines" source runs, by weight.
-    pub pipelines: Option<Vec<RawPipeline>>,
+    pub pipelines: Option<Vec<RawJobPipeline>>,
 }
 
 /// `[jobs] source`.
@@ -276,8 +276,8 @@ pub enum RawJobSource {
 /// `[[jobs.pipelines]]`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "Pipeline")]
-pub struct RawPipeline {
+#[schemars(rename = "JobPipeline")]
+pub struct RawJobPipeline {
     /// The pipeline's id (required).
     pub id: Option<u32>,
     /// The project it lives in (required).
@@ -343,6 +343,31 @@ pub struct RawServer {
     pub stations: Option<Vec<RawStation>>,
     /// Crypto in virtual time.
     pub crypto: Option<RawCrypto>,
+    /// Pipelines the embedded emulator's Pipelines Runs API can run.
+    pub pipelines: Option<Vec<RawPipeline>>,
+}
+
+/// `[[server.pipelines]]`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Pipeline")]
+pub struct RawPipeline {
+    /// Pipeline (definition) id, unique (required).
+    pub id: Option<u32>,
+    /// Pipeline name (required).
+    pub name: Option<String>,
+    /// Project, the `{project}` of the runs URL (required).
+    pub project: Option<String>,
+    /// Pool its jobs run in (default: server.pool).
+    pub pool: Option<String>,
+    /// Jobs per run (default 1).
+    pub jobs: Option<u32>,
+    /// Task names, one step each (default ["Checkout", "CmdLine"]).
+    pub steps: Option<Vec<String>>,
+    /// Demands every job carries: "name" or "name -equals value".
+    pub demands: Option<Vec<String>>,
+    /// Folder (default "\\").
+    pub folder: Option<String>,
 }
 
 /// `[server.limits]`.

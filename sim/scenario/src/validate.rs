@@ -562,7 +562,7 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
 /// arrivals or cancels with a "server" source, cancels with "pipelines", pipelines without it.
 fn job_source(
     raw: Option<RawJobSource>,
-    pipelines: Option<Vec<RawPipeline>>,
+    pipelines: Option<Vec<RawJobPipeline>>,
     has_target: bool,
     arrival: &Arrival,
     cancel_rate: f64,
@@ -620,7 +620,7 @@ fn job_source(
             let targets = list
                 .into_iter()
                 .enumerate()
-                .map(|(i, raw)| pipeline(raw, i, ld))
+                .map(|(i, raw)| job_pipeline(raw, i, ld))
                 .collect();
             JobSource::Pipelines(targets)
         }
@@ -628,7 +628,7 @@ fn job_source(
 }
 
 /// One `[[jobs.pipelines]]` entry.
-fn pipeline(raw: RawPipeline, i: usize, ld: &mut Loader<'_>) -> PipelineTarget {
+fn job_pipeline(raw: RawJobPipeline, i: usize, ld: &mut Loader<'_>) -> PipelineTarget {
     let mut here = p(&["jobs", "pipelines"]);
     here.push(Seg::Index(i));
     let id = match raw.id {
@@ -741,7 +741,7 @@ fn shaped_arrival(raw: RawArrival, ld: &mut Loader<'_>) -> Arrival {
 
 fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
     let at = |k: &str| p(&["server", k]);
-    let s = ServerSettings {
+    let mut s = ServerSettings {
         pool: name(raw.pool, DEFAULT_POOL, &at("pool"), ld),
         long_poll_hold: d(raw.long_poll_hold, secs(50)),
         lease_duration: d(raw.lease_duration, secs(600)),
@@ -754,6 +754,7 @@ fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
         limits: limits(raw.limits.unwrap_or_default()),
         stations: stations(raw.stations.unwrap_or_default(), ld),
         crypto: crypto(raw.crypto.unwrap_or_default()),
+        pipelines: Vec::new(),
     };
     for (k, v) in [
         ("lease_duration", s.lease_duration),
@@ -762,6 +763,7 @@ fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
     ] {
         positive(v, &at(k), ld);
     }
+    s.pipelines = pipelines(raw.pipelines.unwrap_or_default(), &s.pool, ld);
     if s.session_idle_timeout <= s.long_poll_hold {
         ld.at(
             &at("session_idle_timeout"),
@@ -773,6 +775,80 @@ fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
         );
     }
     s
+}
+
+/// `[[server.pipelines]]`: required keys here; everything else (unique ids, a known pool,
+/// bounded jobs, steps and demands) by the emulator's own validation, reported at the entry.
+fn pipelines(
+    raw: Vec<RawPipeline>,
+    pool: &str,
+    ld: &mut Loader<'_>,
+) -> Vec<fleetsim_core::server::PipelineConfig> {
+    use fleetsim_core::server::{DEFAULT_PIPELINE_STEPS, PipelineConfig, PoolConfig, ServerConfig};
+    let mut out: Vec<PipelineConfig> = Vec::with_capacity(raw.len());
+    for (i, rp) in raw.into_iter().enumerate() {
+        let mut base = p(&["server", "pipelines"]);
+        base.push(Seg::Index(i));
+        let required = |v: Option<String>, key: &str, ld: &mut Loader<'_>| match v {
+            Some(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                ld.at(&pk(&base, &[key]), format!("a pipeline needs a `{key}`"));
+                String::new()
+            }
+        };
+        let name = required(rp.name, "name", ld);
+        let project = required(rp.project, "project", ld);
+        let Some(id) = rp.id else {
+            ld.at(
+                &pk(&base, &["id"]),
+                "a pipeline needs an `id` (1 or higher)",
+            );
+            continue;
+        };
+        let pipeline = PipelineConfig {
+            id,
+            name,
+            project,
+            pool: rp.pool.unwrap_or_else(|| pool.to_string()),
+            jobs: rp.jobs.unwrap_or(1),
+            steps: rp.steps.unwrap_or_else(|| {
+                DEFAULT_PIPELINE_STEPS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+            demands: rp.demands.unwrap_or_default(),
+            folder: rp.folder,
+        };
+        if pipeline.name.is_empty() || pipeline.project.is_empty() {
+            continue;
+        }
+        // The embedded emulator serves `Default` and the scenario's pool.
+        let check = ServerConfig {
+            pools: (!pool.eq_ignore_ascii_case(fleetsim_core::server::DEFAULT_POOL_NAME))
+                .then(|| PoolConfig {
+                    name: pool.to_string(),
+                    id: crate::config::SCENARIO_POOL_ID,
+                })
+                .into_iter()
+                .collect(),
+            pipelines: out.iter().cloned().chain([pipeline.clone()]).collect(),
+            ..ServerConfig::default()
+        };
+        match check.validate() {
+            Ok(()) => out.push(pipeline),
+            Err(fleetsim_core::server::ConfigError::UnknownPipelinePool { pool: bad, .. }) => ld
+                .at(
+                    &pk(&base, &["pool"]),
+                    format!(
+                        "pool {bad:?} is not served by the embedded emulator; write server.pool \
+                         ({pool:?}) or \"Default\", or leave `pool` out"
+                    ),
+                ),
+            Err(e) => ld.at(&base, format!("{e}")),
+        }
+    }
+    out
 }
 
 fn limits(raw: RawLimits) -> ServerLimits {

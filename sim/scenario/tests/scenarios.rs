@@ -717,3 +717,36 @@ fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
         "{got:?}"
     );
 }
+
+#[test]
+fn server_pipelines_load_and_reach_the_emulator_config() {
+    // Goal: `[[server.pipelines]]` loads with defaults (pool = server.pool, one job, the
+    // checkout + script steps), reaches the embedded emulator's config, and a bad entry is
+    // reported at its own file:line:col with the emulator's reason.
+    let text = "[run]\nduration = \"10s\"\n[server]\npool = \"linux\"\n\
+                [[server.pipelines]]\nid = 1\nname = \"ci\"\nproject = \"Demo\"\n\
+                [[server.pipelines]]\nid = 2\nname = \"nightly\"\nproject = \"Demo\"\n\
+                jobs = 4\nsteps = [\"Checkout\", \"Bash\", \"PublishTestResults\"]\n";
+    let s = load_str("p.toml", text, &[]).unwrap();
+    let config = s.server_config("pat", fleetsim_core::crypto::CryptoMode::Modelled);
+    assert_eq!(config.pipelines.len(), 2);
+    assert_eq!(config.pipelines[0].pool, "linux");
+    assert_eq!(config.pipelines[0].steps, ["Checkout", "CmdLine"]);
+    assert_eq!(config.pipelines[1].jobs, 4);
+    config.validate().unwrap();
+
+    let bad = "[run]\nduration = \"10s\"\n\
+               [[server.pipelines]]\nid = 1\nname = \"ci\"\nproject = \"Demo\"\npool = \"gpu\"\n\
+               [[server.pipelines]]\nname = \"x\"\n";
+    let lines = errors(bad, &[]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("bad.toml:7:8:") && l.contains("\"gpu\"")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("project")) && lines.iter().any(|l| l.contains("`id`")),
+        "{lines:?}"
+    );
+}

@@ -7,7 +7,8 @@
 //!
 //! Paths: everything before the `_apis` segment is a prefix the decoder ignores (a collection
 //! such as `/DefaultCollection`), except on plan-hub routes, whose last prefix segment is the
-//! `{scopeIdentifier}`. So one emulator answers under any base path.
+//! `{scopeIdentifier}`, and on Pipelines and Build routes, whose last prefix segment is the
+//! `{project}`. So one emulator answers under any base path.
 //!
 //! This module is pure: no IO, no clock, no state. Peer input never panics; it becomes a typed
 //! [`ApiError`] (404 unknown route, 405 wrong method, 400 malformed, 413 too large).
@@ -21,7 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     ApiError, ApiRequest, ApiResponse, Credential, ErrorKind, PlanScope, Request, TokenGrant,
 };
-use crate::proto::{EMPTY_GUID, OAuthError, WrappedException};
+use crate::proto::{EMPTY_GUID, OAuthError, RunPipelineParameters, WrappedException};
 use crate::wire::{Method, WireRequest, WireResponse};
 
 pub use locations::{LocationSpec, locations, resource_locations};
@@ -169,6 +170,7 @@ fn decode_call(req: &WireRequest) -> Result<ApiRequest, ApiError> {
             let tail_raw = &rest[4..];
             ctx.pool_route(pool_id, resource, tail, tail_raw)
         }
+        ["pipelines", _, "runs", ..] | ["build", "builds", _] => ctx.project_route(&rest, &lower),
         ["distributedtask", "hubs", _, "plans", _, tail @ ..] => {
             let plan = PlanScope {
                 scope_identifier: ctx.scope.clone().unwrap_or_default(),
@@ -294,6 +296,45 @@ impl Ctx<'_> {
             ("agents" | "jobrequests", [] | [_], _)
             | ("sessions" | "messages", [], _)
             | ("sessions" | "messages", [_], _) => Err(not_allowed(self.req)),
+            _ => Err(not_found(self.req)),
+        }
+    }
+
+    /// `{project}/_apis/pipelines/{pipelineId}/runs[/{runId}]` and
+    /// `{project}/_apis/build/builds/{buildId}`; the project is the segment before `_apis`.
+    fn project_route(&self, raw: &[&str], lower: &[&str]) -> Result<ApiRequest, ApiError> {
+        let Some(project) = self.scope.clone().filter(|p| !p.is_empty()) else {
+            return Err(not_found(self.req));
+        };
+        let m = self.req.method;
+        match (lower, m) {
+            (["pipelines", _, "runs"], Method::Post) => Ok(ApiRequest::RunPipeline {
+                project,
+                pipeline_id: parse_id("pipelineId", raw[1])?,
+                params: if self.req.body.iter().all(u8::is_ascii_whitespace) {
+                    RunPipelineParameters::default()
+                } else {
+                    self.json()?
+                },
+            }),
+            (["pipelines", _, "runs"], Method::Get) => Ok(ApiRequest::ListPipelineRuns {
+                project,
+                pipeline_id: parse_id("pipelineId", raw[1])?,
+            }),
+            (["pipelines", _, "runs", _], Method::Get) => Ok(ApiRequest::GetPipelineRun {
+                project,
+                pipeline_id: parse_id("pipelineId", raw[1])?,
+                run_id: parse_id("runId", raw[3])?,
+            }),
+            (["build", "builds", _], Method::Patch) => Ok(ApiRequest::UpdateBuild {
+                project,
+                build_id: parse_id("buildId", raw[2])?,
+                update: self.json()?,
+            }),
+            (
+                ["pipelines", _, "runs"] | ["pipelines", _, "runs", _] | ["build", "builds", _],
+                _,
+            ) => Err(not_allowed(self.req)),
             _ => Err(not_found(self.req)),
         }
     }
@@ -449,6 +490,9 @@ pub fn encode_response(resp: &ApiResponse, ctx: &ResponseContext) -> WireRespons
         ApiResponse::Log(v) => ok_json(v),
         ApiResponse::Attachment(v) => ok_json(v),
         ApiResponse::Ok => WireResponse::empty(200),
+        ApiResponse::PipelineRun(v) => ok_json(v),
+        ApiResponse::PipelineRuns(v) => ok_json(v),
+        ApiResponse::Build(v) => ok_json(v),
         ApiResponse::Error(e) => encode_error(e, ctx),
     }
 }
@@ -796,8 +840,59 @@ fn encode_call(call: &ApiRequest) -> Encoded {
             Some(to_json(event)),
             JSON,
         ),
+        A::RunPipeline {
+            project,
+            pipeline_id,
+            params,
+        } => (
+            Method::Post,
+            format!("/{}/_apis/pipelines/{pipeline_id}/runs", e(project)),
+            PIPELINES_API_VERSION.into(),
+            Some(to_json(params)),
+            JSON,
+        ),
+        A::GetPipelineRun {
+            project,
+            pipeline_id,
+            run_id,
+        } => (
+            Method::Get,
+            format!(
+                "/{}/_apis/pipelines/{pipeline_id}/runs/{run_id}",
+                e(project)
+            ),
+            PIPELINES_API_VERSION.into(),
+            None,
+            JSON,
+        ),
+        A::ListPipelineRuns {
+            project,
+            pipeline_id,
+        } => (
+            Method::Get,
+            format!("/{}/_apis/pipelines/{pipeline_id}/runs", e(project)),
+            PIPELINES_API_VERSION.into(),
+            None,
+            JSON,
+        ),
+        A::UpdateBuild {
+            project,
+            build_id,
+            update,
+        } => (
+            Method::Patch,
+            format!("/{}/_apis/build/builds/{build_id}", e(project)),
+            PIPELINES_API_VERSION.into(),
+            Some(to_json(update)),
+            JSON,
+        ),
     }
 }
+
+/// The query of Pipelines and Build REST calls: those routes take their version in the query
+/// (Microsoft's REST reference writes `?api-version=7.1`), unlike the agent's calls, which
+/// send it in the `Accept` header.
+const PIPELINES_API_VERSION: &str = "api-version=7.1";
 
 /// `/{scopeIdentifier}/_apis/distributedtask/hubs/{hubName}/plans/{planId}`.
 fn hub(plan: &PlanScope) -> String {
@@ -847,6 +942,9 @@ pub fn decode_response(call: &ApiRequest, resp: &WireResponse) -> ApiResponse {
         A::CreateLog { .. } | A::AppendLog { .. } => parse(resp).map(R::Log),
         A::PutAttachment { .. } => parse(resp).map(R::Attachment),
         A::AppendFeed { .. } | A::PostEvent { .. } => Ok(R::Ok),
+        A::RunPipeline { .. } | A::GetPipelineRun { .. } => parse(resp).map(R::PipelineRun),
+        A::ListPipelineRuns { .. } => parse(resp).map(R::PipelineRuns),
+        A::UpdateBuild { .. } => parse(resp).map(R::Build),
     };
     parsed.unwrap_or_else(R::Error)
 }
@@ -925,6 +1023,10 @@ pub fn route_label(call: &ApiRequest) -> &'static str {
         A::AppendLog { .. } => "append_log",
         A::PutAttachment { .. } => "attachment",
         A::PostEvent { .. } => "event",
+        A::RunPipeline { .. } => "run_pipeline",
+        A::GetPipelineRun { .. } => "get_pipeline_run",
+        A::ListPipelineRuns { .. } => "list_pipeline_runs",
+        A::UpdateBuild { .. } => "update_build",
     }
 }
 

@@ -21,7 +21,10 @@ use crate::crypto::jwt::{self, Claims, JwtError};
 use crate::event::CryptoOp;
 use crate::proto::TokenResponse;
 
-use super::config::{SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE, SCOPE_AGENTPOOLS_READ};
+use super::config::{
+    SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE, SCOPE_AGENTPOOLS_READ, SCOPE_BUILD_EXECUTE,
+    SCOPE_BUILD_READ,
+};
 
 /// What a token is good for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +104,10 @@ pub(super) enum Need {
     Manage,
     /// Emulator admin routes.
     Admin,
+    /// Read pipeline runs (build read or execute scope).
+    BuildRead,
+    /// Queue and cancel pipeline runs.
+    BuildExecute,
 }
 
 impl Need {
@@ -110,6 +117,8 @@ impl Need {
             Need::Read => has(SCOPE_AGENTPOOLS_READ) || has(SCOPE_AGENTPOOLS_MANAGE),
             Need::Manage => has(SCOPE_AGENTPOOLS_MANAGE),
             Need::Admin => has(SCOPE_ADMIN),
+            Need::BuildRead => has(SCOPE_BUILD_READ) || has(SCOPE_BUILD_EXECUTE),
+            Need::BuildExecute => has(SCOPE_BUILD_EXECUTE),
         }
     }
     fn scope(self) -> &'static str {
@@ -117,6 +126,8 @@ impl Need {
             Need::Read => SCOPE_AGENTPOOLS_READ,
             Need::Manage => SCOPE_AGENTPOOLS_MANAGE,
             Need::Admin => SCOPE_ADMIN,
+            Need::BuildRead => SCOPE_BUILD_READ,
+            Need::BuildExecute => SCOPE_BUILD_EXECUTE,
         }
     }
 }

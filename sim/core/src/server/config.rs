@@ -22,8 +22,19 @@ pub const SCOPE_AGENTPOOLS_READ: &str = "vso.agentpools";
 pub const SCOPE_AGENTPOOLS_MANAGE: &str = "vso.agentpools_manage";
 /// Emulator extension: queue synthetic jobs, list job requests, read the counters.
 pub const SCOPE_ADMIN: &str = "fleetsim.admin";
+/// Scope that lets a PAT read pipeline runs ("Build (read)").
+pub const SCOPE_BUILD_READ: &str = "vso.build";
+/// Scope that lets a PAT queue and cancel pipeline runs (implies read), as the real
+/// "Build (read & execute)" scope does.
+pub const SCOPE_BUILD_EXECUTE: &str = "vso.build_execute";
 /// Every scope the emulator knows, in the order the docs list them.
-pub const ALL_SCOPES: &[&str] = &[SCOPE_AGENTPOOLS_READ, SCOPE_AGENTPOOLS_MANAGE, SCOPE_ADMIN];
+pub const ALL_SCOPES: &[&str] = &[
+    SCOPE_AGENTPOOLS_READ,
+    SCOPE_AGENTPOOLS_MANAGE,
+    SCOPE_ADMIN,
+    SCOPE_BUILD_READ,
+    SCOPE_BUILD_EXECUTE,
+];
 
 /// The pool every emulator has at start.
 pub const DEFAULT_POOL_ID: u32 = 1;
@@ -79,6 +90,8 @@ pub struct ServerConfig {
     pub secret_scan: bool,
     /// Table bounds.
     pub limits: Limits,
+    /// Pipelines the Pipelines Runs API can run (`[[pipelines]]`).
+    pub pipelines: Vec<PipelineConfig>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +112,7 @@ impl Default for ServerConfig {
             crypto_mode: CryptoMode::Real,
             secret_scan: true,
             limits: Limits::default(),
+            pipelines: Vec::new(),
         }
     }
 }
@@ -109,6 +123,49 @@ impl Default for ServerConfig {
 pub struct PoolConfig {
     pub name: String,
     pub id: u32,
+}
+
+/// The steps a pipeline job runs when the config names none: what a YAML pipeline with one
+/// `script` step sends (the implicit checkout, then the script).
+pub const DEFAULT_PIPELINE_STEPS: &[&str] = &["Checkout", "CmdLine"];
+/// Most jobs one pipeline run may have.
+pub const MAX_JOBS_PER_RUN: u32 = 256;
+
+/// One pipeline (`[[pipelines]]`): a run of it queues `jobs` job requests in `pool`, each job
+/// running `steps` (task names such as `Checkout`, `CmdLine`, `PublishTestResults`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The pipeline (definition) id, unique in the emulator.
+    pub id: u32,
+    pub name: String,
+    /// The project the pipeline lives in (the `{project}` path segment; case-insensitive).
+    pub project: String,
+    /// The agent pool's name (`Default` or one of `[[pools]]`).
+    pub pool: String,
+    /// Jobs per run, 1..=[`MAX_JOBS_PER_RUN`].
+    #[serde(default = "one_job")]
+    pub jobs: u32,
+    /// Task names, one step per name; the real task reference is used for known names.
+    #[serde(default = "default_steps")]
+    pub steps: Vec<String>,
+    /// Demands every job of the run carries: `name` or `name -equals value`.
+    #[serde(default)]
+    pub demands: Vec<String>,
+    /// The pipeline's folder; `\` (the top) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+}
+
+fn one_job() -> u32 {
+    1
+}
+
+fn default_steps() -> Vec<String> {
+    DEFAULT_PIPELINE_STEPS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// One personal access token.
@@ -174,6 +231,12 @@ pub struct Limits {
     pub max_demands_per_job: usize,
     /// Telemetry events buffered for `poll_event`; beyond it new events are dropped (counted).
     pub max_pending_events: usize,
+    /// Pipeline runs kept; past it the oldest finished run is forgotten, and a new run is
+    /// refused (429) while every kept run is still in progress.
+    pub max_pipeline_runs: usize,
+    /// Queue-time variables one run may set, and bytes of one variable's name plus value.
+    pub max_run_variables: usize,
+    pub max_run_variable_bytes: usize,
 }
 
 impl Default for Limits {
@@ -197,6 +260,9 @@ impl Default for Limits {
             max_secrets_per_job: 64,
             max_demands_per_job: 32,
             max_pending_events: 65_536,
+            max_pipeline_runs: 10_000,
+            max_run_variables: 256,
+            max_run_variable_bytes: 32 * 1024,
         }
     }
 }
@@ -227,6 +293,14 @@ pub enum ConfigError {
     BadPublicUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("pipeline id {0} is used twice")]
+    DuplicatePipelineId(u32),
+    #[error("pipeline {id} is invalid: {why}")]
+    BadPipeline { id: u32, why: String },
+    #[error(
+        "pipeline {id} names pool {pool:?}, which does not exist; use \"Default\" or a [[pools]] name"
+    )]
+    UnknownPipelinePool { id: u32, pool: String },
 }
 
 impl ServerConfig {
@@ -253,6 +327,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_pools()?;
         self.validate_pats()?;
+        self.validate_pipelines()?;
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -291,6 +366,63 @@ impl ServerConfig {
             }
             ids.push(pool.id);
             names.push(lower);
+        }
+        Ok(())
+    }
+
+    /// The pool id named `name` (case-insensitive), `Default` included.
+    pub fn pool_id(&self, name: &str) -> Option<u32> {
+        if name.eq_ignore_ascii_case(DEFAULT_POOL_NAME) {
+            return Some(DEFAULT_POOL_ID);
+        }
+        self.pools
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.id)
+    }
+
+    fn validate_pipelines(&self) -> Result<(), ConfigError> {
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let bad = |why: &str| ConfigError::BadPipeline {
+                id: p.id,
+                why: why.to_string(),
+            };
+            if self.pipelines[..i].iter().any(|q| q.id == p.id) {
+                return Err(ConfigError::DuplicatePipelineId(p.id));
+            }
+            if p.id == 0 {
+                return Err(bad("id 0 is not valid; use 1 or higher"));
+            }
+            if p.name.trim().is_empty() || p.project.trim().is_empty() {
+                return Err(bad("name and project must not be empty"));
+            }
+            if p.project.contains(['/', '?', '#']) {
+                return Err(bad("project must be one path segment (no '/', '?' or '#')"));
+            }
+            if self.pool_id(&p.pool).is_none() {
+                return Err(ConfigError::UnknownPipelinePool {
+                    id: p.id,
+                    pool: p.pool.clone(),
+                });
+            }
+            if p.jobs == 0 || p.jobs > MAX_JOBS_PER_RUN {
+                return Err(bad(&format!("jobs must be 1..={MAX_JOBS_PER_RUN}")));
+            }
+            if p.steps.is_empty() || p.steps.len() > self.limits.max_steps_per_job {
+                return Err(bad(&format!(
+                    "steps must list 1..={} task names (limits.max_steps_per_job)",
+                    self.limits.max_steps_per_job
+                )));
+            }
+            if p.steps.iter().any(|s| s.trim().is_empty() || s.len() > 128) {
+                return Err(bad("a step's task name is empty or longer than 128 bytes"));
+            }
+            if p.demands.len() > self.limits.max_demands_per_job {
+                return Err(bad("more demands than limits.max_demands_per_job"));
+            }
+            if !p.demands.iter().all(|d| super::jobs::demand_is_valid(d)) {
+                return Err(bad("a demand is not `name` or `name -equals value`"));
+            }
         }
         Ok(())
     }
@@ -346,6 +478,8 @@ impl Limits {
             ("limits.max_jobs_per_request", self.max_jobs_per_request),
             ("limits.max_steps_per_job", self.max_steps_per_job),
             ("limits.max_pending_events", self.max_pending_events),
+            ("limits.max_pipeline_runs", self.max_pipeline_runs),
+            ("limits.max_run_variable_bytes", self.max_run_variable_bytes),
         ];
         match all.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError::Zero(name)),
@@ -412,7 +546,7 @@ mod tests {
             Err(ConfigError::ZeroPoolId)
         );
         let mut c = ServerConfig::with_env_pat("p");
-        c.pats[0].scopes.push("vso.build".into());
+        c.pats[0].scopes.push("vso.code".into());
         assert!(matches!(
             c.validate(),
             Err(ConfigError::UnknownScope { index: 0, .. })
@@ -428,6 +562,31 @@ mod tests {
         let mut c = ServerConfig::default();
         c.limits.max_sessions = 0;
         assert_eq!(c.validate(), Err(ConfigError::Zero("limits.max_sessions")));
+    }
+
+    // Goal: `[[pipelines]]` read from server.toml with defaults for jobs, steps and folder;
+    // a bad demand is refused.
+    #[test]
+    fn toml_reads_pipelines() {
+        let c: ServerConfig = toml_from(
+            "[[pipelines]]\nid = 3\nname = \"ci\"\nproject = \"Demo\"\npool = \"default\"\n\
+             [[pipelines]]\nid = 4\nname = \"nightly\"\nproject = \"Demo\"\npool = \"Default\"\n\
+             jobs = 4\nsteps = [\"Checkout\", \"Bash\"]\ndemands = [\"docker\"]\nfolder = \"\\\\ops\"\n",
+        );
+        assert_eq!(c.pipelines[0].jobs, 1);
+        assert_eq!(c.pipelines[0].steps, ["Checkout", "CmdLine"]);
+        assert_eq!(c.pipelines[1].folder.as_deref(), Some("\\ops"));
+        c.validate().unwrap();
+        // The fleet's child emulator gets its config as a file: it must survive a round trip.
+        let text = toml::to_string(&c).expect("serialise");
+        assert_eq!(toml_from(&text), c);
+        let mut bad = c.clone();
+        bad.pipelines[1].demands = vec!["two words".into()];
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::BadPipeline { id: 4, .. })
+        ));
+        assert!(toml::from_str::<ServerConfig>("[[pipelines]]\nid = 1\nname = \"x\"\n").is_err());
     }
 
     // Goal: the env PAT carries every scope, and Debug never prints a PAT.

@@ -102,6 +102,12 @@ pub(super) struct Job {
     /// Built at assignment from the secrets and the job token.
     pub scanner: Option<LeakScanner>,
     pub plan: PlanStore,
+    /// The agent it was last assigned to (id, name), kept after it finished so the job-request
+    /// list shows who ran it; cleared on requeue.
+    pub reserved: Option<(u64, String)>,
+    /// Set when the job belongs to a pipeline run (`server::pipelines`); `None` for synthetic
+    /// jobs.
+    pub pipeline: Option<super::pipelines::RunJob>,
 }
 
 impl Job {
@@ -144,13 +150,17 @@ fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
     })
 }
 
-fn check_demand(demand: &str) -> Result<(), ApiError> {
+/// A demand is `name` or `name -equals value`, at most 256 bytes.
+pub(crate) fn demand_is_valid(demand: &str) -> bool {
     let name = demand
         .split_once(" -equals ")
         .map_or(demand, |(n, _)| n)
         .trim();
-    let ok = !name.is_empty() && !name.contains(char::is_whitespace) && demand.len() <= 256;
-    if ok {
+    !name.is_empty() && !name.contains(char::is_whitespace) && demand.len() <= 256
+}
+
+fn check_demand(demand: &str) -> Result<(), ApiError> {
+    if demand_is_valid(demand) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -239,7 +249,7 @@ impl Server {
         Ok(())
     }
 
-    fn new_job(&mut self, now: SimTime, pool_id: u32, spec: SyntheticJob) -> u64 {
+    pub(super) fn new_job(&mut self, now: SimTime, pool_id: u32, spec: SyntheticJob) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
         let secrets = (0..spec.secrets).map(|_| self.secret_value()).collect();
@@ -263,6 +273,8 @@ impl Server {
             tokens: Vec::new(),
             scanner: None,
             plan: PlanStore::default(),
+            reserved: None,
+            pipeline: None,
         };
         self.plans.insert(job.plan_id.clone(), id);
         self.jobs.insert(id, job);
@@ -281,13 +293,16 @@ impl Server {
         s
     }
 
+    /// Every job request of the pool (the kept finished ones included), with the server's
+    /// times. A PAT with agent-pools read (as on the real service) or the admin scope may list.
     pub(super) fn list_job_requests(
         &self,
         now: SimTime,
         cred: &Credential,
         pool_id: u32,
     ) -> Result<ApiResponse, ApiError> {
-        self.require_pat(now, cred, Need::Admin)?;
+        self.require_pat(now, cred, Need::Read)
+            .or_else(|e| self.require_pat(now, cred, Need::Admin).map_err(|_| e))?;
         self.pool_exists(pool_id)?;
         let value = self
             .jobs
@@ -336,15 +351,16 @@ impl Server {
             JobState::Active { renewed: true, .. } => "running",
             JobState::Finished => "completed",
         };
-        let reserved_agent =
-            job.agent()
-                .and_then(|id| self.agents.get(&id))
-                .map(|a| TaskAgentReference {
-                    id: a.agent.id,
-                    name: a.agent.name.clone(),
-                    version: a.agent.version.clone(),
-                    ..TaskAgentReference::default()
-                });
+        let reserved_agent = job.reserved.as_ref().map(|(id, name)| {
+            let version = self.agents.get(id).map(|a| a.agent.version.clone());
+            TaskAgentReference {
+                id: *id,
+                name: name.clone(),
+                version: version.unwrap_or_default(),
+                ..TaskAgentReference::default()
+            }
+        });
+        let (definition, owner) = self.run_refs(job);
         TaskAgentJobRequest {
             request_id,
             queue_time: Some(self.wall(job.queue_time)),
@@ -360,6 +376,9 @@ impl Server {
             state: Some(state.to_string()),
             requeue_count: Some(job.requeue_count),
             reserved_agent,
+            plan_type: Some("Build".to_string()),
+            definition,
+            owner,
         }
     }
 
@@ -431,19 +450,33 @@ impl Server {
         }
         if let Some(rec) = self.agents.get_mut(&agent_id) {
             rec.assigned = Some(request_id);
+            let reserved = Some((agent_id, rec.agent.name.clone()));
+            if let Some(job) = self.jobs.get_mut(&request_id) {
+                job.reserved = reserved;
+            }
         }
         self.refresh_idle(agent_id);
         self.set_timer(
             locked_until + self.cfg.lease_grace,
             Timer::LeaseExpiry(request_id),
         );
-        let body = self.job_message_body(request_id, &token, locked_until);
+        let message = self.job_message(request_id, &token, locked_until);
+        let body = match self.jobs.get(&request_id).and_then(|j| j.pipeline.clone()) {
+            Some(run_job) => self.pipeline_job_body(message, &run_job),
+            // Plain structs of strings and integers: serialisation cannot fail.
+            None => serde_json::to_string(&message).unwrap_or_default(),
+        };
         let message = self.seal_message(agent_id, message_id, MESSAGE_JOB_REQUEST, &body);
         self.push_message(agent_id, message);
     }
 
-    /// The `AgentJobRequestMessage` JSON for an assigned job.
-    fn job_message_body(&self, request_id: u64, token: &str, locked_until: SimTime) -> String {
+    /// The `AgentJobRequestMessage` for an assigned job.
+    fn job_message(
+        &self,
+        request_id: u64,
+        token: &str,
+        locked_until: SimTime,
+    ) -> AgentJobRequestMessage {
         let job = &self.jobs[&request_id];
         let mut variables = BTreeMap::new();
         let plain = |v: &str| VariableValue {
@@ -530,7 +563,7 @@ impl Server {
             },
             data: BTreeMap::from([("ServerId".to_string(), self.instance_id.clone())]),
         };
-        let message = AgentJobRequestMessage {
+        AgentJobRequestMessage {
             message_type: MESSAGE_JOB_REQUEST.to_string(),
             plan: PlanReference {
                 scope_identifier: self.scope_identifier.clone(),
@@ -557,9 +590,7 @@ impl Server {
                 value: SECRET_MASK_REGEX.to_string(),
             }],
             steps,
-        };
-        // Plain structs of strings and integers: serialisation cannot fail.
-        serde_json::to_string(&message).unwrap_or_default()
+        }
     }
 
     /// Encrypt a message body under the session key with a fresh IV (real crypto), or send it
@@ -646,16 +677,27 @@ impl Server {
         self.pool_exists(pool_id)?;
         let job = self
             .jobs
-            .get_mut(&request_id)
+            .get(&request_id)
             .filter(|j| j.pool_id == pool_id)
             .ok_or_else(|| job_not_found(request_id, "does not exist in this pool"))?;
+        if job.state == JobState::Finished {
+            return Err(job_not_found(
+                request_id,
+                "has already finished; only a queued or active job can be canceled",
+            ));
+        }
+        self.cancel_request(now, request_id);
+        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+    }
+
+    /// Cancel one job request. Queued: finished as canceled now. Active: a `JobCancellation`
+    /// goes to the agent's session (once). Finished or unknown: nothing happens.
+    pub(super) fn cancel_request(&mut self, now: SimTime, request_id: u64) {
+        let Some(job) = self.jobs.get_mut(&request_id) else {
+            return;
+        };
         match job.state {
-            JobState::Finished => {
-                return Err(job_not_found(
-                    request_id,
-                    "has already finished; only a queued or active job can be canceled",
-                ));
-            }
+            JobState::Finished => {}
             JobState::Queued => {
                 self.queue.remove(&request_id);
                 self.close(now, request_id, TaskResult::Canceled);
@@ -667,7 +709,6 @@ impl Server {
                 }
             }
         }
-        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
     }
 
     /// Queue the `JobCancellation` of a job whose cancel is requested but not on any session,
@@ -790,11 +831,16 @@ impl Server {
     /// Record a job (already off the queue and off any agent) as finished with `result`, and
     /// forget the oldest finished jobs past `max_finished_jobs`.
     fn close(&mut self, now: SimTime, request_id: u64, result: TaskResult) {
+        let mut run_job = None;
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.state = JobState::Finished;
             job.result = Some(result);
             job.finish_time = Some(now);
             job.scanner = None;
+            run_job = job.pipeline.clone();
+        }
+        if let Some(run_job) = run_job {
+            self.run_job_closed(now, &run_job, result);
         }
         self.counters.jobs_completed += 1;
         if result == TaskResult::Canceled {
@@ -833,6 +879,7 @@ impl Server {
             job.receive_time = None;
             job.requeue_count += 1;
             job.scanner = None;
+            job.reserved = None;
             job.cancel = CancelState::NotRequested;
         }
         self.queue.insert(request_id);

@@ -13,7 +13,8 @@
 //!
 //! Module map: `config` (what the server is told), `auth` (PATs, tokens, JWT assertions),
 //! `agents` (pools, agents, sessions, messages, long polls), `jobs` (queue, assignment, leases,
-//! the job message), `plans` (the plan hub and the leak scan); and the hot-path containers that
+//! the job message), `plans` (the plan hub and the leak scan), `pipelines` (the Pipelines Runs
+//! API: runs of configured pipelines, each a set of jobs); and the hot-path containers that
 //! keep every per-request cost flat up to a million agents: `timers` (ordered timers plus a
 //! FIFO lane for long-poll holds), `idset` (bitmap id sets for idle and ready agents),
 //! `fasthash` (a fixed hasher for string-keyed lookup tables that are never iterated).
@@ -24,6 +25,7 @@ pub mod config;
 mod fasthash;
 mod idset;
 mod jobs;
+mod pipelines;
 mod plans;
 mod timers;
 
@@ -39,8 +41,9 @@ use crate::event::{CryptoOp, Event, Side};
 use crate::rng::{self, Rng, StreamKind};
 
 pub use config::{
-    ALL_SCOPES, ConfigError, DEFAULT_POOL_ID, DEFAULT_POOL_NAME, Limits, PatConfig, PoolConfig,
-    SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE, SCOPE_AGENTPOOLS_READ, ServerConfig,
+    ALL_SCOPES, ConfigError, DEFAULT_PIPELINE_STEPS, DEFAULT_POOL_ID, DEFAULT_POOL_NAME, Limits,
+    MAX_JOBS_PER_RUN, PatConfig, PipelineConfig, PoolConfig, SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE,
+    SCOPE_AGENTPOOLS_READ, SCOPE_BUILD_EXECUTE, SCOPE_BUILD_READ, ServerConfig,
 };
 
 /// The driver's id for one request, unique among requests the server may still answer later
@@ -137,6 +140,8 @@ pub struct Server {
     finished: VecDeque<u64>,
     next_request_id: u64,
     next_message_id: u64,
+    /// Pipeline runs (the Pipelines Runs API).
+    runs: pipelines::Runs,
     timers: timers::Timers,
     outputs: VecDeque<ServerOutput>,
     events: VecDeque<Event>,
@@ -200,6 +205,7 @@ impl Server {
             finished: VecDeque::new(),
             next_request_id: 1,
             next_message_id: 1,
+            runs: pipelines::Runs::default(),
             timers: timers::Timers::default(),
             outputs: VecDeque::new(),
             events: VecDeque::new(),
@@ -446,6 +452,25 @@ impl Server {
                 respond(self.put_attachment(now, &cred, &plan, att)?)
             }
             A::PostEvent { plan, event } => respond(self.post_event(now, &cred, &plan, event)?),
+            A::RunPipeline {
+                project,
+                pipeline_id,
+                params,
+            } => respond(self.run_pipeline(now, &cred, &project, pipeline_id, params)?),
+            A::GetPipelineRun {
+                project,
+                pipeline_id,
+                run_id,
+            } => respond(self.get_run(now, &cred, &project, pipeline_id, run_id)?),
+            A::ListPipelineRuns {
+                project,
+                pipeline_id,
+            } => respond(self.list_runs(now, &cred, &project, pipeline_id)?),
+            A::UpdateBuild {
+                project,
+                build_id,
+                update,
+            } => respond(self.update_build(now, &cred, &project, build_id, update)?),
         }
     }
 

@@ -184,6 +184,19 @@ mod tests {
         let err = load(&bad).unwrap_err();
         assert!(matches!(err, ConfigFileError::Invalid { .. }), "{err}");
         assert!(err.to_string().contains("dup.toml"), "{err}");
+        // `[[pipelines]]` load with the file; one naming an unknown pool is refused, and a
+        // typo in a pipeline key points at its line.
+        let pipelines = dir.join("pipelines.toml");
+        let text = "[[pipelines]]\nid = 2\nname = \"ci\"\nproject = \"Demo\"\npool = \"Default\"\n\
+                    jobs = 3\nsteps = [\"Checkout\", \"CmdLine\"]\n";
+        std::fs::write(&pipelines, text).unwrap();
+        assert_eq!(load(&pipelines).unwrap().pipelines[0].jobs, 3);
+        std::fs::write(&pipelines, text.replace("Default", "gpu")).unwrap();
+        let err = load(&pipelines).unwrap_err();
+        assert!(err.to_string().contains("\"gpu\""), "{err}");
+        std::fs::write(&pipelines, text.replace("jobs", "jbos")).unwrap();
+        let err = load(&pipelines).unwrap_err();
+        assert!(err.to_string().contains("pipelines.toml:6:"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
