@@ -156,11 +156,6 @@ fn run(
                 .into(),
         ));
     }
-    if let fleetsim_core::workload::Source::Pipelines(_) = scenario.jobs.source {
-        return Err(DesError::Unsupported(
-            "[jobs] source = \"pipelines\" (not implemented in this build yet)".into(),
-        ));
-    }
     let wall = Instant::now();
     let mut sim = Sim::new(scenario)?;
     sim.tap = tap;
@@ -1031,6 +1026,15 @@ impl<'s> Sim<'s> {
         let invariants = self.checker.finish(&jobs, stats.leaked_secrets);
         self.recorder.set_server_stats(stats.clone());
         self.recorder.set_jobs_lost(invariants.jobs_lost);
+        // Jobs the workload did not queue (pipeline runs' jobs): pickup on the server's clock.
+        for job in &jobs {
+            if let Some(latency) = fleetsim_core::workload::server_pickup(job) {
+                self.recorder.record_server_pickup(job.request_id, latency);
+            }
+        }
+        if let fleetsim_core::workload::Source::Pipelines(_) = s.jobs.source {
+            self.recorder.set_runs(self.workload.stats().runs.into());
+        }
         let meta = RunMeta {
             mode: Mode::Virtual,
             seed: s.run.seed,

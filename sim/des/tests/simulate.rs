@@ -323,3 +323,27 @@ fn every_job_canceled_ends_canceled_and_nothing_is_lost() {
     assert_eq!(jobs.lost, 0);
     assert!(o.invariants.ok(), "{:?}", o.invariants);
 }
+
+#[test]
+fn pipelines_scenario_queues_runs_and_follows_them_in_virtual_time() {
+    // Goal: with `[jobs] source = "pipelines"` virtual time drives the same workload machine:
+    // runs go through the server's Pipelines Runs API, are followed to their result, their jobs
+    // are served, and pickups come from the server's times (none left unmatched).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scenarios/pipelines.toml"
+    );
+    let scenario = fleetsim_scenario::load(path, &[]).expect("pipelines.toml loads");
+    let o = simulate(&scenario, &SimOptions::default()).expect("run completes");
+    let r = &o.report;
+    let runs = r.runs.expect("a runs section");
+    assert!(runs.queued >= 10, "{runs:?}");
+    assert!(runs.completed >= runs.queued / 2, "{runs:?}");
+    assert_eq!(runs.completed, runs.succeeded, "{runs:?}");
+    assert_eq!(runs.queued, runs.completed + runs.unfinished, "{runs:?}");
+    assert_eq!(r.jobs.queued, 0, "no synthetic jobs");
+    assert!(r.jobs.started >= runs.queued, "{:?}", r.jobs);
+    assert_eq!(r.job_pickup.unmatched, 0, "{:?}", r.job_pickup);
+    assert_eq!(r.job_pickup.server_clock, r.job_pickup.latency_s.count);
+    assert!(o.invariants.ok(), "{:?}", o.invariants);
+}

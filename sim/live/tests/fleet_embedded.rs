@@ -221,3 +221,51 @@ async fn shutdown_future_stops_early_and_keeps_measurements() {
         "sessions deleted on the way out"
     );
 }
+
+// Goal: the shipped `scenarios/pipelines.toml` runs end to end against the embedded emulator:
+// runs are queued through the Pipelines Runs API and followed to their result, their jobs are
+// served, pickups come from the server's times, and the counts equal the virtual-time run of
+// the same scenario (one workload machine, one seed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_scenario_runs_end_to_end_like_its_virtual_twin() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scenarios/pipelines.toml"
+    );
+    let keys = format!("fleet.key_cache_dir=\"{}\"", key_dir().display());
+    let sets = ["run.duration=\"25s\"".to_string(), keys];
+    let scenario = fleetsim_scenario::load(path, &sets).unwrap_or_else(|d| panic!("{d}"));
+    let out = fleet::run(&scenario, RunOptions::default(), pending())
+        .await
+        .expect("the run is carried out");
+    let runs = out.report.runs.expect("a runs section");
+    assert!(runs.queued >= 5, "{runs:?}");
+    assert!(
+        runs.completed > 0 && runs.completed == runs.succeeded,
+        "{runs:?}"
+    );
+    assert_eq!(
+        out.report.job_pickup.unmatched, 0,
+        "{:?}",
+        out.report.job_pickup
+    );
+    assert!(
+        out.report.job_pickup.server_clock > 0,
+        "{:?}",
+        out.report.job_pickup
+    );
+    let twin = fleetsim_des::simulate(&scenario, &fleetsim_des::SimOptions::default())
+        .expect("virtual run");
+    let virtual_runs = twin.report.runs.expect("a runs section");
+    assert_eq!(
+        runs.queued, virtual_runs.queued,
+        "live {runs:?} virtual {virtual_runs:?}"
+    );
+    let diff = out.report.jobs.started.abs_diff(twin.report.jobs.started);
+    assert!(
+        diff <= 2,
+        "live {:?} virtual {:?}",
+        out.report.jobs,
+        twin.report.jobs
+    );
+}

@@ -498,7 +498,12 @@ pub fn catalogue_markdown() -> String {
          They enter the report's histogram only (after the run), and\n  \
          `job_pickup.server_clock` counts them; the rest of `job_pickup.latency_s.count` is on\n  \
          the fleet's clock. A pickup with neither a fleet queue event nor server times stays\n  \
-         `job_pickup.unmatched`.\n",
+         `job_pickup.unmatched`.\n\n\
+         ## Pipeline runs (report only)\n\n\
+         With `[jobs] source = \"pipelines\"` the report has a `runs` section: `runs.queued`,\n\
+         `runs.refused`, `runs.unsent`, `runs.completed` with `runs.succeeded`, `runs.failed`,\n\
+         `runs.canceled`, `runs.other` (an unknown result), and `runs.unfinished` (not completed\n\
+         when the run ended). Each run request is timed as a `queue_jobs` operation.\n",
     );
     out
 }

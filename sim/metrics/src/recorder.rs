@@ -139,6 +139,8 @@ pub struct Recorder {
     pub(crate) jobs_requeued: u64,
     pub(crate) jobs_lost: Option<u64>,
     pub(crate) emulator: Option<EmulatorStats>,
+    /// What a `pipelines` job source did with its runs (set by the driver at the end).
+    pub(crate) runs: Option<crate::report::RunsReport>,
     /// Agents by state; signed because a driver may report a transition before the recorder
     /// learnt the fleet size. The report clamps at zero.
     pub(crate) agents: [i64; STATES],
@@ -183,6 +185,7 @@ impl Recorder {
             jobs_requeued: 0,
             jobs_lost: None,
             emulator: None,
+            runs: None,
             agents: [0; STATES],
             peak_busy: 0,
             tokens_rotated: 0,
@@ -273,6 +276,11 @@ impl Recorder {
         self.snapshot_agents();
     }
 
+    /// Store what the `pipelines` job source did with its runs (at the end of the run).
+    pub fn set_runs(&mut self, runs: crate::report::RunsReport) {
+        self.runs = Some(runs);
+    }
+
     /// Store the emulator's counters (read at the end of the run); `jobs.requeued` comes from
     /// them.
     pub fn set_server_stats(&mut self, stats: EmulatorStats) {
@@ -315,6 +323,10 @@ impl Recorder {
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
         };
         // Shards normally share one target, so its counters are not summed.
+        if let Some(theirs) = other.runs {
+            let mine = self.runs.get_or_insert_with(Default::default);
+            mine.add(&theirs);
+        }
         if self.emulator.is_none() {
             self.emulator.clone_from(&other.emulator);
         }

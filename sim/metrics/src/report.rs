@@ -96,6 +96,61 @@ pub struct LatencySummary {
     pub max: f64,
 }
 
+/// Pipeline runs of a `pipelines` job source: queued through the Runs API, followed to their
+/// result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunsReport {
+    /// Runs the server accepted.
+    pub queued: u64,
+    /// Run requests that failed.
+    pub refused: u64,
+    /// Arrivals not queued (the followed-runs bound, or the run stopped first).
+    pub unsent: u64,
+    /// Runs seen completed, by result below.
+    pub completed: u64,
+    /// Completed with `succeeded`.
+    pub succeeded: u64,
+    /// Completed with `failed`.
+    pub failed: u64,
+    /// Completed with `canceled`.
+    pub canceled: u64,
+    /// A result this client does not know.
+    pub other: u64,
+    /// Runs not completed when the run ended.
+    pub unfinished: u64,
+}
+
+impl From<fleetsim_core::workload::RunStats> for RunsReport {
+    fn from(r: fleetsim_core::workload::RunStats) -> Self {
+        RunsReport {
+            queued: r.queued,
+            refused: r.refused,
+            unsent: r.unsent,
+            completed: r.completed,
+            succeeded: r.succeeded,
+            failed: r.failed,
+            canceled: r.canceled,
+            other: r.other,
+            unfinished: r.unfinished,
+        }
+    }
+}
+
+impl RunsReport {
+    /// Add another shard's counts.
+    pub fn add(&mut self, o: &RunsReport) {
+        self.queued += o.queued;
+        self.refused += o.refused;
+        self.unsent += o.unsent;
+        self.completed += o.completed;
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.canceled += o.canceled;
+        self.other += o.other;
+        self.unfinished += o.unfinished;
+    }
+}
+
 /// Job pickup: enqueue → an agent holds the job message.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PickupReport {
@@ -257,6 +312,9 @@ pub struct Report {
     /// The emulator's counters at the end of the run, when the driver could read them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emulator: Option<EmulatorStats>,
+    /// Pipeline runs a `[jobs] source = "pipelines"` queued, and how they ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<RunsReport>,
     /// One point per run second, for charts.
     pub timeseries: Vec<TimePoint>,
     /// Serialized HDR histograms, so reports merge exactly.
@@ -366,6 +424,7 @@ impl Report {
             engine: None,
             trace_hash: None,
             emulator: rec.emulator.clone(),
+            runs: rec.runs,
             timeseries: timeseries(rec),
             histograms: HistogramsReport {
                 encoding: names::HISTOGRAM_ENCODING.to_string(),
@@ -432,6 +491,7 @@ impl Report {
         rec.jobs_requeued = j.requeued;
         rec.jobs_lost = Some(j.lost);
         rec.emulator.clone_from(&self.emulator);
+        rec.runs = self.runs;
         for &s in AgentState::ALL {
             let n = self.agents.by_state.get(s.name()).copied().unwrap_or(0);
             rec.agents[recorder::state_index(s)] = n as i64;

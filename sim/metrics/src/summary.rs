@@ -124,6 +124,22 @@ fn jobs(out: &mut String, r: &Report) {
         p.pending,
         p.unmatched
     );
+    if let Some(runs) = &r.runs {
+        let _ = writeln!(
+            out,
+            "  runs        queued {} · refused {} · unsent {} · completed {} (succeeded {}, failed \
+             {}, canceled {}, other {}) · unfinished {}",
+            runs.queued,
+            runs.refused,
+            runs.unsent,
+            runs.completed,
+            runs.succeeded,
+            runs.failed,
+            runs.canceled,
+            runs.other,
+            runs.unfinished
+        );
+    }
     let j = &r.jobs;
     let _ = writeln!(
         out,

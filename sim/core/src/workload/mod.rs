@@ -10,6 +10,11 @@
 //! Sources ([`Source`]):
 //! - `Emulator`: jobs go to fleetsim's admin extension (`QueueJobs`), canceled ones through its
 //!   cancel route (`CancelJob`).
+//! - `Pipelines`: each arrival queues a run through the Pipelines Runs REST API (`RunPipeline`)
+//!   of a pipeline picked by weight (`Jobs` stream 3), then follows the run (`GetPipelineRun`
+//!   every [`FOLLOW_EVERY`], at most [`MAX_FOLLOWED_RUNS`] at once) until it completes, counting
+//!   its result. The server turns each run into job requests; their pickups are measured on the
+//!   server's clock (`server_pickup`).
 //! - `Server`: someone else queues jobs; the workload sends nothing at all.
 //!
 //! One connection, calls in sequence: at most one call is in flight. Arrivals that fall due
@@ -44,7 +49,7 @@ use crate::api::{ApiRequest, ApiResponse, Credential, ErrorKind, Request};
 use crate::event::{Event, Outcome, TransportError};
 use crate::job::{QueueJobsRequest, SyntheticJob};
 use crate::ops::Operation;
-use crate::proto::TaskResult;
+use crate::proto::{PipelineRun, RunPipelineParameters, RunResult, RunState, TaskResult};
 use crate::rng::{self, Rng, StreamKind};
 
 /// The `agent` field of the workload's own events (`Event::Op` of its queue calls, and the
@@ -57,6 +62,10 @@ pub const POOL_RETRY: Duration = Duration::from_secs(1);
 /// Cancels waiting for their time at most; beyond it a canceled job runs to its end (counted in
 /// `cancels_unsent`).
 pub const MAX_PENDING_CANCELS: usize = 1_000_000;
+/// How often a followed pipeline run is asked for its state.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(10);
+/// Pipeline runs followed at once at most; arrivals past it are not queued (`runs_unsent`).
+pub const MAX_FOLLOWED_RUNS: usize = 10_000;
 /// A canceled job is canceled this far into its duration at the earliest…
 const CANCEL_FROM: f64 = 0.2;
 /// …and this much later at the latest (as a fraction of its duration).
@@ -140,6 +149,8 @@ pub enum WorkloadTimer {
     Arrival,
     /// The next cancel is due.
     Cancel,
+    /// A followed pipeline run is due for a state check.
+    FollowRun,
 }
 
 /// What the workload did, for the run outcome.
@@ -165,6 +176,33 @@ pub struct WorkloadStats {
     pub cancels_unsent: u64,
     /// The pool the jobs went to, once looked up.
     pub pool_id: Option<u32>,
+    /// Pipeline runs: what the `pipelines` source queued and how the runs ended.
+    pub runs: RunStats,
+}
+
+/// What a `pipelines` source did with its runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Runs the server accepted.
+    pub queued: u64,
+    /// Run requests that failed (the error is in the report under `queue_jobs`).
+    pub refused: u64,
+    /// Arrivals not queued: the followed-runs bound was reached, or the run stopped first.
+    pub unsent: u64,
+    /// Runs seen completed…
+    pub completed: u64,
+    /// …of which succeeded,
+    pub succeeded: u64,
+    /// …failed,
+    pub failed: u64,
+    /// …canceled,
+    pub canceled: u64,
+    /// …or ended with a result this client does not know.
+    pub other: u64,
+    /// Runs still not completed when the run ended.
+    pub unfinished: u64,
+    /// State checks that failed (the run is asked again later).
+    pub follow_errors: u64,
 }
 
 /// What the call in flight is for.
@@ -174,6 +212,20 @@ enum Purpose {
     /// Jobs at these intended times, each with its cancel delay if drawn as canceled.
     Queue(Vec<(SimTime, Option<Duration>)>),
     Cancel(u64),
+    /// A pipeline run of `pipelines[index]`.
+    RunPipeline(usize),
+    /// A state check of a followed run.
+    FollowRun(FollowedRun),
+}
+
+/// A pipeline run being followed to its end.
+#[derive(Clone, Debug)]
+struct FollowedRun {
+    /// When to ask next.
+    at: SimTime,
+    /// Index into the source's pipelines.
+    pipeline: usize,
+    run_id: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -208,6 +260,11 @@ pub struct Workload {
     next_id: CallId,
     /// Min-heap of (cancel time, request id).
     cancels: BinaryHeap<Reverse<(SimTime, u64)>>,
+    /// Picks the pipeline of each run by weight (its own stream).
+    pick_rng: Rng,
+    /// Followed runs in check order (every run waits the same `FOLLOW_EVERY`, so FIFO is
+    /// time order).
+    followed: VecDeque<FollowedRun>,
     stopped: bool,
     outbox: VecDeque<WorkloadOutput>,
     events: VecDeque<Event>,
@@ -240,6 +297,8 @@ impl Workload {
             inflight: None,
             next_id: 0,
             cancels: BinaryHeap::new(),
+            pick_rng: rng::stream(seed, StreamKind::Jobs, 3),
+            followed: VecDeque::new(),
             stopped: false,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -263,6 +322,8 @@ impl Workload {
             Purpose::PoolLookup => self.pool_found(now, resp),
             Purpose::Queue(due) => self.queued(now, call.intended, &due, Ok(resp)),
             Purpose::Cancel(request_id) => self.canceled(now, request_id, Ok(resp)),
+            Purpose::RunPipeline(index) => self.run_queued(now, call.intended, index, Ok(resp)),
+            Purpose::FollowRun(run) => self.run_checked(now, run, Ok(resp)),
         }
         self.advance(now);
     }
@@ -276,6 +337,10 @@ impl Workload {
             Purpose::PoolLookup => self.pool_retry_at = Some(now + POOL_RETRY),
             Purpose::Queue(due) => self.queued(now, call.intended, &due, Err(outcome)),
             Purpose::Cancel(request_id) => self.canceled(now, request_id, Err(outcome)),
+            Purpose::RunPipeline(index) => {
+                self.run_queued(now, call.intended, index, Err(outcome));
+            }
+            Purpose::FollowRun(run) => self.run_checked(now, run, Err(outcome)),
         }
         self.advance(now);
     }
@@ -294,12 +359,19 @@ impl Workload {
         self.stopped = true;
         self.pool_retry_at = None;
         let now_d = now.saturating_since(SimTime::ZERO);
+        let pipelines = matches!(self.config.source, Source::Pipelines(_));
         while self.arrivals.peek().is_some_and(|t| t <= now_d) {
             let _ = self.arrivals.next_arrival();
-            self.stats.unsent += 1;
+            if pipelines {
+                self.stats.runs.unsent += 1;
+            } else {
+                self.stats.unsent += 1;
+            }
         }
         self.stats.cancels_unsent += self.cancels.len() as u64;
         self.cancels.clear();
+        self.stats.runs.unfinished += self.followed.len() as u64;
+        self.followed.clear();
     }
 
     /// The next call to send.
@@ -329,11 +401,15 @@ impl Workload {
             .arrivals
             .peek()
             .map(|d| (SimTime::ZERO + d, WorkloadTimer::Arrival));
-        // On a tie the cancel goes first, as `advance` sends it first.
-        match (cancel, arrival) {
-            (Some(c), Some(a)) => Some(if a.0 < c.0 { a } else { c }),
-            (c, a) => c.or(a),
-        }
+        let follow = self
+            .followed
+            .front()
+            .map(|f| (f.at, WorkloadTimer::FollowRun));
+        // On a tie the order is `advance`'s: cancel, arrival, state check.
+        [cancel, arrival, follow]
+            .into_iter()
+            .flatten()
+            .reduce(|best, next| if next.0 < best.0 { next } else { best })
     }
 
     /// Nothing in flight and nothing left to send: the driver may stop driving.
@@ -354,9 +430,15 @@ impl Workload {
     }
 
     /// If no call is in flight, start the next due one: the pool lookup, a due cancel, or the
-    /// due arrivals as one batch.
+    /// due arrivals as one batch (a pipeline run each, for the `pipelines` source), then a due
+    /// state check of a followed run.
     fn advance(&mut self, now: SimTime) {
         if self.inflight.is_some() || self.stopped {
+            return;
+        }
+        if let Source::Pipelines(pipelines) = &self.config.source {
+            let pipelines = pipelines.clone();
+            self.advance_pipelines(now, &pipelines);
             return;
         }
         if let Some(at) = self.pool_retry_at {
@@ -407,6 +489,131 @@ impl Workload {
             },
         };
         self.send(intended, Purpose::Queue(due), Operation::QueueJobs, call);
+    }
+
+    /// The `pipelines` source's step: queue a due arrival as a run, else check a due run.
+    fn advance_pipelines(&mut self, now: SimTime, pipelines: &[PipelineTarget]) {
+        let now_d = now.saturating_since(SimTime::ZERO);
+        while self.arrivals.peek().is_some_and(|t| t <= now_d) {
+            let Some(t) = self.arrivals.next_arrival() else {
+                break;
+            };
+            if self.followed.len() >= MAX_FOLLOWED_RUNS {
+                self.stats.runs.unsent += 1;
+                continue;
+            }
+            let index = pick_weighted(pipelines, &mut self.pick_rng);
+            let Some(p) = pipelines.get(index) else {
+                return;
+            };
+            let resources = p.branch.as_ref().map(
+                |branch| serde_json::json!({ "repositories": { "self": { "refName": branch } } }),
+            );
+            let call = ApiRequest::RunPipeline {
+                project: p.project.clone(),
+                pipeline_id: p.id,
+                params: RunPipelineParameters {
+                    resources,
+                    ..RunPipelineParameters::default()
+                },
+            };
+            let intended = SimTime::ZERO + t;
+            self.send(
+                intended,
+                Purpose::RunPipeline(index),
+                Operation::QueueJobs,
+                call,
+            );
+            return;
+        }
+        if let Some(front) = self.followed.front()
+            && front.at <= now
+            && let Some(run) = self.followed.pop_front()
+            && let Some(p) = pipelines.get(run.pipeline)
+        {
+            let call = ApiRequest::GetPipelineRun {
+                project: p.project.clone(),
+                pipeline_id: p.id,
+                run_id: run.run_id,
+            };
+            let at = run.at;
+            self.send(at, Purpose::FollowRun(run), Operation::QueueJobs, call);
+        }
+    }
+
+    /// The answer to a run request: follow the run, and time the call as the workload's
+    /// queue call.
+    fn run_queued(
+        &mut self,
+        now: SimTime,
+        intended: SimTime,
+        pipeline: usize,
+        result: Result<ApiResponse, Outcome>,
+    ) {
+        let outcome = match result {
+            Ok(ApiResponse::PipelineRun(run)) => {
+                self.stats.runs.queued += 1;
+                self.follow_or_count(now, pipeline, &run);
+                Outcome::Ok
+            }
+            Ok(ApiResponse::Error(e)) => {
+                self.stats.runs.refused += 1;
+                Outcome::Api(e.kind)
+            }
+            Ok(_) => {
+                self.stats.runs.refused += 1;
+                Outcome::Protocol
+            }
+            Err(outcome) => {
+                self.stats.runs.refused += 1;
+                outcome
+            }
+        };
+        self.events.push_back(Event::Op {
+            agent: GENERATOR_AGENT,
+            op: Operation::QueueJobs,
+            intended,
+            done: now,
+            outcome,
+        });
+    }
+
+    /// The answer to a state check: count a completed run, follow the others again.
+    fn run_checked(
+        &mut self,
+        now: SimTime,
+        run: FollowedRun,
+        result: Result<ApiResponse, Outcome>,
+    ) {
+        match result {
+            Ok(ApiResponse::PipelineRun(state)) => self.follow_or_count(now, run.pipeline, &state),
+            _ => {
+                self.stats.runs.follow_errors += 1;
+                self.followed.push_back(FollowedRun {
+                    at: now + FOLLOW_EVERY,
+                    ..run
+                });
+            }
+        }
+    }
+
+    fn follow_or_count(&mut self, now: SimTime, pipeline: usize, run: &PipelineRun) {
+        if run.state != RunState::Completed {
+            self.followed.push_back(FollowedRun {
+                at: now + FOLLOW_EVERY,
+                pipeline,
+                run_id: run.id,
+            });
+            return;
+        }
+        let r = &mut self.stats.runs;
+        r.completed += 1;
+        match run.result {
+            Some(RunResult::Succeeded) => r.succeeded += 1,
+            Some(RunResult::Failed) => r.failed += 1,
+            Some(RunResult::Canceled) => r.canceled += 1,
+            Some(RunResult::Unknown) | None => r.other += 1,
+        }
     }
 
     /// One job and, when it is drawn as canceled, how long after its queue time the cancel
@@ -533,6 +740,19 @@ impl Workload {
             Ok(_) | Err(_) => self.stats.cancel_errors += 1,
         }
     }
+}
+
+/// The index of a pipeline drawn by weight.
+fn pick_weighted(pipelines: &[PipelineTarget], rng: &mut Rng) -> usize {
+    let total: u64 = pipelines.iter().map(|p| u64::from(p.weight)).sum();
+    let mut x = (model::unit(rng) * total as f64) as u64;
+    for (i, p) in pipelines.iter().enumerate() {
+        if x < u64::from(p.weight) {
+            return i;
+        }
+        x -= u64::from(p.weight);
+    }
+    pipelines.len().saturating_sub(1)
 }
 
 /// How long after its intended queue time a canceled job is canceled: 20–80 % of its duration

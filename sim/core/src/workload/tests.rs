@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::dist::{DurationDist, NumberDist};
 use crate::job::{QueueJobsResponse, SyntheticStep};
-use crate::proto::{ListOf, TaskAgentJobRequest, TaskAgentPool};
+use crate::proto::{ListOf, RunResult, RunState, TaskAgentJobRequest, TaskAgentPool};
 
 fn model(duration_s: u64, cancel_rate: f64) -> JobModel {
     JobModel {
@@ -71,6 +71,28 @@ impl FakeServer {
                     value,
                 })
             }
+            ApiRequest::RunPipeline { pipeline_id, .. } => {
+                self.next_request += 1;
+                self.run(self.next_request, *pipeline_id, RunState::InProgress)
+            }
+            ApiRequest::GetPipelineRun {
+                pipeline_id,
+                run_id,
+                ..
+            } => {
+                // Completed at the second check.
+                let checks = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| matches!(c, ApiRequest::GetPipelineRun { run_id: r, .. } if r == run_id))
+                    .count();
+                let state = if checks >= 2 {
+                    RunState::Completed
+                } else {
+                    RunState::InProgress
+                };
+                self.run(*run_id, *pipeline_id, state)
+            }
             ApiRequest::CancelJob { request_id, .. } => {
                 ApiResponse::JobRequest(TaskAgentJobRequest {
                     request_id: *request_id,
@@ -80,6 +102,24 @@ impl FakeServer {
             }
             _ => ApiResponse::Error(crate::api::ApiError::new(ErrorKind::RouteNotFound, "no")),
         }
+    }
+}
+
+impl FakeServer {
+    fn run(&self, id: u64, pipeline_id: u32, state: RunState) -> ApiResponse {
+        ApiResponse::PipelineRun(crate::proto::PipelineRun {
+            id,
+            name: format!("run {id}"),
+            state,
+            result: (state == RunState::Completed).then_some(RunResult::Succeeded),
+            created_date: None,
+            finished_date: None,
+            url: None,
+            pipeline: crate::proto::PipelineReference {
+                id: pipeline_id,
+                ..Default::default()
+            },
+        })
     }
 }
 
@@ -352,6 +392,107 @@ fn pool_lookup_is_retried() {
             ..
         })
     ));
+}
+
+// Goal: a pipelines source queues one run per arrival through the Runs API, over its
+// pipelines by weight with each pipeline's branch, follows every run every `FOLLOW_EVERY`
+// until it completes, and counts runs and results; it queues no synthetic jobs.
+#[test]
+fn pipelines_source_runs_by_weight_and_follows_runs_to_their_result() {
+    let targets = vec![
+        PipelineTarget {
+            id: 12,
+            project: "proj".into(),
+            weight: 3,
+            branch: Some("refs/heads/main".into()),
+        },
+        PipelineTarget {
+            id: 4,
+            project: "p2".into(),
+            weight: 1,
+            branch: None,
+        },
+    ];
+    let cfg = config(
+        Source::Pipelines(targets),
+        Arrival::Constant { rate_per_s: 10.0 },
+        model(10, 0.0),
+        40,
+    );
+    let mut w = Workload::new(cfg, 5);
+    let mut server = FakeServer::default();
+    let events = drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(600));
+    let runs: Vec<&ApiRequest> = server
+        .calls
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| matches!(c, ApiRequest::RunPipeline { .. }))
+        .collect();
+    assert_eq!(runs.len(), 400);
+    let first = runs
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                ApiRequest::RunPipeline {
+                    pipeline_id: 12,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        (270..=330).contains(&first),
+        "{first} of 400 runs to the weight-3 pipeline"
+    );
+    assert!(runs.iter().all(|c| match c {
+        ApiRequest::RunPipeline { pipeline_id: 12, project, params } => {
+            project == "proj"
+                && params.resources
+                    == Some(serde_json::json!({"repositories": {"self": {"refName": "refs/heads/main"}}}))
+        }
+        ApiRequest::RunPipeline { pipeline_id: 4, params, .. } => params.resources.is_none(),
+        _ => false,
+    }));
+    assert!(
+        !server
+            .calls
+            .iter()
+            .any(|(_, c)| matches!(c, ApiRequest::QueueJobs { .. }))
+    );
+    // Two state checks per run, FOLLOW_EVERY apart.
+    let checks = server
+        .calls
+        .iter()
+        .filter(|(_, c)| matches!(c, ApiRequest::GetPipelineRun { run_id: 1, .. }))
+        .map(|(t, _)| *t)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        checks,
+        [
+            SimTime::ZERO + FOLLOW_EVERY,
+            SimTime::ZERO + FOLLOW_EVERY * 2
+        ]
+    );
+    let r = w.stats().runs;
+    assert_eq!(
+        (r.queued, r.completed, r.succeeded, r.unfinished),
+        (400, 400, 400, 0)
+    );
+    let ops = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Op {
+                    op: Operation::QueueJobs,
+                    outcome: Outcome::Ok,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(ops, 400, "one queue_jobs op per run request");
 }
 
 // Goal: a cancel lands inside the job (20–80 % of its duration), never at its start, and the

@@ -337,6 +337,9 @@ pub async fn run(
         recorder.set_server_stats(stats.clone());
     }
     server_pickups(&mut recorder, target_jobs.as_deref());
+    if let fleetsim_core::workload::Source::Pipelines(_) = scenario.jobs.source {
+        recorder.set_runs(generator.runs.into());
+    }
     let jobs = account_jobs(&ledger, target_jobs.as_deref(), &mut warnings);
     if let Some(account) = &jobs {
         recorder.set_jobs_lost(account.lost);
@@ -884,13 +887,6 @@ async fn check_job_source(
     base_path: &str,
 ) -> Result<(), FleetError> {
     match &scenario.jobs.source {
-        fleetsim_core::workload::Source::Pipelines(_) => {
-            return Err(FleetError::Unsupported(
-                "[jobs] source = \"pipelines\" is not implemented in this build yet: use \
-                 \"emulator\" (the embedded emulator) or \"server\""
-                    .into(),
-            ));
-        }
         fleetsim_core::workload::Source::Emulator
             if scenario.target.is_some() && scenario.jobs.arrival != Arrival::None => {}
         _ => return Ok(()),
