@@ -503,7 +503,8 @@ pub fn catalogue_markdown() -> String {
          With `[jobs] source = \"pipelines\"` the report has a `runs` section: `runs.queued`,\n\
          `runs.refused`, `runs.unsent`, `runs.completed` with `runs.succeeded`, `runs.failed`,\n\
          `runs.canceled`, `runs.other` (an unknown result), and `runs.unfinished` (not completed\n\
-         when the run ended). Each run request is timed as a `queue_jobs` operation.\n",
+         when the run ended), `runs.cancels_sent` and `runs.cancel_errors` (runs drawn as canceled,\n\
+         canceled through the Build API). Each run request is timed as a `queue_jobs` operation.\n",
     );
     out
 }

@@ -118,6 +118,12 @@ pub struct RunsReport {
     pub other: u64,
     /// Runs not completed when the run ended.
     pub unfinished: u64,
+    /// Run cancels sent through the Build API (runs drawn as canceled).
+    #[serde(default)]
+    pub cancels_sent: u64,
+    /// Of those, the ones that failed.
+    #[serde(default)]
+    pub cancel_errors: u64,
 }
 
 impl From<fleetsim_core::workload::RunStats> for RunsReport {
@@ -132,6 +138,8 @@ impl From<fleetsim_core::workload::RunStats> for RunsReport {
             canceled: r.canceled,
             other: r.other,
             unfinished: r.unfinished,
+            cancels_sent: r.cancels_sent,
+            cancel_errors: r.cancel_errors,
         }
     }
 }
@@ -148,6 +156,8 @@ impl RunsReport {
         self.canceled += o.canceled;
         self.other += o.other;
         self.unfinished += o.unfinished;
+        self.cancels_sent += o.cancels_sent;
+        self.cancel_errors += o.cancel_errors;
     }
 }
 

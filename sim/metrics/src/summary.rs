@@ -128,7 +128,7 @@ fn jobs(out: &mut String, r: &Report) {
         let _ = writeln!(
             out,
             "  runs        queued {} · refused {} · unsent {} · completed {} (succeeded {}, failed \
-             {}, canceled {}, other {}) · unfinished {}",
+             {}, canceled {}, other {}) · unfinished {} · cancels sent {} ({} failed)",
             runs.queued,
             runs.refused,
             runs.unsent,
@@ -137,7 +137,9 @@ fn jobs(out: &mut String, r: &Report) {
             runs.failed,
             runs.canceled,
             runs.other,
-            runs.unfinished
+            runs.unfinished,
+            runs.cancels_sent,
+            runs.cancel_errors
         );
     }
     let j = &r.jobs;

@@ -559,7 +559,7 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
 }
 
 /// `[jobs] source` and `[[jobs.pipelines]]`, with the combinations no driver can honour refused:
-/// arrivals or cancels with a "server" source, cancels with "pipelines", pipelines without it.
+/// arrivals or cancels with a "server" source, pipelines without the "pipelines" source.
 fn job_source(
     raw: Option<RawJobSource>,
     pipelines: Option<Vec<RawJobPipeline>>,
@@ -602,13 +602,6 @@ fn job_source(
             JobSource::Server
         }
         RawJobSource::Pipelines => {
-            if cancel_rate > 0.0 {
-                ld.at(
-                    &at("cancel_rate"),
-                    "canceling pipeline runs is not implemented: remove `cancel_rate` (or set it \
-                     to 0) with `source = \"pipelines\"`",
-                );
-            }
             let list = pipelines.unwrap_or_default();
             if list.is_empty() {
                 ld.at(

@@ -654,7 +654,8 @@ fn damaged_files_give_diagnostics_not_panics() {
 fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
     // Goal: `[jobs] source` defaults to the emulator without a target; with one, to "server"
     // unless arrivals are set; pipelines parse with their weights; arrivals or cancels with
-    // "server", cancels with "pipelines", and pipelines with another source are refused with
+    // "server", a "pipelines" source without pipelines, and pipelines with another source are
+    // refused with
     // the key's position.
     use fleetsim_scenario::{JobSource, PipelineTarget};
     let target = "[target]\nurl = \"http://127.0.0.1:9\"\n";
@@ -704,7 +705,7 @@ fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
         &format!("{MINIMAL}{jobs}source = \"pipelines\"\ncancel_rate = 0.1\n"),
         &[],
     );
-    assert!(got.iter().any(|l| l.contains("pipeline runs")), "{got:?}");
+    assert!(!got.iter().any(|l| l.contains("cancel_rate")), "{got:?}");
     assert!(
         got.iter()
             .any(|l| l.contains("at least one [[jobs.pipelines]]")),

@@ -13,7 +13,8 @@
 //! - `Pipelines`: each arrival queues a run through the Pipelines Runs REST API (`RunPipeline`)
 //!   of a pipeline picked by weight (`Jobs` stream 3), then follows the run (`GetPipelineRun`
 //!   every [`FOLLOW_EVERY`], at most [`MAX_FOLLOWED_RUNS`] at once) until it completes, counting
-//!   its result. The server turns each run into job requests; their pickups are measured on the
+//!   its result; a run drawn as canceled is canceled through the Build API (`UpdateBuild`,
+//!   `status: cancelling`; a run id is a build id). The server turns each run into job requests; their pickups are measured on the
 //!   server's clock (`server_pickup`).
 //! - `Server`: someone else queues jobs; the workload sends nothing at all.
 //!
@@ -49,7 +50,9 @@ use crate::api::{ApiRequest, ApiResponse, Credential, ErrorKind, Request};
 use crate::event::{Event, Outcome, TransportError};
 use crate::job::{QueueJobsRequest, SyntheticJob};
 use crate::ops::Operation;
-use crate::proto::{PipelineRun, RunPipelineParameters, RunResult, RunState, TaskResult};
+use crate::proto::{
+    BuildStatus, BuildUpdate, PipelineRun, RunPipelineParameters, RunResult, RunState, TaskResult,
+};
 use crate::rng::{self, Rng, StreamKind};
 
 /// The `agent` field of the workload's own events (`Event::Op` of its queue calls, and the
@@ -203,6 +206,14 @@ pub struct RunStats {
     pub unfinished: u64,
     /// State checks that failed (the run is asked again later).
     pub follow_errors: u64,
+    /// Cancels sent (`PATCH …/build/builds/{runId}` with `status: cancelling`)…
+    pub cancels_sent: u64,
+    /// …of which the server took (the run was canceling or already completed),
+    pub cancels_delivered: u64,
+    /// …or that failed.
+    pub cancel_errors: u64,
+    /// Cancels whose time fell after the run's end.
+    pub cancels_unsent: u64,
 }
 
 /// What the call in flight is for.
@@ -212,8 +223,10 @@ enum Purpose {
     /// Jobs at these intended times, each with its cancel delay if drawn as canceled.
     Queue(Vec<(SimTime, Option<Duration>)>),
     Cancel(u64),
-    /// A pipeline run of `pipelines[index]`.
-    RunPipeline(usize),
+    /// A pipeline run of `pipelines[index]`, with its cancel delay if drawn as canceled.
+    RunPipeline(usize, Option<Duration>),
+    /// A cancel of a pipeline run.
+    CancelRun,
     /// A state check of a followed run.
     FollowRun(FollowedRun),
 }
@@ -262,6 +275,8 @@ pub struct Workload {
     cancels: BinaryHeap<Reverse<(SimTime, u64)>>,
     /// Picks the pipeline of each run by weight (its own stream).
     pick_rng: Rng,
+    /// Min-heap of (cancel time, run id, pipeline index) of runs drawn as canceled.
+    run_cancels: BinaryHeap<Reverse<(SimTime, u64, usize)>>,
     /// Followed runs in check order (every run waits the same `FOLLOW_EVERY`, so FIFO is
     /// time order).
     followed: VecDeque<FollowedRun>,
@@ -299,6 +314,7 @@ impl Workload {
             cancels: BinaryHeap::new(),
             pick_rng: rng::stream(seed, StreamKind::Jobs, 3),
             followed: VecDeque::new(),
+            run_cancels: BinaryHeap::new(),
             stopped: false,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -322,7 +338,10 @@ impl Workload {
             Purpose::PoolLookup => self.pool_found(now, resp),
             Purpose::Queue(due) => self.queued(now, call.intended, &due, Ok(resp)),
             Purpose::Cancel(request_id) => self.canceled(now, request_id, Ok(resp)),
-            Purpose::RunPipeline(index) => self.run_queued(now, call.intended, index, Ok(resp)),
+            Purpose::RunPipeline(index, cancel) => {
+                self.run_queued(now, call.intended, (index, cancel), Ok(resp));
+            }
+            Purpose::CancelRun => self.run_canceled(Ok(resp)),
             Purpose::FollowRun(run) => self.run_checked(now, run, Ok(resp)),
         }
         self.advance(now);
@@ -337,9 +356,10 @@ impl Workload {
             Purpose::PoolLookup => self.pool_retry_at = Some(now + POOL_RETRY),
             Purpose::Queue(due) => self.queued(now, call.intended, &due, Err(outcome)),
             Purpose::Cancel(request_id) => self.canceled(now, request_id, Err(outcome)),
-            Purpose::RunPipeline(index) => {
-                self.run_queued(now, call.intended, index, Err(outcome));
+            Purpose::RunPipeline(index, cancel) => {
+                self.run_queued(now, call.intended, (index, cancel), Err(outcome));
             }
+            Purpose::CancelRun => self.run_canceled(Err(outcome)),
             Purpose::FollowRun(run) => self.run_checked(now, run, Err(outcome)),
         }
         self.advance(now);
@@ -372,6 +392,8 @@ impl Workload {
         self.cancels.clear();
         self.stats.runs.unfinished += self.followed.len() as u64;
         self.followed.clear();
+        self.stats.runs.cancels_unsent += self.run_cancels.len() as u64;
+        self.run_cancels.clear();
     }
 
     /// The next call to send.
@@ -396,7 +418,11 @@ impl Workload {
         let cancel = self
             .cancels
             .peek()
-            .map(|Reverse((at, _))| (*at, WorkloadTimer::Cancel));
+            .map(|Reverse((at, _))| *at)
+            .into_iter()
+            .chain(self.run_cancels.peek().map(|Reverse((at, ..))| *at))
+            .min()
+            .map(|at| (at, WorkloadTimer::Cancel));
         let arrival = self
             .arrivals
             .peek()
@@ -493,6 +519,22 @@ impl Workload {
 
     /// The `pipelines` source's step: queue a due arrival as a run, else check a due run.
     fn advance_pipelines(&mut self, now: SimTime, pipelines: &[PipelineTarget]) {
+        if let Some(&Reverse((at, run_id, index))) = self.run_cancels.peek()
+            && at <= now
+            && let Some(p) = pipelines.get(index)
+        {
+            self.run_cancels.pop();
+            self.stats.runs.cancels_sent += 1;
+            let call = ApiRequest::UpdateBuild {
+                project: p.project.clone(),
+                build_id: run_id,
+                update: BuildUpdate {
+                    status: Some(BuildStatus::Cancelling),
+                },
+            };
+            self.send(at, Purpose::CancelRun, Operation::QueueJobs, call);
+            return;
+        }
         let now_d = now.saturating_since(SimTime::ZERO);
         while self.arrivals.peek().is_some_and(|t| t <= now_d) {
             let Some(t) = self.arrivals.next_arrival() else {
@@ -503,6 +545,7 @@ impl Workload {
                 continue;
             }
             let index = pick_weighted(pipelines, &mut self.pick_rng);
+            let cancel = self.draw_run_cancel();
             let Some(p) = pipelines.get(index) else {
                 return;
             };
@@ -518,12 +561,8 @@ impl Workload {
                 },
             };
             let intended = SimTime::ZERO + t;
-            self.send(
-                intended,
-                Purpose::RunPipeline(index),
-                Operation::QueueJobs,
-                call,
-            );
+            let purpose = Purpose::RunPipeline(index, cancel);
+            self.send(intended, purpose, Operation::QueueJobs, call);
             return;
         }
         if let Some(front) = self.followed.front()
@@ -547,12 +586,20 @@ impl Workload {
         &mut self,
         now: SimTime,
         intended: SimTime,
-        pipeline: usize,
+        (pipeline, cancel): (usize, Option<Duration>),
         result: Result<ApiResponse, Outcome>,
     ) {
         let outcome = match result {
             Ok(ApiResponse::PipelineRun(run)) => {
                 self.stats.runs.queued += 1;
+                if let Some(delay) = cancel {
+                    if self.run_cancels.len() < MAX_PENDING_CANCELS {
+                        self.run_cancels
+                            .push(Reverse((intended + delay, run.id, pipeline)));
+                    } else {
+                        self.stats.runs.cancels_unsent += 1;
+                    }
+                }
                 self.follow_or_count(now, pipeline, &run);
                 Outcome::Ok
             }
@@ -576,6 +623,29 @@ impl Workload {
             done: now,
             outcome,
         });
+    }
+
+    /// Whether a run is drawn as canceled, and how long after its intended queue time: the
+    /// cancel decision from `Jobs` stream 1 (as for synthetic jobs), the time 20–80 % into a
+    /// length drawn from `jobs.duration` (the scenario's estimate of a run's length) on stream 2.
+    fn draw_run_cancel(&mut self) -> Option<Duration> {
+        if !self.config.jobs.sample_cancel(&mut self.job_rng) {
+            return None;
+        }
+        let length = self.config.jobs.duration.sample(&mut self.cancel_rng);
+        let fraction = CANCEL_FROM + CANCEL_SPREAD * model::unit(&mut self.cancel_rng);
+        Some(Duration::from_millis(
+            ((length.as_millis() as f64 * fraction).round() as u64).max(1),
+        ))
+    }
+
+    /// The answer to a run cancel: the server took it (the run is canceling, or had already
+    /// completed), or it failed.
+    fn run_canceled(&mut self, result: Result<ApiResponse, Outcome>) {
+        match result {
+            Ok(ApiResponse::Build(_)) => self.stats.runs.cancels_delivered += 1,
+            _ => self.stats.runs.cancel_errors += 1,
+        }
     }
 
     /// The answer to a state check: count a completed run, follow the others again.

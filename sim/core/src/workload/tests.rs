@@ -93,6 +93,16 @@ impl FakeServer {
                 };
                 self.run(*run_id, *pipeline_id, state)
             }
+            ApiRequest::UpdateBuild { build_id, .. } => ApiResponse::Build(crate::proto::Build {
+                id: *build_id,
+                build_number: String::new(),
+                status: Some(crate::proto::BuildStatus::Cancelling),
+                result: None,
+                queue_time: None,
+                finish_time: None,
+                url: None,
+                definition: None,
+            }),
             ApiRequest::CancelJob { request_id, .. } => {
                 ApiResponse::JobRequest(TaskAgentJobRequest {
                     request_id: *request_id,
@@ -493,6 +503,53 @@ fn pipelines_source_runs_by_weight_and_follows_runs_to_their_result() {
         })
         .count();
     assert_eq!(ops, 400, "one queue_jobs op per run request");
+}
+
+// Goal: a pipeline run drawn as canceled is canceled through the Build API (its run id as the
+// build id, status cancelling) 20–80 % into a length drawn from `jobs.duration`.
+#[test]
+fn pipeline_runs_drawn_as_canceled_are_canceled_through_the_build_api() {
+    let targets = vec![PipelineTarget {
+        id: 12,
+        project: "proj".into(),
+        weight: 1,
+        branch: None,
+    }];
+    let cfg = config(
+        Source::Pipelines(targets),
+        Arrival::Constant { rate_per_s: 1.0 },
+        model(10, 1.0),
+        5,
+    );
+    let mut w = Workload::new(cfg, 9);
+    let mut server = FakeServer::default();
+    drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(600));
+    for (i, (sent, call)) in server
+        .calls
+        .iter()
+        .filter(|(_, c)| matches!(c, ApiRequest::UpdateBuild { .. }))
+        .enumerate()
+    {
+        let ApiRequest::UpdateBuild {
+            project,
+            build_id,
+            update,
+        } = call
+        else {
+            unreachable!()
+        };
+        assert_eq!(project, "proj");
+        assert_eq!(update.status, Some(crate::proto::BuildStatus::Cancelling));
+        // Run n was queued at n − 1 seconds (constant rate 1/s from 0).
+        let queued = SimTime::from_secs(*build_id - 1);
+        let into = sent.saturating_since(queued);
+        assert!(
+            (Duration::from_secs(2)..=Duration::from_secs(8)).contains(&into),
+            "cancel {i} {into:?} into a 10 s run"
+        );
+    }
+    let r = w.stats().runs;
+    assert_eq!((r.queued, r.cancels_sent, r.cancels_delivered), (5, 5, 5));
 }
 
 // Goal: a cancel lands inside the job (20–80 % of its duration), never at its start, and the
