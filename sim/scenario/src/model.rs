@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use fleetsim_core::agent::Pacing;
+pub use fleetsim_core::agent::{Pacing, StepModel, TaskModel};
 use fleetsim_core::dist::{DurationDist, NumberDist};
 use fleetsim_core::job::{SyntheticJob, SyntheticStep};
 use fleetsim_core::ops::Operation;
@@ -229,6 +229,10 @@ pub struct Jobs {
     pub demands: Vec<String>,
     /// Job-token lifetime; `None` = the emulator's default.
     pub token_ttl: Option<Duration>,
+    /// `[jobs.tasks]`: what the steps of real job messages (Checkout, CmdLine, …) do; the
+    /// built-in `StepModel::default()` when the scenario has none. Agents get it through
+    /// `Scenario::agent_config`, whatever the job source.
+    pub tasks: StepModel,
 }
 
 /// How jobs arrive.

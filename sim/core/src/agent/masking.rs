@@ -2,9 +2,14 @@
 //! variable, every endpoint authorization parameter except the known non-secret ones (which
 //! covers the job token), and the job's mask hints. The masking itself is `mask::SecretMasker`'s.
 //!
+//! It also keeps the values a real step's secret lines print ([`JobSecrets::printable`]): every
+//! secret the masker knows by value (secret variables, endpoint parameters such as the job's
+//! `AccessToken`, literal mask hints), so a server's leak scanner can prove none leaves in clear.
+//!
 //! This module decides *what* is secret; it never sends or stores a line.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use crate::proto::AgentJobRequestMessage;
 
@@ -31,6 +36,8 @@ const NON_SECRET_PARAMETERS: &[&str] = &[
 pub(crate) struct JobSecrets {
     /// The secret variable values, in variable-name order: what the synthetic log lines print.
     pub(crate) values: Vec<String>,
+    /// Every secret known by value, sorted and unique: what a real step's secret lines print.
+    printable: Vec<String>,
     masker: Masker,
 }
 
@@ -40,16 +47,19 @@ impl JobSecrets {
     pub(crate) fn from_message(msg: &AgentJobRequestMessage, enabled: bool) -> JobSecrets {
         let mut masker = Masker::new(enabled);
         let mut values = Vec::new();
+        let mut printable = BTreeSet::new();
         for var in msg.variables.values() {
             if var.is_secret && !var.value.is_empty() {
                 masker.add_value(&var.value);
                 values.push(var.value.clone());
+                printable.insert(var.value.as_str());
             }
         }
         for endpoint in &msg.resources.endpoints {
             for (name, value) in &endpoint.authorization.parameters {
                 if !NON_SECRET_PARAMETERS.contains(&name.to_ascii_lowercase().as_str()) {
                     masker.add_value(value);
+                    printable.insert(value.as_str());
                 }
             }
         }
@@ -57,11 +67,28 @@ impl JobSecrets {
             if hint.kind.eq_ignore_ascii_case("regex") {
                 // A hint the masker cannot compile is skipped, as the real agent logs and skips.
                 masker.add_regex(&hint.value);
+                // A pattern without metacharacters matches exactly itself: printing it proves
+                // the regex hint is applied.
+                if regex::escape(&hint.value) == hint.value {
+                    printable.insert(hint.value.as_str());
+                }
             } else {
                 masker.add_value(&hint.value);
+                printable.insert(hint.value.as_str());
             }
         }
-        JobSecrets { values, masker }
+        printable.remove("");
+        let printable = printable.into_iter().map(str::to_owned).collect();
+        JobSecrets {
+            values,
+            printable,
+            masker,
+        }
+    }
+
+    /// The values a real step's secret lines print.
+    pub(crate) fn printable(&self) -> &[String] {
+        &self.printable
     }
 
     /// Register a value learnt later (a rotated job token).
