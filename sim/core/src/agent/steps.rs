@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::Rng as _;
 
 use super::config::{CHECKOUT_TASK_NAME, TaskModel};
+use super::masking::Printable;
 use crate::proto::{JobStep, SYNTHETIC_TASK_NAME, TaskResult};
 
 /// The checkout task's id in real job messages (`reference.id`).
@@ -280,9 +281,9 @@ impl StepText<'_> {
     }
 
     /// Line `k` (0-based) of the step. `secrets` are the job's printable secrets; a secret line
-    /// prints one of them, raw on odd ordinals and base64 on even ones, so the masker is
-    /// exercised on both forms.
-    pub(crate) fn line(&self, k: u32, secrets: &[String], rng: &mut crate::rng::Rng) -> String {
+    /// prints one of them, raw on odd ordinals and base64 on even ones (if the masker knows
+    /// that form), so the masker is exercised on both forms.
+    pub(crate) fn line(&self, k: u32, secrets: &[Printable], rng: &mut crate::rng::Rng) -> String {
         if self.look == Look::Skipped {
             return match k {
                 0 => "Skipping step due to condition evaluation.".to_string(),
@@ -297,10 +298,10 @@ impl StepText<'_> {
                 secret: Some(ordinal),
             } if !secrets.is_empty() => {
                 let secret = &secrets[rng.random_range(0..secrets.len())];
-                if !ordinal.is_multiple_of(2) {
-                    self.secret_line(secret, false)
+                if !ordinal.is_multiple_of(2) || !secret.base64 {
+                    self.secret_line(&secret.value, false)
                 } else {
-                    self.secret_line(&STANDARD.encode(secret), true)
+                    self.secret_line(&STANDARD.encode(&secret.value), true)
                 }
                 .unwrap_or_else(|| self.body(index, rng))
             }
@@ -554,7 +555,10 @@ mod tests {
     fn script_lines_look_like_the_task_and_carry_the_secrets() {
         let t = text(Look::Script, TaskResult::Failed, 40, 4);
         let mut rng = rng::stream(1, StreamKind::Agent, 0);
-        let secrets = vec!["s3cr3t-value".to_string()];
+        let secrets = vec![Printable {
+            value: "s3cr3t-value".to_string(),
+            base64: true,
+        }];
         let lines: Vec<String> = (0..40).map(|k| t.line(k, &secrets, &mut rng)).collect();
         assert_eq!(lines[0], "##[section]Starting: Build");
         assert_eq!(lines[2], "Task         : Command line");
@@ -574,7 +578,10 @@ mod tests {
     #[test]
     fn short_steps_keep_their_ends() {
         let mut rng = rng::stream(1, StreamKind::Agent, 0);
-        let secrets = vec!["s3cr3t-value".to_string()];
+        let secrets = vec![Printable {
+            value: "s3cr3t-value".to_string(),
+            base64: true,
+        }];
         let one = text(Look::Checkout, TaskResult::Failed, 1, 1);
         assert_eq!(
             one.line(0, &secrets, &mut rng),
