@@ -11,9 +11,11 @@
 //! them in feed batches of at most 100 lines (posted to the job's record, keyed by `stepId`),
 //! the log content is uploaded every second, an attachment is uploaded at the step's end and the
 //! record goes Completed with the step's result; `failed` and `succeededWithIssues` merge into
-//! the job's result. Then the `JobCompleted` event (5 tries, 5 s apart). Work is *coalesced*, not queued: each kind of call
-//! is a "want" with the time it became due, so the pending work is bounded by construction and
-//! the one job connection always sends the most urgent kind first.
+//! the job's result. Then the `JobCompleted` event (5 tries, 5 s apart).
+//!
+//! Work is *coalesced*, not queued: each kind of call is a "want" with the time it became due,
+//! so the pending work is bounded by construction and the one job connection always sends the
+//! most urgent kind first.
 //!
 //! This module never sends anything itself: the agent asks [`JobRun::next_call`] whenever the
 //! job connection is free.

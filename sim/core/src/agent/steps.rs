@@ -367,7 +367,8 @@ impl StepText<'_> {
             (Look::Script, 1) => format!("test {noun}::tests::case_{n} ... ok"),
             (Look::Script, _) => format!("   Finished {noun} in {}.{:02}s", p / 10, n % 100),
             (Look::TestResults, 0) => format!(
-                "Reading test results from file '/home/vsts/work/1/s/TestResults/TEST-{noun}-{n}.xml'"
+                "Reading test results from file '/home/vsts/work/1/s/\
+                 TestResults/TEST-{noun}-{n}.xml'"
             ),
             (Look::TestResults, 1) => format!("Test results remaining: {p}. Test run id: {n}"),
             (Look::TestResults, _) => format!("Published test results for {noun} ({n} tests)"),
