@@ -553,6 +553,13 @@ fn task_models_inherit_from_default_and_the_built_in_model() {
     );
     let config = s.agent_config("pat", fleetsim_core::crypto::CryptoMode::Modelled);
     assert_eq!(*config.steps, s.jobs.tasks);
+    let set = load_str(
+        "t.toml",
+        &text,
+        &["jobs.tasks.Bash.log_lines_per_s=7".to_string()],
+    )
+    .unwrap();
+    assert_eq!(set.jobs.tasks.for_task("bash").log_lines_per_s, 7.0);
 }
 
 #[test]
