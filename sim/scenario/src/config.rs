@@ -4,6 +4,8 @@
 //! These are pure mappings: they never read the environment or files (the caller resolves the
 //! PAT and passes it in) and never start anything.
 
+use std::sync::Arc;
+
 use fleetsim_core::agent::{AgentConfig, RegisterMode as CoreRegisterMode};
 use fleetsim_core::api::Credential;
 use fleetsim_core::crypto::{CryptoMode, Meter};
@@ -43,6 +45,7 @@ impl Scenario {
             job_token_rotate_before: a.job_token_rotate_before,
             job_token_ttl_hint: self.jobs.token_ttl,
             pacing: a.pacing.clone(),
+            steps: Arc::new(self.jobs.tasks.clone()),
         }
     }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use fleetsim_core::agent::Pacing;
+pub use fleetsim_core::agent::{Pacing, StepModel, TaskModel};
 use fleetsim_core::dist::DurationDist;
 use fleetsim_core::ops::Operation;
 pub use fleetsim_core::workload::{
@@ -219,6 +219,10 @@ pub struct Jobs {
     pub token_ttl: Option<Duration>,
     /// Who queues the jobs (`[jobs] source`, with `[[jobs.pipelines]]`).
     pub source: JobSource,
+    /// `[jobs.tasks]`: what the steps of real job messages (Checkout, CmdLine, …) do; the
+    /// built-in `StepModel::default()` when the scenario has none. Agents get it through
+    /// `Scenario::agent_config`, whatever the job source.
+    pub tasks: StepModel,
 }
 
 /// `[server]`: the embedded emulator's settings and, for virtual time, its capacity.

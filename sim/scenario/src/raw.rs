@@ -258,6 +258,9 @@ pub struct RawJobs {
     pub source: Option<RawJobSource>,
     /// The pipelines a "pipelines" source runs, by weight.
     pub pipelines: Option<Vec<RawJobPipeline>>,
+    /// What the steps of real job messages do, by task name (`default` = any other task).
+    /// Absent: the built-in model (see docs/SCENARIOS.md).
+    pub tasks: Option<BTreeMap<String, RawTaskModel>>,
 }
 
 /// `[jobs] source`.
@@ -286,6 +289,25 @@ pub struct RawJobPipeline {
     pub weight: Option<u32>,
     /// Branch to run, e.g. "refs/heads/main" (default: the pipeline's default branch).
     pub branch: Option<String>,
+}
+
+/// `[jobs.tasks.<name>]`: the work of one task's steps; unset fields take `[jobs.tasks.default]`'s.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TaskModel")]
+pub struct RawTaskModel {
+    /// Run time of one step (default uniform 5s..20s).
+    pub duration: Option<RawDurationDist>,
+    /// Log lines per second of run time (default 10).
+    pub log_lines_per_s: Option<f64>,
+    /// Lines per step that print a secret of the job, masked before they leave (default 1).
+    pub secret_lines: Option<u32>,
+    /// Bytes attached to the step's record at its end (default 0 = none).
+    pub attachment_bytes: Option<RawNumberDist>,
+    /// Probability that a step fails, which fails the job (default 0).
+    pub failure_rate: Option<RawRatio>,
+    /// Probability that a step succeeds with issues (default 0).
+    pub issues_rate: Option<RawRatio>,
 }
 
 /// Arrival process.

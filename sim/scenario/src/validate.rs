@@ -555,6 +555,88 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
             demands,
         },
         token_ttl: raw.token_ttl.map(|v| v.0),
+        tasks: tasks(raw.tasks, ld),
+    }
+}
+
+/// `[jobs.tasks]`: absent, the built-in model (`StepModel::default()`); present, `default`
+/// over the built-in default's fields and each named task over that `default`, so a task table
+/// only says how it differs.
+fn tasks(raw: Option<BTreeMap<String, RawTaskModel>>, ld: &mut Loader<'_>) -> StepModel {
+    let Some(mut raw) = raw else {
+        return StepModel::default();
+    };
+    let base = p(&["jobs", "tasks"]);
+    let default = match raw.remove("default") {
+        Some(d) => task_model(d, &TaskModel::default(), &pk(&base, &["default"]), ld),
+        None => TaskModel::default(),
+    };
+    let mut tasks = BTreeMap::new();
+    // Lower-cased name → the name as written, to catch two spellings of one task.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (name, model) in raw {
+        let here = pk(&base, &[&name]);
+        if name.trim().is_empty() || name.contains(char::is_whitespace) {
+            ld.at_key(
+                &here,
+                "a task name is the task's `reference.name`, such as Checkout or CmdLine (no \
+                 spaces)",
+            );
+        } else if name.eq_ignore_ascii_case("default") {
+            ld.at_key(
+                &here,
+                format!(
+                    "task names match case-insensitively, so `{name}` is the default model; \
+                     write `default`"
+                ),
+            );
+        } else if let Some(first) = seen.insert(name.to_ascii_lowercase(), name.clone()) {
+            ld.at_key(
+                &here,
+                format!(
+                    "task `{name}` is already modelled as `{first}` (task names match \
+                     case-insensitively)"
+                ),
+            );
+        }
+        let model = task_model(model, &default, &here, ld);
+        tasks.insert(name, model);
+    }
+    StepModel { default, tasks }
+}
+
+/// One task's model: the fields it sets, the rest from `base`.
+fn task_model(raw: RawTaskModel, base: &TaskModel, path: &[Seg], ld: &mut Loader<'_>) -> TaskModel {
+    let log_lines_per_s = raw.log_lines_per_s.unwrap_or(base.log_lines_per_s);
+    if !(log_lines_per_s.is_finite() && log_lines_per_s >= 0.0) {
+        ld.at(
+            &pk(path, &["log_lines_per_s"]),
+            format!("must be ≥ 0 (lines per second), found {log_lines_per_s}"),
+        );
+    }
+    let failure_rate = raw.failure_rate.map_or(base.failure_rate, |r| r.0);
+    let issues_rate = raw.issues_rate.map_or(base.issues_rate, |r| r.0);
+    if failure_rate + issues_rate > 1.0 {
+        let key = if raw.issues_rate.is_some() {
+            "issues_rate"
+        } else {
+            "failure_rate"
+        };
+        ld.at(
+            &pk(path, &[key]),
+            format!(
+                "failure_rate + issues_rate is {}%, more than 100%",
+                ((failure_rate + issues_rate) * 100.0).round()
+            ),
+        );
+    }
+    TaskModel {
+        duration: dd(raw.duration, base.duration.clone()),
+        log_lines_per_s: log_lines_per_s.max(0.0),
+        secret_lines: raw.secret_lines.unwrap_or(base.secret_lines),
+        attachment_bytes: nd(raw.attachment_bytes, base.attachment_bytes.clone()),
+        failure_rate,
+        issues_rate,
     }
 }
 

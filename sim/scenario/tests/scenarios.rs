@@ -7,7 +7,7 @@ use std::time::Duration;
 use fleetsim_core::dist::DurationDist;
 use fleetsim_scenario::{
     AgentSelection, Arrival, FaultKind, KeyBits, Origin, PatSource, ProxySource, RegisterMode,
-    StationOps, TlsTrust, json_schema, load, load_str,
+    StationOps, StepModel, TaskModel, TlsTrust, json_schema, load, load_str,
 };
 
 fn repo() -> PathBuf {
@@ -517,6 +517,89 @@ fn sampled_jobs_follow_the_job_model() {
     assert_eq!(job.secrets, 2);
     let mut again = fleetsim_core::rng::stream(7, fleetsim_core::rng::StreamKind::Jobs, 0);
     assert_eq!(s.jobs.model.sample_job(&mut again), job);
+}
+
+#[test]
+fn task_models_inherit_from_default_and_the_built_in_model() {
+    // Goal: `[jobs.tasks]` absent gives the built-in model; present, `default` overrides the
+    // built-in default field by field, each named task overrides `default`, and the agents of
+    // both drivers get it through `agent_config`.
+    let none = load_str("t.toml", MINIMAL, &[]).unwrap();
+    assert_eq!(none.jobs.tasks, StepModel::default());
+    assert_eq!(
+        none.jobs.tasks.for_task("checkout").log_lines_per_s,
+        40.0,
+        "the built-in model knows Checkout"
+    );
+    let text = format!(
+        "{MINIMAL}[jobs]\nrate_per_s = 0\n\
+         [jobs.tasks.default]\nlog_lines_per_s = 4\nfailure_rate = \"2%\"\n\
+         [jobs.tasks.CmdLine]\nduration = \"3s\"\nattachment_bytes = \"1KiB\"\n\
+         issues_rate = 0.5\n"
+    );
+    let s = load_str("t.toml", &text, &[]).unwrap();
+    let m = &s.jobs.tasks;
+    assert_eq!(m.default.log_lines_per_s, 4.0);
+    assert_eq!(m.default.failure_rate, 0.02);
+    assert_eq!(m.default.duration, TaskModel::default().duration);
+    let cmd = m.for_task("cmdline");
+    assert_eq!(cmd.duration, DurationDist::constant(Duration::from_secs(3)));
+    assert_eq!(cmd.attachment_bytes.mean(), 1024.0);
+    assert_eq!((cmd.log_lines_per_s, cmd.failure_rate), (4.0, 0.02));
+    assert_eq!(cmd.issues_rate, 0.5);
+    assert!(
+        m.tasks.len() == 1,
+        "a written table replaces the built-in task list"
+    );
+    let config = s.agent_config("pat", fleetsim_core::crypto::CryptoMode::Modelled);
+    assert_eq!(*config.steps, s.jobs.tasks);
+    let set = load_str(
+        "t.toml",
+        &text,
+        &["jobs.tasks.Bash.log_lines_per_s=7".to_string()],
+    )
+    .unwrap();
+    assert_eq!(set.jobs.tasks.for_task("bash").log_lines_per_s, 7.0);
+}
+
+#[test]
+fn task_model_mistakes_point_at_the_field() {
+    // Goal: bad task models are reported at the key or value with what to write.
+    let head = format!("{MINIMAL}[jobs]\nrate_per_s = 0\n");
+    let table: &[(&str, &str)] = &[
+        (
+            "[jobs.tasks.CmdLine]\nlines_per_s = 3\n",
+            "bad.toml:6:1: unknown field `lines_per_s`, expected one of `duration`, \
+             `log_lines_per_s`, `secret_lines`, `attachment_bytes`, `failure_rate`, \
+             `issues_rate`",
+        ),
+        (
+            "[jobs.tasks.CmdLine]\nlog_lines_per_s = -1\n",
+            "bad.toml:6:19: must be ≥ 0 (lines per second), found -1",
+        ),
+        (
+            "[jobs.tasks.Bash]\nfailure_rate = \"60%\"\nissues_rate = \"50%\"\n",
+            "bad.toml:7:15: failure_rate + issues_rate is 110%, more than 100%",
+        ),
+        (
+            "[jobs.tasks.Checkout]\nduration = \"2s\"\n[jobs.tasks.checkout]\nduration = \"3s\"\n",
+            "bad.toml:7:13: task `checkout` is already modelled as `Checkout` (task names \
+             match case-insensitively)",
+        ),
+        (
+            "[jobs.tasks.Default]\nduration = \"2s\"\n",
+            "bad.toml:5:13: task names match case-insensitively, so `Default` is the default \
+             model; write `default`",
+        ),
+        (
+            "[jobs.tasks.default]\nduration = { dist = \"uniform\", min = \"5s\" }\n",
+            "bad.toml:6:12: `uniform` distribution needs `max`",
+        ),
+    ];
+    for (tail, want) in table {
+        let text = format!("{head}{tail}");
+        assert_eq!(errors(&text, &[]), vec![want.to_string()], "for:\n{text}");
+    }
 }
 
 #[test]

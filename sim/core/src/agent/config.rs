@@ -1,14 +1,16 @@
 //! The virtual agent's knobs: every timer of the real Azure Pipelines agent with the real agent's
 //! value as the default (protocol.md §3–§5 and §10), plus the identity it registers with and the
-//! fleetsim extensions (job-token rotation, masking switch).
+//! fleetsim extensions (job-token rotation, masking switch), and the model of the work the steps
+//! of a real job message do ([`StepModel`]).
 //!
 //! This module only holds data; it never samples, schedules or sends anything.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::crypto::{CryptoMode, Meter};
-use crate::dist::DurationDist;
+use crate::dist::{DurationDist, NumberDist};
 
 /// What the agent does when an agent of the same name is already registered in the pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,7 +55,83 @@ pub struct AgentConfig {
     pub job_token_ttl_hint: Option<Duration>,
     /// How the agent paces itself: the real agent's timers, retry counts and batch limits.
     pub pacing: Pacing,
+    /// What the steps of a real job message (any task but `FleetsimSynthetic`) do: how long
+    /// they run, what they print, whether they fail. Shared by the whole fleet.
+    pub steps: Arc<StepModel>,
 }
+
+/// The work of real task steps, by task name. A job message from a real pipeline names tasks
+/// (Checkout, CmdLine, Bash, …) that the virtual agent cannot run; each such step instead runs
+/// for a drawn time and prints drawn log lines, so a real pipeline puts the load of its steps
+/// on the server. `FleetsimSynthetic` steps never read this: their inputs carry their work.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepModel {
+    /// The model of every task `tasks` does not name.
+    pub default: TaskModel,
+    /// Models by task name (`reference.name`, matched case-insensitively), in name order.
+    pub tasks: BTreeMap<String, TaskModel>,
+}
+
+/// What one step of a task does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskModel {
+    /// How long the step runs.
+    pub duration: DurationDist,
+    /// Log lines the step prints per second of its run time (≥ 0).
+    pub log_lines_per_s: f64,
+    /// Lines per step that print a secret of the job (masked before they leave the agent).
+    pub secret_lines: u32,
+    /// Bytes attached to the step's record at its end (0 = no attachment).
+    pub attachment_bytes: NumberDist,
+    /// Probability that the step fails (which fails the job), 0 ..= 1.
+    pub failure_rate: f64,
+    /// Probability that the step succeeds with issues, 0 ..= 1 (with `failure_rate` ≤ 1).
+    pub issues_rate: f64,
+}
+
+impl StepModel {
+    /// The model of task `name`: its own entry (case-insensitive), else the default.
+    pub fn for_task(&self, name: &str) -> &TaskModel {
+        self.tasks
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(&self.default, |(_, m)| m)
+    }
+}
+
+impl Default for TaskModel {
+    /// A generic build step: 5–20 s, 10 lines a second, one secret line, no attachment, always
+    /// succeeds.
+    fn default() -> Self {
+        TaskModel {
+            duration: DurationDist::uniform(Duration::from_secs(5), Duration::from_secs(20)),
+            log_lines_per_s: 10.0,
+            secret_lines: 1,
+            attachment_bytes: NumberDist::constant(0.0),
+            failure_rate: 0.0,
+            issues_rate: 0.0,
+        }
+    }
+}
+
+impl Default for StepModel {
+    /// The model a run uses when the scenario has no `[jobs.tasks]`: [`TaskModel::default`] for
+    /// every task, and a checkout (`Checkout`) of 2–6 s that prints 40 lines a second.
+    fn default() -> Self {
+        let checkout = TaskModel {
+            duration: DurationDist::uniform(Duration::from_secs(2), Duration::from_secs(6)),
+            log_lines_per_s: 40.0,
+            ..TaskModel::default()
+        };
+        StepModel {
+            default: TaskModel::default(),
+            tasks: BTreeMap::from([(CHECKOUT_TASK_NAME.to_string(), checkout)]),
+        }
+    }
+}
+
+/// The name of the checkout task in real job messages (`reference.name`).
+pub const CHECKOUT_TASK_NAME: &str = "Checkout";
 
 /// How the real agent paces itself: every timer, retry count and batch limit, with the real
 /// agent's value as the default. The scenario's `[agent]` section holds one of these, so the
@@ -146,6 +224,7 @@ impl Default for AgentConfig {
             job_token_rotate_before: None,
             job_token_ttl_hint: None,
             pacing: Pacing::default(),
+            steps: Arc::new(StepModel::default()),
         }
     }
 }
@@ -226,5 +305,15 @@ mod tests {
         assert_eq!(c.job_token_rotate_before, None);
         assert!(c.mask_secrets);
         assert_eq!(c.agent_name(7), "fleetsim-agent-7");
+    }
+
+    // Goal: task models are found by name whatever its case, and unknown tasks get the default.
+    #[test]
+    fn task_models_match_names_case_insensitively() {
+        let model = StepModel::default();
+        let checkout = model.for_task("checkout");
+        assert_eq!(checkout.log_lines_per_s, 40.0);
+        assert!(std::ptr::eq(checkout, model.for_task("CHECKOUT")));
+        assert!(std::ptr::eq(model.for_task("CmdLine"), &model.default));
     }
 }

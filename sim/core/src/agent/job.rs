@@ -1,13 +1,21 @@
 //! One running job: the listener's lock renewals and the worker's plan-hub traffic, simulated
-//! from the steps' `FleetsimSynthetic` inputs (`job::inputs`).
+//! from the steps' `FleetsimSynthetic` inputs (`job::inputs`) or, for the steps of a real
+//! pipeline (Checkout, CmdLine, …), from the agent's `StepModel` (module `steps`).
 //!
-//! Per step: the timeline record goes InProgress, a log is created, log lines appear at an even
-//! rate over the step's duration (some print a secret, masked before they leave), the live
-//! console gets them in feed batches of at most 100 lines, the log content is uploaded every
-//! second, an artifact is attached at the step's end and the record goes Completed. Then the
-//! `JobCompleted` event (5 tries, 5 s apart). Work is *coalesced*, not queued: each kind of call
-//! is a "want" with the time it became due, so the pending work is bounded by construction and
-//! the one job connection always sends the most urgent kind first.
+//! The job's own timeline record (id = the message's `jobId`) goes InProgress when the worker
+//! starts and Completed with the job's result at the end. Per step, as the real `StepsRunner`:
+//! the step's condition is evaluated against the job's result so far (a step that does not run
+//! prints the skip notice and completes `skipped`); its timeline record (id = the step's `id`)
+//! goes InProgress, a log (`logs\{recordId}`) is created, log lines appear at an even rate over
+//! the step's duration (some print a secret, masked before they leave), the live console gets
+//! them in feed batches of at most 100 lines (posted to the job's record, keyed by `stepId`),
+//! the log content is uploaded every second, an attachment is uploaded at the step's end and the
+//! record goes Completed with the step's result; `failed` and `succeededWithIssues` merge into
+//! the job's result. Then the `JobCompleted` event (5 tries, 5 s apart).
+//!
+//! Work is *coalesced*, not queued: each kind of call is a "want" with the time it became due,
+//! so the pending work is bounded by construction and the one job connection always sends the
+//! most urgent kind first.
 //!
 //! This module never sends anything itself: the agent asks [`JobRun::next_call`] whenever the
 //! job connection is free.
@@ -21,6 +29,7 @@ use rand::Rng as _;
 
 use super::config::AgentConfig;
 use super::masking::JobSecrets;
+use super::steps::{self, Condition, Look, StepText};
 use super::timer::{JOB_TIMERS, Timer, TimerTable, job_slot};
 use crate::SimTime;
 use crate::api::{ApiRequest, ApiResponse, Credential, ErrorKind, PlanScope, Request, TokenGrant};
@@ -29,9 +38,8 @@ use crate::job::inputs;
 use crate::ops::Operation;
 use crate::proto::{
     ACCESS_TOKEN_PARAMETER, AgentJobRequestMessage, EMPTY_GUID, EVENT_JOB_COMPLETED, JobEvent,
-    JobRequestUpdate, ListOf, SYNTHETIC_TASK_NAME, SYSTEM_VSS_CONNECTION, TaskLogCreate,
-    TaskLogReference, TaskResult, TimelineRecord, TimelineRecordFeedLinesWrapper,
-    TimelineRecordState,
+    JobRequestUpdate, ListOf, SYSTEM_VSS_CONNECTION, TaskLogCreate, TaskLogReference, TaskResult,
+    TimelineRecord, TimelineRecordFeedLinesWrapper, TimelineRecordState,
 };
 
 /// Log lines one step may print at most (bounds the work of one step).
@@ -96,16 +104,45 @@ pub(crate) enum JobStatus {
     Finished { request_id: u64, result: TaskResult },
 }
 
-/// One step's simulated work, read from its inputs.
+/// One step's simulated work: read from its inputs (synthetic) or drawn from the step model.
 #[derive(Clone, Debug)]
 struct StepPlan {
     record_id: String,
     name: String,
+    /// What the lines look like.
+    look: Look,
+    /// The task's name and version (`reference`), for the header lines of a real step.
+    task: String,
+    version: String,
+    /// See `steps::detail`.
+    detail: String,
+    condition: Condition,
     duration: Duration,
     log_lines: u32,
     secret_lines: u32,
     artifact_bytes: u64,
-    fail: bool,
+    /// How the step ends unless the job is canceled.
+    result: TaskResult,
+}
+
+impl StepPlan {
+    /// The step as it runs when its condition is false: the skip notice, at once.
+    fn skipped(&self) -> StepPlan {
+        StepPlan {
+            record_id: self.record_id.clone(),
+            name: self.name.clone(),
+            look: Look::Skipped,
+            task: self.task.clone(),
+            version: self.version.clone(),
+            detail: self.condition.text().to_string(),
+            condition: self.condition,
+            duration: Duration::ZERO,
+            log_lines: steps::SKIPPED_LINES,
+            secret_lines: 0,
+            artifact_bytes: 0,
+            result: TaskResult::Skipped,
+        }
+    }
 }
 
 /// Where the job is.
@@ -125,6 +162,8 @@ enum Stage {
 pub(crate) struct JobRun {
     request_id: u64,
     job_id: String,
+    /// The job's display name (its timeline record's name).
+    job_display_name: String,
     plan: PlanScope,
     plan_version: u32,
     timeline_id: String,
@@ -163,7 +202,7 @@ impl JobRun {
         ctx: &JobCtx<'_>,
         now: SimTime,
         msg: AgentJobRequestMessage,
-        _rng: &mut crate::rng::Rng,
+        rng: &mut crate::rng::Rng,
     ) -> Box<JobRun> {
         let config = &ctx.config;
         let endpoint = msg
@@ -177,10 +216,15 @@ impl JobRun {
             .unwrap_or_default();
         let token_expires = config.job_token_ttl_hint.map(|ttl| now + ttl);
         let secrets = JobSecrets::from_message(&msg, config.mask_secrets);
-        let steps = msg.steps.iter().map(step_plan).collect();
+        let steps = msg
+            .steps
+            .iter()
+            .map(|step| step_plan(step, config, rng))
+            .collect();
         let mut job = Box::new(JobRun {
             request_id: msg.request_id,
             job_id: msg.job_id.clone(),
+            job_display_name: msg.job_display_name.clone(),
             plan: PlanScope {
                 scope_identifier: msg.plan.scope_identifier.clone(),
                 hub: msg.plan.plan_type.clone(),
@@ -259,7 +303,7 @@ impl JobRun {
                 self.set_timer(Timer::TimelineFlush, now + config.pacing.timeline_interval);
             }
             Timer::FeedFlush => {
-                self.emit_lines(ctx, now, rng, events);
+                self.emit_lines(ctx, now, false, rng, events);
                 self.feed_batches_this_tick = 0;
                 if !self.feed.is_empty() {
                     self.want(JobCall::Feed, at);
@@ -500,6 +544,16 @@ impl JobRun {
         let config = &ctx.config;
         self.stage = Stage::Running;
         self.started = now;
+        // The job's own record: the worker starts the job context before the first step.
+        self.push_record(TimelineRecord {
+            id: self.job_id.clone(),
+            kind: Some("Job".to_string()),
+            name: Some(self.job_display_name.clone()),
+            state: Some(TimelineRecordState::InProgress),
+            start_time: Some(wall(ctx, now)),
+            worker_name: Some(config.agent_name(ctx.agent)),
+            ..Default::default()
+        });
         self.set_timer(Timer::TimelineFlush, now + config.pacing.timeline_interval);
         self.set_timer(Timer::FeedFlush, now + config.pacing.feed_interval_fast);
         self.set_timer(Timer::LogFlush, now + config.pacing.log_upload_interval);
@@ -525,7 +579,17 @@ impl JobRun {
     fn start_step(&mut self, ctx: &JobCtx<'_>, now: SimTime) {
         if self.canceled || self.step >= self.steps.len() {
             self.stage = Stage::Finishing;
+            self.push_record(TimelineRecord {
+                id: self.job_id.clone(),
+                state: Some(TimelineRecordState::Completed),
+                result: Some(self.result),
+                finish_time: Some(wall(ctx, now)),
+                ..Default::default()
+            });
             return;
+        }
+        if !self.steps[self.step].condition.runs(self.result) {
+            self.steps[self.step] = self.steps[self.step].skipped();
         }
         self.stage = Stage::Running;
         self.step_started = now;
@@ -562,7 +626,7 @@ impl JobRun {
             return;
         }
         if !self.canceled {
-            self.emit_lines(ctx, now, rng, events);
+            self.emit_lines(ctx, now, true, rng, events);
         }
         self.stage = Stage::Closing;
         let step = &self.steps[self.step];
@@ -584,20 +648,24 @@ impl JobRun {
             let step = &self.steps[self.step];
             let result = if self.canceled {
                 TaskResult::Canceled
-            } else if step.fail {
-                TaskResult::Failed
             } else {
-                TaskResult::Succeeded
+                step.result
             };
-            if result == TaskResult::Failed && self.result == TaskResult::Succeeded {
-                self.result = TaskResult::Failed;
+            // As the real StepsRunner: only `failed` and `succeededWithIssues` change the job.
+            if matches!(result, TaskResult::Failed | TaskResult::SucceededWithIssues) {
+                self.result = steps::merge_results(self.result, result);
             }
+            // A real step that printed an error or warning line counts it on its record.
+            let real = step.look != Look::Synthetic;
+            let count = |r: TaskResult| (real && result == r).then_some(1);
             let record = TimelineRecord {
                 id: step.record_id.clone(),
                 state: Some(TimelineRecordState::Completed),
                 result: Some(result),
                 finish_time: Some(wall(ctx, now)),
                 log: self.log_id.map(|id| TaskLogReference { id }),
+                error_count: count(TaskResult::Failed),
+                warning_count: count(TaskResult::SucceededWithIssues),
                 ..Default::default()
             };
             self.push_record(record);
@@ -654,12 +722,13 @@ impl JobRun {
         }
     }
 
-    /// Print the lines due by `now` (an even rate over the step), masked, into the feed and log
-    /// buffers.
+    /// Print the lines due by `now` (an even rate over the step; every line left when `end`),
+    /// masked, into the feed and log buffers.
     fn emit_lines(
         &mut self,
         ctx: &JobCtx<'_>,
         now: SimTime,
+        end: bool,
         rng: &mut crate::rng::Rng,
         events: &mut VecDeque<Event>,
     ) {
@@ -672,15 +741,28 @@ impl JobRun {
         let total = step.log_lines;
         let elapsed = (now - self.step_started).as_micros();
         let duration = step.duration.as_micros().max(1);
-        let due = if elapsed >= duration {
+        let due = if end || elapsed >= duration {
             total
         } else {
             ((total as u128 * elapsed) / duration) as u32
         };
         let config = &ctx.config;
         let mut masked_total = 0u32;
+        let text = StepText {
+            look: step.look,
+            display: &step.name,
+            task: &step.task,
+            version: &step.version,
+            detail: &step.detail,
+            result: step.result,
+            total,
+            secret_lines: step.secret_lines,
+        };
         for k in self.lines_done..due {
-            let line = synthetic_line(self.step, k, step, &self.secrets.values, rng);
+            let line = match step.look {
+                Look::Synthetic => synthetic_line(self.step, k, step, &self.secrets.values, rng),
+                _ => text.line(k, self.secrets.printable(), rng),
+            };
             let (masked, count) = self.secrets.mask(&line);
             masked_total += count;
             let cut = cut_chars(&masked, config.pacing.line_chars_max);
@@ -783,10 +865,11 @@ impl JobRun {
                 };
                 self.feed_next_line += n as u64;
                 self.feed_batches_this_tick += 1;
+                // The real worker posts every step's lines to the job's record, keyed by stepId.
                 let api = ApiRequest::AppendFeed {
                     plan,
                     timeline_id: self.timeline_id.clone(),
-                    record_id: step.record_id.clone(),
+                    record_id: self.job_id.clone(),
                     feed,
                 };
                 (
@@ -926,32 +1009,62 @@ fn merge_record(pending: &mut TimelineRecord, newer: TimelineRecord) {
     take!(error_count, warning_count);
 }
 
-/// Read a step's work from its inputs; a step that is not synthetic does nothing for no time.
-fn step_plan(step: &crate::proto::JobStep) -> StepPlan {
-    let synthetic = step.reference.name == SYNTHETIC_TASK_NAME;
-    let num = |key: &str| -> u64 {
-        if !synthetic {
-            return 0;
-        }
-        step.inputs
-            .get(key)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let log_lines = (num(inputs::LOG_LINES).min(STEP_LINES_MAX as u64)) as u32;
-    StepPlan {
+/// A step's work: a synthetic step's from its inputs, any other step's drawn from the step
+/// model of its task (with `rng`; synthetic steps draw nothing, so a run of synthetic jobs
+/// replays as it did before step models existed).
+fn step_plan(
+    step: &crate::proto::JobStep,
+    config: &AgentConfig,
+    rng: &mut crate::rng::Rng,
+) -> StepPlan {
+    let look = steps::look(step);
+    let condition = Condition::parse(&step.condition);
+    let mut plan = StepPlan {
         record_id: step.id.clone(),
         name: step.display_name.clone(),
-        duration: Duration::from_millis(num(inputs::DURATION_MS)),
-        log_lines,
-        secret_lines: (num(inputs::SECRET_LINES) as u32).min(log_lines),
-        artifact_bytes: num(inputs::ARTIFACT_BYTES),
-        fail: synthetic
-            && step
-                .inputs
-                .get(inputs::FAIL)
-                .is_some_and(|v| v.trim() == "true"),
+        look,
+        task: String::new(),
+        version: String::new(),
+        detail: String::new(),
+        condition,
+        duration: Duration::ZERO,
+        log_lines: 0,
+        secret_lines: 0,
+        artifact_bytes: 0,
+        result: TaskResult::Succeeded,
+    };
+    if look == Look::Synthetic {
+        let num = |key: &str| -> u64 {
+            step.inputs
+                .get(key)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let log_lines = (num(inputs::LOG_LINES).min(STEP_LINES_MAX as u64)) as u32;
+        let fail = step
+            .inputs
+            .get(inputs::FAIL)
+            .is_some_and(|v| v.trim() == "true");
+        plan.duration = Duration::from_millis(num(inputs::DURATION_MS));
+        plan.log_lines = log_lines;
+        plan.secret_lines = (num(inputs::SECRET_LINES) as u32).min(log_lines);
+        plan.artifact_bytes = num(inputs::ARTIFACT_BYTES);
+        if fail {
+            plan.result = TaskResult::Failed;
+        }
+        return plan;
     }
+    let model = config.steps.for_task(steps::model_key(step));
+    let drawn = steps::draw(model, STEP_LINES_MAX, rng);
+    plan.task = step.reference.name.clone();
+    plan.version = step.reference.version.clone();
+    plan.detail = steps::detail(step, look);
+    plan.duration = drawn.duration;
+    plan.log_lines = drawn.log_lines;
+    plan.secret_lines = drawn.secret_lines;
+    plan.artifact_bytes = drawn.attachment_bytes;
+    plan.result = drawn.result;
+    plan
 }
 
 /// Line `k` of step `step`: deterministic from the RNG. The secret lines are spread evenly
@@ -1034,7 +1147,7 @@ fn wall(ctx: &JobCtx<'_>, now: SimTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{JobStep, TaskReference};
+    use crate::proto::{JobStep, SYNTHETIC_TASK_NAME, TaskReference};
     use crate::rng::{self, StreamKind};
 
     fn synthetic(inputs: &[(&str, &str)]) -> JobStep {
@@ -1056,10 +1169,16 @@ mod tests {
         }
     }
 
+    /// `step_plan` with the default config and a fixed RNG.
+    fn plan_of(step: &JobStep) -> StepPlan {
+        let mut rng = rng::stream(1, StreamKind::Agent, 0);
+        step_plan(step, &AgentConfig::default(), &mut rng)
+    }
+
     // Goal: step inputs from the peer are bounded and garbage reads as zero, never a panic.
     #[test]
     fn step_inputs_are_parsed_leniently_and_bounded() {
-        let plan = step_plan(&synthetic(&[
+        let plan = plan_of(&synthetic(&[
             (inputs::DURATION_MS, "1500"),
             (inputs::LOG_LINES, "99999999999"),
             (inputs::SECRET_LINES, "-3"),
@@ -1069,22 +1188,32 @@ mod tests {
         assert_eq!(plan.duration, Duration::from_millis(1500));
         assert_eq!(plan.log_lines, STEP_LINES_MAX);
         assert_eq!((plan.secret_lines, plan.artifact_bytes), (0, 0));
-        assert!(plan.fail);
-        let mut other = synthetic(&[(inputs::DURATION_MS, "1500"), (inputs::FAIL, "true")]);
-        other.reference.name = "Bash".into();
-        let plan = step_plan(&other);
-        assert_eq!(
-            (plan.duration, plan.fail),
-            (Duration::ZERO, false),
-            "not synthetic: no work"
+        assert_eq!(plan.result, TaskResult::Failed);
+    }
+
+    // Goal: a step that is not synthetic ignores fleetsim's inputs and takes its work from the
+    // step model of its task (the default model: 5–20 s at 10 lines a second).
+    #[test]
+    fn real_steps_draw_their_work_from_the_model() {
+        let mut bash = synthetic(&[(inputs::DURATION_MS, "1500"), (inputs::FAIL, "true")]);
+        bash.reference.name = "Bash".into();
+        let plan = plan_of(&bash);
+        assert!(
+            (5..=20).contains(&plan.duration.as_secs()),
+            "{:?}",
+            plan.duration
         );
+        assert_eq!(plan.result, TaskResult::Succeeded, "inputs do not fail it");
+        let want = (plan.duration.as_secs_f64() * 10.0).round() as u32;
+        assert_eq!(plan.log_lines, want);
+        assert_eq!((plan.look, plan.task.as_str()), (Look::Script, "Bash"));
     }
 
     // Goal: secret lines are spread evenly and alternate the raw and base64 forms, so the masker
     // is exercised on both.
     #[test]
     fn secret_lines_are_spread_and_alternate_forms() {
-        let step = step_plan(&synthetic(&[
+        let step = plan_of(&synthetic(&[
             (inputs::LOG_LINES, "100"),
             (inputs::SECRET_LINES, "10"),
         ]));

@@ -2,9 +2,14 @@
 //! variable, every endpoint authorization parameter except the known non-secret ones (which
 //! covers the job token), and the job's mask hints. The masking itself is `mask::SecretMasker`'s.
 //!
+//! It also keeps the values a real step's secret lines print ([`JobSecrets::printable`]): every
+//! secret the masker knows by value (secret variables, endpoint parameters such as the job's
+//! `AccessToken`, literal mask hints), so a server's leak scanner can prove none leaves in clear.
+//!
 //! This module decides *what* is secret; it never sends or stores a line.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::proto::AgentJobRequestMessage;
 
@@ -31,6 +36,8 @@ const NON_SECRET_PARAMETERS: &[&str] = &[
 pub(crate) struct JobSecrets {
     /// The secret variable values, in variable-name order: what the synthetic log lines print.
     pub(crate) values: Vec<String>,
+    /// Every secret known by value, sorted and unique: what a real step's secret lines print.
+    printable: Vec<Printable>,
     masker: Masker,
 }
 
@@ -40,16 +47,21 @@ impl JobSecrets {
     pub(crate) fn from_message(msg: &AgentJobRequestMessage, enabled: bool) -> JobSecrets {
         let mut masker = Masker::new(enabled);
         let mut values = Vec::new();
+        // Value → whether its base64 form is masked too (false for regex hints, which the
+        // agent masks as patterns only).
+        let mut printable: BTreeMap<&str, bool> = BTreeMap::new();
         for var in msg.variables.values() {
             if var.is_secret && !var.value.is_empty() {
                 masker.add_value(&var.value);
                 values.push(var.value.clone());
+                printable.insert(var.value.as_str(), true);
             }
         }
         for endpoint in &msg.resources.endpoints {
             for (name, value) in &endpoint.authorization.parameters {
                 if !NON_SECRET_PARAMETERS.contains(&name.to_ascii_lowercase().as_str()) {
                     masker.add_value(value);
+                    printable.insert(value.as_str(), true);
                 }
             }
         }
@@ -57,11 +69,34 @@ impl JobSecrets {
             if hint.kind.eq_ignore_ascii_case("regex") {
                 // A hint the masker cannot compile is skipped, as the real agent logs and skips.
                 masker.add_regex(&hint.value);
+                // A pattern without metacharacters matches exactly itself: printing it proves
+                // the regex hint is applied.
+                if regex::escape(&hint.value) == hint.value {
+                    printable.entry(hint.value.as_str()).or_insert(false);
+                }
             } else {
                 masker.add_value(&hint.value);
+                printable.insert(hint.value.as_str(), true);
             }
         }
-        JobSecrets { values, masker }
+        printable.remove("");
+        let printable = printable
+            .into_iter()
+            .map(|(value, base64)| Printable {
+                value: value.to_owned(),
+                base64,
+            })
+            .collect();
+        JobSecrets {
+            values,
+            printable,
+            masker,
+        }
+    }
+
+    /// The values a real step's secret lines print.
+    pub(crate) fn printable(&self) -> &[Printable] {
+        &self.printable
     }
 
     /// Register a value learnt later (a rotated job token).
@@ -73,6 +108,15 @@ impl JobSecrets {
     pub(crate) fn mask<'a>(&self, line: &'a str) -> (Cow<'a, str>, u32) {
         self.masker.mask(line)
     }
+}
+
+/// A secret a real step's line may print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Printable {
+    pub(crate) value: String,
+    /// Whether the masker also masks its base64 form (a value, not a regex hint); if not, the
+    /// line prints it only raw.
+    pub(crate) base64: bool,
 }
 
 /// Thin adapter over `mask::SecretMasker` with an off switch.
@@ -106,5 +150,43 @@ impl Masker {
             Some(m) => m.mask(line),
             None => (Cow::Borrowed(line), 0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::MaskHint;
+
+    // Goal: what real steps print is every secret known by value, once, with base64 only where
+    // the masker masks that form: a literal regex hint is printable raw, a pattern is not.
+    #[test]
+    fn printable_secrets_are_the_values_the_masker_knows() {
+        let text = r#"{"messageType": "PipelineAgentJobRequest",
+            "plan": {"scopeIdentifier": "s", "planType": "Build", "planId": "p"},
+            "timeline": {"id": "t"}, "jobId": "j", "jobDisplayName": "J", "jobName": "j",
+            "requestId": 1, "resources": {}}"#;
+        let mut msg: AgentJobRequestMessage = serde_json::from_str(text).expect("message");
+        msg.mask = vec![
+            MaskHint {
+                kind: "regex".into(),
+                value: "literalHint".into(),
+            },
+            MaskHint {
+                kind: "regex".into(),
+                value: "ghp_[a-z]+".into(),
+            },
+            MaskHint {
+                kind: "value".into(),
+                value: "plainHint".into(),
+            },
+        ];
+        let secrets = JobSecrets::from_message(&msg, true);
+        let got: Vec<(&str, bool)> = secrets
+            .printable()
+            .iter()
+            .map(|p| (p.value.as_str(), p.base64))
+            .collect();
+        assert_eq!(got, [("literalHint", false), ("plainHint", true)]);
     }
 }

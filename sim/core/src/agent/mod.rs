@@ -27,6 +27,7 @@
 mod config;
 mod job;
 mod masking;
+mod steps;
 mod timer;
 
 use std::collections::VecDeque;
@@ -36,7 +37,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-pub use config::{AgentConfig, Pacing, RegisterMode};
+pub use config::{AgentConfig, CHECKOUT_TASK_NAME, Pacing, RegisterMode, StepModel, TaskModel};
 pub use timer::{Connection, Timer};
 
 use crate::SimTime;

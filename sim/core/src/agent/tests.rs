@@ -1260,3 +1260,7 @@ fn random_server_behaviour_never_panics_or_wedges_the_agent() {
         "{calls_total} calls, {jobs_total} jobs"
     );
 }
+
+/// Real job messages (Checkout, CmdLine, …) against the same fake server.
+#[path = "tests_real_steps.rs"]
+mod real_steps;
