@@ -187,4 +187,50 @@ mod tests {
         );
         assert!(err.to_string().contains("127.0.0.1:999"), "{err}");
     }
+
+    // Goal: a client built for another origin (e.g. the token service) goes through the run's
+    // proxy like the target's, with the bypass rules checked for its own host: a bypassed host
+    // goes direct, another host is proxied.
+    #[tokio::test]
+    async fn other_origins_use_the_proxy_with_per_host_bypass() {
+        let inputs = crate::proxy::ProxyInputs {
+            url: Some("http://127.0.0.1:3128".into()),
+            no_proxy: vec!["localhost".into()],
+            ..Default::default()
+        };
+        let proxy = crate::proxy::ProxyConfig::resolve(&inputs, &|_| None, false)
+            .unwrap()
+            .unwrap();
+        let mut opts = ClientOptions::new(Target::parse("http://127.0.0.1:9").unwrap());
+        opts.proxy = Some(proxy);
+        let http = HttpClient::new(opts).await.unwrap();
+        assert!(http.via_proxy());
+        let origins = Origins::new(&http, Route::Direct(Arc::clone(&http)), None).unwrap();
+        let token_service = Origin {
+            scheme: UrlScheme::Http,
+            host: "127.0.0.2".into(),
+            port: 80,
+        };
+        let bypassed = Origin {
+            scheme: UrlScheme::Http,
+            host: "localhost".into(),
+            port: 8081,
+        };
+        let Route::Direct(proxied) = origins
+            .route(origins.index(&token_service).unwrap())
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(proxied.via_proxy(), "the token POST goes through the proxy");
+        let Route::Direct(direct) = origins
+            .route(origins.index(&bypassed).unwrap())
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(!direct.via_proxy(), "a bypassed host goes direct");
+    }
 }
