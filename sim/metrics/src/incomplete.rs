@@ -44,50 +44,50 @@ pub struct Incomplete {
     pub reason: String,
 }
 
+/// Calls only an agent holding a session makes.
+const SESSION_CALLS: [Operation; 6] = [
+    Operation::PollMessage,
+    Operation::PollEmpty,
+    Operation::MessageAck,
+    Operation::KeepAlive,
+    Operation::SessionDelete,
+    Operation::LockRenew,
+];
+
 /// The first phase of `report`'s run that never happened, if any. A run whose agents never got
 /// as far as a token is incomplete at `token` even if registration is what failed: the reason
 /// says what the agents did see.
+///
+/// Calls made during the warm-up are not in the report, so a later phase is taken as proof of
+/// the earlier ones: a session needs a token, and a long poll, an ack or a picked-up job needs a
+/// session.
 pub fn check(report: &Report) -> Option<Incomplete> {
-    let succeeded = |op: Operation| {
+    let ok = |op: Operation| {
         report
             .operations
             .get(op.name())
-            .map_or((0, 0, String::new()), |o| {
-                let kinds: Vec<String> = o
-                    .errors_by_kind
-                    .iter()
-                    .map(|(k, n)| format!("{k} ×{n}"))
-                    .collect();
-                (o.count.saturating_sub(o.errors), o.count, kinds.join(", "))
-            })
+            .map_or(0, |o| o.count.saturating_sub(o.errors))
     };
-    let phases = [
-        (
+    let jobs = &report.jobs;
+    let listened = jobs.started > 0 || SESSION_CALLS.iter().any(|&op| ok(op) > 0);
+    let session = listened || ok(Operation::SessionCreate) > 0;
+    let token = session || ok(Operation::TokenExchange) > 0;
+    if !token {
+        return Some(missing(
+            report,
             Phase::Token,
             Operation::TokenExchange,
             "no agent obtained a token",
-        ),
-        (
+        ));
+    }
+    if !session {
+        return Some(missing(
+            report,
             Phase::Session,
             Operation::SessionCreate,
             "no agent opened a session",
-        ),
-    ];
-    for (phase, op, what) in phases {
-        let (ok, count, kinds) = succeeded(op);
-        if ok == 0 {
-            let tail = if count == 0 {
-                format!("{} was never called", op.name())
-            } else {
-                format!("{count} {} calls failed ({kinds})", op.name())
-            };
-            return Some(Incomplete {
-                phase,
-                reason: format!("{what}: {tail}"),
-            });
-        }
+        ));
     }
-    let jobs = &report.jobs;
     let offered = jobs.queued.max(jobs.started);
     let completed = jobs.succeeded + jobs.failed + jobs.canceled;
     if offered > 0 && completed == 0 {
@@ -100,6 +100,30 @@ pub fn check(report: &Report) -> Option<Incomplete> {
         });
     }
     None
+}
+
+/// The verdict for a `phase` whose call `op` never succeeded, saying what the agents saw.
+fn missing(report: &Report, phase: Phase, op: Operation, what: &str) -> Incomplete {
+    let tail = match report.operations.get(op.name()).filter(|o| o.count > 0) {
+        None => format!("{} was never called", op.name()),
+        Some(o) => {
+            let kinds: Vec<String> = o
+                .errors_by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect();
+            format!(
+                "{} {} calls failed ({})",
+                o.count,
+                op.name(),
+                kinds.join(", ")
+            )
+        }
+    };
+    Incomplete {
+        phase,
+        reason: format!("{what}: {tail}"),
+    }
 }
 
 #[cfg(test)]
@@ -175,5 +199,22 @@ mod tests {
         assert_eq!(check(&report(&[tokens, sessions], done)), None);
         let json = serde_json::to_string(&got).unwrap();
         assert!(json.starts_with(r#"{"phase":"job","reason":"#), "{json}");
+    }
+
+    // Goal: tokens and sessions made during the warm-up (absent from the report) are inferred
+    // from the later phases, so a run that did its work is never called incomplete for them.
+    #[test]
+    fn later_phases_prove_the_earlier_ones_after_a_warm_up() {
+        let polled = report(&[(Operation::PollMessage, op(3, 0))], JobsReport::default());
+        assert_eq!(check(&polled), None);
+        let worked = JobsReport {
+            queued: 5,
+            started: 5,
+            succeeded: 4,
+            ..JobsReport::default()
+        };
+        assert_eq!(check(&report(&[], worked)), None);
+        let failed_polls = report(&[(Operation::PollMessage, op(3, 3))], JobsReport::default());
+        assert_eq!(check(&failed_polls).unwrap().phase, Phase::Token);
     }
 }
