@@ -10,7 +10,9 @@ Exit codes:
   0  success
   1  thresholds or the regression gate failed
   2  invalid usage or scenario
-  3  the run could not be carried out (target unreachable, I/O error, aborted)";
+  3  the run could not be carried out (target unreachable, I/O error, aborted), or a live
+     run did not do its work (no token, no session, or no job completed while jobs were
+     offered: the summary names the phase)";
 
 /// Fleet simulator and load tester for pull-model CI agent protocols (Azure Pipelines).
 #[derive(Parser, Debug)]

@@ -149,7 +149,12 @@ fn run(args: RunArgs) -> Outcome {
         })?;
         Ok::<_, Failure>((outcome, prom))
     });
-    let (outcome, prom) = outcome?;
+    let (mut outcome, prom) = outcome?;
+    if !outcome.interrupted {
+        // A live run that never got a token, a session or a finished job measured nothing:
+        // it fails (exit 3) whatever its thresholds say.
+        outcome.report.incomplete = fleetsim_metrics::incomplete::check(&outcome.report);
+    }
     for w in &outcome.warnings {
         eprintln!("warning: {w}");
     }
@@ -246,7 +251,7 @@ fn simulate(args: SimulateArgs) -> Outcome {
 
 /// Print the summary, write every requested report, and decide the exit code.
 fn finish(common: &ScenarioArgs, report: &Report, summary: String, interrupted: bool) -> Outcome {
-    if !common.quiet || !report.thresholds_passed() {
+    if !common.quiet || !report.thresholds_passed() || report.incomplete.is_some() {
         print!("{summary}");
     }
     if let Some(path) = &common.out {
@@ -263,6 +268,14 @@ fn finish(common: &ScenarioArgs, report: &Report, summary: String, interrupted: 
     }
     if interrupted {
         eprintln!("fleetsim: interrupted; the reports hold what was measured until then");
+        return Ok(exit::RUN_FAILED);
+    }
+    if let Some(i) = &report.incomplete {
+        eprintln!(
+            "fleetsim: the run did not do its work: phase {} never happened ({})",
+            i.phase.name(),
+            i.reason
+        );
         return Ok(exit::RUN_FAILED);
     }
     Ok(if report.thresholds_passed() {

@@ -19,7 +19,8 @@ pub mod exit {
     pub const GATE_FAILED: u8 = 1;
     /// Invalid usage or scenario.
     pub const USAGE: u8 = 2;
-    /// The run could not be carried out (target unreachable, I/O error, aborted).
+    /// The run could not be carried out (target unreachable, I/O error, aborted), or a live run
+    /// did not do its work (no token, no session, or no job completed while jobs were offered).
     pub const RUN_FAILED: u8 = 3;
 }
 

@@ -219,6 +219,68 @@ fn unreachable_target_exits_3() {
     );
 }
 
+/// A server on 127.0.0.1 that answers every request `401` with a Bearer challenge and issues no
+/// token anywhere; serves at most `max_connections` connections, then stops.
+fn refusing_server(max_connections: usize) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max_connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let _ = reader.take(length as u64).read_to_end(&mut Vec::new());
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n\
+                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+// Goal: a run in which no agent obtained a token fails with exit 3 and names the phase that
+// never happened in the summary and the JSON report, even with no thresholds to fail.
+#[test]
+fn run_without_any_token_exits_3_and_names_the_phase() {
+    let dir = scratch("no-token");
+    let scenario = tiny_scenario(&dir, "");
+    let port = refusing_server(500);
+    let report = dir.join("report.json");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--quiet",
+            "--target",
+            &format!("http://127.0.0.1:{port}"),
+            "--set",
+            "run.duration=\"2s\"",
+            "--out",
+            report.to_str().unwrap(),
+        ])
+        .env("FLEETSIM_PAT", "cli-test-pat")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("INCOMPLETE: phase token never happened"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["incomplete"]["phase"], "token", "{json}");
+}
+
 // Goal: `--metrics-addr` serves Prometheus text during the run and, with `--metrics-linger`,
 // keeps the final values after it (the summary says where and for how long): operations,
 // pickup histogram buckets, build info, and the embedded emulator's series.

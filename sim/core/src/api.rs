@@ -2,6 +2,8 @@
 //! machine consumes, and what the virtual-time driver passes between them without ever building
 //! HTTP. The `codec` module is the one translation between these and `wire` messages.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::job::{QueueJobsRequest, QueueJobsResponse};
@@ -174,6 +176,30 @@ pub enum ApiRequest {
         build_id: u64,
         update: BuildUpdate,
     },
+}
+
+/// Where one call goes, as the agent decides it. The codec's [`crate::codec::resolve`] turns an
+/// endpoint, a request and the target's collection URL into an origin and an HTTP request; the
+/// drivers never build URLs themselves.
+///
+/// The `*OnTarget` variants are the real agent's rule for on-premises servers: a URL the server
+/// names keeps its path and query, but its `scheme://host:port` is replaced by the one the agent
+/// was configured with (the server may know itself by a name the agent cannot reach).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Under the target's collection URL (the URL the fleet was pointed at): registration, the
+    /// listener's calls and lock renewals.
+    #[default]
+    Collection,
+    /// Under another collection URL the server named (a job's `SystemVssConnection.url`): the
+    /// route goes below its path.
+    Base(Arc<str>),
+    /// `Base`'s path and query on the target's `scheme://host:port`.
+    BaseOnTarget(Arc<str>),
+    /// Exactly this URL, whatever the route (the registration's `authorizationUrl`).
+    Exact(Arc<str>),
+    /// `Exact`'s path and query on the target's `scheme://host:port`.
+    ExactOnTarget(Arc<str>),
 }
 
 /// A request with its caller.

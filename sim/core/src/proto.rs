@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The all-zero GUID the real agent sends as a placeholder (`sessionId`, `lockToken`).
 pub const EMPTY_GUID: &str = "00000000-0000-0000-0000-000000000000";
@@ -56,12 +56,67 @@ pub struct OAuthError {
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,
-    /// Lifetime in seconds.
+    /// Lifetime in seconds. Read from a JSON number or a JSON string holding one: Microsoft's
+    /// .NET client accepts both, and some token services send the string form.
+    #[serde(deserialize_with = "seconds_number_or_string")]
     pub expires_in: u64,
     #[serde(default)]
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+}
+
+/// A non-negative whole number of seconds, written as a JSON number (`3600`, `3600.0`) or a
+/// string holding one (`"3600"`). Anything else (negative, fractional, text, null) is an error.
+fn seconds_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+    struct Seconds;
+    impl Visitor<'_> for Seconds {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative whole number of seconds, as a number or a string")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u64, E> {
+            if v >= 0.0 && v.fract() == 0.0 && v <= u64::MAX as f64 {
+                Ok(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<u64, E> {
+            v.trim()
+                .parse()
+                .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(Seconds)
+}
+
+/// A field the real service may send as `null`: read as its default. Job messages are written by
+/// the service's own serializer, which writes absent strings, lists and maps as `null`.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A string map whose values may be `null` (read as `""`), itself possibly `null`.
+fn string_map_nulls_as_empty<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = Option::<BTreeMap<String, Option<String>>>::deserialize(d)?.unwrap_or_default();
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +382,7 @@ pub const MESSAGE_JOB_CANCELLATION: &str = "JobCancellation";
 pub struct TaskAgentMessage {
     pub message_id: u64,
     pub message_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub iv: String,
     pub body: String,
 }
@@ -351,7 +406,7 @@ pub struct PlanReference {
     pub scope_identifier: String,
     pub plan_type: String,
     pub plan_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub version: u32,
 }
 
@@ -359,15 +414,16 @@ pub struct PlanReference {
 #[serde(rename_all = "camelCase")]
 pub struct TimelineReference {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub change_id: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointAuthorization {
+    #[serde(default, deserialize_with = "null_as_default")]
     pub scheme: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_map_nulls_as_empty")]
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -380,28 +436,29 @@ pub const ACCESS_TOKEN_PARAMETER: &str = "AccessToken";
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEndpoint {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub authorization: EndpointAuthorization,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_map_nulls_as_empty")]
     pub data: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobResources {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub endpoints: Vec<ServiceEndpoint>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VariableValue {
+    #[serde(default, deserialize_with = "null_as_default")]
     pub value: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub is_secret: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub is_read_only: bool,
 }
 
@@ -415,8 +472,11 @@ pub struct MaskHint {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskReference {
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub version: String,
 }
 
@@ -427,15 +487,18 @@ pub const SYNTHETIC_TASK_NAME: &str = "FleetsimSynthetic";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStep {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
     pub kind: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub reference: TaskReference,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_map_nulls_as_empty")]
     pub inputs: BTreeMap<String, String>,
     pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub display_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub condition: String,
 }
 
@@ -447,21 +510,24 @@ pub struct AgentJobRequestMessage {
     pub plan: PlanReference,
     pub timeline: TimelineReference,
     pub job_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub job_display_name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub job_name: String,
     pub request_id: u64,
     /// The emulator's lock token for this request (the real agent always sends the empty GUID
     /// back; fleetsim's agents do the same).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub lock_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub resources: JobResources,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub variables: BTreeMap<String, VariableValue>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub mask: Vec<MaskHint>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub steps: Vec<JobStep>,
 }
 
@@ -782,6 +848,42 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&l).unwrap(),
             r#"{"count":2,"value":[1,2]}"#
+        );
+    }
+
+    // Goal: a token answer's expires_in is read from a JSON number or a JSON string holding one
+    // (Microsoft's .NET client accepts both); anything else is a typed decode error.
+    #[test]
+    fn token_expires_in_reads_numbers_and_numeric_strings_only() {
+        let read = |v: &str| {
+            serde_json::from_str::<TokenResponse>(&format!(
+                r#"{{"access_token":"t","token_type":"jwt-bearer","expires_in":{v}}}"#
+            ))
+            .map(|t| t.expires_in)
+        };
+        assert_eq!(read("3599").unwrap(), 3599);
+        assert_eq!(read("3599.0").unwrap(), 3599);
+        assert_eq!(read(r#""3599""#).unwrap(), 3599);
+        assert_eq!(read(r#"" 60 ""#).unwrap(), 60);
+        for bad in ["-1", "1.5", r#""soon""#, r#""""#, "null", "true", "[]"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        let resp = crate::wire::WireResponse {
+            status: 200,
+            headers: vec![],
+            body: br#"{"access_token":"t","token_type":"b","expires_in":"x"}"#.to_vec(),
+        };
+        let call = crate::api::ApiRequest::Token(crate::api::TokenGrant::Refresh {
+            refresh_token: "r".into(),
+        });
+        let crate::api::ApiResponse::Error(e) = crate::codec::decode_response(&call, &resp) else {
+            panic!("a bad expires_in is an error")
+        };
+        assert_eq!(e.kind, crate::api::ErrorKind::BadRequest);
+        assert!(
+            e.message.starts_with("unreadable response"),
+            "{}",
+            e.message
         );
     }
 }

@@ -569,11 +569,16 @@ impl<'s> Sim<'s> {
         }
         for out in outbox.drain(..) {
             match out {
+                // The endpoint is not read: the modelled server is the whole service (its
+                // token service, collection and plan hub alike), so every origin a call names
+                // reaches the same server model; only the live driver opens per-origin
+                // connections.
                 AgentOutput::Send {
                     id,
                     conn,
                     op,
                     request,
+                    endpoint: _,
                 } => self.send(s, a, id, conn, op, request),
                 AgentOutput::Cancel { id, conn } => self.cancel(s.now(), a, id, conn),
             }

@@ -114,6 +114,13 @@ pub enum ClientError {
     BodyTooLarge(usize),
     #[error("request cannot be encoded: {0}")]
     BadRequest(String),
+    /// The server named one more origin than a run talks to (a bounded client registry).
+    #[error(
+        "the server named {origin}, but a run talks to at most {max} distinct origins \
+         (scheme://host:port); refused so that a server naming a new host per job cannot make \
+         the fleet open unbounded clients"
+    )]
+    TooManyOrigins { origin: String, max: usize },
 }
 
 impl ClientError {
@@ -129,7 +136,9 @@ impl ClientError {
     /// connection is gone either way and the agent backs off the same.
     pub fn transport(&self) -> TransportError {
         match self {
-            ClientError::Connect { .. } | ClientError::Resolve { .. } => TransportError::Connect,
+            ClientError::Connect { .. }
+            | ClientError::Resolve { .. }
+            | ClientError::TooManyOrigins { .. } => TransportError::Connect,
             ClientError::Tls { .. } | ClientError::TlsSetup(_) => TransportError::Tls,
             ClientError::Proxy(_) => TransportError::Proxy,
             ClientError::BadTarget { .. }
@@ -169,44 +178,38 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parse `http(s)://host[:port][/base/path]`. Query and fragment are refused: a collection
-    /// URL has none.
+    /// Parse `http(s)://host[:port][/base/path]` with the codec's URL parser (the one the
+    /// agents' endpoints are resolved with). Query and fragment are refused: a collection URL
+    /// has none.
     pub fn parse(url: &str) -> Result<Target, ClientError> {
         let bad = |reason: &str| ClientError::BadTarget {
-            url: url.into(),
+            url: if url.contains('@') {
+                "<URL with user info>".into()
+            } else {
+                url.into()
+            },
             reason: reason.into(),
         };
-        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        let scheme = match uri.scheme_str() {
-            Some("http") => Scheme::Http,
-            Some("https") => Scheme::Https,
-            _ => return Err(bad("the scheme must be http or https")),
-        };
-        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(bad(
-                "user info is not allowed; the PAT comes from pat_env or pat_file",
-            ));
+        let parsed = fleetsim_core::codec::url::parse(url).map_err(|e| bad(e.reason))?;
+        if !parsed.query.is_empty() || url.contains('?') || url.contains('#') {
+            return Err(bad("a query string or fragment is not allowed"));
         }
-        if uri.query().is_some() {
-            return Err(bad("a query string is not allowed"));
+        let mut target = Target::from_origin(&parsed.origin);
+        target.base_path = parsed.path.trim_end_matches('/').to_string();
+        Ok(target)
+    }
+
+    /// The root of `origin` (no base path): how a client for another origin is addressed.
+    pub fn from_origin(origin: &fleetsim_core::codec::Origin) -> Target {
+        Target {
+            scheme: match origin.scheme {
+                fleetsim_core::codec::UrlScheme::Http => Scheme::Http,
+                fleetsim_core::codec::UrlScheme::Https => Scheme::Https,
+            },
+            host: origin.host.clone(),
+            port: origin.port,
+            base_path: String::new(),
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = authority.port_u16().unwrap_or(match scheme {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        });
-        let base_path = uri.path().trim_end_matches('/').to_string();
-        Ok(Target {
-            scheme,
-            host,
-            port,
-            base_path,
-        })
     }
 
     /// The collection URL, as agents are configured with it.

@@ -14,6 +14,7 @@
 
 pub mod compare;
 pub mod html;
+pub mod incomplete;
 pub mod junit;
 pub mod names;
 pub mod recorder;

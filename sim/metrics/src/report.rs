@@ -329,6 +329,10 @@ pub struct Report {
     pub timeseries: Vec<TimePoint>,
     /// Serialized HDR histograms, so reports merge exactly.
     pub histograms: HistogramsReport,
+    /// Set when a live run never did part of its work (`crate::incomplete::check`): such a run
+    /// fails with exit code 3 whatever its thresholds say. Absent when the run was complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<crate::incomplete::Incomplete>,
 }
 
 /// Why a report could not be read or merged.
@@ -441,6 +445,7 @@ impl Report {
                 job_pickup: encode_histogram(&rec.pickup_us),
                 operations: histograms,
             },
+            incomplete: None,
             run,
         }
     }

@@ -19,6 +19,7 @@ pub fn render_summary(report: &Report) -> String {
     jobs(&mut out, report);
     crypto(&mut out, report);
     thresholds_block(&mut out, report);
+    incomplete_block(&mut out, report);
     out
 }
 
@@ -224,6 +225,18 @@ fn thresholds_block(out: &mut String, r: &Report) {
             |v| format!("observed {}", thresholds::format_value(kind, v)),
         );
         let _ = writeln!(out, "    {mark} {} {}  ({observed})", t.metric, t.condition);
+    }
+}
+
+/// The phase a run never reached, last so it is the line a person reads first after the run.
+fn incomplete_block(out: &mut String, r: &Report) {
+    if let Some(i) = &r.incomplete {
+        let _ = writeln!(
+            out,
+            "\n  ✗ INCOMPLETE: phase {} never happened — {}",
+            i.phase.name(),
+            i.reason
+        );
     }
 }
 

@@ -32,7 +32,9 @@ use super::masking::JobSecrets;
 use super::steps::{self, Condition, Look, StepText};
 use super::timer::{JOB_TIMERS, Timer, TimerTable, job_slot};
 use crate::SimTime;
-use crate::api::{ApiRequest, ApiResponse, Credential, ErrorKind, PlanScope, Request, TokenGrant};
+use crate::api::{
+    ApiRequest, ApiResponse, Credential, Endpoint, ErrorKind, PlanScope, Request, TokenGrant,
+};
 use crate::event::{Event, Outcome};
 use crate::job::inputs;
 use crate::ops::Operation;
@@ -94,6 +96,9 @@ pub(crate) struct NextCall {
     pub(crate) op: Operation,
     pub(crate) intended: SimTime,
     pub(crate) request: Request,
+    /// Lock renewals and the listener's finish go to the target; the worker's calls go to the
+    /// job's server (see [`job_server`]).
+    pub(crate) endpoint: Endpoint,
     pub(crate) timeout: Duration,
 }
 
@@ -165,6 +170,8 @@ pub(crate) struct JobRun {
     /// The job's display name (its timeline record's name).
     job_display_name: String,
     plan: PlanScope,
+    /// Where the worker's plan-hub and job-token calls go.
+    server: Endpoint,
     plan_version: u32,
     timeline_id: String,
     token: String,
@@ -214,6 +221,7 @@ impl JobRun {
             .and_then(|e| e.authorization.parameters.get(ACCESS_TOKEN_PARAMETER))
             .cloned()
             .unwrap_or_default();
+        let server = job_server(endpoint.map(|e| e.url.as_str()), &msg.variables);
         let token_expires = config.job_token_ttl_hint.map(|ttl| now + ttl);
         let secrets = JobSecrets::from_message(&msg, config.mask_secrets);
         let steps = msg
@@ -230,6 +238,7 @@ impl JobRun {
                 hub: msg.plan.plan_type.clone(),
                 plan_id: msg.plan.plan_id.clone(),
             },
+            server,
             plan_version: msg.plan.version,
             timeline_id: msg.timeline.id.clone(),
             token,
@@ -947,10 +956,17 @@ impl JobRun {
                 (op, credential, api, config.pacing.job_call_timeout)
             }
         };
+        let endpoint = match api {
+            // The listener's own calls (renewal, the pre-v8 finish) go to the server it listens
+            // on (JobDispatcher.cs renews through the listener's connection).
+            ApiRequest::UpdateJobRequest { .. } => Endpoint::Collection,
+            _ => self.server.clone(),
+        };
         Some(NextCall {
             call,
             op,
             intended: since,
+            endpoint,
             request: Request {
                 credential,
                 call: api,
@@ -986,6 +1002,34 @@ impl JobRun {
             Some(pending) => merge_record(pending, record),
             None => self.records.push(record),
         }
+    }
+}
+
+/// The job message variable that says which kind of server sent the job.
+const SERVER_TYPE_VARIABLE: &str = "system.servertype";
+
+/// Where the worker's calls go, as the real agent decides it (JobRunner.cs and
+/// JobDispatcher.cs `CreateJobServerConnectionAsync`): the `SystemVssConnection` endpoint's URL;
+/// when the message's `system.servertype` variable is absent or `OnPremises`, that URL's
+/// `scheme://host:port` is replaced by the configured server's (`*OnTarget`). Without a usable
+/// URL the calls go to the target's collection, where fleetsim's emulator serves them.
+fn job_server(
+    url: Option<&str>,
+    variables: &std::collections::BTreeMap<String, crate::proto::VariableValue>,
+) -> Endpoint {
+    let Some(url) = url.filter(|u| crate::codec::url::parse(u).is_ok()) else {
+        return Endpoint::Collection;
+    };
+    // Variable names are case-insensitive in the real agent's dictionary.
+    let server_type = variables
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(SERVER_TYPE_VARIABLE))
+        .map(|(_, v)| v.value.as_str());
+    let on_premises = server_type.is_none_or(|t| t.eq_ignore_ascii_case("OnPremises"));
+    if on_premises {
+        Endpoint::BaseOnTarget(url.into())
+    } else {
+        Endpoint::Base(url.into())
     }
 }
 

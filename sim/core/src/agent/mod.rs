@@ -41,7 +41,7 @@ pub use config::{AgentConfig, CHECKOUT_TASK_NAME, Pacing, RegisterMode, StepMode
 pub use timer::{Connection, Timer};
 
 use crate::SimTime;
-use crate::api::{ApiRequest, ApiResponse, Credential, ErrorKind, Request, TokenGrant};
+use crate::api::{ApiRequest, ApiResponse, Credential, Endpoint, ErrorKind, Request, TokenGrant};
 use crate::crypto::{self, CryptoMode, PrivateKey};
 use crate::event::{CryptoOp, Event, Outcome, Side, TransportError};
 use crate::ops::{AgentState, Operation};
@@ -70,14 +70,17 @@ const MESSAGE_BODY_MAX: usize = 16 * 1024 * 1024;
 #[must_use]
 #[derive(Clone, Debug, PartialEq)]
 pub enum AgentOutput {
-    /// Send `request` on connection `conn` and report the answer with `id` through
-    /// [`Agent::handle_response`] or [`Agent::handle_transport_error`]. The agent never has two
-    /// calls in flight on one connection.
+    /// Send `request` to `endpoint` on connection `conn` and report the answer with `id`
+    /// through [`Agent::handle_response`] or [`Agent::handle_transport_error`]. The agent never
+    /// has two calls in flight on one connection; a driver that keeps connections per origin
+    /// opens another one when `endpoint` names another origin than the connection's last call.
     Send {
         id: CallId,
         conn: Connection,
         op: Operation,
         request: Request,
+        /// Where the call goes ([`crate::codec::resolve`] turns it into origin and path).
+        endpoint: Endpoint,
     },
     /// The agent gave up on call `id` (its client timeout, or shutdown): abort it (close the
     /// connection, or tell the server the client went away). A late answer is ignored.
@@ -102,6 +105,14 @@ enum Purpose {
     KeepAlive,
     DeleteSession,
     Job(JobCall),
+}
+
+/// A delivered message, read.
+enum Inbound {
+    Job(Box<AgentJobRequestMessage>),
+    Cancel(JobCancelMessage),
+    /// `AgentRefresh`, `JobMetadataUpdate` and unknown types: acknowledged and skipped.
+    Skip,
 }
 
 /// One call waiting for its answer.
@@ -144,7 +155,10 @@ struct Identity {
     pool_id: u32,
     agent_id: u64,
     client_id: String,
-    authorization_url: String,
+    /// The registration's `authorizationUrl`: the JWT audience, always as given.
+    authorization_url: Arc<str>,
+    /// Where the client-credentials grant is POSTed (the real agent's `oauthEndpointUrl`).
+    token_endpoint: Endpoint,
 }
 
 /// The live session.
@@ -192,6 +206,8 @@ pub struct Agent {
     auth: Auth,
     /// A message to acknowledge before the next poll.
     pending_ack: Option<u64>,
+    /// `connectionData.deploymentType` said `hosted` (Azure DevOps Services) at registration.
+    hosted: bool,
     inflight: [Option<InFlight>; 3],
     /// When each connection's next call became due (the `intended` of its next call).
     due: [SimTime; 3],
@@ -238,6 +254,7 @@ impl Agent {
             session: None,
             auth: Auth::default(),
             pending_ack: None,
+            hosted: false,
             inflight: [None; 3],
             due: [SimTime::NEVER; 3],
             auth_retries: [0; 3],
@@ -538,22 +555,31 @@ impl Agent {
                     pool_id: self.pool_id(),
                     session_id: session.id,
                 };
-                let cred = self.listener_credential();
+                let credential = self.listener_credential();
                 let timeout = self.config.pacing.session_delete_timeout;
                 self.send(
                     now,
                     conn,
                     Operation::SessionDelete,
                     Purpose::DeleteSession,
-                    call,
-                    cred,
+                    Request { credential, call },
+                    Endpoint::Collection,
                     timeout,
                 );
                 return;
             }
         };
         let timeout = self.config.pacing.long_poll_timeout;
-        self.send(now, conn, op, purpose, call, credential, timeout);
+        let request = Request { credential, call };
+        self.send(
+            now,
+            conn,
+            op,
+            purpose,
+            request,
+            Endpoint::Collection,
+            timeout,
+        );
     }
 
     fn drive_keepalive(&mut self, now: SimTime) {
@@ -575,15 +601,15 @@ impl Agent {
             session_id: session.id.clone(),
             last_message_id: None,
         };
-        let cred = self.listener_credential();
+        let credential = self.listener_credential();
         let timeout = self.config.pacing.long_poll_timeout;
         self.send(
             now,
             conn,
             Operation::KeepAlive,
             Purpose::KeepAlive,
-            call,
-            cred,
+            Request { credential, call },
+            Endpoint::Collection,
             timeout,
         );
     }
@@ -612,7 +638,7 @@ impl Agent {
             _ => 0,
         };
         self.due[conn.slot()] = next.intended;
-        let id = self.push_send(conn, next.op, next.request);
+        let id = self.push_send(conn, next.op, next.request, next.endpoint);
         self.inflight[conn.slot()] = Some(InFlight {
             id,
             op: next.op,
@@ -634,6 +660,10 @@ impl Agent {
             return false;
         }
         let assertion = self.mint_assertion(now);
+        let endpoint = self
+            .identity
+            .as_ref()
+            .map_or(Endpoint::Collection, |i| i.token_endpoint.clone());
         let call = ApiRequest::Token(TokenGrant::ClientCredentials {
             client_assertion_type: JWT_BEARER_ASSERTION_TYPE.to_string(),
             client_assertion: assertion,
@@ -646,14 +676,17 @@ impl Agent {
             conn,
             Operation::TokenExchange,
             Purpose::Mint,
-            call,
-            Credential::Anonymous,
+            Request {
+                credential: Credential::Anonymous,
+                call,
+            },
+            endpoint,
             timeout,
         );
         true
     }
 
-    /// Queue a call and remember it as in flight on `conn`.
+    /// Queue a call to `endpoint` and remember it as in flight on `conn`.
     #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
@@ -661,13 +694,14 @@ impl Agent {
         conn: Connection,
         op: Operation,
         purpose: Purpose,
-        call: ApiRequest,
-        credential: Credential,
+        request: Request,
+        endpoint: Endpoint,
         timeout: Duration,
     ) {
         let s = conn.slot();
-        let anonymous = matches!(credential, Credential::Anonymous) && purpose != Purpose::Mint;
-        let token_gen = match &credential {
+        let anonymous =
+            matches!(request.credential, Credential::Anonymous) && purpose != Purpose::Mint;
+        let token_gen = match &request.credential {
             Credential::Bearer(_) => self.auth.generation,
             _ => 0,
         };
@@ -677,7 +711,7 @@ impl Agent {
             self.due[s].min(now)
         };
         self.due[s] = SimTime::NEVER;
-        let id = self.push_send(conn, op, Request { credential, call });
+        let id = self.push_send(conn, op, request, endpoint);
         self.inflight[s] = Some(InFlight {
             id,
             op,
@@ -690,7 +724,13 @@ impl Agent {
             .set(slot(Timer::CallTimeout(conn)), now + timeout);
     }
 
-    fn push_send(&mut self, conn: Connection, op: Operation, request: Request) -> CallId {
+    fn push_send(
+        &mut self,
+        conn: Connection,
+        op: Operation,
+        request: Request,
+        endpoint: Endpoint,
+    ) -> CallId {
         let id = self.next_call_id;
         self.next_call_id += 1;
         self.outbox.push_back(AgentOutput::Send {
@@ -698,6 +738,7 @@ impl Agent {
             conn,
             op,
             request,
+            endpoint,
         });
         id
     }
@@ -773,10 +814,19 @@ impl Agent {
         if call.purpose != Purpose::Mint {
             self.auth_retries[s] = 0;
         }
-        let outcome = match &reply {
+        let mut outcome = match &reply {
             Ok(_) => Outcome::Ok,
             Err(o) => *o,
         };
+        // A delivered message is read before the poll is recorded, so one that cannot be read
+        // (decryption or JSON) makes its poll a protocol error instead of vanishing unseen.
+        let mut inbound = None;
+        if let (Purpose::Poll, Ok(ApiResponse::Message(message))) = (call.purpose, &reply) {
+            match self.read_message(message) {
+                Some(read) => inbound = Some(read),
+                None => outcome = Outcome::Protocol,
+            }
+        }
         let op = match (call.purpose, &reply) {
             (Purpose::Poll, Ok(ApiResponse::NoMessage)) => Operation::PollEmpty,
             _ => call.op,
@@ -794,7 +844,7 @@ impl Agent {
             Purpose::Connect => self.on_connect(now, reply),
             Purpose::Mint => self.on_token(now, reply),
             Purpose::CreateSession => self.on_session(now, reply),
-            Purpose::Poll => self.on_poll(now, reply),
+            Purpose::Poll => self.on_poll(now, reply, inbound),
             Purpose::Ack(_) => self.pending_ack = None,
             Purpose::KeepAlive => self.on_keepalive(now, reply),
             Purpose::DeleteSession => self.phase = Phase::Stopped,
@@ -842,7 +892,12 @@ impl Agent {
 
     fn on_discover(&mut self, now: SimTime, reply: Result<ApiResponse, Outcome>) {
         match reply {
-            Ok(ApiResponse::ConnectionData(_)) => self.phase = Phase::PoolLookup,
+            Ok(ApiResponse::ConnectionData(data)) => {
+                // What the real agent's configure step learns here (`DetermineDeploymentType`);
+                // it decides where the token endpoint is (see `token_endpoint`).
+                self.hosted = data.deployment_type.eq_ignore_ascii_case("hosted");
+                self.phase = Phase::PoolLookup;
+            }
             other => self.registration_error(now, other),
         }
     }
@@ -855,7 +910,8 @@ impl Agent {
                         pool_id: pool.id,
                         agent_id: 0,
                         client_id: String::new(),
-                        authorization_url: String::new(),
+                        authorization_url: Arc::from(""),
+                        token_endpoint: Endpoint::Collection,
                     }));
                     self.phase = Phase::AgentLookup;
                 }
@@ -889,9 +945,17 @@ impl Agent {
                     self.stop(now);
                     return;
                 };
+                if crate::codec::url::parse(&url).is_err() {
+                    // The real agent's `new Uri(authorizationUrl)` throws: configuration fails.
+                    self.stop(now);
+                    return;
+                }
+                let url: Arc<str> = Arc::from(url);
+                let hosted = self.hosted;
                 if let Some(id) = self.identity.as_mut() {
                     id.agent_id = agent.id;
                     id.client_id = client_id;
+                    id.token_endpoint = token_endpoint(&url, hosted);
                     id.authorization_url = url;
                 }
                 self.consecutive_errors = 0;
@@ -975,7 +1039,12 @@ impl Agent {
         }
     }
 
-    fn on_poll(&mut self, now: SimTime, reply: Result<ApiResponse, Outcome>) {
+    fn on_poll(
+        &mut self,
+        now: SimTime,
+        reply: Result<ApiResponse, Outcome>,
+        read: Option<Inbound>,
+    ) {
         match reply {
             Ok(ApiResponse::NoMessage) => {
                 self.consecutive_errors = 0;
@@ -987,8 +1056,12 @@ impl Agent {
                 if let Some(session) = self.session.as_mut() {
                     session.last_message_id = Some(message.message_id);
                 }
+                // Every message is deleted, read or not, acted on or not: the real listener's
+                // `finally` deletes it (Agent.cs, RunAsync), so the server never redelivers it.
                 self.pending_ack = Some(message.message_id);
-                self.on_message(now, &message);
+                if let Some(read) = read {
+                    self.on_message(now, read);
+                }
             }
             Err(Outcome::Api(ErrorKind::SessionExpired)) => {
                 // TaskAgentSessionExpiredException: create a new session.
@@ -1010,51 +1083,53 @@ impl Agent {
         }
     }
 
-    fn on_message(&mut self, now: SimTime, message: &TaskAgentMessage) {
-        let Some(body) = self.decrypt_message(message) else {
-            return;
-        };
-        match message.message_type.as_str() {
-            proto::MESSAGE_JOB_REQUEST => {
+    /// Read a delivered message: decrypted and parsed by its type (compared case-insensitively,
+    /// as the real listener does). `None` when it cannot be read; types the fleet does not act on
+    /// (`AgentRefresh`, `JobMetadataUpdate`, anything unknown) read as [`Inbound::Skip`].
+    fn read_message(&mut self, message: &TaskAgentMessage) -> Option<Inbound> {
+        let body = self.decrypt_message(message)?;
+        let kind = message.message_type.as_str();
+        if kind.eq_ignore_ascii_case(proto::MESSAGE_JOB_REQUEST) {
+            let job = serde_json::from_slice::<AgentJobRequestMessage>(&body).ok()?;
+            Some(Inbound::Job(Box::new(job)))
+        } else if kind.eq_ignore_ascii_case(proto::MESSAGE_JOB_CANCELLATION) {
+            let cancel = serde_json::from_slice::<JobCancelMessage>(&body).ok()?;
+            Some(Inbound::Cancel(cancel))
+        } else {
+            Some(Inbound::Skip)
+        }
+    }
+
+    fn on_message(&mut self, now: SimTime, message: Inbound) {
+        let ctx = job_ctx(
+            self.pool_id(),
+            self.index,
+            &self.config,
+            &self.auth,
+            self.epoch_unix_ms,
+        );
+        match message {
+            Inbound::Job(msg) => {
                 if self.job.is_some() {
                     // maxParallelism is 1: the server never sends a second job; ignore one.
                     return;
                 }
-                let Ok(msg) = serde_json::from_slice::<AgentJobRequestMessage>(&body) else {
-                    return;
-                };
                 self.events.push_back(Event::JobPickedUp {
                     agent: self.index,
                     request_id: msg.request_id,
                     at: now,
                 });
-                let ctx = job_ctx(
-                    self.pool_id(),
-                    self.index,
-                    &self.config,
-                    &self.auth,
-                    self.epoch_unix_ms,
-                );
-                self.job = Some(JobRun::start(&ctx, now, msg, &mut self.rng));
+                self.job = Some(JobRun::start(&ctx, now, *msg, &mut self.rng));
             }
-            proto::MESSAGE_JOB_CANCELLATION => {
-                let Ok(cancel) = serde_json::from_slice::<JobCancelMessage>(&body) else {
-                    return;
-                };
-                let ctx = job_ctx(
-                    self.pool_id(),
-                    self.index,
-                    &self.config,
-                    &self.auth,
-                    self.epoch_unix_ms,
-                );
+            Inbound::Cancel(cancel) => {
                 if let Some(job) = self.job.as_mut() {
                     let status = job.cancel(&ctx, now, &cancel.job_id);
                     self.after_job(now, status);
                 }
             }
-            // Anything else is logged and deleted by the real agent.
-            _ => {}
+            // The real listener logs these (and self-updates on AgentRefresh, which a virtual
+            // agent never does); a running job is not touched.
+            Inbound::Skip => {}
         }
     }
 
@@ -1208,7 +1283,7 @@ impl Agent {
     /// exp = now + 5 min, jti from the agent's RNG. Modelled crypto sends it unsigned.
     fn mint_assertion(&mut self, now: SimTime) -> String {
         let (client_id, aud) = match &self.identity {
-            Some(i) => (i.client_id.clone(), i.authorization_url.clone()),
+            Some(i) => (i.client_id.clone(), i.authorization_url.to_string()),
             None => (String::new(), String::new()),
         };
         let nbf = (self.epoch_unix_ms + now.as_micros() / 1000) / 1000;
@@ -1290,6 +1365,23 @@ impl Agent {
         let nanos = if self.key.is_some() { nanos } else { 0 };
         self.crypto_event(CryptoOp::AesDecrypt, cipher.len() as u64, nanos);
         plain.ok()
+    }
+}
+
+/// Where the client-credentials grant goes, as the real agent decides it at configuration
+/// (`ConfigurationManager.UpdateCredentialData`, read by `OAuthCredential`): the JWT audience is
+/// always `authorizationUrl` as the server gave it, but the token is POSTed to the
+/// `oauthEndpointUrl`, which is `authorizationUrl` itself against Azure DevOps Services
+/// (`deploymentType` hosted: its token service is another host), and otherwise
+/// `authorizationUrl` with the `scheme://host:port` of the URL the agent was configured with
+/// (an on-premises server may name itself by a host the agent cannot reach). The core does not
+/// know the target's URL, so the rewrite is data: [`Endpoint::ExactOnTarget`], applied by the
+/// codec (a no-op when the origins already agree, as in the real agent's compare).
+fn token_endpoint(authorization_url: &Arc<str>, hosted: bool) -> Endpoint {
+    if hosted {
+        Endpoint::Exact(Arc::clone(authorization_url))
+    } else {
+        Endpoint::ExactOnTarget(Arc::clone(authorization_url))
     }
 }
 

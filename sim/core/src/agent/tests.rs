@@ -23,6 +23,7 @@ struct Sent {
     op: Operation,
     at: SimTime,
     request: Request,
+    endpoint: Endpoint,
 }
 
 /// A fake server's answer: `None` leaves the call pending (a long poll is then held and
@@ -80,6 +81,7 @@ impl Rig {
                     conn,
                     op,
                     request,
+                    endpoint,
                 } => {
                     assert!(
                         !self.pending.iter().any(|p| p.conn == conn),
@@ -91,6 +93,7 @@ impl Rig {
                         op,
                         at: self.now,
                         request,
+                        endpoint,
                     };
                     self.sent.push(s.clone());
                     self.pending.push(s);
@@ -1264,3 +1267,4 @@ fn random_server_behaviour_never_panics_or_wedges_the_agent() {
 /// Real job messages (Checkout, CmdLine, …) against the same fake server.
 #[path = "tests_real_steps.rs"]
 mod real_steps;
+mod addressing;

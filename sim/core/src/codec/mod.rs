@@ -1,7 +1,8 @@
 //! The one translation between typed protocol messages (`api`) and HTTP-shaped ones (`wire`):
 //! routes, query parameters, credentials, JSON and form bodies, status codes, error bodies.
 //!
-//! Server side: [`decode_request`] and [`encode_response`]. Client side: [`encode_request`] and
+//! Server side: [`decode_request`] and [`encode_response`]. Client side: [`resolve`] (where a
+//! call goes: origin and request, from the agent's `api::Endpoint`), [`encode_request`] and
 //! [`decode_response`]. Both sides use the same route table, so a round trip through the codec
 //! is the identity (the tests check every route).
 //!
@@ -15,6 +16,7 @@
 
 pub mod locations;
 pub mod text;
+pub mod url;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +29,7 @@ use crate::wire::{Method, WireRequest, WireResponse};
 
 pub use locations::{LocationSpec, locations, resource_locations};
 pub use text::iso8601_utc;
+pub use url::{Origin, Url, UrlError, UrlScheme, resolve};
 
 /// The token endpoint's path below the base URL; `authorizationUrl` is the public URL + this.
 pub const TOKEN_PATH: &str = "/_apis/oauth2/token";

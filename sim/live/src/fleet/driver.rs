@@ -11,6 +11,15 @@
 //! Time: `SimTime` is microseconds since the run's start `Instant`; a timer that fires is handled
 //! at no earlier than its deadline, so the agent never sees time run backwards.
 //!
+//! Origins: every call names its endpoint; `codec::resolve` gives its origin and request. Each
+//! of an agent's three connection slots keeps at most one open connection, to its *home*
+//! origin: the target for the listener and keep-alive slots, and for the job slot the origin of
+//! the job's plan hub (`SystemVssConnection`). A call elsewhere (the token exchange at
+//! `authorizationUrl`, a lock renewal while the plan hub is on another host) goes on its own
+//! connection, closed after the call, while the home connection waits beside it — as the real
+//! agent's OAuth token client and the listener's renewal client are separate from the worker's.
+//! Clients per origin come from the fleet-wide, bounded [`Origins`] registry.
+//!
 //! This module makes no protocol decisions: requests are encoded and answers decoded with
 //! `fleetsim_core::codec`; what to send and when is the agent's business.
 
@@ -22,22 +31,38 @@ use std::time::Duration;
 
 use fleetsim_core::SimTime;
 use fleetsim_core::agent::{Agent, AgentOutput, CallId, Connection};
-use fleetsim_core::api::{ApiResponse, Request};
+use fleetsim_core::api::{ApiResponse, Endpoint, Request};
 use fleetsim_core::codec;
 use fleetsim_core::event::Event;
 use fleetsim_core::ops::AgentState;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::client::{self, ClientError, HttpClient, Pool};
+use super::origins::{OriginIndex, Origins, Route, TARGET};
+use crate::client::{self, ClientError, HttpClient};
 
-/// How agents reach the target.
+/// How agents reach the target and every other origin the server names.
 #[derive(Clone, Debug)]
-pub(crate) enum Transport {
+pub(crate) struct Transport {
+    origins: Arc<Origins>,
+}
+
+impl Transport {
     /// Each agent opens its own connections (listener, keep-alive, job), like the real agent.
-    PerAgent(Arc<HttpClient>),
-    /// Agents share a bounded pool.
-    Pooled(Arc<Pool>),
+    pub(crate) fn per_agent(http: &Arc<HttpClient>) -> Result<Transport, ClientError> {
+        let route = Route::Direct(Arc::clone(http));
+        Ok(Transport {
+            origins: Arc::new(Origins::new(http, route, None)?),
+        })
+    }
+
+    /// Agents share a bounded pool of `size` connections per origin.
+    pub(crate) fn pooled(http: &Arc<HttpClient>, size: usize) -> Result<Transport, ClientError> {
+        let route = Route::Pooled(Arc::new(http.pool(size)));
+        Ok(Transport {
+            origins: Arc::new(Origins::new(http, route, Some(size))?),
+        })
+    }
 }
 
 /// The run's clock: `SimTime` zero is `start`.
@@ -62,21 +87,31 @@ impl Clock {
     }
 }
 
+/// An open connection and the origin it goes to.
+struct Kept {
+    origin: OriginIndex,
+    conn: client::Connection,
+}
+
 /// A call's end: the decoded answer or the transport failure, and the connection back.
 struct CallDone {
     id: CallId,
     result: Result<ApiResponse, ClientError>,
-    conn: Option<client::Connection>,
+    conn: Option<Kept>,
 }
 
 type CallFuture = Pin<Box<dyn Future<Output = CallDone> + Send>>;
 
 /// One of the agent's three connections.
 enum Slot {
-    /// No call in flight; the connection (kept open between calls) if there is one.
-    Idle(Option<client::Connection>),
-    /// Call `id` in flight.
-    Busy { id: CallId, call: CallFuture },
+    /// No call in flight; the connection to the slot's home origin, kept open between calls.
+    Idle(Option<Kept>),
+    /// Call `id` in flight; `parked` is the home connection while the call uses another one.
+    Busy {
+        id: CallId,
+        call: CallFuture,
+        parked: Option<Kept>,
+    },
 }
 
 impl Slot {
@@ -103,8 +138,6 @@ pub(crate) struct AgentTask {
     pub(crate) agent: Agent,
     pub(crate) clock: Clock,
     pub(crate) transport: Transport,
-    /// The target's collection path (`""` or `/DefaultCollection`), shared by the fleet.
-    pub(crate) base_path: Arc<str>,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) stop: watch::Receiver<bool>,
     /// After the stop signal, how long the agent may take to delete its session.
@@ -113,11 +146,37 @@ pub(crate) struct AgentTask {
     pub(crate) close_keepalive: bool,
 }
 
+/// The agent's three connection slots and each one's home origin.
+struct Slots {
+    slots: [Slot; 3],
+    home: [OriginIndex; 3],
+}
+
+impl Slots {
+    fn all_idle(&self) -> bool {
+        self.slots.iter().all(Slot::is_idle)
+    }
+
+    /// Call `done` on slot `index` ended: keep its connection when it goes to the slot's home
+    /// (unless `keep` is false), else put the parked home connection back.
+    fn finish(&mut self, index: usize, done: Option<Kept>, keep: bool) {
+        let parked = match std::mem::replace(&mut self.slots[index], Slot::Idle(None)) {
+            Slot::Busy { parked, .. } => parked,
+            Slot::Idle(kept) => kept,
+        };
+        let done = done.filter(|k| keep && k.origin == self.home[index]);
+        self.slots[index] = Slot::Idle(done.or(parked));
+    }
+}
+
 impl AgentTask {
     /// Drive the agent until it stops (after the stop signal and its graceful shutdown) or the
     /// drain deadline passes.
     pub(crate) async fn run(mut self) {
-        let mut slots = [Slot::Idle(None), Slot::Idle(None), Slot::Idle(None)];
+        let mut slots = Slots {
+            slots: [Slot::Idle(None), Slot::Idle(None), Slot::Idle(None)],
+            home: [TARGET; 3],
+        };
         let mut drain_deadline: Option<Instant> = None;
         if *self.stop.borrow_and_update() {
             self.agent.shutdown(self.clock.now());
@@ -128,7 +187,7 @@ impl AgentTask {
             if !self.drain_events().await {
                 return;
             }
-            if self.agent.is_stopped() && slots.iter().all(Slot::is_idle) {
+            if self.agent.is_stopped() && slots.all_idle() {
                 return;
             }
             let wake = self.agent.poll_timeout().map(|(at, _)| at);
@@ -139,9 +198,9 @@ impl AgentTask {
             );
             let drain_at = drain_deadline.unwrap_or(sleep_at);
             tokio::select! {
-                (index, done) = poll_fn(|cx| poll_calls(&mut slots, cx)) => {
+                (index, done) = poll_fn(|cx| poll_calls(&mut slots.slots, cx)) => {
                     let keep = !(self.close_keepalive && index == KEEPALIVE_SLOT);
-                    slots[index] = Slot::Idle(done.conn.filter(|_| keep));
+                    slots.finish(index, done.conn, keep);
                     let now = self.clock.now();
                     match done.result {
                         Ok(resp) => self.agent.handle_response(now, done.id, resp),
@@ -168,36 +227,48 @@ impl AgentTask {
     /// Start every call the agent asks for and drop every call it cancels. Then, when the agent
     /// has no job, close its job connection: the real agent's job calls come from a worker
     /// process that exits with the job, taking its connections along.
-    fn drain_outputs(&mut self, slots: &mut [Slot; 3]) {
+    fn drain_outputs(&mut self, slots: &mut Slots) {
         self.start_and_cancel(slots);
         if self.agent.state() != AgentState::Busy
-            && let Slot::Idle(conn @ Some(_)) = &mut slots[JOB_SLOT]
+            && let Slot::Idle(conn @ Some(_)) = &mut slots.slots[JOB_SLOT]
         {
             *conn = None;
+            slots.home[JOB_SLOT] = TARGET;
         }
     }
 
-    fn start_and_cancel(&mut self, slots: &mut [Slot; 3]) {
+    fn start_and_cancel(&mut self, slots: &mut Slots) {
         while let Some(out) = self.agent.poll_transmit() {
             match out {
                 AgentOutput::Send {
-                    id, conn, request, ..
+                    id,
+                    conn,
+                    request,
+                    endpoint,
+                    ..
                 } => {
                     let index = slot_index(conn);
-                    let kept = match std::mem::replace(&mut slots[index], Slot::Idle(None)) {
+                    let kept = match std::mem::replace(&mut slots.slots[index], Slot::Idle(None)) {
                         Slot::Idle(kept) => kept,
                         // The agent promises one call per connection; if that ever breaks, the
                         // older call is dropped rather than two sharing a socket.
-                        Slot::Busy { .. } => None,
+                        Slot::Busy { parked, .. } => parked,
                     };
-                    let call = self.start_call(kept, index, id, request);
-                    slots[index] = Slot::Busy { id, call };
+                    let (call, parked) =
+                        self.start_call(kept, &mut slots.home[index], index, id, request, endpoint);
+                    slots.slots[index] = Slot::Busy { id, call, parked };
                 }
                 AgentOutput::Cancel { id, conn } => {
                     let index = slot_index(conn);
-                    if matches!(&slots[index], Slot::Busy { id: busy, .. } if *busy == id) {
-                        // Dropping the future drops its connection: the server sees the client go.
-                        slots[index] = Slot::Idle(None);
+                    if let Slot::Busy {
+                        id: busy, parked, ..
+                    } = &mut slots.slots[index]
+                        && *busy == id
+                    {
+                        // Dropping the future drops its connection: the server sees the client
+                        // go. A parked home connection was not part of the call and stays.
+                        let parked = parked.take();
+                        slots.slots[index] = Slot::Idle(parked);
                     }
                 }
             }
@@ -215,35 +286,72 @@ impl AgentTask {
         true
     }
 
+    /// The future of one call, and the home connection parked beside it when the call goes
+    /// elsewhere. The job slot's home follows the plan hub (`Base*` endpoints).
     fn start_call(
         &self,
-        kept: Option<client::Connection>,
+        kept: Option<Kept>,
+        home: &mut OriginIndex,
         index: usize,
         id: CallId,
         request: Request,
-    ) -> CallFuture {
-        let base_path = Arc::clone(&self.base_path);
-        match &self.transport {
-            Transport::PerAgent(http) => {
-                let slot = u64::from(self.agent.index()) * 3 + index as u64;
-                let mut conn = kept.unwrap_or_else(|| http.connection(slot));
-                Box::pin(async move {
-                    let wire = codec::encode_request(&request, &base_path);
-                    let result = conn
+        endpoint: Endpoint,
+    ) -> (CallFuture, Option<Kept>) {
+        let origins = Arc::clone(&self.transport.origins);
+        let resolved = codec::resolve(&request, &endpoint, origins.target())
+            .map_err(|e| ClientError::BadTarget {
+                url: e.url,
+                reason: e.reason.to_string(),
+            })
+            .and_then(|(origin, wire)| Ok((origins.index(&origin)?, wire)));
+        let (origin, wire) = match resolved {
+            Ok(ok) => ok,
+            Err(e) => {
+                let done = CallDone {
+                    id,
+                    result: Err(e),
+                    conn: None,
+                };
+                return (Box::pin(std::future::ready(done)), kept);
+            }
+        };
+        if index == JOB_SLOT && matches!(endpoint, Endpoint::Base(_) | Endpoint::BaseOnTarget(_)) {
+            *home = origin;
+        }
+        let (mine, parked) = match kept {
+            Some(k) if k.origin == origin => (Some(k), None),
+            other => (None, other),
+        };
+        let slot = u64::from(self.agent.index()) * 3 + index as u64;
+        let call: CallFuture = Box::pin(async move {
+            let route = match origins.route(origin).await {
+                Ok(route) => route,
+                Err(e) => {
+                    return CallDone {
+                        id,
+                        result: Err(e),
+                        conn: None,
+                    };
+                }
+            };
+            match route {
+                Route::Direct(http) => {
+                    let mut kept = mine.unwrap_or_else(|| Kept {
+                        origin,
+                        conn: http.connection(slot),
+                    });
+                    let result = kept
+                        .conn
                         .send(&wire)
                         .await
                         .map(|w| codec::decode_response(&request.call, &w));
                     CallDone {
                         id,
                         result,
-                        conn: Some(conn),
+                        conn: Some(kept),
                     }
-                })
-            }
-            Transport::Pooled(pool) => {
-                let pool = Arc::clone(pool);
-                Box::pin(async move {
-                    let wire = codec::encode_request(&request, &base_path);
+                }
+                Route::Pooled(pool) => {
                     let result = pool
                         .send(&wire)
                         .await
@@ -253,9 +361,10 @@ impl AgentTask {
                         result,
                         conn: None,
                     }
-                })
+                }
             }
-        }
+        });
+        (call, parked)
     }
 }
 

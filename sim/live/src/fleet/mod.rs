@@ -26,6 +26,7 @@ mod driver;
 mod jobs;
 mod ledger;
 pub mod limits;
+mod origins;
 pub mod progress;
 pub mod setup;
 mod telemetry;
@@ -301,7 +302,7 @@ pub async fn run(
         drain: drain(scenario, &opts),
         close_keepalive: budget.close_keepalive,
     };
-    let mut tasks = fleet.agents(&agent_config, &keys, transport(scenario, &http), &started);
+    let mut tasks = fleet.agents(&agent_config, &keys, transport(scenario, &http)?, &started);
     drop(keys);
     let generator = tokio::spawn(fleet.workload(&http, &dest).run());
 
@@ -416,7 +417,6 @@ impl Spawn<'_> {
                 agent,
                 clock: self.clock,
                 transport: transport.clone(),
-                base_path: Arc::clone(self.base_path),
                 events: self.events.clone(),
                 stop: self.stop.clone(),
                 drain: self.drain,
@@ -497,15 +497,12 @@ async fn http_client(
     Ok(HttpClient::new(opts).await?)
 }
 
-/// Per-agent connections, or one shared pool.
-fn transport(scenario: &Scenario, http: &Arc<HttpClient>) -> Transport {
+/// Per-agent connections, or one shared pool (per origin).
+fn transport(scenario: &Scenario, http: &Arc<HttpClient>) -> Result<Transport, ClientError> {
     match scenario.fleet.connection_mode {
-        ConnectionMode::PerAgent => Transport::PerAgent(Arc::clone(http)),
+        ConnectionMode::PerAgent => Transport::per_agent(http),
         // Long polls hold their connection: the pool must fit ~1.5 per agent plus job traffic.
-        ConnectionMode::Pooled => {
-            let size = scenario.fleet.agents as usize * 2 + 16;
-            Transport::Pooled(Arc::new(http.pool(size)))
-        }
+        ConnectionMode::Pooled => Transport::pooled(http, scenario.fleet.agents as usize * 2 + 16),
     }
 }
 
