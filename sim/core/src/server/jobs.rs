@@ -134,7 +134,7 @@ impl Job {
 }
 
 /// A demand parsed: `name` (exists) or `name -equals value`.
-fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
+pub(super) fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
     let (name, value) = match demand.split_once(" -equals ") {
         Some((n, v)) => (n.trim(), Some(v.trim())),
         None => (demand.trim(), None),
@@ -144,7 +144,7 @@ fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
     })
 }
 
-fn check_demand(demand: &str) -> Result<(), ApiError> {
+pub(super) fn check_demand(demand: &str) -> Result<(), ApiError> {
     let name = demand
         .split_once(" -equals ")
         .map_or(demand, |(n, _)| n)
@@ -783,6 +783,9 @@ impl Server {
             return;
         };
         self.release_from_agent(request_id, agent_id);
+        if let Some(rec) = self.agents.get_mut(&agent_id) {
+            rec.last_completed = Some(request_id);
+        }
         self.revoke_job_tokens(request_id);
         self.close(now, request_id, result);
     }

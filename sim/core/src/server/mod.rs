@@ -25,6 +25,7 @@ mod fasthash;
 mod idset;
 mod jobs;
 mod plans;
+mod pools;
 mod timers;
 
 use std::cmp::Reverse;
@@ -33,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::RngCore as _;
 
 use crate::SimTime;
-use crate::api::{ApiError, ApiRequest, ApiResponse, EmulatorStats, ErrorKind, Request};
+use crate::api::{self, ApiError, ApiRequest, ApiResponse, EmulatorStats, ErrorKind, Request};
 use crate::crypto::{CryptoMode, Meter};
 use crate::event::{CryptoOp, Event, Side};
 use crate::rng::{self, Rng, StreamKind};
@@ -351,15 +352,48 @@ impl Server {
                 self.any_credential(now, &cred)?;
                 respond(ApiResponse::NoResourceAreas)
             }
-            A::ListPools { pool_name } => respond(self.list_pools(now, &cred, pool_name)?),
+            A::ListPools { pool_name } => {
+                let query = api::PoolQuery {
+                    pool_name,
+                    ..api::PoolQuery::default()
+                };
+                respond(self.query_pools(now, &cred, &query)?)
+            }
+            A::QueryPools { query } => respond(self.query_pools(now, &cred, &query)?),
+            A::GetPool { pool_id, query } => respond(self.get_pool(now, &cred, pool_id, &query)?),
+            A::AddPool { pool } => respond(self.add_pool(now, &cred, pool)?),
+            A::UpdatePool { pool_id, pool } => {
+                respond(self.update_pool(now, &cred, pool_id, pool)?)
+            }
+            A::DeletePool { pool_id } => respond(self.delete_pool(now, &cred, pool_id)?),
             A::ListAgents {
                 pool_id,
                 agent_name,
-            } => respond(self.list_agents(now, &cred, pool_id, agent_name)?),
+            } => {
+                let query = api::AgentQuery {
+                    agent_name,
+                    ..api::AgentQuery::default()
+                };
+                respond(self.query_agents(now, &cred, pool_id, query)?)
+            }
+            A::QueryAgents { pool_id, query } => {
+                respond(self.query_agents(now, &cred, pool_id, query)?)
+            }
             A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, agent)?),
             A::GetAgent { pool_id, agent_id } => {
-                respond(self.get_agent(now, &cred, pool_id, agent_id)?)
+                let include = api::AgentInclude::default();
+                respond(self.get_agent(now, &cred, pool_id, agent_id, &include)?)
             }
+            A::GetAgentWith {
+                pool_id,
+                agent_id,
+                include,
+            } => respond(self.get_agent(now, &cred, pool_id, agent_id, &include)?),
+            A::UpdateAgent {
+                pool_id,
+                agent_id,
+                update,
+            } => respond(self.update_agent(now, &cred, pool_id, agent_id, update)?),
             A::ReplaceAgent {
                 pool_id,
                 agent_id,
