@@ -288,9 +288,28 @@ pub struct TaskAgentUpdate {
 pub struct TaskAgentPoolUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `automation` (the only kind emulated) when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `automation` (the only kind emulated) when present. Microsoft's node client sends the
+    /// enum's number (1 automation, 2 deployment), the Python client its name: both read.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "name_or_number"
+    )]
     pub pool_type: Option<String>,
+}
+
+/// An enum field as a name, or as its number rendered in decimal.
+fn name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NameOrNumber {
+        Name(String),
+        Number(u64),
+    }
+    Ok(Option::<NameOrNumber>::deserialize(d)?.map(|v| match v {
+        NameOrNumber::Name(name) => name,
+        NameOrNumber::Number(n) => n.to_string(),
+    }))
 }
 
 fn one() -> u32 {

@@ -132,8 +132,9 @@ impl Server {
         Ok(ApiResponse::NoContent)
     }
 
-    /// `actionFilter`: `manage` shows pools only to a PAT that may manage them; `use`, `none`
-    /// and no filter show them to any reader.
+    /// `actionFilter` (`TaskAgentPoolActionFilter` by name or number: none 0, manage 2, use
+    /// 16): `manage` shows pools only to a PAT that may manage them; `use`, `none` and no
+    /// filter show them to any reader.
     fn can_manage_pools(
         &self,
         now: SimTime,
@@ -142,8 +143,10 @@ impl Server {
     ) -> Result<bool, ApiError> {
         match query.action_filter.as_deref().map(str::to_ascii_lowercase) {
             None => Ok(true),
-            Some(f) if f == "none" || f == "use" => Ok(true),
-            Some(f) if f == "manage" => Ok(self.require_pat(now, cred, Need::Manage).is_ok()),
+            Some(f) if ["none", "0", "use", "16"].contains(&f.as_str()) => Ok(true),
+            Some(f) if f == "manage" || f == "2" => {
+                Ok(self.require_pat(now, cred, Need::Manage).is_ok())
+            }
             Some(_) => Err(ApiError::new(
                 ErrorKind::BadRequest,
                 "actionFilter must be none, use or manage",
@@ -183,16 +186,19 @@ impl Server {
     }
 }
 
+/// `TaskAgentPoolType` by name or number (Microsoft's node client sends numbers): whether it is
+/// the automation type.
+fn is_automation(pool_type: &str) -> bool {
+    pool_type.eq_ignore_ascii_case(AUTOMATION) || pool_type == "1"
+}
+
 fn pool_type_matches(query: &PoolQuery) -> bool {
-    query
-        .pool_type
-        .as_deref()
-        .is_none_or(|t| t.eq_ignore_ascii_case(AUTOMATION))
+    query.pool_type.as_deref().is_none_or(is_automation)
 }
 
 fn check_pool_type(pool_type: Option<&str>) -> Result<(), ApiError> {
     match pool_type {
-        Some(t) if !t.eq_ignore_ascii_case(AUTOMATION) => Err(ApiError::new(
+        Some(t) if !is_automation(t) => Err(ApiError::new(
             ErrorKind::BadRequest,
             format!("the emulator has automation pools only, not {t:?}"),
         )),
