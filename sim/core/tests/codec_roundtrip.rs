@@ -527,6 +527,7 @@ fn connection_data() -> ConnectionData {
 fn every_response_round_trips_with_its_status() {
     let ctx = ResponseContext {
         public_url: "http://e".into(),
+        ..Default::default()
     };
     for (call, resp) in every_response() {
         let wire = codec::encode_response(&resp, &ctx);
@@ -548,6 +549,7 @@ fn every_response_round_trips_with_its_status() {
 fn every_error_round_trips() {
     let ctx = ResponseContext {
         public_url: "http://e/org".into(),
+        ..Default::default()
     };
     for &kind in ALL_ERROR_KINDS {
         let err = ApiError::new(kind, format!("{kind:?} happened"));

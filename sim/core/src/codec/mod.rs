@@ -75,6 +75,11 @@ impl Routes {
 pub struct ResponseContext {
     /// The emulator's public base URL (no trailing slash), named in the 401 challenge.
     pub public_url: String,
+    /// The token endpoint's URL when it is not `{public_url}/_apis/oauth2/token` (a token
+    /// service on another host): the 401 challenge names it instead.
+    pub token_url: Option<String>,
+    /// Type `expires_in` in token answers as a JSON string, as some Azure DevOps answers do.
+    pub expires_in_as_string: bool,
 }
 
 // =============================================================================================
@@ -551,6 +556,7 @@ pub fn encode_response(resp: &ApiResponse, ctx: &ResponseContext) -> WireRespons
         ApiResponse::Agents(v) => ok_json(v),
         ApiResponse::Agent(v) => ok_json(v),
         ApiResponse::NoContent => WireResponse::empty(204),
+        ApiResponse::Token(v) if ctx.expires_in_as_string => ok_json(&string_expiry(v)),
         ApiResponse::Token(v) => ok_json(v),
         ApiResponse::Session(v) => ok_json(v),
         ApiResponse::Message(v) => ok_json(v),
@@ -592,12 +598,25 @@ pub fn encode_error(err: &ApiError, ctx: &ResponseContext) -> WireResponse {
     match status {
         401 => resp.headers.push((
             "www-authenticate",
-            format!("Bearer authorization_uri={}{TOKEN_PATH}", ctx.public_url),
+            match &ctx.token_url {
+                Some(url) => format!("Bearer authorization_uri={url}"),
+                None => format!("Bearer authorization_uri={}{TOKEN_PATH}", ctx.public_url),
+            },
         )),
         429 | 503 => resp.headers.push(("retry-after", "1".to_string())),
         _ => {}
     }
     resp
+}
+
+/// A token answer with `expires_in` typed as a JSON string (`"3600"`).
+fn string_expiry(token: &crate::proto::TokenResponse) -> serde_json::Value {
+    let mut value = serde_json::to_value(token).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        let seconds = serde_json::Value::String(token.expires_in.to_string());
+        fields.insert("expires_in".to_string(), seconds);
+    }
+    value
 }
 
 fn oauth_error_code(kind: ErrorKind) -> Option<&'static str> {

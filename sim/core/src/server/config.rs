@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub secret_scan: bool,
     /// Table bounds.
     pub limits: Limits,
+    /// Where what is served: one listener (default) or the layout of Azure DevOps Services
+    /// (`[layout]`: token service and plan hub on their own listeners, a collection path,
+    /// `expires_in` as a string).
+    pub layout: super::layout::Layout,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             crypto_mode: CryptoMode::Real,
             secret_scan: true,
             limits: Limits::default(),
+            layout: super::layout::Layout::default(),
         }
     }
 }
@@ -227,6 +232,8 @@ pub enum ConfigError {
     BadPublicUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl ServerConfig {
@@ -243,10 +250,13 @@ impl ServerConfig {
         }
     }
 
-    /// The public URL without a trailing slash.
+    /// The public URL without a trailing slash. Without a configured one: the fallback plus
+    /// the layout's collection path.
     pub fn public_url(&self) -> String {
-        let url = self.public_url.as_deref().unwrap_or(FALLBACK_PUBLIC_URL);
-        url.trim_end_matches('/').to_string()
+        match self.public_url.as_deref() {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("{FALLBACK_PUBLIC_URL}{}", self.layout.collection_path()),
+        }
     }
 
     /// Check what serde cannot.
@@ -269,6 +279,7 @@ impl ServerConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
+        self.layout.validate().map_err(ConfigError::Layout)?;
         self.limits.validate()
     }
 

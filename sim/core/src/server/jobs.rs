@@ -520,7 +520,7 @@ impl Server {
             .collect();
         let endpoint = ServiceEndpoint {
             name: SYSTEM_VSS_CONNECTION.to_string(),
-            url: format!("{}/", self.public_url),
+            url: format!("{}/", self.plan_url),
             authorization: EndpointAuthorization {
                 scheme: "OAuth".to_string(),
                 parameters: BTreeMap::from([(

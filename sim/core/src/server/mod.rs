@@ -24,6 +24,7 @@ pub mod config;
 mod fasthash;
 mod idset;
 mod jobs;
+pub mod layout;
 mod plans;
 mod pools;
 mod timers;
@@ -43,6 +44,7 @@ pub use config::{
     ALL_SCOPES, ConfigError, DEFAULT_POOL_ID, DEFAULT_POOL_NAME, Limits, PatConfig, PoolConfig,
     SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE, SCOPE_AGENTPOOLS_READ, ServerConfig,
 };
+pub use layout::{Layout, Listener};
 
 /// The driver's id for one request, unique among requests the server may still answer later
 /// (parked long polls).
@@ -94,8 +96,12 @@ pub struct Server {
     cfg: ServerConfig,
     /// `public_url` without a trailing slash.
     public_url: String,
-    /// `{public_url}/_apis/oauth2/token`, the JWT audience.
+    /// `{public_url}/_apis/oauth2/token` or the layout's token URL: the registration's
+    /// `authorizationUrl` and the JWT audience.
     authorization_url: String,
+    /// The plan hub's base URL, named in the job's `SystemVssConnection.url`: `public_url`, or
+    /// the layout's plan listener.
+    plan_url: String,
     epoch_unix_ms: u64,
     rng: Rng,
     meter: Meter,
@@ -174,8 +180,16 @@ impl Server {
             pools.insert(pool.id, pool.name.clone());
         }
         let public_url = config.public_url();
+        let layout = &config.layout;
         Ok(Server {
-            authorization_url: format!("{public_url}{}", crate::codec::TOKEN_PATH),
+            authorization_url: layout
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("{public_url}{}", crate::codec::TOKEN_PATH)),
+            plan_url: layout.plan_url.as_deref().map_or_else(
+                || public_url.clone(),
+                |u| u.trim_end_matches('/').to_string(),
+            ),
             public_url,
             epoch_unix_ms,
             rng,
