@@ -87,6 +87,7 @@ impl Scenario {
             crypto_mode,
             secret_scan: s.secret_scan,
             limits,
+            layout: s.layout.clone(),
             ..base
         }
     }

@@ -352,6 +352,8 @@ pub struct ServerSettings {
     pub stations: Vec<Station>,
     /// Virtual time: crypto done for real or charged as modelled cost.
     pub crypto: CryptoModel,
+    /// Live runs: where the embedded emulator serves what (`[server.layout]`).
+    pub layout: fleetsim_core::server::Layout,
 }
 
 /// Emulator bounds; `None` leaves the emulator's default.
