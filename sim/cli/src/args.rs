@@ -152,6 +152,23 @@ pub struct ServeArgs {
         default_value_t = fleetsim_live::server::DEFAULT_MAX_CONNECTIONS
     )]
     pub max_connections: usize,
+    /// Serve the OAuth token endpoint on a second listener at ADDR (Services layout): the
+    /// registration's authorizationUrl names it and the main listener no longer serves tokens.
+    /// Overrides `[layout] token_listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub token_listen: Option<SocketAddr>,
+    /// Serve the collection under PATH (e.g. /org); nothing outside it is served. Overrides
+    /// `[layout] collection_path`.
+    #[arg(long, value_name = "PATH")]
+    pub collection_path: Option<String>,
+    /// Serve the plan hub on a third listener at ADDR (e.g. 127.0.0.2:0), named in job
+    /// messages' SystemVssConnection.url; the main listener then refuses plan-hub routes.
+    /// Overrides `[layout] plan_listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub plan_listen: Option<SocketAddr>,
+    /// Type `expires_in` in token answers as a JSON string.
+    #[arg(long)]
+    pub expires_in_as_string: bool,
 }
 
 #[derive(Args, Debug)]

@@ -320,8 +320,9 @@ async fn linger_metrics(prom: Option<PromHandle>, linger: Duration) {
 fn serve(args: ServeArgs) -> Outcome {
     use fleetsim_live::server::{EmulatorOptions, TlsMode, config};
     let env_pat = std::env::var(config::PAT_ENV_VAR).ok();
-    let server_config = config::resolve(args.config.as_deref(), env_pat.as_deref())
+    let mut server_config = config::resolve(args.config.as_deref(), env_pat.as_deref())
         .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+    apply_layout_flags(&args, &mut server_config.layout)?;
     let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => TlsMode::Files {
             cert: cert.clone(),
@@ -335,6 +336,7 @@ fn serve(args: ServeArgs) -> Outcome {
         },
         _ => TlsMode::Plain,
     };
+    let running_collection = server_config.layout.collection_path();
     let mut opts = EmulatorOptions::new(args.listen, server_config);
     opts.tls = tls;
     opts.seed = args.seed;
@@ -353,6 +355,16 @@ fn serve(args: ServeArgs) -> Outcome {
         }
         if let Some(p) = &prom {
             println!("fleetsim: metrics on {}", p.url());
+        }
+        if let Some(url) = &running.token_url {
+            println!("fleetsim: token service on {url}");
+        }
+        if let Some(url) = &running.plan_url {
+            println!("fleetsim: plan hub on {url}");
+        }
+        let collection = &running_collection;
+        if !collection.is_empty() {
+            println!("fleetsim: collection at {}{collection}", running.base_url);
         }
         println!("fleetsim: emulator listening on {}", running.base_url);
         let _ = std::io::stdout().flush();
@@ -374,6 +386,30 @@ fn serve(args: ServeArgs) -> Outcome {
         );
         Ok(exit::OK)
     })
+}
+
+/// The `serve` layout flags over the config file's `[layout]`, checked like the file.
+fn apply_layout_flags(
+    args: &ServeArgs,
+    layout: &mut fleetsim_core::server::Layout,
+) -> Result<(), Failure> {
+    if args.token_listen.is_some() {
+        layout.token_listen = args.token_listen;
+    }
+    if args.collection_path.is_some() {
+        layout.collection_path = args.collection_path.clone();
+    }
+    if args.plan_listen.is_some() {
+        layout.plan_listen = args.plan_listen;
+    }
+    layout.expires_in_as_string |= args.expires_in_as_string;
+    let check = fleetsim_core::server::ServerConfig {
+        layout: layout.clone(),
+        ..Default::default()
+    };
+    check
+        .validate()
+        .map_err(|e| Failure::usage(anyhow::anyhow!("serve flags: {e}")))
 }
 
 fn read_report(path: &Path) -> Result<Report, Failure> {

@@ -77,6 +77,46 @@ pub enum ApiRequest {
         pool_id: u32,
         agent_id: u64,
     },
+    /// `GET …/agents` with any of the query options Microsoft's clients send beyond
+    /// `agentName` (a plain lookup by name stays `ListAgents`).
+    QueryAgents {
+        pool_id: u32,
+        query: AgentQuery,
+    },
+    /// `GET …/agents/{agentId}` with `include*` options (without any it stays `GetAgent`).
+    GetAgentWith {
+        pool_id: u32,
+        agent_id: u64,
+        include: AgentInclude,
+    },
+    /// `PATCH …/agents/{agentId}`: a partial agent (how admins disable one).
+    UpdateAgent {
+        pool_id: u32,
+        agent_id: u64,
+        update: TaskAgentUpdate,
+    },
+    /// `GET _apis/distributedtask/pools/{poolId}`.
+    GetPool {
+        pool_id: u32,
+        query: PoolQuery,
+    },
+    /// `GET _apis/distributedtask/pools` with options beyond `poolName`.
+    QueryPools {
+        query: PoolQuery,
+    },
+    /// `POST _apis/distributedtask/pools`.
+    AddPool {
+        pool: TaskAgentPoolUpdate,
+    },
+    /// `PATCH _apis/distributedtask/pools/{poolId}`.
+    UpdatePool {
+        pool_id: u32,
+        pool: TaskAgentPoolUpdate,
+    },
+    /// `DELETE _apis/distributedtask/pools/{poolId}`.
+    DeletePool {
+        pool_id: u32,
+    },
     Token(TokenGrant),
     CreateSession {
         pool_id: u32,
@@ -202,6 +242,44 @@ pub enum Endpoint {
     ExactOnTarget(Arc<str>),
 }
 
+/// What an agent listing or lookup shows beyond the agent itself (Microsoft's `include*`
+/// query options; each is off unless asked, as on the real service).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentInclude {
+    /// `systemCapabilities` and `userCapabilities`.
+    pub capabilities: bool,
+    /// The job request the agent holds, when it holds one.
+    pub assigned_request: bool,
+    /// The last job request the agent finished, when there is one.
+    pub last_completed_request: bool,
+    /// `propertyFilters` as sent (comma-separated). The emulator keeps no custom properties,
+    /// so no property is ever shown; the option is accepted, not refused.
+    pub property_filters: Option<String>,
+}
+
+/// `GET …/agents` options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentQuery {
+    pub agent_name: Option<String>,
+    pub include: AgentInclude,
+    /// Only agents whose capabilities meet every demand (`name` or `name -equals value`).
+    pub demands: Vec<String>,
+}
+
+/// `GET …/pools` and `GET …/pools/{id}` options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolQuery {
+    pub pool_name: Option<String>,
+    /// `poolIds` (the clients' `getAgentPoolsByIds`).
+    pub pool_ids: Vec<u32>,
+    /// `automation` or `deployment`; every emulated pool is an automation pool.
+    pub pool_type: Option<String>,
+    /// `none`, `use` or `manage`: only pools the caller may use / manage.
+    pub action_filter: Option<String>,
+    /// `properties` as sent; the emulator keeps no pool properties.
+    pub properties: Option<String>,
+}
+
 /// A request with its caller.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
@@ -242,6 +320,7 @@ pub enum ApiResponse {
     /// `{"count":0,"value":null}`: on-premises, use the base URL for every area.
     NoResourceAreas,
     Pools(ListOf<TaskAgentPool>),
+    Pool(TaskAgentPool),
     Agents(ListOf<TaskAgent>),
     Agent(Box<TaskAgent>),
     /// 204, no body.

@@ -183,6 +183,8 @@ pub struct ConnectionData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskAgentPool {
+    /// Absent in a create request (the server assigns it).
+    #[serde(default)]
     pub id: u32,
     pub name: String,
     #[serde(default)]
@@ -317,6 +319,64 @@ pub struct TaskAgent {
     pub authorization: Option<TaskAgentAuthorization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_request: Option<TaskAgentJobRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed_request: Option<TaskAgentJobRequest>,
+}
+
+/// A `PATCH …/agents/{agentId}` body: the fields of a `TaskAgent` an update may change; absent
+/// ones stay as they are. Other `TaskAgent` fields a client sends along (status, createdOn, …)
+/// are read-only and ignored, as Microsoft's clients send whole objects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentUpdate {
+    /// When present and not 0, must name the agent in the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `false` disables the agent: nothing is dispatched to it until it is enabled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallelism: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_capabilities: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_capabilities: Option<BTreeMap<String, String>>,
+}
+
+/// A pool create (`POST`) or update (`PATCH`) body: the name is what the emulator keeps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAgentPoolUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `automation` (the only kind emulated) when present. Microsoft's node client sends the
+    /// enum's number (1 automation, 2 deployment), the Python client its name: both read.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "name_or_number"
+    )]
+    pub pool_type: Option<String>,
+}
+
+/// An enum field as a name, or as its number rendered in decimal.
+fn name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NameOrNumber {
+        Name(String),
+        Number(u64),
+    }
+    Ok(Option::<NameOrNumber>::deserialize(d)?.map(|v| match v {
+        NameOrNumber::Name(name) => name,
+        NameOrNumber::Number(n) => n.to_string(),
+    }))
 }
 
 fn one() -> u32 {
@@ -340,6 +400,7 @@ impl Default for TaskAgent {
             user_capabilities: BTreeMap::new(),
             authorization: None,
             assigned_request: None,
+            last_completed_request: None,
         }
     }
 }

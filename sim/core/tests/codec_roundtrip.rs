@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use fleetsim_core::SimTime;
 use fleetsim_core::api::{
-    ALL_ERROR_KINDS, ApiError, ApiRequest, ApiResponse, Credential, EmulatorStats, ErrorKind,
-    PlanScope, Request, TokenGrant,
+    ALL_ERROR_KINDS, AgentInclude, AgentQuery, ApiError, ApiRequest, ApiResponse, Credential,
+    EmulatorStats, ErrorKind, PlanScope, PoolQuery, Request, TokenGrant,
 };
 use fleetsim_core::codec::{self, ResponseContext};
 use fleetsim_core::job::{QueueJobsRequest, QueueJobsResponse, SyntheticJob, SyntheticStep};
@@ -94,6 +94,62 @@ fn every_call() -> Vec<ApiRequest> {
             pool_id: 1,
             agent_id: 77,
         },
+        A::QueryAgents {
+            pool_id: 1,
+            query: AgentQuery {
+                agent_name: Some("a b".into()),
+                include: AgentInclude {
+                    capabilities: true,
+                    assigned_request: false,
+                    last_completed_request: true,
+                    property_filters: Some("p1,p2".into()),
+                },
+                demands: vec!["Agent.OS -equals Linux".into(), "docker".into()],
+            },
+        },
+        A::GetAgentWith {
+            pool_id: 1,
+            agent_id: 77,
+            include: AgentInclude {
+                assigned_request: true,
+                ..AgentInclude::default()
+            },
+        },
+        A::UpdateAgent {
+            pool_id: 1,
+            agent_id: 77,
+            update: TaskAgentUpdate {
+                enabled: Some(false),
+                ..TaskAgentUpdate::default()
+            },
+        },
+        A::GetPool {
+            pool_id: 2,
+            query: PoolQuery::default(),
+        },
+        A::QueryPools {
+            query: PoolQuery {
+                pool_name: Some("x".into()),
+                pool_ids: vec![1, 2],
+                pool_type: Some("automation".into()),
+                action_filter: Some("manage".into()),
+                properties: Some("a,b".into()),
+            },
+        },
+        A::AddPool {
+            pool: TaskAgentPoolUpdate {
+                name: Some("new pool".into()),
+                pool_type: None,
+            },
+        },
+        A::UpdatePool {
+            pool_id: 2,
+            pool: TaskAgentPoolUpdate {
+                name: Some("renamed".into()),
+                pool_type: None,
+            },
+        },
+        A::DeletePool { pool_id: 2 },
         A::Token(TokenGrant::ClientCredentials {
             client_assertion_type: codec::JWT_BEARER_ASSERTION_TYPE.into(),
             client_assertion: "aGVhZA.Y2xhaW1z.c2ln+/=".into(),
@@ -633,6 +689,7 @@ fn connection_data() -> ConnectionData {
 fn every_response_round_trips_with_its_status() {
     let ctx = ResponseContext {
         public_url: "http://e".into(),
+        ..Default::default()
     };
     for (call, resp) in every_response() {
         let wire = codec::encode_response(&resp, &ctx);
@@ -654,6 +711,7 @@ fn every_response_round_trips_with_its_status() {
 fn every_error_round_trips() {
     let ctx = ResponseContext {
         public_url: "http://e/org".into(),
+        ..Default::default()
     };
     for &kind in ALL_ERROR_KINDS {
         let err = ApiError::new(kind, format!("{kind:?} happened"));

@@ -124,6 +124,7 @@ impl Pair {
             Some(request) => {
                 let ctx = codec::ResponseContext {
                     public_url: "http://emu".into(),
+                    ..Default::default()
                 };
                 codec::decode_response(&request, &codec::encode_response(&response, &ctx))
             }

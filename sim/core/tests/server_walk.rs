@@ -6,7 +6,7 @@ mod server_support;
 
 use std::time::Duration;
 
-use fleetsim_core::api::{ApiRequest, ApiResponse, Credential, ErrorKind};
+use fleetsim_core::api::{AgentInclude, ApiRequest, ApiResponse, Credential, ErrorKind};
 use fleetsim_core::codec::iso8601_utc;
 use fleetsim_core::job::inputs;
 use fleetsim_core::proto::{
@@ -97,9 +97,13 @@ fn full_walk_from_discovery_to_completion() {
     // Session with an OAEP-wrapped AES key; the agent shows online.
     open_session(&mut h, &mut agent);
     assert!(agent.session_key.is_some());
-    let get = ApiRequest::GetAgent {
+    let get = ApiRequest::GetAgentWith {
         pool_id: 1,
         agent_id: agent.id,
+        include: AgentInclude {
+            assigned_request: true,
+            ..AgentInclude::default()
+        },
     };
     let ApiResponse::Agent(a) = h.call(pat(), get.clone()) else {
         panic!("get agent")

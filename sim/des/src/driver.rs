@@ -156,6 +156,12 @@ fn run(
                 .into(),
         ));
     }
+    if scenario.server.layout != fleetsim_core::server::Layout::default() {
+        return Err(DesError::Unsupported(
+            "server.layout (listeners, paths and URLs exist only on the wire; use live mode)"
+                .into(),
+        ));
+    }
     let wall = Instant::now();
     let mut sim = Sim::new(scenario)?;
     sim.tap = tap;

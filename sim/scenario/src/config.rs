@@ -106,6 +106,7 @@ impl Scenario {
             secret_scan: s.secret_scan,
             limits,
             pipelines: s.pipelines.clone(),
+            layout: s.layout.clone(),
             ..base
         }
     }

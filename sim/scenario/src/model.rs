@@ -255,6 +255,8 @@ pub struct ServerSettings {
     /// `[[server.pipelines]]`: what the emulator's Pipelines Runs API can run (checked by the
     /// emulator's own config validation).
     pub pipelines: Vec<fleetsim_core::server::PipelineConfig>,
+    /// Live runs: where the embedded emulator serves what (`[server.layout]`).
+    pub layout: fleetsim_core::server::Layout,
 }
 
 /// Emulator bounds; `None` leaves the emulator's default.

@@ -367,6 +367,8 @@ pub struct RawServer {
     pub crypto: Option<RawCrypto>,
     /// Pipelines the embedded emulator's Pipelines Runs API can run.
     pub pipelines: Option<Vec<RawPipeline>>,
+    /// Where the embedded emulator serves what (the layout of Azure DevOps Services).
+    pub layout: Option<RawLayout>,
 }
 
 /// `[[server.pipelines]]`.
@@ -390,6 +392,25 @@ pub struct RawPipeline {
     pub demands: Option<Vec<String>>,
     /// Folder (default "\\").
     pub folder: Option<String>,
+}
+
+/// `[server.layout]`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Layout")]
+pub struct RawLayout {
+    /// Token service on its own listener at this address, e.g. "127.0.0.1:0" (authorizationUrl
+    /// names it; the main listener no longer serves tokens).
+    pub token_listen: Option<String>,
+    /// Serve the collection under this path, e.g. "/org".
+    pub collection_path: Option<String>,
+    /// Plan hub on its own listener at this address, e.g. "127.0.0.2:0" (named in the job's
+    /// SystemVssConnection.url; the main listener refuses plan-hub routes).
+    pub plan_listen: Option<String>,
+    /// With plan_listen, still serve the plan hub on the main listener too (default false).
+    pub plan_hub_on_main: Option<bool>,
+    /// Type expires_in in token answers as a JSON string (default false).
+    pub expires_in_as_string: Option<bool>,
 }
 
 /// `[server.limits]`.

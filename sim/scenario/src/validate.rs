@@ -830,6 +830,7 @@ fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
         stations: stations(raw.stations.unwrap_or_default(), ld),
         crypto: crypto(raw.crypto.unwrap_or_default()),
         pipelines: Vec::new(),
+        layout: layout(raw.layout.unwrap_or_default(), ld),
     };
     for (k, v) in [
         ("lease_duration", s.lease_duration),
@@ -924,6 +925,40 @@ fn pipelines(
         }
     }
     out
+}
+
+/// `[server.layout]` into the core's layout, each address and the path checked at its key.
+fn layout(raw: RawLayout, ld: &mut Loader<'_>) -> fleetsim_core::server::Layout {
+    let at = |k: &str| p(&["server", "layout", k]);
+    let mut addr = |v: Option<String>, key: &str| {
+        let v = v?;
+        match v.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                ld.at(
+                    &at(key),
+                    format!("{v:?} is not an address; write \"127.0.0.1:0\" (host:port)"),
+                );
+                None
+            }
+        }
+    };
+    let layout = fleetsim_core::server::Layout {
+        token_listen: addr(raw.token_listen, "token_listen"),
+        plan_listen: addr(raw.plan_listen, "plan_listen"),
+        collection_path: raw.collection_path,
+        plan_hub_on_main: raw.plan_hub_on_main.unwrap_or(false),
+        expires_in_as_string: raw.expires_in_as_string.unwrap_or(false),
+        ..Default::default()
+    };
+    let check = fleetsim_core::server::ServerConfig {
+        layout: layout.clone(),
+        ..Default::default()
+    };
+    if let Err(e) = check.validate() {
+        ld.at(&p(&["server", "layout"]), e.to_string());
+    }
+    layout
 }
 
 fn limits(raw: RawLimits) -> ServerLimits {

@@ -241,6 +241,11 @@ fn bad_scenarios_get_exact_messages_with_positions() {
             &[],
             "bad.toml:3:7: unclosed table, expected `]`",
         ),
+        (
+            "[run]\nduration = \"10s\"\n[server.layout]\ntoken_listen = \"localhost\"\n",
+            &[],
+            "bad.toml:4:16: \"localhost\" is not an address; write \"127.0.0.1:0\" (host:port)",
+        ),
     ];
     for (text, overrides, want) in table {
         let got = errors(text, overrides);

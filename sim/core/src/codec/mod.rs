@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ApiError, ApiRequest, ApiResponse, Credential, ErrorKind, PlanScope, Request, TokenGrant,
+    AgentInclude, AgentQuery, ApiError, ApiRequest, ApiResponse, Credential, ErrorKind, PlanScope,
+    PoolQuery, Request, TokenGrant,
 };
 use crate::proto::{EMPTY_GUID, OAuthError, RunPipelineParameters, WrappedException};
 use crate::wire::{Method, WireRequest, WireResponse};
@@ -78,6 +79,11 @@ impl Routes {
 pub struct ResponseContext {
     /// The emulator's public base URL (no trailing slash), named in the 401 challenge.
     pub public_url: String,
+    /// The token endpoint's URL when it is not `{public_url}/_apis/oauth2/token` (a token
+    /// service on another host): the 401 challenge names it instead.
+    pub token_url: Option<String>,
+    /// Type `expires_in` in token answers as a JSON string, as some Azure DevOps answers do.
+    pub expires_in_as_string: bool,
 }
 
 // =============================================================================================
@@ -162,12 +168,26 @@ fn decode_call(req: &WireRequest) -> Result<ApiRequest, ApiError> {
                 area: Some(rest[0].to_string()),
             })
         }),
-        ["distributedtask", "pools"] => ctx.only(Method::Get, || {
-            Ok(ApiRequest::ListPools {
-                pool_name: ctx.param("poolName"),
-            })
-        }),
-        ["distributedtask", "pools", _] => Err(not_allowed(req)),
+        ["distributedtask", "pools"] => match req.method {
+            Method::Get => ctx.pools_query(),
+            Method::Post => Ok(ApiRequest::AddPool { pool: ctx.json()? }),
+            _ => Err(not_allowed(req)),
+        },
+        ["distributedtask", "pools", _] => {
+            let pool_id: u32 = parse_id("poolId", rest[2])?;
+            match req.method {
+                Method::Get => Ok(ApiRequest::GetPool {
+                    pool_id,
+                    query: ctx.pool_query()?,
+                }),
+                Method::Patch => Ok(ApiRequest::UpdatePool {
+                    pool_id,
+                    pool: ctx.json()?,
+                }),
+                Method::Delete => Ok(ApiRequest::DeletePool { pool_id }),
+                _ => Err(not_allowed(req)),
+            }
+        }
         ["distributedtask", "pools", _, resource, tail @ ..] => {
             let pool_id: u32 = parse_id("poolId", rest[2])?;
             let tail_raw = &rest[4..];
@@ -237,17 +257,28 @@ impl Ctx<'_> {
     ) -> Result<ApiRequest, ApiError> {
         let m = self.req.method;
         match (resource, tail, m) {
-            ("agents", [], Method::Get) => Ok(ApiRequest::ListAgents {
-                pool_id,
-                agent_name: self.param("agentName"),
-            }),
+            ("agents", [], Method::Get) => self.agents_query(pool_id),
             ("agents", [], Method::Post) => Ok(ApiRequest::AddAgent {
                 pool_id,
                 agent: self.json()?,
             }),
-            ("agents", [_], Method::Get) => Ok(ApiRequest::GetAgent {
+            ("agents", [_], Method::Get) => {
+                let agent_id = parse_id("agentId", tail_raw[0])?;
+                let include = self.agent_include()?;
+                Ok(if include == AgentInclude::default() {
+                    ApiRequest::GetAgent { pool_id, agent_id }
+                } else {
+                    ApiRequest::GetAgentWith {
+                        pool_id,
+                        agent_id,
+                        include,
+                    }
+                })
+            }
+            ("agents", [_], Method::Patch) => Ok(ApiRequest::UpdateAgent {
                 pool_id,
                 agent_id: parse_id("agentId", tail_raw[0])?,
+                update: self.json()?,
             }),
             ("agents", [_], Method::Put) => Ok(ApiRequest::ReplaceAgent {
                 pool_id,
@@ -340,6 +371,93 @@ impl Ctx<'_> {
             ) => Err(not_allowed(self.req)),
             _ => Err(not_found(self.req)),
         }
+    }
+
+    /// A boolean query option (`true`/`false`, any case); absent is `false`.
+    fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.param(name).filter(|v| !v.is_empty()) {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(bad_request(format!(
+                "{name} must be true or false, got {:?}",
+                text::truncate(&v, 64)
+            ))),
+        }
+    }
+
+    /// A comma-separated list option; absent or empty is an empty list.
+    fn list(&self, name: &str) -> Vec<String> {
+        self.param(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn agent_include(&self) -> Result<AgentInclude, ApiError> {
+        Ok(AgentInclude {
+            capabilities: self.flag("includeCapabilities")?,
+            assigned_request: self.flag("includeAssignedRequest")?,
+            last_completed_request: self.flag("includeLastCompletedRequest")?,
+            property_filters: self.param("propertyFilters").filter(|v| !v.is_empty()),
+        })
+    }
+
+    /// `GET …/agents`: a plain name lookup (what the agent's configure step sends) stays
+    /// `ListAgents`; any other option makes it `QueryAgents`.
+    fn agents_query(&self, pool_id: u32) -> Result<ApiRequest, ApiError> {
+        let query = AgentQuery {
+            agent_name: self.param("agentName"),
+            include: self.agent_include()?,
+            demands: self.list("demands"),
+        };
+        Ok(
+            if query.include == AgentInclude::default() && query.demands.is_empty() {
+                ApiRequest::ListAgents {
+                    pool_id,
+                    agent_name: query.agent_name,
+                }
+            } else {
+                ApiRequest::QueryAgents { pool_id, query }
+            },
+        )
+    }
+
+    fn pool_query(&self) -> Result<PoolQuery, ApiError> {
+        let pool_ids = self
+            .list("poolIds")
+            .iter()
+            .map(|id| parse_id("poolIds", id))
+            .collect::<Result<_, _>>()?;
+        let nonempty = |name| self.param(name).filter(|v| !v.is_empty());
+        Ok(PoolQuery {
+            pool_name: self.param("poolName"),
+            pool_ids,
+            pool_type: nonempty("poolType"),
+            action_filter: nonempty("actionFilter"),
+            properties: nonempty("properties"),
+        })
+    }
+
+    /// `GET …/pools`: by name only (the agent's configure step) stays `ListPools`.
+    fn pools_query(&self) -> Result<ApiRequest, ApiError> {
+        let query = self.pool_query()?;
+        let by_name_only = PoolQuery {
+            pool_name: query.pool_name.clone(),
+            ..PoolQuery::default()
+        };
+        Ok(if query == by_name_only {
+            ApiRequest::ListPools {
+                pool_name: query.pool_name,
+            }
+        } else {
+            ApiRequest::QueryPools { query }
+        })
     }
 
     fn hub_route(
@@ -478,9 +596,11 @@ pub fn encode_response(resp: &ApiResponse, ctx: &ResponseContext) -> WireRespons
             WireResponse::json(200, br#"{"count":0,"value":null}"#.to_vec())
         }
         ApiResponse::Pools(v) => ok_json(v),
+        ApiResponse::Pool(v) => ok_json(v),
         ApiResponse::Agents(v) => ok_json(v),
         ApiResponse::Agent(v) => ok_json(v),
         ApiResponse::NoContent => WireResponse::empty(204),
+        ApiResponse::Token(v) if ctx.expires_in_as_string => ok_json(&string_expiry(v)),
         ApiResponse::Token(v) => ok_json(v),
         ApiResponse::Session(v) => ok_json(v),
         ApiResponse::Message(v) => ok_json(v),
@@ -525,12 +645,25 @@ pub fn encode_error(err: &ApiError, ctx: &ResponseContext) -> WireResponse {
     match status {
         401 => resp.headers.push((
             "www-authenticate",
-            format!("Bearer authorization_uri={}{TOKEN_PATH}", ctx.public_url),
+            match &ctx.token_url {
+                Some(url) => format!("Bearer authorization_uri={url}"),
+                None => format!("Bearer authorization_uri={}{TOKEN_PATH}", ctx.public_url),
+            },
         )),
         429 | 503 => resp.headers.push(("retry-after", "1".to_string())),
         _ => {}
     }
     resp
+}
+
+/// A token answer with `expires_in` typed as a JSON string (`"3600"`).
+fn string_expiry(token: &crate::proto::TokenResponse) -> serde_json::Value {
+    let mut value = serde_json::to_value(token).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        let seconds = serde_json::Value::String(token.expires_in.to_string());
+        fields.insert("expires_in".to_string(), seconds);
+    }
+    value
 }
 
 fn oauth_error_code(kind: ErrorKind) -> Option<&'static str> {
@@ -889,8 +1022,133 @@ fn encode_call(call: &ApiRequest) -> Encoded {
             Some(to_json(update)),
             JSON,
         ),
+        A::QueryAgents { .. }
+        | A::GetAgentWith { .. }
+        | A::UpdateAgent { .. }
+        | A::GetPool { .. }
+        | A::QueryPools { .. }
+        | A::AddPool { .. }
+        | A::UpdatePool { .. }
+        | A::DeletePool { .. } => encode_admin_call(call),
     }
 }
+
+/// The agent and pool administration calls Microsoft's SDKs make (and no agent does).
+fn encode_admin_call(call: &ApiRequest) -> Encoded {
+    use ApiRequest as A;
+    let pools = "/_apis/distributedtask/pools";
+    let agents = |pool_id: u32| format!("{pools}/{pool_id}/agents");
+    match call {
+        A::QueryAgents { pool_id, query } => {
+            let mut q = Vec::new();
+            if let Some(name) = &query.agent_name {
+                q.push(("agentName", name.clone()));
+            }
+            q.extend(include_pairs(&query.include));
+            if !query.demands.is_empty() {
+                q.push(("demands", query.demands.join(",")));
+            }
+            let q = text::join_pairs(&q);
+            (Method::Get, agents(*pool_id), q, None, JSON)
+        }
+        A::GetAgentWith {
+            pool_id,
+            agent_id,
+            include,
+        } => {
+            let q = text::join_pairs(&include_pairs(include));
+            let path = format!("{}/{agent_id}", agents(*pool_id));
+            (Method::Get, path, q, None, JSON)
+        }
+        A::UpdateAgent {
+            pool_id,
+            agent_id,
+            update,
+        } => {
+            let path = format!("{}/{agent_id}", agents(*pool_id));
+            (
+                Method::Patch,
+                path,
+                String::new(),
+                Some(to_json(update)),
+                JSON,
+            )
+        }
+        A::GetPool { pool_id, query } => {
+            let q = text::join_pairs(&pool_pairs(query));
+            (Method::Get, format!("{pools}/{pool_id}"), q, None, JSON)
+        }
+        A::QueryPools { query } => {
+            let q = text::join_pairs(&pool_pairs(query));
+            (Method::Get, pools.to_string(), q, None, JSON)
+        }
+        A::AddPool { pool } => (
+            Method::Post,
+            pools.to_string(),
+            String::new(),
+            Some(to_json(pool)),
+            JSON,
+        ),
+        A::UpdatePool { pool_id, pool } => (
+            Method::Patch,
+            format!("{pools}/{pool_id}"),
+            String::new(),
+            Some(to_json(pool)),
+            JSON,
+        ),
+        A::DeletePool { pool_id } => (
+            Method::Delete,
+            format!("{pools}/{pool_id}"),
+            String::new(),
+            None,
+            JSON,
+        ),
+        // Every other call is encoded by `encode_call`.
+        _ => (Method::Get, "/_apis/".into(), String::new(), None, JSON),
+    }
+}
+
+/// The `include*` options, written out in full so the decoder sees them all.
+fn include_pairs(include: &AgentInclude) -> Vec<(&'static str, String)> {
+    let mut q = vec![
+        ("includeCapabilities", include.capabilities.to_string()),
+        (
+            "includeAssignedRequest",
+            include.assigned_request.to_string(),
+        ),
+        (
+            "includeLastCompletedRequest",
+            include.last_completed_request.to_string(),
+        ),
+    ];
+    if let Some(p) = &include.property_filters {
+        q.push(("propertyFilters", p.clone()));
+    }
+    q
+}
+
+fn pool_pairs(query: &PoolQuery) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(name) = &query.pool_name {
+        q.push(("poolName", name.clone()));
+    }
+    if !query.pool_ids.is_empty() {
+        let ids: Vec<String> = query.pool_ids.iter().map(u32::to_string).collect();
+        q.push(("poolIds", ids.join(",")));
+    }
+    let optional = [
+        ("poolType", &query.pool_type),
+        ("actionFilter", &query.action_filter),
+        ("properties", &query.properties),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            q.push((name, v.clone()));
+        }
+    }
+    q
+}
+
 
 /// The query of Pipelines and Build REST calls: those routes take their version in the query
 /// (Microsoft's REST reference writes `?api-version=7.1`), unlike the agent's calls, which
@@ -926,13 +1184,18 @@ pub fn decode_response(call: &ApiRequest, resp: &WireResponse) -> ApiResponse {
         A::Options { .. } => parse(resp).map(R::Locations),
         A::ResourceAreas { .. } => Ok(R::NoResourceAreas),
         A::ListPools { .. } => parse(resp).map(R::Pools),
-        A::ListAgents { .. } => parse(resp).map(R::Agents),
-        A::AddAgent { .. } | A::GetAgent { .. } | A::ReplaceAgent { .. } => {
-            parse(resp).map(R::Agent)
-        }
-        A::DeleteAgent { .. } | A::DeleteSession { .. } | A::DeleteMessage { .. } => {
-            Ok(R::NoContent)
-        }
+        A::ListAgents { .. } | A::QueryAgents { .. } => parse(resp).map(R::Agents),
+        A::AddAgent { .. }
+        | A::GetAgent { .. }
+        | A::GetAgentWith { .. }
+        | A::ReplaceAgent { .. }
+        | A::UpdateAgent { .. } => parse(resp).map(R::Agent),
+        A::QueryPools { .. } => parse(resp).map(R::Pools),
+        A::GetPool { .. } | A::AddPool { .. } | A::UpdatePool { .. } => parse(resp).map(R::Pool),
+        A::DeleteAgent { .. }
+        | A::DeletePool { .. }
+        | A::DeleteSession { .. }
+        | A::DeleteMessage { .. } => Ok(R::NoContent),
         A::Token(_) => parse(resp).map(R::Token),
         A::CreateSession { .. } => parse(resp).map(R::Session),
         A::GetMessage { .. } if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
@@ -1009,6 +1272,14 @@ pub fn route_label(call: &ApiRequest) -> &'static str {
         A::GetAgent { .. } => "get_agent",
         A::ReplaceAgent { .. } => "replace_agent",
         A::DeleteAgent { .. } => "delete_agent",
+        A::QueryAgents { .. } => "query_agents",
+        A::GetAgentWith { .. } => "get_agent_with",
+        A::UpdateAgent { .. } => "update_agent",
+        A::GetPool { .. } => "get_pool",
+        A::QueryPools { .. } => "query_pools",
+        A::AddPool { .. } => "add_pool",
+        A::UpdatePool { .. } => "update_pool",
+        A::DeletePool { .. } => "delete_pool",
         A::Token(TokenGrant::ClientCredentials { .. }) => "token",
         A::Token(TokenGrant::Refresh { .. }) => "token_refresh",
         A::CreateSession { .. } => "create_session",

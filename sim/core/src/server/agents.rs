@@ -17,14 +17,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::auth::Need;
+use super::jobs::{check_demand, demand_met};
 use super::{Handled, RequestId, Server, ServerOutput, Timer};
 use crate::SimTime;
-use crate::api::{ApiError, ApiResponse, Credential, ErrorKind};
+use crate::api::{AgentInclude, AgentQuery, ApiError, ApiResponse, Credential, ErrorKind};
 use crate::crypto::PublicKey;
 use crate::event::CryptoOp;
 use crate::proto::{
-    AgentStatus, ListOf, TaskAgent, TaskAgentAuthorization, TaskAgentMessage, TaskAgentPool,
-    TaskAgentSession, TaskAgentSessionKey,
+    AgentStatus, ListOf, TaskAgent, TaskAgentAuthorization, TaskAgentMessage, TaskAgentSession,
+    TaskAgentSessionKey, TaskAgentUpdate,
 };
 
 /// Longest agent name accepted.
@@ -43,6 +44,8 @@ pub(super) struct AgentRecord {
     pub session: Option<Session>,
     /// The job request it holds, if any.
     pub assigned: Option<u64>,
+    /// The last job request it finished, if any (`includeLastCompletedRequest`).
+    pub last_completed: Option<u64>,
     pub listener_tokens: VecDeque<String>,
     /// Its rank in `Server::ready` (the parked polls counted when it entered), 0 when absent.
     pub ready_rank: u32,
@@ -168,57 +171,40 @@ impl Server {
     // Pools and agents
     // -----------------------------------------------------------------------------------------
 
-    pub(super) fn list_pools(
-        &self,
-        now: SimTime,
-        cred: &Credential,
-        pool_name: Option<String>,
-    ) -> Result<ApiResponse, ApiError> {
-        self.require_pat_or_listener(now, cred, Need::Read)?;
-        let pools = self
-            .pools
-            .iter()
-            .filter(|(_, name)| {
-                pool_name
-                    .as_deref()
-                    .is_none_or(|n| n.eq_ignore_ascii_case(name))
-            })
-            .map(|(&id, name)| TaskAgentPool {
-                id,
-                name: name.clone(),
-                is_hosted: false,
-                pool_type: "automation".to_string(),
-                size: self.pool_sizes.get(&id).copied().unwrap_or(0),
-            })
-            .collect();
-        Ok(ApiResponse::Pools(ListOf::new(pools)))
-    }
-
-    pub(super) fn list_agents(
+    /// `GET …/agents`: by name (one probe) or the whole pool, filtered by demands, each shown
+    /// with what `query.include` asks for.
+    pub(super) fn query_agents(
         &self,
         now: SimTime,
         cred: &Credential,
         pool_id: u32,
-        agent_name: Option<String>,
+        query: AgentQuery,
     ) -> Result<ApiResponse, ApiError> {
         self.require_pat_or_listener(now, cred, Need::Read)?;
         self.pool_exists(pool_id)?;
-        let agents: Vec<TaskAgent> = match agent_name {
-            Some(name) => {
-                let key = (pool_id, name.to_ascii_lowercase());
-                self.agent_names
-                    .get(&key)
-                    .map(|id| self.agent_view(*id))
-                    .into_iter()
-                    .collect()
-            }
+        query.demands.iter().try_for_each(|d| check_demand(d))?;
+        let ids: Vec<u64> = match &query.agent_name {
+            Some(name) => self
+                .agent_names
+                .get(&(pool_id, name.to_ascii_lowercase()))
+                .copied()
+                .into_iter()
+                .collect(),
             None => self
                 .agents
                 .iter()
                 .filter(|(_, a)| a.pool_id == pool_id)
-                .map(|(id, _)| self.agent_view(id))
+                .map(|(id, _)| id)
                 .collect(),
         };
+        let agents = ids
+            .into_iter()
+            .filter(|id| {
+                let caps = capabilities(&self.agents[id].agent);
+                query.demands.iter().all(|d| demand_met(&caps, d))
+            })
+            .map(|id| self.agent_view_with(id, &query.include))
+            .collect();
         Ok(ApiResponse::Agents(ListOf::new(agents)))
     }
 
@@ -228,11 +214,14 @@ impl Server {
         cred: &Credential,
         pool_id: u32,
         agent_id: u64,
+        include: &AgentInclude,
     ) -> Result<ApiResponse, ApiError> {
         self.require_pat_or_listener(now, cred, Need::Read)?;
         self.pool_exists(pool_id)?;
         self.agent_in_pool(pool_id, agent_id)?;
-        Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
+        Ok(ApiResponse::Agent(Box::new(
+            self.agent_view_with(agent_id, include),
+        )))
     }
 
     pub(super) fn add_agent(
@@ -274,6 +263,7 @@ impl Server {
             created_on: self.wall(now),
             session: None,
             assigned: None,
+            last_completed: None,
             listener_tokens: VecDeque::new(),
             ready_rank: 0,
         };
@@ -298,19 +288,7 @@ impl Server {
         self.require_pat(now, cred, Need::Manage)?;
         self.pool_exists(pool_id)?;
         self.agent_in_pool(pool_id, agent_id)?;
-        check_agent_name(&agent.name)?;
-        let new_key = (pool_id, agent.name.to_ascii_lowercase());
-        if let Some(&other) = self.agent_names.get(&new_key)
-            && other != agent_id
-        {
-            return Err(ApiError::new(
-                ErrorKind::AgentExists,
-                format!(
-                    "another agent (id {other}) is already named {:?}",
-                    agent.name
-                ),
-            ));
-        }
+        let new_key = self.free_name(pool_id, agent_id, &agent.name)?;
         let public_key = self.parse_public_key(&agent)?;
         self.end_session(now, agent_id, ErrorKind::SessionExpired);
         self.revoke_listener_tokens(agent_id);
@@ -331,6 +309,80 @@ impl Server {
         self.agent_names.insert(new_key, agent_id);
         self.refresh_idle(agent_id);
         Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
+    }
+
+    /// PATCH: change what the body names, keep the rest. `enabled: false` takes the agent out
+    /// of the idle index, so dispatch skips it at no cost; a job it already holds runs on (the
+    /// real service does not stop a running job when its agent is disabled). Session and
+    /// tokens are untouched: a disabled agent stays online and keeps polling.
+    pub(super) fn update_agent(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        pool_id: u32,
+        agent_id: u64,
+        update: TaskAgentUpdate,
+    ) -> Result<ApiResponse, ApiError> {
+        self.require_pat(now, cred, Need::Manage)?;
+        self.pool_exists(pool_id)?;
+        self.agent_in_pool(pool_id, agent_id)?;
+        if let Some(id) = update.id.filter(|&id| id != 0 && id != agent_id) {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("the body names agent {id}, the path agent {agent_id}"),
+            ));
+        }
+        let new_key = match &update.name {
+            Some(name) => Some(self.free_name(pool_id, agent_id, name)?),
+            None => None,
+        };
+        let rec = self
+            .agents
+            .get_mut(&agent_id)
+            .ok_or_else(|| agent_not_found(pool_id, agent_id))?;
+        let old_key = (pool_id, rec.agent.name.to_ascii_lowercase());
+        let a = &mut rec.agent;
+        if let Some(name) = update.name {
+            a.name = name;
+        }
+        if let Some(enabled) = update.enabled {
+            rec.enabled = enabled;
+        }
+        a.version = update.version.unwrap_or(std::mem::take(&mut a.version));
+        a.os_description = update.os_description.or(a.os_description.take());
+        a.max_parallelism = update.max_parallelism.unwrap_or(a.max_parallelism);
+        if let Some(caps) = update.system_capabilities {
+            a.system_capabilities = caps;
+        }
+        if let Some(caps) = update.user_capabilities {
+            a.user_capabilities = caps;
+        }
+        if let Some(new_key) = new_key {
+            self.agent_names.remove(&old_key);
+            self.agent_names.insert(new_key, agent_id);
+        }
+        self.refresh_idle(agent_id);
+        // Capabilities may now meet a waiting job's demands.
+        self.dispatch_pending = true;
+        Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
+    }
+
+    /// The name key `name` would take in `pool_id`, checked: valid, and not another agent's.
+    fn free_name(
+        &self,
+        pool_id: u32,
+        agent_id: u64,
+        name: &str,
+    ) -> Result<(u32, String), ApiError> {
+        check_agent_name(name)?;
+        let key = (pool_id, name.to_ascii_lowercase());
+        match self.agent_names.get(&key) {
+            Some(&other) if other != agent_id => Err(ApiError::new(
+                ErrorKind::AgentExists,
+                format!("another agent (id {other}) is already named {name:?}"),
+            )),
+            _ => Ok(key),
+        }
     }
 
     /// DELETE: the agent's job goes back to the queue, its session ends, its tokens stop.
@@ -421,6 +473,24 @@ impl Server {
                 .and_then(|a| a.public_key.clone()),
         });
         view.assigned_request = rec.assigned.map(|r| self.job_view(r));
+        view.last_completed_request = rec.last_completed.map(|r| self.job_view(r));
+        view
+    }
+
+    /// The agent as a `GET` shows it: capabilities, assigned and last completed request only
+    /// when asked for (Microsoft's `include*` options, all off by default).
+    fn agent_view_with(&self, agent_id: u64, include: &AgentInclude) -> TaskAgent {
+        let mut view = self.agent_view(agent_id);
+        if !include.capabilities {
+            view.system_capabilities.clear();
+            view.user_capabilities.clear();
+        }
+        if !include.assigned_request {
+            view.assigned_request = None;
+        }
+        if !include.last_completed_request {
+            view.last_completed_request = None;
+        }
         view
     }
 

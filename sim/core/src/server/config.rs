@@ -92,6 +92,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Pipelines the Pipelines Runs API can run (`[[pipelines]]`).
     pub pipelines: Vec<PipelineConfig>,
+    /// Where what is served: one listener (default) or the layout of Azure DevOps Services
+    /// (`[layout]`: token service and plan hub on their own listeners, a collection path,
+    /// `expires_in` as a string).
+    pub layout: super::layout::Layout,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +117,7 @@ impl Default for ServerConfig {
             secret_scan: true,
             limits: Limits::default(),
             pipelines: Vec::new(),
+            layout: super::layout::Layout::default(),
         }
     }
 }
@@ -301,6 +306,8 @@ pub enum ConfigError {
         "pipeline {id} names pool {pool:?}, which does not exist; use \"Default\" or a [[pools]] name"
     )]
     UnknownPipelinePool { id: u32, pool: String },
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl ServerConfig {
@@ -317,10 +324,13 @@ impl ServerConfig {
         }
     }
 
-    /// The public URL without a trailing slash.
+    /// The public URL without a trailing slash. Without a configured one: the fallback plus
+    /// the layout's collection path.
     pub fn public_url(&self) -> String {
-        let url = self.public_url.as_deref().unwrap_or(FALLBACK_PUBLIC_URL);
-        url.trim_end_matches('/').to_string()
+        match self.public_url.as_deref() {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("{FALLBACK_PUBLIC_URL}{}", self.layout.collection_path()),
+        }
     }
 
     /// Check what serde cannot.
@@ -344,6 +354,7 @@ impl ServerConfig {
                 return Err(ConfigError::Zero(name));
             }
         }
+        self.layout.validate().map_err(ConfigError::Layout)?;
         self.limits.validate()
     }
 

@@ -140,7 +140,7 @@ impl Job {
 }
 
 /// A demand parsed: `name` (exists) or `name -equals value`.
-fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
+pub(super) fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
     let (name, value) = match demand.split_once(" -equals ") {
         Some((n, v)) => (n.trim(), Some(v.trim())),
         None => (demand.trim(), None),
@@ -159,7 +159,7 @@ pub(crate) fn demand_is_valid(demand: &str) -> bool {
     !name.is_empty() && !name.contains(char::is_whitespace) && demand.len() <= 256
 }
 
-fn check_demand(demand: &str) -> Result<(), ApiError> {
+pub(super) fn check_demand(demand: &str) -> Result<(), ApiError> {
     if demand_is_valid(demand) {
         Ok(())
     } else {
@@ -553,7 +553,7 @@ impl Server {
             .collect();
         let endpoint = ServiceEndpoint {
             name: SYSTEM_VSS_CONNECTION.to_string(),
-            url: format!("{}/", self.public_url),
+            url: format!("{}/", self.plan_url),
             authorization: EndpointAuthorization {
                 scheme: "OAuth".to_string(),
                 parameters: BTreeMap::from([(
@@ -824,6 +824,9 @@ impl Server {
             return;
         };
         self.release_from_agent(request_id, agent_id);
+        if let Some(rec) = self.agents.get_mut(&agent_id) {
+            rec.last_completed = Some(request_id);
+        }
         self.revoke_job_tokens(request_id);
         self.close(now, request_id, result);
     }

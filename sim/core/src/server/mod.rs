@@ -26,7 +26,9 @@ mod fasthash;
 mod idset;
 mod jobs;
 mod pipelines;
+pub mod layout;
 mod plans;
+mod pools;
 mod timers;
 
 use std::cmp::Reverse;
@@ -35,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::RngCore as _;
 
 use crate::SimTime;
-use crate::api::{ApiError, ApiRequest, ApiResponse, EmulatorStats, ErrorKind, Request};
+use crate::api::{self, ApiError, ApiRequest, ApiResponse, EmulatorStats, ErrorKind, Request};
 use crate::crypto::{CryptoMode, Meter};
 use crate::event::{CryptoOp, Event, Side};
 use crate::rng::{self, Rng, StreamKind};
@@ -45,6 +47,7 @@ pub use config::{
     MAX_JOBS_PER_RUN, PatConfig, PipelineConfig, PoolConfig, SCOPE_ADMIN, SCOPE_AGENTPOOLS_MANAGE,
     SCOPE_AGENTPOOLS_READ, SCOPE_BUILD_EXECUTE, SCOPE_BUILD_READ, ServerConfig,
 };
+pub use layout::{Layout, Listener};
 
 /// The driver's id for one request, unique among requests the server may still answer later
 /// (parked long polls).
@@ -96,8 +99,12 @@ pub struct Server {
     cfg: ServerConfig,
     /// `public_url` without a trailing slash.
     public_url: String,
-    /// `{public_url}/_apis/oauth2/token`, the JWT audience.
+    /// `{public_url}/_apis/oauth2/token` or the layout's token URL: the registration's
+    /// `authorizationUrl` and the JWT audience.
     authorization_url: String,
+    /// The plan hub's base URL, named in the job's `SystemVssConnection.url`: `public_url`, or
+    /// the layout's plan listener.
+    plan_url: String,
     epoch_unix_ms: u64,
     rng: Rng,
     meter: Meter,
@@ -178,8 +185,16 @@ impl Server {
             pools.insert(pool.id, pool.name.clone());
         }
         let public_url = config.public_url();
+        let layout = &config.layout;
         Ok(Server {
-            authorization_url: format!("{public_url}{}", crate::codec::TOKEN_PATH),
+            authorization_url: layout
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("{public_url}{}", crate::codec::TOKEN_PATH)),
+            plan_url: layout.plan_url.as_deref().map_or_else(
+                || public_url.clone(),
+                |u| u.trim_end_matches('/').to_string(),
+            ),
             public_url,
             epoch_unix_ms,
             rng,
@@ -357,15 +372,48 @@ impl Server {
                 self.any_credential(now, &cred)?;
                 respond(ApiResponse::NoResourceAreas)
             }
-            A::ListPools { pool_name } => respond(self.list_pools(now, &cred, pool_name)?),
+            A::ListPools { pool_name } => {
+                let query = api::PoolQuery {
+                    pool_name,
+                    ..api::PoolQuery::default()
+                };
+                respond(self.query_pools(now, &cred, &query)?)
+            }
+            A::QueryPools { query } => respond(self.query_pools(now, &cred, &query)?),
+            A::GetPool { pool_id, query } => respond(self.get_pool(now, &cred, pool_id, &query)?),
+            A::AddPool { pool } => respond(self.add_pool(now, &cred, pool)?),
+            A::UpdatePool { pool_id, pool } => {
+                respond(self.update_pool(now, &cred, pool_id, pool)?)
+            }
+            A::DeletePool { pool_id } => respond(self.delete_pool(now, &cred, pool_id)?),
             A::ListAgents {
                 pool_id,
                 agent_name,
-            } => respond(self.list_agents(now, &cred, pool_id, agent_name)?),
+            } => {
+                let query = api::AgentQuery {
+                    agent_name,
+                    ..api::AgentQuery::default()
+                };
+                respond(self.query_agents(now, &cred, pool_id, query)?)
+            }
+            A::QueryAgents { pool_id, query } => {
+                respond(self.query_agents(now, &cred, pool_id, query)?)
+            }
             A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, agent)?),
             A::GetAgent { pool_id, agent_id } => {
-                respond(self.get_agent(now, &cred, pool_id, agent_id)?)
+                let include = api::AgentInclude::default();
+                respond(self.get_agent(now, &cred, pool_id, agent_id, &include)?)
             }
+            A::GetAgentWith {
+                pool_id,
+                agent_id,
+                include,
+            } => respond(self.get_agent(now, &cred, pool_id, agent_id, &include)?),
+            A::UpdateAgent {
+                pool_id,
+                agent_id,
+                update,
+            } => respond(self.update_agent(now, &cred, pool_id, agent_id, update)?),
             A::ReplaceAgent {
                 pool_id,
                 agent_id,

@@ -286,7 +286,7 @@ impl Server {
             line_count: log.map_or(0, |l| l.line_count),
             location: format!(
                 "{}/{}/_apis/distributedtask/hubs/build/plans/{plan_id}/logs/{log_id}",
-                self.public_url, self.scope_identifier
+                self.plan_url, self.scope_identifier
             ),
             created_on: log.map(|l| l.created_on.clone()),
         }

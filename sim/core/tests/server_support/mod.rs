@@ -85,6 +85,7 @@ impl Harness {
         let max_body = config.limits.max_body_bytes;
         let ctx = ResponseContext {
             public_url: config.public_url(),
+            ..Default::default()
         };
         let server = Server::new(config, 42, EPOCH_MS).expect("valid config");
         Harness {

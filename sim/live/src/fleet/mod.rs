@@ -584,6 +584,8 @@ async fn destination(
         None => {
             let pat = setup::generate_pat().map_err(FleetError::Pat)?;
             let config = setup::server_config(scenario, &pat);
+            // With `[server.layout] collection_path` the agents' URL is the collection's.
+            let collection = config.layout.collection_path();
             let wanted = scenario.fleet.agents as usize * 3 + 64;
             let max_connections = scenario
                 .server
@@ -615,7 +617,7 @@ async fn destination(
                 (child.base_url.clone(), None, Some(child))
             };
             Ok(Destination {
-                url,
+                url: format!("{url}{collection}"),
                 pool: scenario.pool_name().to_string(),
                 pat,
                 tls: None,

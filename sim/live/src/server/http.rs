@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fleetsim_core::api::{ApiError, ApiResponse, ErrorKind};
 use fleetsim_core::codec::{self, ResponseContext};
+use fleetsim_core::server::{Layout, Listener as Role};
 use fleetsim_core::wire::{Method, WireRequest, WireResponse};
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -21,12 +22,15 @@ use hyper::body::Incoming;
 use super::driver::{Core, Dispatch};
 use super::metrics::{FrontMetrics, UNROUTED};
 
-/// What every request handler shares.
+/// What every request handler of one listener shares.
 pub(crate) struct Front {
     pub(crate) core: Arc<Core>,
     pub(crate) ctx: ResponseContext,
     pub(crate) max_body_bytes: usize,
     pub(crate) metrics: Arc<FrontMetrics>,
+    /// Which listener this is, and the layout that says what it serves.
+    pub(crate) role: Role,
+    pub(crate) layout: Arc<Layout>,
 }
 
 /// The hyper service function.
@@ -50,6 +54,9 @@ async fn answer(front: &Arc<Front>, wire: &WireRequest) -> (&'static str, ApiRes
         Err(err) => return (UNROUTED, ApiResponse::Error(err)),
     };
     let route = codec::route_label(&request.call);
+    if let Err(err) = front.layout.admits(front.role, &wire.path, &request.call) {
+        return (route, ApiResponse::Error(err));
+    }
     let response = match front.core.dispatch(request) {
         Dispatch::Ready(response) => response,
         Dispatch::Parked(poll) => poll.answer().await,

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetsim_core::api::EmulatorStats;
-use fleetsim_core::codec::ResponseContext;
-use fleetsim_core::server::ServerConfig;
+use fleetsim_core::codec::{self, ResponseContext};
+use fleetsim_core::server::{Listener as Role, ServerConfig};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -65,7 +65,8 @@ pub struct EmulatorOptions {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
     pub tls: TlsMode,
-    /// The core's configuration. When `public_url` is unset, the bound base URL is used.
+    /// The core's configuration. When `public_url` is unset, the bound base URL (plus the
+    /// layout's collection path) is used.
     pub config: ServerConfig,
     /// Connections served at once; see `listen.rs` for what happens at the bound.
     pub max_connections: usize,
@@ -117,6 +118,10 @@ pub struct RunningEmulator {
     pub local_addr: SocketAddr,
     /// With `TlsMode::SelfSigned`, the PEM certificate clients must trust.
     pub cert_path: Option<PathBuf>,
+    /// With `[layout] token_listen`: the token endpoint's URL (the `authorizationUrl`).
+    pub token_url: Option<String>,
+    /// With `[layout] plan_listen`: the plan hub's base URL (`SystemVssConnection.url`).
+    pub plan_url: Option<String>,
     pub handle: EmulatorHandle,
 }
 
@@ -153,50 +158,73 @@ impl EmulatorHandle {
     }
 }
 
-/// Bind, build the core and start serving. The socket accepts connections when this returns.
+/// Bind, build the core and start serving. The sockets accept connections when this returns.
+/// With a Services-like `[layout]`, the token service and the plan hub get listeners of their
+/// own (same TLS mode, same limits each), and their URLs are written into the core's config
+/// before it starts, so registrations and job messages name them.
 pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError> {
     tls::install_default_provider();
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: opts.listen,
-        source,
-    })?;
     let (acceptor, cert_path) = tls_acceptor(&opts.tls)?;
-    let base_url = base_url(local_addr, acceptor.is_some());
+    let https = acceptor.is_some();
+    let (listener, local_addr) = bind(opts.listen).await?;
+    let base_url = base_url(local_addr, https);
 
     let mut config = opts.config;
+    let collection = config.layout.collection_path();
     if config.public_url.is_none() {
-        config.public_url = Some(base_url.clone());
+        config.public_url = Some(format!("{base_url}{collection}"));
+    }
+    let mut extra = Vec::new();
+    if let Some(addr) = config.layout.token_listen {
+        let (socket, bound) = bind(addr).await?;
+        let url = format!("{}{}", self::base_url(bound, https), codec::TOKEN_PATH);
+        config.layout.token_url = Some(url);
+        extra.push((socket, Role::Token));
+    }
+    if let Some(addr) = config.layout.plan_listen {
+        let (socket, bound) = bind(addr).await?;
+        config.layout.plan_url = Some(format!("{}{collection}", self::base_url(bound, https)));
+        extra.push((socket, Role::Plan));
     }
     let ctx = ResponseContext {
         public_url: config.public_url(),
+        token_url: config.layout.token_url.clone(),
+        expires_in_as_string: config.layout.expires_in_as_string,
     };
+    let layout = Arc::new(config.layout.clone());
+    let (token_url, plan_url) = (layout.token_url.clone(), layout.plan_url.clone());
     let max_body_bytes = config.limits.max_body_bytes;
     let metrics = Arc::new(FrontMetrics::default());
     let core = Core::new(config, opts.seed, metrics.clone())?;
-    let front = Arc::new(Front {
-        core: core.clone(),
-        ctx,
-        max_body_bytes,
-        metrics: metrics.clone(),
-    });
 
     let (stop, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(core.clone().run_timer(stop_rx.clone()));
-    let listener = Listener {
-        listener,
-        tls: acceptor,
-        front,
-        max_connections: opts.max_connections,
-        connection_wait: opts.connection_wait,
-        drain_timeout: opts.drain_timeout,
-    };
-    let listener = tokio::spawn(listener.run(stop_rx));
+    let mut loops = Vec::new();
+    for (socket, role) in std::iter::once((listener, Role::Main)).chain(extra) {
+        let front = Arc::new(Front {
+            core: core.clone(),
+            ctx: ctx.clone(),
+            max_body_bytes,
+            metrics: metrics.clone(),
+            role,
+            layout: layout.clone(),
+        });
+        let accept = Listener {
+            listener: socket,
+            tls: acceptor.clone(),
+            front,
+            max_connections: opts.max_connections,
+            connection_wait: opts.connection_wait,
+            drain_timeout: opts.drain_timeout,
+        };
+        loops.push(tokio::spawn(accept.run(stop_rx.clone())));
+    }
+    // One handle for every accept loop: shutdown waits for all of them.
+    let listener = tokio::spawn(async move {
+        for accept in loops {
+            let _ = accept.await;
+        }
+    });
     let handle = EmulatorHandle {
         core,
         metrics,
@@ -208,8 +236,18 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
         base_url,
         local_addr,
         cert_path,
+        token_url,
+        plan_url,
         handle,
     })
+}
+
+/// Bind `addr` (port 0 picks a free port) and report the bound address.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bind_err = |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
 }
 
 /// Run the emulator until `shutdown` completes, then shut down gracefully. `on_ready` is
