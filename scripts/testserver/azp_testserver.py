@@ -194,6 +194,8 @@ class Message:
     body: dict
     #: The job request id when this message carries a job.
     request_id: int | None = None
+    #: Whether a poll has returned it at least once.
+    delivered: bool = False
 
 
 @dataclass
@@ -233,6 +235,9 @@ class Job:
     stray_records: int = 0
     feed_posts: int = 0
     feed_lines: int = 0
+    #: Feed posts to a record id neither in the message nor added by the agent (reported only:
+    #: an agent may post to a record before its first PATCH names it).
+    feed_unknown_records: int = 0
     logs_created: int = 0
     log_uploads: int = 0
     log_bytes: int = 0
@@ -256,6 +261,7 @@ class Job:
             "stray_records": self.stray_records,
             "feed_posts": self.feed_posts,
             "feed_lines": self.feed_lines,
+            "feed_unknown_records": self.feed_unknown_records,
             "logs_created": self.logs_created,
             "log_uploads": self.log_uploads,
             "log_bytes": self.log_bytes,
@@ -295,6 +301,7 @@ class State:
         self.next_log_id = 1
         self.logs: dict[tuple[str, int], str] = {}
         self.extra_sent: dict[str, int] = {}
+        self.extra_delivered: dict[str, int] = {}
         self.extra_acked: dict[str, int] = {}
         self.agents_sent_refresh: set[int] = set()
         self.counts: dict[str, int] = {
@@ -1079,6 +1086,9 @@ class CollectionHandler(Handler):
 
     def deliver(self, st: State, session: Session, msg: Message) -> dict:
         """The encrypted TaskAgentMessage, and the first delivery's receive time (lock held)."""
+        if msg.request_id is None and not msg.delivered:
+            st.extra_delivered[msg.type] = st.extra_delivered.get(msg.type, 0) + 1
+        msg.delivered = True
         if msg.request_id is not None:
             job = st.jobs[msg.request_id]
             if job.receive_time is None:
@@ -1281,6 +1291,8 @@ class PlanHandler(Handler):
                 and rest[4] == "feed":
             lines = self.json_body(raw).get("value") or []
             with st.lock:
+                if rest[3] not in set(job.step_ids) | {job.job_id} | job.foreign_records:
+                    job.feed_unknown_records += 1
                 job.feed_posts += 1
                 job.feed_lines += len(lines)
                 scan(st, job, "\n".join(str(x) for x in lines), "feed")
@@ -1371,7 +1383,8 @@ def stats(st: State) -> dict:
             if j["result"] is not None:
                 tally["results"][j["result"]] = tally["results"].get(j["result"], 0) + 1
         open_sessions = sum(1 for s in st.sessions.values() if not s.deleted)
-        extra = {t: {"sent": n, "acked": st.extra_acked.get(t, 0)}
+        extra = {t: {"sent": n, "delivered": st.extra_delivered.get(t, 0),
+                     "acked": st.extra_acked.get(t, 0)}
                  for t, n in sorted(st.extra_sent.items())}
         # Every per-job check needs jobs: with none queued they would hold vacuously.
         some = queued > 0
@@ -1386,7 +1399,10 @@ def stats(st: State) -> dict:
             "all_fed": some and tally["feed_posted"] == queued,
             "no_leaks": tally["leaks"] == 0,
             "all_completed": some and tally["completed"] == queued,
-            "extra_messages_acked": all(v["sent"] == v["acked"] for v in extra.values()),
+            # A message still queued when its session closed was never seen: not a failure.
+            "extra_messages_acked": all(v["delivered"] == v["acked"] for v in extra.values()),
+            "extra_messages_reached_agents": not st.args.extra_messages
+            or (len(extra) == 3 and all(v["delivered"] > 0 for v in extra.values())),
             "sessions_deleted": st.counts["sessions_created"] > 0 and open_sessions == 0,
             "no_unexpected_requests": not st.unexpected,
             "no_finish_patches": st.counts["finish_patches"] == 0,
