@@ -74,8 +74,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 #: Largest request body read; bigger ones get 413 without being read. The agent pages logs at
 #: 8 MB, so 16 MiB leaves room for framing.
 BODY_BYTES_MAX = 16 * 1024 * 1024
-#: Socket read deadline per request (headers and body); a slower client is disconnected.
+#: Socket read deadline per request (headers and body), from its request line on; a slower
+#: client is disconnected.
 READ_DEADLINE_S = 30.0
+#: How long a kept-alive connection may sit idle before the next request line. Longer than HTTP
+#: clients' pool idle timeouts (hyper/reqwest: 90 s), so the server never closes a connection
+#: the client is about to reuse (that race would show up as spurious client errors).
+KEEPALIVE_IDLE_S = 300.0
 #: Lines kept in the stats' bounded sample lists (leaks, unexpected requests).
 SAMPLES_MAX = 20
 #: Distinct (method, route) keys counted for unexpected requests; more go to one "other" key.
@@ -308,11 +313,12 @@ class State:
             "tokens_issued": 0, "tokens_refused": 0, "sessions_created": 0,
             "sessions_deleted": 0, "session_conflicts": 0, "challenges_401": 0,
             "registrations": 0, "replacements": 0, "polls": 0, "polls_empty": 0,
-            "jobrequest_list_calls": 0, "finish_patches": 0,
+            "jobrequest_list_calls": 0, "finish_patches": 0, "server_exceptions": 0,
         }
         self.token_refusals: dict[str, int] = {}
         self.unexpected: dict[str, int] = {}
         self.leak_samples: list[str] = []
+        self.exception_samples: list[str] = []
         self.jobs_to_queue = args.jobs
         self.queueing_started = False
         # URLs are filled in once the listeners are bound.
@@ -634,6 +640,15 @@ class Handler(BaseHTTPRequestHandler):
     # Set per listener subclass.
     listener = ""
 
+    def handle_one_request(self) -> None:
+        self.connection.settimeout(KEEPALIVE_IDLE_S)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        # The request line has arrived: headers and body now read under the deadline.
+        self.connection.settimeout(READ_DEADLINE_S)
+        return super().parse_request()
+
     def setup(self) -> None:
         super().setup()
         # Headers and body go out in separate writes; without this, Nagle's algorithm and the
@@ -675,6 +690,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             n = int(length)
         except ValueError:
+            self.close_connection = True  # the body's end is unknown: the connection is done
             raise HttpError(400, {"message": "bad Content-Length"}) from None
         if n < 0 or n > BODY_BYTES_MAX:
             self.close_connection = True
@@ -685,7 +701,11 @@ class Handler(BaseHTTPRequestHandler):
         out = bytearray()
         while True:
             line = self.rfile.readline(1024)
-            size = int(line.split(b";")[0].strip() or b"0", 16)
+            try:
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                self.close_connection = True
+                raise HttpError(400, {"message": "bad chunk size"}) from None
             if size == 0:
                 self.rfile.readline(1024)
                 return bytes(out)
@@ -723,6 +743,13 @@ class Handler(BaseHTTPRequestHandler):
         except (socket.timeout, ConnectionError):
             self.close_connection = True
             return
+        except Exception as e:  # noqa: BLE001 (a bug here must show in the tally, not vanish)
+            with self.state.lock:
+                self.state.counts["server_exceptions"] += 1
+                if len(self.state.exception_samples) < SAMPLES_MAX:
+                    self.state.exception_samples.append(f"{method} {url.path}: {e!r}")
+            self.close_connection = True
+            status, body, headers = 500, {"message": "test server bug"}, {}
         self.send(status, body, headers)
 
     def send(self, status: int, body, headers: dict) -> None:
@@ -1406,6 +1433,7 @@ def stats(st: State) -> dict:
             "sessions_deleted": st.counts["sessions_created"] > 0 and open_sessions == 0,
             "no_unexpected_requests": not st.unexpected,
             "no_finish_patches": st.counts["finish_patches"] == 0,
+            "no_server_exceptions": st.counts["server_exceptions"] == 0,
         }
         return {
             "ok": all(checks.values()),
@@ -1423,6 +1451,7 @@ def stats(st: State) -> dict:
             "counts": dict(st.counts),
             "unexpected_requests": dict(st.unexpected),
             "leak_samples": list(st.leak_samples),
+            "exception_samples": list(st.exception_samples),
             "per_job": jobs,
         }
 

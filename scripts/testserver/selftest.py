@@ -278,7 +278,7 @@ def run(urls: dict) -> None:
     for name in ("all_delivered", "all_acked", "all_renewed", "all_timelines_use_message_ids",
                  "all_logged", "all_fed", "all_completed", "extra_messages_acked",
                  "extra_messages_reached_agents",
-                 "sessions_deleted", "no_finish_patches"):
+                 "sessions_deleted", "no_finish_patches", "no_server_exceptions"):
         check(c[name], f"stats check {name} failed: {json.dumps(tally, indent=1)}")
     check(tally["jobs"]["leaks"] == 1, f"the deliberate leak counted {tally['jobs']['leaks']}")
     check(tally["tokens"]["issued"] == 1 and tally["tokens"]["refused"] == 2,
