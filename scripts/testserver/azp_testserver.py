@@ -960,11 +960,12 @@ class CollectionHandler(Handler):
             if method == "GET":
                 return 200, self.agent_json(st.agents[agent_id]), {}
             if method == "PUT":
+                # `config --replace`: the agent keeps its identity (id, client id) and brings
+                # a new key; assertions signed with the old key stop verifying.
                 old = st.agents[agent_id]
                 agent = self.agent_from_body(self.json_body(raw), agent_id, old.name)
-                del st.client_ids[old.client_id]
+                agent.client_id, agent.created_on = old.client_id, old.created_on
                 st.agents[agent_id] = agent
-                st.client_ids[agent.client_id] = agent_id
                 st.counts["replacements"] += 1
                 return 200, self.agent_json(agent), {}
             if method == "DELETE":

@@ -83,8 +83,8 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def assertion(key, client_id: str, audience: str) -> str:
-    now = int(time.time())
+def assertion(key, client_id: str, audience: str, shift_s: int = 0) -> str:
+    now = int(time.time()) + shift_s
     header = b64url(json.dumps({"typ": "JWT", "alg": "RS256"}).encode())
     claims = b64url(json.dumps({"iss": client_id, "sub": client_id, "aud": audience,
                                 "nbf": now, "exp": now + 300, "jti": str(uuid.uuid4())}).encode())
@@ -152,6 +152,24 @@ def run(urls: dict) -> None:
     auth_url = agent["authorization"]["authorizationUrl"]
     check(auth_url == token_url, f"authorizationUrl {auth_url} != {token_url}")
 
+    # Registering the name again is refused; `--replace` (PUT) keeps the client id and swaps
+    # the key, so the first key's assertions stop verifying.
+    body = {"name": "self-1", "authorization": {"publicKey": pub}}
+    status, _, _ = call("POST", agents_url, body, auth=pat)
+    check(status == 409, f"duplicate registration answered {status}")
+    old_key = key
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    nums = key.public_key().public_numbers()
+    agent["authorization"]["publicKey"] = {
+        "exponent": base64.b64encode(nums.e.to_bytes(3, "big")).decode(),
+        "modulus": base64.b64encode(nums.n.to_bytes(256, "big")).decode()}
+    status, _, replaced = call("PUT", f"{agents_url}/{agent['id']}", agent, auth=pat)
+    check(status == 200 and replaced["authorization"]["clientId"] == client_id,
+          f"replace {status} {replaced}")
+    status, _, _ = call("POST", auth_url, token_form(assertion(old_key, client_id, auth_url)),
+                        content_type="application/x-www-form-urlencoded")
+    check(status == 400, f"an assertion signed with the replaced key answered {status}")
+
     # Token at the other authority; expires_in is a string; a replayed assertion is refused.
     jwt = assertion(key, client_id, auth_url)
     status, _, tok = call("POST", auth_url, token_form(jwt),
@@ -164,6 +182,12 @@ def run(urls: dict) -> None:
     status, _, _ = call("POST", auth_url, token_form(wrong_aud),
                         content_type="application/x-www-form-urlencoded")
     check(status == 400, f"wrong audience answered {status}")
+    # An assertion from a clock an hour behind: refused with the phrase the listener looks for.
+    stale = assertion(key, client_id, auth_url, shift_s=-3600)
+    status, _, err = call("POST", auth_url, token_form(stale),
+                          content_type="application/x-www-form-urlencoded")
+    check(status == 400 and "Current server time is" in err.get("error_description", ""),
+          f"stale assertion {status} {err}")
     bearer = "Bearer " + tok["access_token"]
 
     sessions = f"{coll}/_apis/distributedtask/pools/{pool}/sessions"
@@ -281,7 +305,7 @@ def run(urls: dict) -> None:
                  "sessions_deleted", "no_finish_patches", "no_server_exceptions"):
         check(c[name], f"stats check {name} failed: {json.dumps(tally, indent=1)}")
     check(tally["jobs"]["leaks"] == 1, f"the deliberate leak counted {tally['jobs']['leaks']}")
-    check(tally["tokens"]["issued"] == 1 and tally["tokens"]["refused"] == 2,
+    check(tally["tokens"]["issued"] == 1 and tally["tokens"]["refused"] == 4,
           f"tokens {tally['tokens']}")
     # The deliberate probes above are the only unexpected requests.
     check(set(tally["unexpected_requests"]) == {"collection GET /_apis/connectionData",
