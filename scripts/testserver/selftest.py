@@ -13,6 +13,9 @@ SystemVssConnection.url with the job token; JobCompleted ends the job; the sessi
 It also proves the leak detector sees a leak: one log line carries a secret's base64 form and
 the tally must count exactly one leak. So the "0 leaks" a fleet run reports means something.
 
+Then five such agents at once, with keep-alive polls beside their main loops, serve ten jobs,
+and the whole tally must be ok: the checks the fleet test asserts can be met.
+
 A failure here is a bug of the test server, never of the fleet. Exit 0 when all holds, 1 with
 the reason otherwise. Uses only the standard library and `cryptography`; never touches anything
 off 127.0.0.0/8.
@@ -24,6 +27,7 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -315,28 +319,161 @@ def run(urls: dict) -> None:
           f"unexpected requests {tally['unexpected_requests']}")
 
 
-def main() -> int:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "azp_testserver.py"), "--pat", PAT, "--jobs", "1",
-         "--long-poll-s", "2"],
-        stdout=subprocess.PIPE, text=True)
+class RawAgent:
+    """A well-behaved agent in raw HTTP, for the concurrent phase: it serves jobs until told to
+    stop, with a keep-alive poll beside its main loop as the real listener has (v3.236.1+)."""
+
+    def __init__(self, urls: dict, name: str):
+        self.urls, self.name = urls, name
+        self.errors: list[str] = []
+        self.jobs_done = 0
+
+    def start(self) -> None:
+        coll, pat = self.urls["collection_url"], basic("VstsAgent", PAT)
+        _, _, pools = call("GET", f"{coll}/_apis/distributedtask/pools?poolName=Default", auth=pat)
+        self.pool = pools["value"][0]["id"]
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        nums = self.key.public_key().public_numbers()
+        pub = {"exponent": base64.b64encode(nums.e.to_bytes(3, "big")).decode(),
+               "modulus": base64.b64encode(nums.n.to_bytes(256, "big")).decode()}
+        status, _, agent = call("POST", f"{coll}/_apis/distributedtask/pools/{self.pool}/agents",
+                                {"name": self.name, "authorization": {"publicKey": pub}}, auth=pat)
+        check(status == 200, f"{self.name}: register {status}")
+        auth = agent["authorization"]
+        status, _, tok = call("POST", auth["authorizationUrl"], token_form(
+            assertion(self.key, auth["clientId"], auth["authorizationUrl"])),
+            content_type="application/x-www-form-urlencoded")
+        check(status == 200, f"{self.name}: token {status}")
+        self.bearer = "Bearer " + tok["access_token"]
+        self.base = f"{coll}/_apis/distributedtask/pools/{self.pool}"
+        status, _, session = call("POST", f"{self.base}/sessions", {
+            "ownerName": self.name, "agent": {"id": agent["id"], "name": self.name}},
+            auth=self.bearer)
+        check(status == 200, f"{self.name}: session {status}")
+        self.sid = session["sessionId"]
+        self.aes = self.key.decrypt(
+            base64.b64decode(session["encryptionKey"]["value"]),
+            asym_padding.OAEP(mgf=asym_padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(),
+                              label=None))
+
+    def serve(self, stop: threading.Event) -> None:
+        try:
+            keepalive = threading.Thread(target=self.keepalive, args=(stop,), daemon=True)
+            keepalive.start()
+            last = None
+            while not stop.is_set():
+                q = f"?sessionId={self.sid}" + (f"&lastMessageId={last}" if last else "")
+                status, _, msg = call("GET", f"{self.base}/messages{q}", auth=self.bearer)
+                check(status in (200, 202), f"{self.name}: poll {status}")
+                if msg is None:
+                    continue
+                last = msg["messageId"]
+                body = decrypt(self.aes, msg)
+                status, _, _ = call("DELETE", f"{self.base}/messages/{last}?sessionId={self.sid}",
+                                    auth=self.bearer)
+                check(status == 204, f"{self.name}: ack {status}")
+                if msg["messageType"] == "PipelineAgentJobRequest":
+                    self.run_job(body)
+            keepalive.join()
+            status, _, _ = call("DELETE", f"{self.base}/sessions/{self.sid}", auth=self.bearer)
+            check(status == 204, f"{self.name}: session delete {status}")
+        except (Failure, OSError, KeyError, ValueError) as e:
+            self.errors.append(f"{self.name}: {e!r}")
+
+    def keepalive(self, stop: threading.Event) -> None:
+        # Its answers are thrown away, as the real listener does; messages must survive it.
+        while not stop.wait(0.3):
+            call("GET", f"{self.base}/messages?sessionId={self.sid}", auth=self.bearer)
+
+    def run_job(self, job: dict) -> None:
+        status, _, _ = call("PATCH", f"{self.base}/jobrequests/{job['requestId']}?lockToken="
+                                     "00000000-0000-0000-0000-000000000000",
+                            {"requestId": job["requestId"]}, auth=self.bearer)
+        check(status == 200, f"{self.name}: renew {status}")
+        conn = next(e for e in job["resources"]["endpoints"] if e["name"] == "SystemVssConnection")
+        auth = "Bearer " + conn["authorization"]["parameters"]["AccessToken"]
+        plan = job["plan"]
+        hub = (f"{conn['url']}{plan['scopeIdentifier']}/_apis/distributedtask/hubs/"
+               f"{plan['planType']}/plans/{plan['planId']}")
+        tl = f"{hub}/timelines/{job['timeline']['id']}"
+        records = [{"id": job["jobId"], "state": "inProgress"}]
+        records += [{"id": st["id"], "parentId": job["jobId"], "state": "completed"}
+                    for st in job["steps"]]
+        for method, url, body, ctype in [
+            ("PATCH", f"{tl}/records", {"count": len(records), "value": records}, None),
+            ("POST", f"{tl}/records/{job['jobId']}/feed", {"value": ["step ***"], "count": 1},
+             None),
+            ("POST", f"{hub}/logs", {"path": "logs\\job"}, None),
+        ]:
+            status, _, answer = call(method, url, body, auth=auth)
+            check(status in (200, 204), f"{self.name}: {method} {url} {status}")
+        status, _, _ = call("POST", f"{hub}/logs/{answer['id']}", b"masked ***\n", auth=auth,
+                            content_type="application/octet-stream")
+        check(status == 200, f"{self.name}: log upload {status}")
+        status, _, _ = call("POST", f"{hub}/events", {"name": "JobCompleted", "jobId": job["jobId"],
+                                                      "requestId": job["requestId"],
+                                                      "result": "succeeded"}, auth=auth)
+        check(status == 204, f"{self.name}: JobCompleted {status}")
+        self.jobs_done += 1
+
+
+def run_concurrent(urls: dict, agents: int) -> None:
+    """Several agents at once against a server queueing jobs: the whole tally must be ok."""
+    fleet = [RawAgent(urls, f"conc-{i}") for i in range(agents)]
+    for a in fleet:
+        a.start()
+    stop = threading.Event()
+    threads = [threading.Thread(target=a.serve, args=(stop,)) for a in fleet]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, _, tally = call("GET", urls["stats_url"])
+        extra = tally["extra_messages"].values()
+        if tally["checks"]["all_completed"] and tally["checks"]["all_jobs_queued"] \
+                and len(extra) == 3 and all(v["acked"] == v["sent"] for v in extra):
+            break
+        time.sleep(0.2)  # polling a tally in a check script, not synchronising threads
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    errors = [e for a in fleet for e in a.errors]
+    check(not errors, f"concurrent agents: {errors}")
+    _, _, tally = call("GET", urls["stats_url"])
+    failed = [k for k, v in tally["checks"].items() if not v]
+    check(tally["ok"], f"concurrent phase: checks {failed} failed: "
+                       f"{json.dumps({k: v for k, v in tally.items() if k != 'per_job'})}")
+    check(sum(a.jobs_done for a in fleet) == tally["jobs"]["queued"], "jobs done != queued")
+    check(sum(1 for a in fleet if a.jobs_done) > 1, "the jobs did not spread over agents")
+
+
+def with_server(args: list[str], body) -> None:
+    """Run `body(urls)` against a fresh server; the server must exit 0 on SIGTERM."""
+    server = subprocess.Popen([sys.executable, str(HERE / "azp_testserver.py"), "--pat", PAT,
+                               *args], stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline() if server.stdout else ""
-        if not line:
-            print("selftest: FAIL: the server printed no start-up line", file=sys.stderr)
-            return 1
-        run(json.loads(line))
-    except Failure as e:
-        print(f"selftest: FAIL: {e}", file=sys.stderr)
-        return 1
+        check(bool(line), "the server printed no start-up line")
+        body(json.loads(line))
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
-    if server.returncode != 0:
-        print(f"selftest: FAIL: the server exited {server.returncode} on SIGTERM", file=sys.stderr)
+            server.wait()
+    check(server.returncode == 0, f"the server exited {server.returncode} on SIGTERM")
+
+
+def main() -> int:
+    try:
+        # One agent, every rule, including the negative answers.
+        with_server(["--jobs", "1", "--long-poll-s", "2"], run)
+        # Five agents, ten jobs, keep-alive polls beside the main loops.
+        with_server(["--jobs", "10", "--job-interval-s", "0.1", "--long-poll-s", "1"],
+                    lambda urls: run_concurrent(urls, 5))
+    except Failure as e:
+        print(f"selftest: FAIL: {e}", file=sys.stderr)
         return 1
     print("selftest: ok")
     return 0
