@@ -14,6 +14,6 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
 fi
 # The independent test server's one Python package (sim/cli/tests/real_target.rs), when root.
 if [ "$(id -u)" = 0 ]; then
-  pip install -r scripts/testserver/requirements.txt --quiet --root-user-action=ignore
+  python3 -m pip install -r scripts/testserver/requirements.txt --quiet --root-user-action=ignore
 fi
 exec cargo test --workspace --all-features "$@"

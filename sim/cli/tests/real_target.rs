@@ -9,7 +9,7 @@
 //!
 //! The server's raw-HTTP self-check runs first (its own test), so a server bug is told apart
 //! from a fleet bug. The tests need `python3` with the `cryptography` package
-//! (`pip install -r scripts/testserver/requirements.txt`; `.ci/run` does it): without them they
+//! (`python3 -m pip install -r scripts/testserver/requirements.txt`; `.ci/run` does it): without them they
 //! fail under `CI`, and elsewhere print why they skipped. All traffic stays on 127.0.0.0/8.
 //! These tests never read fleetsim's emulator, and the server never reads fleetsim's code.
 
@@ -202,9 +202,15 @@ impl Drop for TestServer {
 /// short pause after an empty poll so that a 35 s run sees every job through.
 fn scenario(dir: &Path, collection_url: &str) -> PathBuf {
     let path = dir.join("real-target.toml");
-    // TODO(issue 9, workload): add `[jobs]\nsource = "server"` once the scenario parser takes
-    // it; today it refuses the key (exit 2), and without `[jobs]` the fleet serves whatever
-    // jobs the server hands out.
+    // TODO(issue 9, when the "workload" and "steps" branches land): append
+    //     [jobs]
+    //     source = "server"
+    //     [jobs.tasks.default]
+    //     duration = { dist = "uniform", min = "1s", max = "3s" }
+    // The parser on main refuses both keys today (exit 2), and without them the fleet serves
+    // whatever jobs the server hands out. The short step model matters: each job has three
+    // real steps (Checkout, CmdLine, Bash), and the built-in model (5-20 s a step) would not
+    // see 10 jobs on 5 agents through in 35 s.
     let body = format!(
         r#"[run]
 name = "real-target"
