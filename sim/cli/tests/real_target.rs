@@ -9,9 +9,11 @@
 //!
 //! The server's raw-HTTP self-check runs first (its own test), so a server bug is told apart
 //! from a fleet bug. The tests need `python3` with the `cryptography` package
-//! (`python3 -m pip install -r scripts/testserver/requirements.txt`; `.ci/run` does it): without them they
-//! fail under `CI`, and elsewhere print why they skipped. All traffic stays on 127.0.0.0/8.
-//! These tests never read fleetsim's emulator, and the server never reads fleetsim's code.
+//! (`python3 -m pip install -r scripts/testserver/requirements.txt`; `.ci/run` does it):
+//! without it they fail under `CI`, and elsewhere print why they skipped. All traffic stays on
+//! 127.0.0.0/8. The server was written without reading fleetsim's emulator or codec.
+//! Note: the run is started (after a long 35 s) and never synchronised by sleeping: each wait
+//! reads a pipe or a child's exit with a deadline.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
