@@ -1039,7 +1039,8 @@ class CollectionHandler(Handler):
                 if st.args.extra_messages:
                     # Before any job: a type no listener knows; it must be acked and skipped.
                     queue_extra(st, session, "TestServerUnknownNotice", {"note": "skip me"})
-                if not st.queueing_started and st.counts["sessions_created"] >= st.args.queue_after_sessions:
+                enough = st.counts["sessions_created"] >= st.args.queue_after_sessions
+                if not st.queueing_started and enough:
                     st.queueing_started = True
                     start_queueing(st)
                 dispatch(st)
@@ -1355,7 +1356,8 @@ class PlanHandler(Handler):
             body = self.json_body(raw)
             if body.get("name") != "JobCompleted":
                 return 204, None, {}
-            if body.get("jobId") != job.job_id or body.get("requestId") not in (None, job.request_id):
+            if body.get("jobId") != job.job_id \
+                    or body.get("requestId") not in (None, job.request_id):
                 raise HttpError(400, wrapped_exception("ArgumentException", "wrong job"))
             with st.lock:
                 job.completion_events += 1

@@ -123,7 +123,8 @@ def run(urls: dict) -> None:
     check(status == 401 and any(c.startswith("Bearer") for c in challenges),
           f"anonymous connectionData: {status} {challenges}")
     # Nothing outside the collection path, and no token route on the collection.
-    status, _, _ = call("GET", coll.rsplit("/", 1)[0] + "/_apis/connectionData", auth=basic("x", PAT))
+    outside = coll.rsplit("/", 1)[0] + "/_apis/connectionData"
+    status, _, _ = call("GET", outside, auth=basic("x", PAT))
     check(status == 404, f"connectionData outside /org answered {status}")
     status, _, _ = call("POST", f"{coll}/_apis/oauth2/token", token_form("a.b.c"),
                         content_type="application/x-www-form-urlencoded")
@@ -239,7 +240,7 @@ def run(urls: dict) -> None:
     check(len(secrets) >= 2 and job["mask"][0]["type"] == "regex", "secrets and mask hints")
 
     status, _, lock = call("PATCH", f"{coll}/_apis/distributedtask/pools/{pool}/jobrequests/"
-                                    f"{job['requestId']}?lockToken=00000000-0000-0000-0000-000000000000",
+                                    f"{job['requestId']}?lockToken={uuid.UUID(int=0)}",
                            {"requestId": job["requestId"]}, auth=bearer)
     check(status == 200 and lock["lockedUntil"], f"lock renewal {status} {lock}")
 

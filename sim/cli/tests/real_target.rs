@@ -12,8 +12,7 @@
 //! (`python3 -m pip install -r scripts/testserver/requirements.txt`; `.ci/run` does it):
 //! without it they fail under `CI`, and elsewhere print why they skipped. All traffic stays on
 //! 127.0.0.0/8. The server was written without reading fleetsim's emulator or codec.
-//! Note: the run is started (after a long 35 s) and never synchronised by sleeping: each wait
-//! reads a pipe or a child's exit with a deadline.
+//! Every wait reads a pipe or a child's exit with a deadline; nothing synchronises by sleeping.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
