@@ -203,15 +203,9 @@ impl Drop for TestServer {
 /// short pause after an empty poll so that a 35 s run sees every job through.
 fn scenario(dir: &Path, collection_url: &str) -> PathBuf {
     let path = dir.join("real-target.toml");
-    // TODO(issue 9, when the "workload" and "steps" branches land): append
-    //     [jobs]
-    //     source = "server"
-    //     [jobs.tasks.default]
-    //     duration = { dist = "uniform", min = "1s", max = "3s" }
-    // The parser on main refuses both keys today (exit 2), and without them the fleet serves
-    // whatever jobs the server hands out. The short step model matters: each job has three
-    // real steps (Checkout, CmdLine, Bash), and the built-in model (5-20 s a step) would not
-    // see 10 jobs on 5 agents through in 35 s.
+    // The server queues the jobs (`source = "server"`). The short step model matters: each
+    // job has three real steps (Checkout, CmdLine, Bash), and the built-in model (5-20 s a
+    // step) would not see 10 jobs on 5 agents through in 35 s.
     let body = format!(
         r#"[run]
 name = "real-target"
@@ -229,6 +223,12 @@ empty_poll_gap = {{ dist = "uniform", min = "500ms", max = "1s" }}
 url = "{collection_url}"
 pat_env = "REAL_TARGET_PAT"
 pool = "Default"
+
+[jobs]
+source = "server"
+
+[jobs.tasks.default]
+duration = {{ dist = "uniform", min = "1s", max = "3s" }}
 "#
     );
     std::fs::write(&path, body).expect("write scenario");
