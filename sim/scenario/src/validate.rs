@@ -464,6 +464,13 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
         );
     }
     let rate = rate.filter(|r| r.is_finite() && *r >= 0.0);
+    // Someone else queues the jobs of a `server` source (explicit, or the default against a
+    // target when no rate is set): there is no arrival rate to ask for.
+    let needs_rate = match raw.source {
+        Some(RawJobSource::Server) => false,
+        Some(_) => true,
+        None => !has_target,
+    };
     let arrival = match raw.arrival {
         None | Some(RawArrival::Poisson) | Some(RawArrival::Constant) => {
             let constant = matches!(raw.arrival, Some(RawArrival::Constant));
@@ -471,7 +478,7 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
                 Some(r) if r > 0.0 && constant => Arrival::Constant { rate_per_s: r },
                 Some(r) if r > 0.0 => Arrival::Poisson { rate_per_s: r },
                 Some(_) => Arrival::None,
-                None if present && raw.rate_per_s.is_none() => {
+                None if present && needs_rate && raw.rate_per_s.is_none() => {
                     ld.at(
                         &at("rate_per_s"),
                         "missing `jobs.rate_per_s` (use 0 for no jobs)",

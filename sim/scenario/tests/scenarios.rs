@@ -755,6 +755,17 @@ fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
         load_ok(&format!("{MINIMAL}{target}{jobs}")),
         JobSource::Emulator
     );
+    // A server source (explicit, or the default against a target) needs no arrival rate: a
+    // `[jobs]` section that only models the server's jobs' steps loads.
+    let tasks = "[jobs.tasks.default]\nduration = \"2s\"\n";
+    assert_eq!(
+        load_ok(&format!("{MINIMAL}{target}[jobs]\nsource = \"server\"\n{tasks}")),
+        JobSource::Server
+    );
+    assert_eq!(
+        load_ok(&format!("{MINIMAL}{target}[jobs]\n{tasks}")),
+        JobSource::Server
+    );
     let pipelines = format!(
         "{MINIMAL}{jobs}source = \"pipelines\"\n[[jobs.pipelines]]\nid = 12\nproject = \"proj\"\n\
          weight = 3\nbranch = \"refs/heads/main\"\n[[jobs.pipelines]]\nid = 4\nproject = \"p2\"\n"
