@@ -674,6 +674,8 @@ pub struct TaskLogCreate {
 #[serde(rename_all = "camelCase")]
 pub struct TaskLog {
     pub id: u64,
+    /// Absent from some servers' answers to a log append (only `id` and `lineCount`).
+    #[serde(default)]
     pub path: String,
     #[serde(default)]
     pub line_count: u64,
@@ -687,10 +689,14 @@ pub struct TaskLog {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskAttachment {
-    #[serde(rename = "type")]
+    // Servers differ in which fields they echo back; the agent reads none of them.
+    #[serde(rename = "type", default)]
     pub kind: String,
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub record_id: String,
+    #[serde(default)]
     pub timeline_id: String,
 }
 

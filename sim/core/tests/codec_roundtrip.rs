@@ -1043,3 +1043,36 @@ fn garbage_never_panics() {
         "the loop must exercise the server: {served}/{succeeded}"
     );
 }
+
+// Goal: answers that carry fewer fields than our emulator sends still decode. A server written
+// from Microsoft's documentation answers a log append with only `id` and `lineCount`, and an
+// attachment upload with whatever it echoes; the agent reads neither, so neither is an error.
+#[test]
+fn sparse_plan_hub_answers_from_other_servers_decode() {
+    let append = ApiRequest::AppendLog {
+        plan: plan(),
+        log_id: 3,
+        content: b"line\n".to_vec(),
+    };
+    let wire = WireResponse::json(200, br#"{"id":3,"lineCount":1}"#.to_vec());
+    match codec::decode_response(&append, &wire) {
+        ApiResponse::Log(log) => assert_eq!((log.id, log.line_count), (3, 1)),
+        other => panic!("log append answer not decoded: {other:?}"),
+    }
+    let attach = ApiRequest::PutAttachment {
+        plan: plan(),
+        timeline_id: "t".into(),
+        record_id: "r".into(),
+        kind: "k".into(),
+        name: "n".into(),
+        content: b"x".to_vec(),
+    };
+    let wire = WireResponse::json(200, br#"{"type":"k","name":"n"}"#.to_vec());
+    assert!(
+        matches!(
+            codec::decode_response(&attach, &wire),
+            ApiResponse::Attachment(_)
+        ),
+        "attachment answer without record or timeline ids not decoded"
+    );
+}
