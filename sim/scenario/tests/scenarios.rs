@@ -759,7 +759,9 @@ fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
     // `[jobs]` section that only models the server's jobs' steps loads.
     let tasks = "[jobs.tasks.default]\nduration = \"2s\"\n";
     assert_eq!(
-        load_ok(&format!("{MINIMAL}{target}[jobs]\nsource = \"server\"\n{tasks}")),
+        load_ok(&format!(
+            "{MINIMAL}{target}[jobs]\nsource = \"server\"\n{tasks}"
+        )),
         JobSource::Server
     );
     assert_eq!(

@@ -1264,7 +1264,7 @@ fn random_server_behaviour_never_panics_or_wedges_the_agent() {
     );
 }
 
+mod addressing;
 /// Real job messages (Checkout, CmdLine, …) against the same fake server.
 #[path = "tests_real_steps.rs"]
 mod real_steps;
-mod addressing;

@@ -1149,7 +1149,6 @@ fn pool_pairs(query: &PoolQuery) -> Vec<(&'static str, String)> {
     q
 }
 
-
 /// The query of Pipelines and Build REST calls: those routes take their version in the query
 /// (Microsoft's REST reference writes `?api-version=7.1`), unlike the agent's calls, which
 /// send it in the `Accept` header.

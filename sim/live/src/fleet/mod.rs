@@ -331,7 +331,7 @@ pub async fn run(
         Some(pool_id) => job_list(&dest, &http, &base_path, pool_id, scenario).await,
         None => None,
     };
-    let emulator = final_stats(&dest, &http, &base_path, &events).await;
+    let emulator = final_stats(scenario, &dest, &http, &base_path, &events).await;
     drop(events);
     let (mut recorder, ledger) = telemetry.await.unwrap_or_default();
     if let Some(stats) = &emulator {
@@ -915,8 +915,12 @@ async fn check_job_source(
 }
 
 /// The emulator's counters at the end: the embedded one directly (plus its crypto totals as
-/// `Side::Emulator` events), a remote target through the admin API when it has one.
+/// `Side::Emulator` events), a remote target through the admin API only when it is known to be
+/// fleetsim's emulator (the `emulator` job source, probed at start) or the scenario asks for
+/// `emulator.*` thresholds. Any other target is a real server, which has no such route: asking
+/// it anyway would put a stray request on the server under test.
 async fn final_stats(
+    scenario: &Scenario,
     dest: &Destination,
     http: &Arc<HttpClient>,
     base_path: &str,
@@ -934,6 +938,17 @@ async fn final_stats(
             let _ = events.send(ev).await;
         }
         return Some(running.handle.stats());
+    }
+    let emulator_source = matches!(
+        scenario.jobs.source,
+        fleetsim_core::workload::Source::Emulator
+    ) && scenario.jobs.arrival != Arrival::None;
+    let asked = scenario
+        .thresholds
+        .iter()
+        .any(|t| t.metric.starts_with("emulator."));
+    if !(emulator_source || asked) {
+        return None;
     }
     let request = Request {
         credential: pat_credential(&dest.pat),
