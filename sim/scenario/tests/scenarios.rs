@@ -52,6 +52,8 @@ fn every_shipped_scenario_loads() {
         "morning-surge.toml",
         "registration-storm.toml",
         "token-expiry-storm.toml",
+        "pipelines.toml",
+        "azure-devops.toml",
         "mmc.toml",
         "mm1.toml",
         "mmck.toml",
