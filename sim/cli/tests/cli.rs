@@ -264,6 +264,10 @@ fn run_without_any_token_exits_3_and_names_the_phase() {
             &format!("http://127.0.0.1:{port}"),
             "--set",
             "run.duration=\"2s\"",
+            // No arrivals: against a target the fleet then serves the server's jobs (source
+            // "server"), so the run starts and meets the server that never issues a token.
+            "--set",
+            "jobs.rate_per_s=0",
             "--out",
             report.to_str().unwrap(),
         ])
