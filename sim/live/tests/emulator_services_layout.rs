@@ -119,6 +119,8 @@ async fn each_part_is_served_where_services_serves_it() {
     };
     let mapping = &cd.location_service_data.access_mappings[0].access_point;
     assert_eq!(mapping, &format!("{}{ORG}", emulator.base_url));
+    // Services says so: the real agent uses authorizationUrl as given only on a hosted server.
+    assert_eq!(cd.deployment_type, "hosted");
     let outside = call(&main, "", &pat(), ApiRequest::ConnectionData).await;
     assert_eq!(expect_error(&outside), ErrorKind::RouteNotFound);
 
@@ -253,6 +255,11 @@ async fn each_part_is_served_where_services_serves_it() {
         .find(|e| e.name == SYSTEM_VSS_CONNECTION)
         .expect("SystemVssConnection");
     assert_eq!(endpoint.url, format!("{plan_url}/"));
+    // …and only for a `Hosted` server does the real agent keep SystemVssConnection.url as given.
+    assert_eq!(
+        job.variables.get("system.servertype").map(|v| v.value.as_str()),
+        Some("Hosted")
+    );
     let job_token =
         Credential::Bearer(endpoint.authorization.parameters[ACCESS_TOKEN_PARAMETER].clone());
 

@@ -484,6 +484,14 @@ impl Server {
             ..VariableValue::default()
         };
         variables.insert("system.jobId".to_string(), plain(&job.job_id));
+        // The real service names its kind; the agent keeps SystemVssConnection.url as given
+        // only for `Hosted` (JobRunner.cs), and moves it onto its configured URL otherwise.
+        let server_type = if self.cfg.layout.is_hosted() {
+            "Hosted"
+        } else {
+            "OnPremises"
+        };
+        variables.insert("system.servertype".to_string(), plain(server_type));
         variables.insert("system.planId".to_string(), plain(&job.plan_id));
         variables.insert("system.timelineId".to_string(), plain(&job.timeline_id));
         variables.insert(

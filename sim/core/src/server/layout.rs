@@ -56,6 +56,15 @@ pub enum Listener {
     Plan,
 }
 
+    /// Whether the emulator presents itself as Azure DevOps Services: its token service or
+    /// plan hub lives on another authority. Then connectionData says `deploymentType:
+    /// "hosted"` and job messages carry `system.servertype = Hosted`, which is what makes the
+    /// real agent use `authorizationUrl` and `SystemVssConnection.url` as given (on-premises
+    /// it moves them onto its configured server URL).
+    pub fn is_hosted(&self) -> bool {
+        self.token_listen.is_some() || self.plan_listen.is_some()
+    }
+
 impl Layout {
     /// The collection path normalised: `""` or `"/org"` (leading slash, none trailing).
     pub fn collection_path(&self) -> String {

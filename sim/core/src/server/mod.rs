@@ -534,9 +534,15 @@ impl Server {
             authorized_user: identity,
             instance_id: self.instance_id.clone(),
             deployment_id: self.deployment_id.clone(),
-            deployment_type: "onPremises".to_string(),
+            deployment_type: if self.cfg.layout.is_hosted() {
+                "hosted"
+            } else {
+                "onPremises"
+            }
+            .to_string(),
             location_service_data: LocationServiceData {
-                // The on-premises TFS service owner, so clients apply on-premises URL rules.
+                // The TFS service owner (the collection's service on Services and Server alike);
+                // `deploymentType` is what tells clients which URL rules apply.
                 service_owner: "00025394-6065-48ca-87d9-7f5672854ef7".to_string(),
                 default_access_mapping_moniker: "PublicAccessMapping".to_string(),
                 last_change_id: 1,
