@@ -241,7 +241,7 @@ async fn pipelines_scenario_runs_end_to_end_like_its_virtual_twin() {
     let runs = out.report.runs.expect("a runs section");
     assert!(runs.queued >= 5, "{runs:?}");
     assert!(
-        runs.completed > 0 && runs.completed == runs.succeeded,
+        runs.completed > 0 && runs.completed == runs.succeeded + runs.canceled,
         "{runs:?}"
     );
     assert_eq!(

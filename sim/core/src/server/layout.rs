@@ -56,6 +56,7 @@ pub enum Listener {
     Plan,
 }
 
+impl Layout {
     /// Whether the emulator presents itself as Azure DevOps Services: its token service or
     /// plan hub lives on another authority. Then connectionData says `deploymentType:
     /// "hosted"` and job messages carry `system.servertype = Hosted`, which is what makes the
@@ -65,7 +66,6 @@ pub enum Listener {
         self.token_listen.is_some() || self.plan_listen.is_some()
     }
 
-impl Layout {
     /// The collection path normalised: `""` or `"/org"` (leading slash, none trailing).
     pub fn collection_path(&self) -> String {
         crate::codec::Routes::new(self.collection_path.as_deref().unwrap_or(""))
