@@ -257,7 +257,9 @@ async fn each_part_is_served_where_services_serves_it() {
     assert_eq!(endpoint.url, format!("{plan_url}/"));
     // …and only for a `Hosted` server does the real agent keep SystemVssConnection.url as given.
     assert_eq!(
-        job.variables.get("system.servertype").map(|v| v.value.as_str()),
+        job.variables
+            .get("system.servertype")
+            .map(|v| v.value.as_str()),
         Some("Hosted")
     );
     let job_token =
