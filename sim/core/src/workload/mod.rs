@@ -331,43 +331,38 @@ impl Workload {
 
     /// The answer to call `id`.
     pub fn handle_response(&mut self, now: SimTime, id: CallId, resp: ApiResponse) {
-        let Some(call) = self.take_inflight(id) else {
-            return;
-        };
-        match call.purpose {
-            Purpose::PoolLookup => self.pool_found(now, resp),
-            Purpose::Queue(due) => self.queued(now, call.intended, &due, Ok(resp)),
-            Purpose::Cancel(request_id) => self.canceled(now, request_id, Ok(resp)),
-            Purpose::RunPipeline(index, cancel) => {
-                self.run_queued(now, call.intended, (index, cancel), Ok(resp));
-            }
-            Purpose::CancelRun => self.run_canceled(Ok(resp)),
-            Purpose::FollowRun(run) => self.run_checked(now, run, Ok(resp)),
-        }
-        self.advance(now);
+        self.settle(now, id, Ok(resp));
     }
 
     /// Call `id` failed without an answer (`Outcome::Transport` or `Outcome::Timeout`).
     pub fn handle_failure(&mut self, now: SimTime, id: CallId, outcome: Outcome) {
-        let Some(call) = self.take_inflight(id) else {
-            return;
-        };
-        match call.purpose {
-            Purpose::PoolLookup => self.pool_retry_at = Some(now + POOL_RETRY),
-            Purpose::Queue(due) => self.queued(now, call.intended, &due, Err(outcome)),
-            Purpose::Cancel(request_id) => self.canceled(now, request_id, Err(outcome)),
-            Purpose::RunPipeline(index, cancel) => {
-                self.run_queued(now, call.intended, (index, cancel), Err(outcome));
-            }
-            Purpose::CancelRun => self.run_canceled(Err(outcome)),
-            Purpose::FollowRun(run) => self.run_checked(now, run, Err(outcome)),
-        }
-        self.advance(now);
+        self.settle(now, id, Err(outcome));
     }
 
     /// Call `id` failed on the way (the agent's vocabulary; see [`Workload::handle_failure`]).
     pub fn handle_transport_error(&mut self, now: SimTime, id: CallId, err: TransportError) {
         self.handle_failure(now, id, Outcome::Transport(err));
+    }
+
+    /// One call ended, answered or not: hand the result to what the call was for.
+    fn settle(&mut self, now: SimTime, id: CallId, result: Result<ApiResponse, Outcome>) {
+        let Some(call) = self.take_inflight(id) else {
+            return;
+        };
+        match call.purpose {
+            Purpose::PoolLookup => match result {
+                Ok(resp) => self.pool_found(now, resp),
+                Err(_) => self.pool_retry_at = Some(now + POOL_RETRY),
+            },
+            Purpose::Queue(due) => self.queued(now, call.intended, &due, result),
+            Purpose::Cancel(request_id) => self.canceled(now, request_id, result),
+            Purpose::RunPipeline(index, cancel) => {
+                self.run_queued(now, call.intended, (index, cancel), result);
+            }
+            Purpose::CancelRun => self.run_canceled(result),
+            Purpose::FollowRun(run) => self.run_checked(now, run, result),
+        }
+        self.advance(now);
     }
 
     /// The run is over: nothing new goes out. Arrivals already due but not sent count as
