@@ -252,7 +252,15 @@ fn refusing_server(max_connections: usize) -> u16 {
 #[test]
 fn run_without_any_token_exits_3_and_names_the_phase() {
     let dir = scratch("no-token");
-    let scenario = tiny_scenario(&dir, "");
+    // No [jobs]: against a target the fleet serves the server's jobs (source "server"), so the
+    // run starts and meets a server that never issues a token.
+    let scenario = dir.join("no-jobs.toml");
+    std::fs::write(
+        &scenario,
+        "[run]\nname = \"cli-test\"\nduration = \"5s\"\nseed = 7\n\
+         [fleet]\nagents = 3\nramp_up = \"1s\"\n",
+    )
+    .expect("write scenario");
     let port = refusing_server(500);
     let report = dir.join("report.json");
     let out = Command::new(BIN)
@@ -264,10 +272,6 @@ fn run_without_any_token_exits_3_and_names_the_phase() {
             &format!("http://127.0.0.1:{port}"),
             "--set",
             "run.duration=\"2s\"",
-            // No arrivals: against a target the fleet then serves the server's jobs (source
-            // "server"), so the run starts and meets the server that never issues a token.
-            "--set",
-            "jobs.rate_per_s=0",
             "--out",
             report.to_str().unwrap(),
         ])

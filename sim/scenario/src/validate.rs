@@ -455,6 +455,21 @@ fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
 fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
     let present = raw.is_some();
     let raw = raw.unwrap_or_default();
+    // The keys that shape fleetsim's synthetic jobs; jobs from a server or a pipeline are the
+    // server's, so with those sources these keys cannot be honoured (`job_source` says so).
+    let synthetic_keys: Vec<&'static str> = [
+        ("duration", raw.duration.is_some()),
+        ("steps", raw.steps.is_some()),
+        ("log_lines_per_s", raw.log_lines_per_s.is_some()),
+        ("secrets", raw.secrets.is_some()),
+        ("secret_lines", raw.secret_lines.is_some()),
+        ("artifact_bytes", raw.artifact_bytes.is_some()),
+        ("failure_rate", raw.failure_rate.is_some()),
+        ("demands", raw.demands.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
     let at = |k: &str| p(&["jobs", k]);
     let rate = raw.rate_per_s;
     if let Some(r) = rate.filter(|r| !(r.is_finite() && *r >= 0.0)) {
@@ -545,6 +560,7 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
         has_target,
         &arrival,
         cancel_rate,
+        &synthetic_keys,
         ld,
     );
     Jobs {
@@ -655,6 +671,7 @@ fn job_source(
     has_target: bool,
     arrival: &Arrival,
     cancel_rate: f64,
+    synthetic_keys: &[&'static str],
     ld: &mut Loader<'_>,
 ) -> JobSource {
     let at = |k: &str| p(&["jobs", k]);
@@ -663,6 +680,29 @@ fn job_source(
     } else {
         RawJobSource::Emulator
     });
+    // A pipelines source reads `duration` as the runs' expected length (when its cancels come);
+    // every other synthetic-job key describes jobs only fleetsim's emulator source makes.
+    let (name, unused): (&str, Vec<&str>) = match kind {
+        RawJobSource::Emulator => ("emulator", Vec::new()),
+        RawJobSource::Server => ("server", synthetic_keys.to_vec()),
+        RawJobSource::Pipelines => (
+            "pipelines",
+            synthetic_keys
+                .iter()
+                .copied()
+                .filter(|k| *k != "duration")
+                .collect(),
+        ),
+    };
+    for key in unused {
+        ld.at(
+            &at(key),
+            format!(
+                "`{key}` shapes fleetsim's synthetic jobs, and with `source = \"{name}\"` the \
+                 jobs are the server's: remove it (what their steps do is [jobs.tasks])"
+            ),
+        );
+    }
     if kind != RawJobSource::Pipelines && pipelines.is_some() {
         ld.at(
             &at("pipelines"),

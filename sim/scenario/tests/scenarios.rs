@@ -804,6 +804,27 @@ fn job_sources_default_by_target_and_refuse_what_cannot_be_honoured() {
             .any(|l| l.starts_with("bad.toml:6:15: ") && l.contains("cancel_rate")),
         "{got:?}"
     );
+    // Keys that shape synthetic jobs cannot be honoured when the server's jobs are served.
+    let got = errors(
+        &format!("{MINIMAL}{target}[jobs]\nsource = \"server\"\nsecrets = 2\nduration = \"5s\"\n"),
+        &[],
+    );
+    for key in ["secrets", "duration"] {
+        assert!(
+            got.iter()
+                .any(|l| l.contains(&format!("`{key}` shapes fleetsim's synthetic jobs"))),
+            "{key}: {got:?}"
+        );
+    }
+    let got = errors(
+        &format!(
+            "{MINIMAL}{jobs}source = \"pipelines\"\nduration = \"5s\"\nsteps = 4\n\
+             [[jobs.pipelines]]\nid = 1\nproject = \"p\"\n"
+        ),
+        &[],
+    );
+    assert!(got.iter().any(|l| l.contains("`steps` shapes")), "{got:?}");
+    assert!(!got.iter().any(|l| l.contains("`duration`")), "{got:?}");
     let got = errors(
         &format!("{MINIMAL}{jobs}source = \"pipelines\"\ncancel_rate = 0.1\n"),
         &[],
