@@ -201,19 +201,7 @@ fn arrivals_become_queue_calls_at_their_intended_times() {
             .iter()
             .all(|(_, c)| matches!(c, ApiRequest::QueueJobs { pool_id: 7, .. }))
     );
-    let ops = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::Op {
-                    op: Operation::QueueJobs,
-                    outcome: Outcome::Ok,
-                    ..
-                }
-            )
-        })
-        .count();
+    let ops = queue_ops_ok(&events);
     assert_eq!(ops, 6);
     assert_eq!(w.stats().queued, 6);
     assert_eq!(w.stats().pool_id, Some(7));
@@ -489,19 +477,7 @@ fn pipelines_source_runs_by_weight_and_follows_runs_to_their_result() {
         (r.queued, r.completed, r.succeeded, r.unfinished),
         (400, 400, 400, 0)
     );
-    let ops = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::Op {
-                    op: Operation::QueueJobs,
-                    outcome: Outcome::Ok,
-                    ..
-                }
-            )
-        })
-        .count();
+    let ops = queue_ops_ok(&events);
     assert_eq!(ops, 400, "one queue_jobs op per run request");
 }
 
@@ -591,4 +567,21 @@ fn cancel_delay_falls_inside_the_job_and_is_seeded() {
         cancel_delay(&empty, &mut rng::stream(3, StreamKind::Jobs, 2)),
         Duration::from_millis(1)
     );
+}
+
+/// How many `queue_jobs` operations ended well.
+fn queue_ops_ok(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Op {
+                    op: Operation::QueueJobs,
+                    outcome: Outcome::Ok,
+                    ..
+                }
+            )
+        })
+        .count()
 }

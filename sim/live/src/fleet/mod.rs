@@ -4,19 +4,22 @@
 //! [`run`] does, in order: raise the open-file limit; start the embedded emulator when the
 //! scenario names no target — in this process when both ends of the fleet's connections fit in
 //! the limit, otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
-//! target's PAT, TLS trust and proxy; load or generate the agents' RSA keys from the on-disk
-//! cache (off the async workers); start the recorder task; start agents spread over the ramp-up,
-//! each with its own seeded RNG stream; start the job generator (which also cancels the jobs
-//! drawn as canceled); wait for the run's length or the shutdown future (Ctrl-C); stop every
-//! agent gracefully (they delete their sessions, within a drain deadline); then read the target's
-//! job list (to account for every queued job: `jobs.lost`) and the emulator's counters (leaked
-//! secrets, requeues), stop the embedded emulator and build the report. An interrupted run still
-//! returns everything measured.
+//! target's PAT, TLS trust and proxy, and refuse a job source the target cannot serve; load or
+//! generate the agents' RSA keys from the on-disk cache (off the async workers); start the
+//! recorder task; start agents spread over the ramp-up, each with its own seeded RNG stream;
+//! start the loop that drives the core's job `Workload` (queueing, cancels, pipeline runs);
+//! wait for the run's length or the shutdown future (Ctrl-C); stop every agent gracefully (they
+//! delete their sessions, within a drain deadline); then read the target's job list (to
+//! account for every queued job, `jobs.lost`, and to time pickups of jobs the fleet did not
+//! queue on the server's clock) and, from fleetsim's emulator only, its counters (leaked
+//! secrets, requeues); stop the embedded emulator and build the report. An interrupted run
+//! still returns everything measured.
 //!
 //! Code map: `driver` (one agent's loop), `jobs` (the loop driving the core's job `Workload`,
-//! the same machine the virtual-time driver drives), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress` (the snapshot a
-//! display reads), `setup` (scenario → component settings), `limits` (RLIMIT_NOFILE), `child`
-//! (the emulator as a child process).
+//! the same machine the virtual-time driver drives), `origins` (one client per origin the
+//! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
+//! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
+//! (RLIMIT_NOFILE), `child` (the emulator as a child process).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
 //! and when; this module moves their calls, answers, timers and events.
