@@ -162,6 +162,15 @@ fn run(
                 .into(),
         ));
     }
+    if scenario.jobs.source == fleetsim_core::workload::Source::Server {
+        // In virtual time there is no "someone else" to queue the jobs the fleet would serve.
+        return Err(DesError::Unsupported(
+            "[jobs] source = \"server\" (jobs queued by someone else do not exist in virtual \
+             time; model their load with source = \"emulator\" and an arrival rate, or with \
+             source = \"pipelines\")"
+                .into(),
+        ));
+    }
     let wall = Instant::now();
     let mut sim = Sim::new(scenario)?;
     sim.tap = tap;

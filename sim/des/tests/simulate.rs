@@ -1,7 +1,7 @@
 //! Whole virtual runs: the real agent and server state machines through the driver, the
 //! network and the capacity model. Each test states its goal; fixtures are scenario text.
 
-use fleetsim_des::{SimOptions, SimOutcome, simulate, simulate_observed};
+use fleetsim_des::{DesError, SimOptions, SimOutcome, simulate, simulate_observed};
 
 /// A small fleet with jobs that carry secrets, logs and artifacts: every operation happens
 /// within a minute of virtual time.
@@ -346,4 +346,18 @@ fn pipelines_scenario_queues_runs_and_follows_them_in_virtual_time() {
     assert_eq!(r.job_pickup.unmatched, 0, "{:?}", r.job_pickup);
     assert_eq!(r.job_pickup.server_clock, r.job_pickup.latency_s.count);
     assert!(o.invariants.ok(), "{:?}", o.invariants);
+}
+
+#[test]
+fn a_server_job_source_is_refused_in_virtual_time() {
+    // Goal: jobs "queued by someone else" do not exist in virtual time, so a scenario that asks
+    // for them is refused with the fix instead of simulating an idle fleet.
+    let text = "[run]\nduration = \"10s\"\n[target]\nurl = \"http://127.0.0.1:9\"\n\
+                [fleet]\nagents = 2\n[jobs]\nsource = \"server\"\n";
+    let scenario = fleetsim_scenario::load_str("server.toml", text, &[]).expect("valid");
+    match simulate(&scenario, &SimOptions::default()) {
+        Err(DesError::Unsupported(why)) => assert!(why.contains("source = \"emulator\""), "{why}"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a server source was simulated as an idle fleet"),
+    }
 }
