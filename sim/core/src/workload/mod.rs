@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use arrivals::Arrivals;
 pub use model::{Arrival, JobModel, MAX_LOG_LINES_PER_STEP, MAX_STEPS_PER_JOB, ProfilePoint};
-pub use server_times::{parse_iso8601_us, server_pickup};
+pub use server_times::server_pickup;
 
 use crate::SimTime;
 use crate::api::{ApiRequest, ApiResponse, Credential, ErrorKind, Request};
