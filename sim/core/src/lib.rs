@@ -22,6 +22,7 @@ pub mod ops;
 pub mod proto;
 pub mod rng;
 pub mod server;
+pub mod shard;
 pub mod time;
 pub mod wire;
 pub mod workload;

@@ -1062,6 +1062,7 @@ impl<'s> Sim<'s> {
             scenario: s.run.name.clone(),
             started_at: None,
             duration_s: measured.as_secs_f64(),
+            ..RunMeta::default()
         };
         let mut report = Report::from_recorder(&self.recorder, meta);
         report.engine = Some(EngineStats {

@@ -167,6 +167,7 @@ fn run(slow: f64) -> Report {
         scenario: "sample".to_string(),
         started_at: Some("2026-11-25T21:00:00Z".to_string()),
         duration_s: 120.0,
+        ..RunMeta::default()
     };
     let mut report = Report::from_recorder(&rec, meta);
     let defs = [

@@ -52,6 +52,19 @@ pub struct RunMeta {
     /// time of the last recorded event".
     #[serde(default)]
     pub duration_s: f64,
+    /// Microseconds since the Unix epoch of run time zero (live mode): the instant every
+    /// `SimTime` of this run counts from. Shards of one run share it (`--start-at`); a merge
+    /// aligns time series and joins pickups across shards on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_us: Option<u64>,
+    /// Which shard of a split run this report is (`fleetsim run --shard I/N`); absent for a
+    /// whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<fleetsim_core::shard::Shard>,
+    /// `Scenario::digest` of the scenario the run ran (without its target): shards of one run
+    /// carry the same digest, and a merge refuses reports whose digests differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_digest: Option<String>,
 }
 
 /// Job counters.
@@ -846,6 +859,7 @@ mod tests {
             scenario: "quickstart".to_string(),
             started_at: Some("2026-11-25T21:00:00Z".to_string()),
             duration_s: 10.0,
+            ..RunMeta::default()
         }
     }
 

@@ -18,6 +18,32 @@ use crate::model::{RegisterMode, Scenario};
 pub const SCENARIO_POOL_ID: u32 = 2;
 
 impl Scenario {
+    /// A digest of what this scenario makes a fleet do: SHA-256 (first 16 hex digits) of every
+    /// validated section except the target, the file's path and the override list (the run's name,
+    /// which defaults to the file's stem, is in). Shards of one
+    /// run carry it in their reports (`run.scenario_digest`) and `fleetsim merge` refuses shards
+    /// whose digests differ: they ran different fleets. The target is left out because the same
+    /// fleet may reach the same server by different URLs (a child of `run --processes` is given
+    /// the parent's emulator), and the file name because the merge may run on another machine.
+    /// It is stable for one build (it hashes the validated model, not the TOML text, so
+    /// formatting and key order do not matter); reports of different builds need not agree.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let model = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.run,
+            self.fleet,
+            self.agent,
+            self.jobs,
+            self.server,
+            self.network,
+            self.faults,
+            self.thresholds
+        );
+        let hash = sha2::Sha256::digest(model.as_bytes());
+        hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The pool the fleet registers into: the target's, or the embedded emulator's.
     pub fn pool_name(&self) -> &str {
         self.target.as_ref().map_or(&self.server.pool, |t| &t.pool)

@@ -875,3 +875,28 @@ fn server_pipelines_load_and_reach_the_emulator_config() {
         "{lines:?}"
     );
 }
+
+// Goal: shards of one run agree on the scenario digest whatever the file's formatting or the
+// target, and any change to what the fleet does changes it.
+#[test]
+fn digest_names_the_fleet_not_the_file() {
+    // The source is written out: without it, a target changes the default source (and the
+    // digest with it, rightly: the fleet then queues nothing).
+    let text = "[run]\nduration = \"40s\"\n[fleet]\nagents = 20\n[jobs]\nsource = \"emulator\"\nrate_per_s = 1\n";
+    let a = fleetsim_scenario::load_str("a.toml", text, &[]).unwrap();
+    let spaced = "[run]\nduration   =   \"40s\"\n\n[fleet]\nagents = 20 # the fleet\n[jobs]\nrate_per_s=1.0\nsource=\"emulator\"\n";
+    let b = fleetsim_scenario::load_str("elsewhere/a.toml", spaced, &[]).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    assert_eq!(a.digest().len(), 16);
+    let targeted = fleetsim_scenario::load_str(
+        "a.toml",
+        text,
+        &["target.url=https://dev.azure.com/org".into()],
+    )
+    .unwrap();
+    assert_eq!(a.digest(), targeted.digest());
+    let more = fleetsim_scenario::load_str("a.toml", text, &["fleet.agents=21".into()]).unwrap();
+    assert_ne!(a.digest(), more.digest());
+    let seeded = fleetsim_scenario::load_str("a.toml", text, &["run.seed=9".into()]).unwrap();
+    assert_ne!(a.digest(), seeded.digest());
+}

@@ -987,6 +987,7 @@ fn run_meta(scenario: &Scenario, started: &Started, measured: Duration) -> RunMe
         scenario: scenario.run.name.clone(),
         started_at: Some(rfc3339(started.at)),
         duration_s: measured.as_secs_f64(),
+        ..RunMeta::default()
     }
 }
 
