@@ -15,11 +15,16 @@
 //! secrets, requeues); stop the embedded emulator and build the report. An interrupted run
 //! still returns everything measured.
 //!
+//! A sharded run (`RunOptions.shard`, `fleetsim_core::shard`) does the same with this shard's
+//! agents and arrivals only, waits after loading keys for the common start (`start`), and
+//! leaves pickups of jobs other shards queued as halves for the merge.
+//!
 //! Code map: `driver` (one agent's loop), `jobs` (the loop driving the core's job `Workload`,
 //! the same machine the virtual-time driver drives), `origins` (one client per origin the
 //! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
 //! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
-//! (RLIMIT_NOFILE), `child` (the emulator as a child process).
+//! (RLIMIT_NOFILE), `child` (the emulator as a child process), `start` (run time zero:
+//! `--start-at`).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
 //! and when; this module moves their calls, answers, timers and events.
