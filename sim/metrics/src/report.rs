@@ -65,6 +65,10 @@ pub struct RunMeta {
     /// carry the same digest, and a merge refuses reports whose digests differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_digest: Option<String>,
+    /// How many shard reports this report was merged from (`Report::merge_shards`); absent
+    /// for a run that was not merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
 }
 
 /// Job counters.
@@ -188,6 +192,24 @@ pub struct PickupReport {
     /// queue time.
     #[serde(default)]
     pub server_clock: u64,
+    /// Shard reports only (`run.shard` set): the halves of the pickup join still open at the
+    /// end, so a merge can join a job one shard queued with its pickup by another shard's
+    /// agent. Absent from whole runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenPickups>,
+}
+
+/// Open halves of the pickup join: `[request id, µs since run time zero]` pairs (time zero is
+/// `run.started_unix_us`), sorted by id. Bounded by the recorder's pending limit
+/// (`recorder::DEFAULT_PENDING_LIMIT` halves in all): a half past it was never held, and counts
+/// in `unmatched` instead. Each list is also counted in `pending` (queued) or `unmatched`
+/// (picked).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPickups {
+    /// Jobs queued by this shard and not picked up by any of its agents.
+    pub queued: Vec<(u64, u64)>,
+    /// Jobs this shard's agents picked up that this shard did not queue.
+    pub picked: Vec<(u64, u64)>,
 }
 
 /// One operation's counters and latency.
@@ -426,6 +448,7 @@ impl Report {
                 pending: rec.pickups_pending(),
                 unmatched: rec.pickups_unmatched(),
                 server_clock: rec.pickups_server_clock(),
+                open: run.shard.is_some().then(|| rec.open_pickups()),
             },
             operations,
             requests: RequestsReport {
@@ -483,9 +506,15 @@ impl Report {
         Ok(Report::from_recorder(&rec, run))
     }
 
-    /// Rebuild the recorder this report came from (minus pending join ids, which reports
-    /// carry only as counts).
+    /// Rebuild the recorder this report came from. A shard report's open pickup halves come
+    /// back as halves; other reports carry pending and unmatched pickups only as counts.
     pub fn to_recorder(&self) -> Result<Recorder, ReportError> {
+        self.to_recorder_at(0)
+    }
+
+    /// `to_recorder` on a time zero `offset_us` earlier than this report's: open pickup halves
+    /// move by exactly `offset_us`, the time series by the nearest whole second.
+    pub(crate) fn to_recorder_at(&self, offset_us: u64) -> Result<Recorder, ReportError> {
         let mut rec = Recorder::new();
         rec.pickup_us = decode_histogram("job_pickup", &self.histograms.job_pickup)?;
         for (name, r) in &self.operations {
@@ -504,8 +533,15 @@ impl Report {
                 stats.errors[names::error_label_from_name(label).unwrap_or(other)] += n;
             }
         }
-        rec.carried_pending = self.job_pickup.pending;
-        rec.carried_unmatched = self.job_pickup.unmatched;
+        let open = self.job_pickup.open.clone().unwrap_or_default();
+        rec.carried_pending = self
+            .job_pickup
+            .pending
+            .saturating_sub(open.queued.len() as u64);
+        rec.carried_unmatched = self
+            .job_pickup
+            .unmatched
+            .saturating_sub(open.picked.len() as u64);
         rec.pickup_server_clock = self.job_pickup.server_clock;
         let j = &self.jobs;
         rec.jobs = recorder::JobCounters {
@@ -544,7 +580,10 @@ impl Report {
             }
         }
         rec.series = self.timeseries.iter().map(point_from_report).collect();
-        rec.last_event = SimTime::from_micros((self.run.duration_s * 1e6).round() as u64);
+        rec.delay_series(offset_us.saturating_add(500_000) as usize / 1_000_000);
+        rec.restore_open(&open.queued, &open.picked, offset_us);
+        let duration_us = (self.run.duration_s * 1e6).round() as u64;
+        rec.last_event = SimTime::from_micros(duration_us.saturating_add(offset_us));
         Ok(rec)
     }
 
