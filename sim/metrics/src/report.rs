@@ -2,8 +2,9 @@
 //! `schema_version`, with the stable keys users script against (product.md "Reports").
 //!
 //! A report carries its HDR histograms in serialized form (V2 + DEFLATE, base64), so reports
-//! from shards merge exactly: `Report::merge` rebuilds recorders from the reports, adds them and
-//! recomputes every percentile and rate. Reading and writing JSON goes through any
+//! from shards merge exactly: `Report::merge_shards` (in `merge`) checks one run's shard set,
+//! rebuilds recorders from the reports, adds them and recomputes every percentile and rate;
+//! `Report::merge` adds whole-run reports unchecked. Reading and writing JSON goes through any
 //! `io::Read`/`io::Write` the caller opens; this module never opens files itself.
 
 use std::collections::BTreeMap;
@@ -486,10 +487,12 @@ impl Report {
         }
     }
 
-    /// Merge shard reports exactly: histograms add, counters add, percentiles and rates are
-    /// recomputed. The run takes the first report's mode, seed and scenario, the longest
-    /// wall time and duration, and the earliest start. Thresholds, `engine` and `trace_hash`
-    /// are dropped (re-evaluate thresholds on the result; a merge has no single trace).
+    /// Merge reports of separate whole runs exactly, unchecked: histograms add, counters add,
+    /// percentiles and rates are recomputed (the shards of one split run go through
+    /// `Report::merge_shards`, which checks the set and joins pickups across shards). The run
+    /// takes the first report's mode, seed and scenario, the longest wall time and duration,
+    /// and the earliest start. Thresholds, `engine` and `trace_hash` are dropped (re-evaluate
+    /// thresholds on the result; a merge has no single trace).
     pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         let (first, rest) = reports.split_first().ok_or(ReportError::Empty)?;
         let mut rec = first.to_recorder()?;
