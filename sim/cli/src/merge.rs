@@ -31,7 +31,11 @@ pub fn run(args: MergeArgs) -> Result<u8, Failure> {
         .map_err(|e| Failure::usage(anyhow!("the reports are not one run's shards: {e}")))?;
     match &scenario {
         Some((path, s)) => {
-            check_digest(path, &s.digest(), &merged)?;
+            // Every report, not only the merged run's: whole-run reports merge unchecked.
+            let digest = s.digest();
+            for (label, report) in &inputs {
+                check_digest(path, &digest, label, report)?;
+            }
             merged.evaluate_thresholds(&s.thresholds);
         }
         None => eprintln!(
@@ -69,19 +73,19 @@ pub fn run(args: MergeArgs) -> Result<u8, Failure> {
 /// `--scenario` must be what the shards ran: the same digest (content without the target).
 /// Reports without a digest (written before shards existed) cannot be checked, so judging
 /// them against a scenario is refused rather than trusted.
-fn check_digest(path: &Path, digest: &str, merged: &Report) -> Result<(), Failure> {
-    match &merged.run.scenario_digest {
+fn check_digest(path: &Path, digest: &str, label: &str, report: &Report) -> Result<(), Failure> {
+    match &report.run.scenario_digest {
         Some(d) if d == digest => Ok(()),
         Some(d) => Err(Failure::usage(anyhow!(
-            "--scenario {} has digest {digest} but the shards ran scenario {:?} with digest {d}; \
+            "--scenario {} has digest {digest} but {label} ran scenario {:?} with digest {d}; \
              give the scenario file the shards ran, with the same --set overrides (a shard \
              run's --seed N is --set run.seed=N)",
             path.display(),
-            merged.run.scenario
+            report.run.scenario
         ))),
         None => Err(Failure::usage(anyhow!(
-            "the reports carry no scenario digest (run.scenario_digest), so --scenario {} \
-             cannot be checked against them; merge them without --scenario",
+            "{label} carries no scenario digest (run.scenario_digest), so --scenario {} cannot \
+             be checked against it; merge without --scenario",
             path.display()
         ))),
     }
