@@ -12,6 +12,11 @@
 //! line up on the wall clock to the nearest second. Emulator counters are not summed (one shared
 //! target): the snapshot read last is kept (`recorder::Recorder::merge`).
 //!
+//! A cross-shard pickup is measured on two clocks: the queueing shard's and the picking shard's,
+//! each anchored at its machine's wall-clock reading of the common start. Their offset (NTP
+//! keeps it to milliseconds) enters those samples; a pickup that seems to precede its queueing
+//! counts as 0. Shards in one machine's processes share one clock.
+//!
 //! Pure: no IO, no clock. Thresholds are not judged here; the caller judges the scenario's on
 //! the result (`Report::evaluate_thresholds`).
 

@@ -536,15 +536,16 @@ impl Report {
                 stats.errors[names::error_label_from_name(label).unwrap_or(other)] += n;
             }
         }
-        let open = self.job_pickup.open.clone().unwrap_or_default();
-        rec.carried_pending = self
-            .job_pickup
-            .pending
-            .saturating_sub(open.queued.len() as u64);
+        let (queued, picked) = match &self.job_pickup.open {
+            Some(o) => (o.queued.as_slice(), o.picked.as_slice()),
+            None => (&[][..], &[][..]),
+        };
+        // The open halves are in the counts too; only the rest is carried as a count.
+        rec.carried_pending = self.job_pickup.pending.saturating_sub(queued.len() as u64);
         rec.carried_unmatched = self
             .job_pickup
             .unmatched
-            .saturating_sub(open.picked.len() as u64);
+            .saturating_sub(picked.len() as u64);
         rec.pickup_server_clock = self.job_pickup.server_clock;
         let j = &self.jobs;
         rec.jobs = recorder::JobCounters {
@@ -584,7 +585,7 @@ impl Report {
         }
         rec.series = self.timeseries.iter().map(point_from_report).collect();
         rec.delay_series(offset_us.saturating_add(500_000) as usize / 1_000_000);
-        rec.restore_open(&open.queued, &open.picked, offset_us);
+        rec.restore_open(queued, picked, offset_us);
         let duration_us = (self.run.duration_s * 1e6).round() as u64;
         rec.last_event = SimTime::from_micros(duration_us.saturating_add(offset_us));
         Ok(rec)
