@@ -146,13 +146,16 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
         .transpose()?;
     if shard.is_some() && args.find_max.is_some() {
         return Err(usage(
-            "--find-max cannot be split with --shard: the bisection is sequential (each point              depends on the last); shard a --vary sweep instead, e.g. --vary KEY=V1,V2,…              --shard I/N --out plan-I.json"
+            "--find-max cannot be split with --shard: the bisection is sequential (each point \
+             depends on the last); shard a --vary sweep instead, e.g. --vary KEY=V1,V2,… \
+             --shard I/N --out plan-I.json"
                 .into(),
         ));
     }
     if args.out.is_some() && args.find_max.is_some() {
         return Err(usage(
-            "--out writes a --vary sweep's result for `plan --merge`; a --find-max search has              none: write its table with --csv"
+            "--out writes a --vary sweep's result for `plan --merge`; a --find-max search has \
+             none: write its table with --csv"
                 .into(),
         ));
     }
