@@ -774,6 +774,67 @@ mod tests {
         );
     }
 
+    // Goal: a shard report lists at most the recorder's pending bound of open halves; the
+    // halves past it are counted in `unmatched` (not listed, not lost from the counts), and the
+    // counts survive a read back and a merge.
+    #[test]
+    fn open_halves_stop_at_the_pending_bound() {
+        let mut rec = Recorder::with_pending_limit(2);
+        for id in 0..5 {
+            rec.record(&Event::JobQueued {
+                request_id: id,
+                at: SimTime::from_millis(id),
+            });
+        }
+        let shard = Shard::new(0, 1).expect("shard");
+        let report = through_json(&Report::from_recorder(
+            &rec,
+            meta(Some(shard), BASE_UNIX_US, 1.0),
+        ));
+        let open = report.job_pickup.open.as_ref().expect("shard report");
+        assert_eq!((open.queued.len(), open.picked.len()), (2, 0));
+        assert_eq!(
+            (report.job_pickup.pending, report.job_pickup.unmatched),
+            (2, 3)
+        );
+        let merged = Report::merge_shards(&[("only.json".to_string(), report)]).expect("merge");
+        assert_eq!(
+            (merged.job_pickup.pending, merged.job_pickup.unmatched),
+            (2, 3)
+        );
+    }
+
+    // Goal: shards read one shared emulator's counters, so the merge keeps the last read (the
+    // largest monotone counters) and `jobs.requeued` with it, instead of summing them.
+    #[test]
+    fn emulator_counters_keep_the_last_read() {
+        let mut set = three();
+        for (i, (_, r)) in set.iter_mut().enumerate() {
+            let n = [5, 9, 7][i];
+            r.emulator = Some(fleetsim_core::api::EmulatorStats {
+                jobs_completed: n,
+                jobs_requeued: n / 2,
+                ..Default::default()
+            });
+            r.jobs.requeued = n / 2;
+        }
+        let merged = Report::merge_shards(&set).expect("merge");
+        let kept = merged.emulator.as_ref().expect("emulator");
+        assert_eq!((kept.jobs_completed, merged.jobs.requeued), (9, 4));
+    }
+
+    // Goal: reports of whole runs (no `run.shard`) still add as before, unchecked, and the
+    // result says nothing about shards.
+    #[test]
+    fn whole_run_reports_add_unchecked() {
+        let mut a = small("a.json", None);
+        let b = small("b.json", None);
+        a.1.run.seed = 99;
+        let merged = Report::merge_shards(&[a, b]).expect("merge");
+        assert_eq!(merged.jobs.queued, 2);
+        assert_eq!((merged.run.shards, merged.job_pickup.open), (None, None));
+    }
+
     // Goal: a whole run's JSON gains no key from shards (no `job_pickup.open`, no
     // `run.shards`); a shard report carries its open halves and gets them back on reading.
     #[test]
