@@ -121,6 +121,17 @@ pub enum MergeError {
         /// The indices without a report, ascending.
         missing: Vec<u32>,
     },
+    /// A report's `run.shard` is not a shard (index not below count, or count outside
+    /// 1..=`MAX_SHARDS`): a file edited by hand or written by something else.
+    #[error("{label}: run.shard {shard} is not a shard: {reason}")]
+    Invalid {
+        /// The report's label.
+        label: String,
+        /// What it claims.
+        shard: Shard,
+        /// Why that is not a shard.
+        reason: fleetsim_core::shard::ShardError,
+    },
     /// Some shard reports know their run time zero on the wall clock and some do not, so they
     /// cannot be put on one time line.
     #[error(
@@ -182,6 +193,19 @@ impl Report {
             (None, _) => return merge_whole_runs(inputs),
             (Some((_, s)), None) => s,
         };
+        // Reports are input: a shard read from JSON was never checked by `Shard::new`, and its
+        // count sizes the table of slots below.
+        for (label, r) in inputs {
+            if let Some(s) = r.run.shard
+                && let Err(reason) = Shard::new(s.index, s.count)
+            {
+                return Err(MergeError::Invalid {
+                    label: label.clone(),
+                    shard: s,
+                    reason,
+                });
+            }
+        }
         for (label, r) in &inputs[1..] {
             check_same(first_label, &first.run, label, &r.run)?;
         }
@@ -258,14 +282,8 @@ fn check_complete(
         let Some(shard) = input.1.run.shard else {
             continue;
         };
-        // Same count as the first (checked), so the index is in range; a corrupt file with
-        // index ≥ count is caught here rather than trusted.
-        let Some(slot) = slots.get_mut(shard.index as usize) else {
-            return Err(MergeError::Missing {
-                count,
-                missing: vec![shard.index],
-            });
-        };
+        // Every shard was checked valid and of the first's count, so the index is in range.
+        let slot = &mut slots[shard.index as usize];
         if let Some(earlier) = slot {
             return Err(MergeError::Duplicate {
                 shard,
@@ -764,6 +782,20 @@ mod tests {
             matches!(&err, MergeError::Start { without, .. } if without == "s1.json"),
             "{err}"
         );
+
+        let mut invalid = three();
+        invalid[1].1.run.shard = Some(Shard { index: 5, count: 3 });
+        let err = Report::merge_shards(&invalid).expect_err("invalid");
+        assert!(
+            matches!(&err, MergeError::Invalid { label, .. } if label == "s1.json"),
+            "{err}"
+        );
+        invalid[1].1.run.shard = Some(Shard {
+            index: 0,
+            count: u32::MAX,
+        });
+        let err = Report::merge_shards(&invalid).expect_err("a count past MAX_SHARDS");
+        assert!(matches!(err, MergeError::Invalid { .. }), "{err}");
 
         let mut corrupt = three();
         corrupt[1].1.histograms.job_pickup = "not base64!".into();

@@ -112,6 +112,17 @@ pub enum PlanMergeError {
         /// The indices without a file, ascending.
         missing: Vec<u32>,
     },
+    /// A file's `shard` is not a shard (index not below count, or count outside
+    /// 1..=`MAX_SHARDS`).
+    #[error("{label}: shard {shard} is not a shard: {reason}")]
+    Invalid {
+        /// The file.
+        label: String,
+        /// What it claims.
+        shard: Shard,
+        /// Why that is not a shard.
+        reason: fleetsim_core::shard::ShardError,
+    },
     /// A file's points are not its shard's share of the sweep.
     #[error("{label}: {message}")]
     Points {
@@ -156,18 +167,22 @@ pub fn merge_plan_shards(
                 found: p.schema_version,
             });
         }
+        // Read from JSON, never checked by `Shard::new`; its count sizes the slots below.
+        if let Err(reason) = Shard::new(p.shard.index, p.shard.count) {
+            return Err(PlanMergeError::Invalid {
+                label: label.clone(),
+                shard: p.shard,
+                reason,
+            });
+        }
         check_same(first_label, first, label, p)?;
     }
     let count = first.shard.count;
     let mut slots: Vec<Option<&(String, PlanShard)>> = vec![None; count as usize];
     for input in inputs {
         let shard = input.1.shard;
-        let Some(slot) = slots.get_mut(shard.index as usize) else {
-            return Err(PlanMergeError::Points {
-                label: input.0.clone(),
-                message: format!("shard {shard} is not a shard of {count}"),
-            });
-        };
+        // Every shard was checked valid and of the first's count, so the index is in range.
+        let slot = &mut slots[shard.index as usize];
         if let Some(earlier) = slot {
             return Err(PlanMergeError::Duplicate {
                 shard,
@@ -348,5 +363,13 @@ mod tests {
             }
         ));
         assert!(matches!(merge_plan_shards(&[]), Err(PlanMergeError::Empty)));
+        let mut invalid = shards(2);
+        invalid[0].1.shard = Shard {
+            index: 0,
+            count: u32::MAX,
+        };
+        invalid[1].1.shard = invalid[0].1.shard;
+        let err = merge_plan_shards(&invalid).unwrap_err();
+        assert!(matches!(err, PlanMergeError::Invalid { .. }), "{err}");
     }
 }
