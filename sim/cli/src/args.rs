@@ -40,7 +40,9 @@ pub enum Command {
     /// Compare two reports and fail on a regression.
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
-    /// Merge shard reports exactly (HDR histograms add).
+    /// Merge the shard reports of one run exactly (HDR histograms add, pickups join across
+    /// shards) and judge the scenario's thresholds on the whole.
+    #[command(after_help = EXIT_CODES)]
     Merge(MergeArgs),
     /// Check a scenario file and report every problem with file:line:col.
     #[command(after_help = EXIT_CODES)]
@@ -49,8 +51,9 @@ pub enum Command {
     Schema,
     /// Measure key generation, OAEP, RS256 and AES throughput on this machine.
     CryptoBench(CryptoBenchArgs),
-    /// Capacity planning: simulate a scenario across values of one key (--vary), or search
-    /// the largest value that still meets the thresholds (--find-max).
+    /// Capacity planning: simulate a scenario across values of one key (--vary; --shard I/N
+    /// runs one machine's share, --merge joins the shares), or search the largest value that
+    /// still meets the thresholds (--find-max).
     #[command(after_help = EXIT_CODES)]
     Plan(PlanArgs),
     /// Measure a live target's service times and saturation throughput; write the profile
@@ -207,10 +210,31 @@ pub struct CompareArgs {
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
-    #[arg(required = true)]
+    /// The JSON reports of every shard of one run (`run --shard I/N --out …`), e.g.
+    /// shard-*.json. Shards of different scenarios, seeds or counts, a shard given twice or
+    /// missing: exit 2. Reports of whole runs (no shard) add without these checks.
+    #[arg(required = true, value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
+    /// Write the merged JSON report here.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// The scenario the shards ran: it must be the same scenario (digest), and its thresholds
+    /// are judged on the merged report (exit 1 when one fails). Without it nothing is judged.
+    #[arg(long, value_name = "SCENARIO")]
+    pub scenario: Option<PathBuf>,
+    /// Override a field of --scenario, as the shards' `run --set` did (repeatable); a shard
+    /// run's --seed N is --set run.seed=N here.
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE", requires = "scenario")]
+    pub overrides: Vec<String>,
+    /// Write the self-contained HTML report of the merged run here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the merged run's thresholds as JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print the summary only when thresholds fail or the run is incomplete.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -233,7 +257,8 @@ pub struct CryptoBenchArgs {
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     /// Scenario file (TOML).
-    pub scenario: PathBuf,
+    #[arg(required_unless_present = "merge")]
+    pub scenario: Option<PathBuf>,
     /// Sweep: one simulation per value, e.g. --vary fleet.agents=1000,2000,4000.
     #[arg(long, value_name = "KEY=V1,V2,...", conflicts_with = "find_max")]
     pub vary: Option<String>,
@@ -274,6 +299,27 @@ pub struct PlanArgs {
     /// Simulations at once (default: the machine's cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: Option<u16>,
+    /// Run only this machine's share of a --vary sweep: point j when j mod N = I (0-based),
+    /// e.g. --shard 0/3 … 2/3 on three machines; needs --out. `plan --merge` joins the files
+    /// into the table one machine would print.
+    #[arg(long, value_name = "I/N", requires = "out")]
+    pub shard: Option<String>,
+    /// Write the plan result (every point's row with its index, the scenario digest, the key,
+    /// the shard) as JSON here, for `plan --merge`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Merge the --out files of every shard of one sweep and print (and --csv/--svg) the
+    /// table one machine would have made; runs no simulation.
+    #[arg(
+        long,
+        value_name = "PLAN.json",
+        num_args = 1..,
+        conflicts_with_all = [
+            "scenario", "vary", "find_max", "shard", "out", "overrides", "thresholds",
+            "scale_with", "seed", "profile", "threads", "lo", "hi",
+        ]
+    )]
+    pub merge: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

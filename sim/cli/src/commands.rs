@@ -17,8 +17,8 @@ use fleetsim_metrics::{
 use fleetsim_scenario::Scenario;
 
 use crate::args::{
-    Cli, Command, CompareArgs, CryptoBenchArgs, MergeArgs, RunArgs, ScenarioArgs, ServeArgs,
-    SimulateArgs, ValidateArgs,
+    Cli, Command, CompareArgs, CryptoBenchArgs, RunArgs, ScenarioArgs, ServeArgs, SimulateArgs,
+    ValidateArgs,
 };
 use crate::{Failure, exit};
 
@@ -45,7 +45,7 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Simulate(a) => simulate(a),
         Command::Serve(a) => serve(a),
         Command::Compare(a) => compare_reports(a),
-        Command::Merge(a) => merge(a),
+        Command::Merge(a) => crate::merge::run(a),
         Command::Validate(a) => validate(a),
         Command::Schema => schema(),
         Command::CryptoBench(a) => crypto_bench(a),
@@ -258,20 +258,49 @@ fn simulate(args: SimulateArgs) -> Outcome {
     Ok(code)
 }
 
+/// Where a finished run's report goes, and whether its summary is printed when all is well.
+pub(crate) struct Outputs<'a> {
+    pub quiet: bool,
+    pub out: Option<&'a Path>,
+    pub junit: Option<&'a Path>,
+    pub html: Option<&'a Path>,
+}
+
+impl<'a> From<&'a ScenarioArgs> for Outputs<'a> {
+    fn from(c: &'a ScenarioArgs) -> Self {
+        Outputs {
+            quiet: c.quiet,
+            out: c.out.as_deref(),
+            junit: c.junit.as_deref(),
+            html: c.html.as_deref(),
+        }
+    }
+}
+
 /// Print the summary, write every requested report, and decide the exit code.
 fn finish(common: &ScenarioArgs, report: &Report, summary: String, interrupted: bool) -> Outcome {
-    if !common.quiet || !report.thresholds_passed() || report.incomplete.is_some() {
+    finish_outputs(&Outputs::from(common), report, summary, interrupted)
+}
+
+/// `finish` for any command that ends with a report (`run`, `simulate`, `merge`).
+pub(crate) fn finish_outputs(
+    outputs: &Outputs<'_>,
+    report: &Report,
+    summary: String,
+    interrupted: bool,
+) -> Outcome {
+    if !outputs.quiet || !report.thresholds_passed() || report.incomplete.is_some() {
         print!("{summary}");
     }
-    if let Some(path) = &common.out {
+    if let Some(path) = outputs.out {
         write_report(path, report)?;
         println!("  report → {}", path.display());
     }
-    if let Some(path) = &common.junit {
+    if let Some(path) = outputs.junit {
         write_text(path, &render_junit(report))?;
         println!("  junit  → {}", path.display());
     }
-    if let Some(path) = &common.html {
+    if let Some(path) = outputs.html {
         write_text(path, &render_html(report))?;
         println!("  html   → {}", path.display());
     }
@@ -421,7 +450,7 @@ fn apply_layout_flags(
         .map_err(|e| Failure::usage(anyhow::anyhow!("serve flags: {e}")))
 }
 
-fn read_report(path: &Path) -> Result<Report, Failure> {
+pub(crate) fn read_report(path: &Path) -> Result<Report, Failure> {
     let file = File::open(path)
         .with_context(|| format!("cannot open {}", path.display()))
         .map_err(Failure::usage)?;
@@ -460,20 +489,6 @@ fn compare_reports(args: CompareArgs) -> Outcome {
     } else {
         exit::GATE_FAILED
     })
-}
-
-fn merge(args: MergeArgs) -> Outcome {
-    let reports = args
-        .reports
-        .iter()
-        .map(|p| read_report(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let merged = Report::merge(&reports)
-        .context("the reports cannot be merged")
-        .map_err(Failure::usage)?;
-    write_report(&args.out, &merged)?;
-    println!("merged {} reports → {}", reports.len(), args.out.display());
-    Ok(exit::OK)
 }
 
 fn validate(args: ValidateArgs) -> Outcome {

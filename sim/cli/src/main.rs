@@ -5,6 +5,7 @@
 mod args;
 mod calibrate;
 mod commands;
+mod merge;
 mod plan;
 
 use std::process::ExitCode;

@@ -2,13 +2,18 @@
 //! overrides (profile, seed, thresholds, proportional scaling) and calls `fleetsim_des::plan`
 //! (sweep or find-max), then prints the table and writes the CSV and SVG.
 //!
+//! With `--shard I/N` it runs one machine's share of a `--vary` sweep and writes it with `--out`;
+//! `--merge` reads every shard's file and prints the table one machine would have printed
+//! (`fleetsim_des::plan::merge_plan_shards` checks the set).
+//!
 //! It never simulates by itself and holds no search logic; a plan's exit code says whether the
 //! plan could be made (0), not whether every row passed — failing rows are the answer.
 
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
-use fleetsim_des::plan;
+use fleetsim_core::shard::Shard;
+use fleetsim_des::plan::{self, PlanPoint, PlanShard};
 use fleetsim_scenario::Scenario;
 
 use crate::args::PlanArgs;
@@ -122,7 +127,38 @@ impl PlanLoader {
 
 /// `fleetsim plan`.
 pub fn run(args: PlanArgs) -> Result<u8, Failure> {
+    if !args.merge.is_empty() {
+        return merge(&args);
+    }
     let usage = |m: String| Failure::usage(anyhow!(m));
+    let Some(scenario_path) = args.scenario.as_deref() else {
+        return Err(usage(
+            "give a scenario file, or --merge plan-*.json to join shard results".into(),
+        ));
+    };
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|s| {
+            s.parse::<Shard>()
+                .map_err(|e| usage(format!("--shard {s:?}: {e}")))
+        })
+        .transpose()?;
+    if shard.is_some() && args.find_max.is_some() {
+        return Err(usage(
+            "--find-max cannot be split with --shard: the bisection is sequential (each point \
+             depends on the last); shard a --vary sweep instead, e.g. --vary KEY=V1,V2,… \
+             --shard I/N --out plan-I.json"
+                .into(),
+        ));
+    }
+    if args.out.is_some() && args.find_max.is_some() {
+        return Err(usage(
+            "--out writes a --vary sweep's result for `plan --merge`; a --find-max search has \
+             none: write its table with --csv"
+                .into(),
+        ));
+    }
     let mut overrides = Vec::new();
     if let Some(profile) = &args.profile {
         overrides = crate::calibrate::with_profile(profile, &overrides)?;
@@ -164,10 +200,10 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
         }
     };
     // Check the scenario and the overrides once, before any thread starts.
-    let base = crate::commands::load_with(&args.scenario, &overrides)?;
-    let scaled = scaled_keys(&args, &key, &overrides)?;
+    let base = crate::commands::load_with(scenario_path, &overrides)?;
+    let scaled = scaled_keys(&args, scenario_path, &key, &overrides)?;
     let loader = PlanLoader {
-        path: args.scenario.clone(),
+        path: scenario_path.to_path_buf(),
         overrides,
         varied_base: scaled.as_ref().map(|(b, _)| *b),
         scaled: scaled.map(|(_, s)| s).unwrap_or_default(),
@@ -178,7 +214,7 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
     });
     println!(
         "plan {} ({} agents, {} virtual, seed {}) on {threads} thread{}",
-        args.scenario.display(),
+        scenario_path.display(),
         base.fleet.agents,
         fleetsim_core::dist::format_duration(base.run.duration),
         base.run.seed,
@@ -206,9 +242,18 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
         },
         other => Failure::run(anyhow!(other)),
     };
+    let share: Vec<usize> =
+        PlanShard::share(shard.unwrap_or_default(), sweep_values.len()).collect();
+    if let Some(s) = shard {
+        println!(
+            "  shard {s}: points {share:?} of {} (merge the shards' --out files with plan --merge)",
+            sweep_values.len()
+        );
+    }
     let (rows, answer) = match bracket {
         None => {
-            let rows = plan::sweep(&load, &key, &sweep_values, threads).map_err(plan_failure)?;
+            let mine: Vec<String> = share.iter().map(|&i| sweep_values[i].clone()).collect();
+            let rows = plan::sweep(&load, &key, &mine, threads).map_err(plan_failure)?;
             (rows, None)
         }
         Some((lo, hi, integer)) => {
@@ -246,25 +291,81 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
     }
     write_out(args.csv.as_deref(), &plan::render_csv(&key, &rows), "csv")?;
     write_out(args.svg.as_deref(), &plan::render_svg(&key, &rows), "svg")?;
+    if let Some(path) = &args.out {
+        let result = PlanShard {
+            schema_version: plan::PLAN_SCHEMA_VERSION,
+            scenario: base.run.name.clone(),
+            scenario_digest: base.digest(),
+            seed: base.run.seed,
+            key: key.clone(),
+            values: sweep_values,
+            scale_with: args.scale_with.clone(),
+            shard: shard.unwrap_or_default(),
+            points: share
+                .into_iter()
+                .zip(rows)
+                .map(|(index, row)| PlanPoint { index, row })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&result)
+            .context("cannot render the plan result")
+            .map_err(Failure::run)?;
+        write_out(Some(path), &(text + "\n"), "plan")?;
+    }
+    Ok(exit::OK)
+}
+
+/// `fleetsim plan --merge`: the shards' results → the table one machine would print.
+fn merge(args: &PlanArgs) -> Result<u8, Failure> {
+    let mut inputs = Vec::new();
+    for path in &args.merge {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {label}"))
+            .map_err(Failure::usage)?;
+        let result: PlanShard = serde_json::from_str(&text)
+            .with_context(|| format!("{label} is not a fleetsim plan result (plan --out)"))
+            .map_err(Failure::usage)?;
+        inputs.push((label, result));
+    }
+    let (key, rows) = plan::merge_plan_shards(&inputs)
+        .map_err(|e| Failure::usage(anyhow!("the plan results are not one sweep's shards: {e}")))?;
+    let first = &inputs[0].1;
+    println!(
+        "plan {} (seed {}) merged from {} shard{}: {}",
+        first.scenario,
+        first.seed,
+        first.shard.count,
+        if first.shard.count == 1 { "" } else { "s" },
+        inputs
+            .iter()
+            .map(|(l, _)| l.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    print!("{}", plan::render_table(&key, &rows));
+    write_out(args.csv.as_deref(), &plan::render_csv(&key, &rows), "csv")?;
+    write_out(args.svg.as_deref(), &plan::render_svg(&key, &rows), "svg")?;
     Ok(exit::OK)
 }
 
 /// The `--scale-with` keys with their base values, and the varied key's base value.
 fn scaled_keys(
     args: &PlanArgs,
+    scenario: &Path,
     key: &str,
     overrides: &[String],
 ) -> Result<Option<(f64, Vec<Scaled>)>, Failure> {
     if args.scale_with.is_empty() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&args.scenario)
-        .with_context(|| format!("cannot read {}", args.scenario.display()))
+    let text = std::fs::read_to_string(scenario)
+        .with_context(|| format!("cannot read {}", scenario.display()))
         .map_err(Failure::usage)?;
     let missing = |k: &str| {
         Failure::usage(anyhow!(
             "--scale-with: {k} has no numeric value in {} or a --set; give one with --set {k}=…",
-            args.scenario.display()
+            scenario.display()
         ))
     };
     let varied = base_value(&text, overrides, key).ok_or_else(|| missing(key))?;

@@ -7,6 +7,11 @@
 //! overrides, so it is as deterministic as a single run; points run on `threads` worker threads
 //! (one per core), and results come back in the order of the values. This module never reads
 //! files itself: the caller passes a loader (usually `fleetsim_scenario::load(path, overrides)`).
+//!
+//! A sweep splits across machines by point (`shards`: point j on shard j mod N); merging the
+//! shards' results gives the rows one machine would have computed.
+
+mod shards;
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -15,8 +20,10 @@ use fleetsim_scenario::Scenario;
 
 use crate::driver::{SimOptions, SimOutcome, simulate};
 
+pub use shards::{PLAN_SCHEMA_VERSION, PlanMergeError, PlanPoint, PlanShard, merge_plan_shards};
+
 /// One point of a sweep.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlanRow {
     /// The value of the varied key, as given.
     pub value: String,

@@ -3,8 +3,9 @@
 //! `names` names every metric; `Recorder` turns `fleetsim_core::event::Event`s into HDR
 //! histograms (3 significant digits, microseconds, latency from the intended start) and
 //! counters; `Report` is the versioned JSON result with embedded histograms so shard reports
-//! merge exactly; `thresholds` parses and checks `"job_pickup.p99" = "< 2s"`; `summary`, `html`,
-//! `junit` and `compare` render a report for people, CI and regression gates.
+//! merge exactly (`merge`: `Report::merge_shards` checks a shard set and joins it);
+//! `thresholds` parses and checks `"job_pickup.p99" = "< 2s"`; `summary`, `html`, `junit` and
+//! `compare` render a report for people, CI and regression gates.
 //!
 //! Architecture Invariant: this crate depends on fleetsim-core only, does no IO beyond writing
 //! to a caller-supplied `io::Write`, reads no clock, and its labels come only from bounded
@@ -16,6 +17,7 @@ pub mod compare;
 pub mod html;
 pub mod incomplete;
 pub mod junit;
+pub mod merge;
 pub mod names;
 pub mod recorder;
 pub mod report;
@@ -25,6 +27,7 @@ pub mod thresholds;
 pub use compare::{Comparison, compare, parse_max_regression};
 pub use html::render_html;
 pub use junit::render_junit;
+pub use merge::{MergeError, MergeField};
 pub use recorder::Recorder;
 pub use report::{EngineStats, Mode, Report, ReportError, RunMeta};
 pub use summary::render_summary;

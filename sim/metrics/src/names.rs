@@ -506,6 +506,21 @@ pub fn catalogue_markdown() -> String {
          when the run ended), `runs.cancels_sent` and `runs.cancel_errors` (runs drawn as canceled,\n\
          canceled through the Build API). Each run request is timed as a `queue_jobs` operation.\n",
     );
+    out.push_str(&format!(
+        "\n## Shard reports and merged runs (report only)\n\n\
+         A shard's report (`fleetsim run --shard I/N`) has `run.shard` (`index`, `count`),\n\
+         `run.started_unix_us` (µs since the epoch of run time zero) and `run.scenario_digest`,\n\
+         and `job_pickup.open`: `queued` and `picked`, lists of `[request_id, t_us]` (µs since\n\
+         run time zero, sorted by id) of pickup halves without their partner in this shard — a\n\
+         job queued by one shard and picked up by another's agent. They are also counted in\n\
+         `job_pickup.pending` / `unmatched`, and bounded by the recorder's pending limit ({}\n\
+         halves; a half past it is counted in `unmatched` and not listed). `fleetsim merge` joins\n\
+         them across shards, so the merged `job_pickup` histogram is the one a single process\n\
+         would hold. The merged report has `run.shards` (how many) and neither `run.shard` nor\n\
+         `job_pickup.open`; a run that was neither split nor merged has none of `run.shard`,\n\
+         `run.shards` and `job_pickup.open`.\n",
+        crate::recorder::DEFAULT_PENDING_LIMIT
+    ));
     out
 }
 

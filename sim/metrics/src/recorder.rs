@@ -296,7 +296,9 @@ impl Recorder {
 
     /// Add another recorder exactly: histograms add bucket by bucket, counters add, pending
     /// pickup halves join across the two. Time-series pickup percentiles of intervals both
-    /// recorded are the larger of the two (an upper bound; only counts merge exactly there).
+    /// recorded are the larger of the two (an upper bound; only counts merge exactly there);
+    /// a pickup joined here counts in the second of its later half. Emulator counters are not
+    /// summed (one shared target): the snapshot read last is kept, see `read_later`.
     pub fn merge(&mut self, other: &Recorder) {
         for (mine, theirs) in self.ops.iter_mut().zip(&other.ops) {
             merge_histogram(&mut mine.latency_us, &theirs.latency_us);
@@ -317,19 +319,29 @@ impl Recorder {
         a.failed += b.failed;
         a.canceled += b.canceled;
         a.abandoned += b.abandoned;
-        self.jobs_requeued += other.jobs_requeued;
         self.jobs_lost = match (self.jobs_lost, other.jobs_lost) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
         };
-        // Shards normally share one target, so its counters are not summed.
         if let Some(theirs) = other.runs {
             let mine = self.runs.get_or_insert_with(Default::default);
             mine.add(&theirs);
         }
-        if self.emulator.is_none() {
-            self.emulator.clone_from(&other.emulator);
+        // Shards share one target, so its counters are not summed: every shard read the same
+        // server's counters at its own end, and the read taken last holds all of them.
+        if let Some(theirs) = &other.emulator
+            && self
+                .emulator
+                .as_ref()
+                .is_none_or(|mine| read_later(theirs, mine))
+        {
+            self.emulator = Some(theirs.clone());
         }
+        // `jobs.requeued` is the emulator's counter, so it follows the snapshot kept.
+        self.jobs_requeued = match &self.emulator {
+            Some(stats) => stats.jobs_requeued,
+            None => self.jobs_requeued + other.jobs_requeued,
+        };
         for (a, b) in self.agents.iter_mut().zip(&other.agents) {
             *a += b;
         }
@@ -474,18 +486,113 @@ impl Recorder {
     fn merge_pending(&mut self, other: &Recorder) {
         // The join's result (the set of samples) does not depend on iteration order, so the
         // HashMap order cannot leak into the report; only which halves hit the bound could.
+        let mut joined = Vec::new();
         for (&id, &queued) in &other.queued_at {
-            match self.picked_at.remove(&id) {
-                Some(picked) => self.record_pickup(queued, picked),
-                None => self.hold(true, id, queued),
-            }
+            self.join_half(true, id, queued, &mut joined);
         }
         for (&id, &picked) in &other.picked_at {
-            match self.queued_at.remove(&id) {
-                Some(queued) => self.record_pickup(queued, picked),
-                None => self.hold(false, id, picked),
-            }
+            self.join_half(false, id, picked, &mut joined);
         }
+        self.chart_joined(joined);
+    }
+
+    /// Offer one half of a pickup join: with its partner held, the pair becomes a sample in the
+    /// histogram (and `(second of the later half, µs)` in `joined`, for the chart); otherwise
+    /// the half is held within the bound.
+    fn join_half(&mut self, queued: bool, id: u64, at: SimTime, joined: &mut Vec<(u64, u64)>) {
+        let partner = if queued {
+            self.picked_at.remove(&id)
+        } else {
+            self.queued_at.remove(&id)
+        };
+        let Some(other) = partner else {
+            self.hold(queued, id, at);
+            return;
+        };
+        let (q, p) = if queued { (at, other) } else { (other, at) };
+        let us = (p - q).as_micros().min(u128::from(u64::MAX)) as u64;
+        self.pickup_us.saturating_record(us);
+        joined.push((q.max(p).as_secs(), us));
+    }
+
+    /// Fold pickups joined after the fact into the per-second chart: each second's p50/p99 is
+    /// the larger of what it held and the joined samples' own (the same upper bound as merged
+    /// intervals). Seconds past the series limit are already counted in `series_dropped`.
+    fn chart_joined(&mut self, mut joined: Vec<(u64, u64)>) {
+        joined.sort_unstable();
+        let mut interval = new_interval_histogram();
+        for group in joined.chunk_by(|a, b| a.0 == b.0) {
+            let sec = group[0].0 as usize;
+            if sec >= SERIES_LIMIT_S {
+                continue;
+            }
+            if sec >= self.series.len() {
+                self.open_points_to(sec);
+            }
+            interval.reset();
+            for &(_, us) in group {
+                interval.saturating_record(us);
+            }
+            let point = &mut self.series[sec];
+            close_interval(point, &mut interval);
+        }
+    }
+
+    /// The pickup halves still waiting for their partner, as `(request id, µs since run time
+    /// zero)` sorted by id: what a shard report carries so a merge can join a job queued by one
+    /// shard with its pickup by another. At most the pending bound in all.
+    pub fn open_pickups(&self) -> crate::report::OpenPickups {
+        let sorted = |m: &HashMap<u64, SimTime>| {
+            let mut v: Vec<(u64, u64)> = m.iter().map(|(&id, t)| (id, t.as_micros())).collect();
+            v.sort_unstable();
+            v
+        };
+        crate::report::OpenPickups {
+            queued: sorted(&self.queued_at),
+            picked: sorted(&self.picked_at),
+        }
+    }
+
+    /// Take back open halves a report carried, moved `offset_us` later (onto another run
+    /// time zero). Halves that meet their partner here join; the rest are held. The bound is
+    /// raised to hold them all: they were already held once, by the shard that wrote them.
+    pub(crate) fn restore_open(
+        &mut self,
+        queued: &[(u64, u64)],
+        picked: &[(u64, u64)],
+        offset_us: u64,
+    ) {
+        let held = self.queued_at.len() + self.picked_at.len();
+        self.pending_limit = self.pending_limit.max(held + queued.len() + picked.len());
+        let mut joined = Vec::new();
+        let at = |t: u64| SimTime::from_micros(t.saturating_add(offset_us));
+        for &(id, t) in queued {
+            self.join_half(true, id, at(t), &mut joined);
+        }
+        for &(id, t) in picked {
+            self.join_half(false, id, at(t), &mut joined);
+        }
+        self.chart_joined(joined);
+    }
+
+    /// Raise the pending bound to at least `limit` (a merge holds every half its inputs held).
+    pub(crate) fn reserve_pending(&mut self, limit: usize) {
+        self.pending_limit = self.pending_limit.max(limit);
+    }
+
+    /// Move the time series `secs` seconds later (a shard that started after the earliest one
+    /// of its run); the new leading seconds are empty. Held pickup halves are moved by
+    /// `restore_open`, to the microsecond.
+    pub(crate) fn delay_series(&mut self, secs: usize) {
+        if secs == 0 || self.series.is_empty() {
+            return;
+        }
+        let keep = SERIES_LIMIT_S.saturating_sub(secs).min(self.series.len());
+        self.series_dropped += (self.series.len() - keep) as u64;
+        self.series.truncate(keep);
+        let mut shifted = vec![Point::default(); secs.min(SERIES_LIMIT_S)];
+        shifted.append(&mut self.series);
+        self.series = shifted;
     }
 
     /// Note an event time, opening time-series points up to it.
@@ -560,6 +667,21 @@ impl Recorder {
         }
         self.series_dropped += other.series_dropped;
     }
+}
+
+/// Whether emulator counters `a` were read after `b` from the same server: its counters only
+/// grow, so the later read is at least as large in each; ties keep the earlier choice.
+fn read_later(a: &EmulatorStats, b: &EmulatorStats) -> bool {
+    let key = |s: &EmulatorStats| {
+        (
+            s.jobs_completed,
+            s.tokens_issued,
+            s.tokens_rotated,
+            s.jobs_requeued,
+            s.leaked_secrets,
+        )
+    };
+    key(a) > key(b)
 }
 
 /// Write an interval's pickup percentiles into its point (keeping a larger value merged in

@@ -2,8 +2,9 @@
 //! `schema_version`, with the stable keys users script against (product.md "Reports").
 //!
 //! A report carries its HDR histograms in serialized form (V2 + DEFLATE, base64), so reports
-//! from shards merge exactly: `Report::merge` rebuilds recorders from the reports, adds them and
-//! recomputes every percentile and rate. Reading and writing JSON goes through any
+//! from shards merge exactly: `Report::merge_shards` (in `merge`) checks one run's shard set,
+//! rebuilds recorders from the reports, adds them and recomputes every percentile and rate;
+//! `Report::merge` adds whole-run reports unchecked. Reading and writing JSON goes through any
 //! `io::Read`/`io::Write` the caller opens; this module never opens files itself.
 
 use std::collections::BTreeMap;
@@ -65,6 +66,10 @@ pub struct RunMeta {
     /// carry the same digest, and a merge refuses reports whose digests differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_digest: Option<String>,
+    /// How many shard reports this report was merged from (`Report::merge_shards`); absent
+    /// for a run that was not merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
 }
 
 /// Job counters.
@@ -188,6 +193,24 @@ pub struct PickupReport {
     /// queue time.
     #[serde(default)]
     pub server_clock: u64,
+    /// Shard reports only (`run.shard` set): the halves of the pickup join still open at the
+    /// end, so a merge can join a job one shard queued with its pickup by another shard's
+    /// agent. Absent from whole runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenPickups>,
+}
+
+/// Open halves of the pickup join: `[request id, µs since run time zero]` pairs (time zero is
+/// `run.started_unix_us`), sorted by id. Bounded by the recorder's pending limit
+/// (`recorder::DEFAULT_PENDING_LIMIT` halves in all): a half past it was never held, and counts
+/// in `unmatched` instead. Each list is also counted in `pending` (queued) or `unmatched`
+/// (picked).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPickups {
+    /// Jobs queued by this shard and not picked up by any of its agents.
+    pub queued: Vec<(u64, u64)>,
+    /// Jobs this shard's agents picked up that this shard did not queue.
+    pub picked: Vec<(u64, u64)>,
 }
 
 /// One operation's counters and latency.
@@ -426,6 +449,7 @@ impl Report {
                 pending: rec.pickups_pending(),
                 unmatched: rec.pickups_unmatched(),
                 server_clock: rec.pickups_server_clock(),
+                open: run.shard.is_some().then(|| rec.open_pickups()),
             },
             operations,
             requests: RequestsReport {
@@ -463,10 +487,12 @@ impl Report {
         }
     }
 
-    /// Merge shard reports exactly: histograms add, counters add, percentiles and rates are
-    /// recomputed. The run takes the first report's mode, seed and scenario, the longest
-    /// wall time and duration, and the earliest start. Thresholds, `engine` and `trace_hash`
-    /// are dropped (re-evaluate thresholds on the result; a merge has no single trace).
+    /// Merge reports of separate whole runs exactly, unchecked: histograms add, counters add,
+    /// percentiles and rates are recomputed (the shards of one split run go through
+    /// `Report::merge_shards`, which checks the set and joins pickups across shards). The run
+    /// takes the first report's mode, seed and scenario, the longest wall time and duration,
+    /// and the earliest start. Thresholds, `engine` and `trace_hash` are dropped (re-evaluate
+    /// thresholds on the result; a merge has no single trace).
     pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         let (first, rest) = reports.split_first().ok_or(ReportError::Empty)?;
         let mut rec = first.to_recorder()?;
@@ -483,9 +509,15 @@ impl Report {
         Ok(Report::from_recorder(&rec, run))
     }
 
-    /// Rebuild the recorder this report came from (minus pending join ids, which reports
-    /// carry only as counts).
+    /// Rebuild the recorder this report came from. A shard report's open pickup halves come
+    /// back as halves; other reports carry pending and unmatched pickups only as counts.
     pub fn to_recorder(&self) -> Result<Recorder, ReportError> {
+        self.to_recorder_at(0)
+    }
+
+    /// `to_recorder` on a time zero `offset_us` earlier than this report's: open pickup halves
+    /// move by exactly `offset_us`, the time series by the nearest whole second.
+    pub(crate) fn to_recorder_at(&self, offset_us: u64) -> Result<Recorder, ReportError> {
         let mut rec = Recorder::new();
         rec.pickup_us = decode_histogram("job_pickup", &self.histograms.job_pickup)?;
         for (name, r) in &self.operations {
@@ -504,8 +536,16 @@ impl Report {
                 stats.errors[names::error_label_from_name(label).unwrap_or(other)] += n;
             }
         }
-        rec.carried_pending = self.job_pickup.pending;
-        rec.carried_unmatched = self.job_pickup.unmatched;
+        let (queued, picked) = match &self.job_pickup.open {
+            Some(o) => (o.queued.as_slice(), o.picked.as_slice()),
+            None => (&[][..], &[][..]),
+        };
+        // The open halves are in the counts too; only the rest is carried as a count.
+        rec.carried_pending = self.job_pickup.pending.saturating_sub(queued.len() as u64);
+        rec.carried_unmatched = self
+            .job_pickup
+            .unmatched
+            .saturating_sub(picked.len() as u64);
         rec.pickup_server_clock = self.job_pickup.server_clock;
         let j = &self.jobs;
         rec.jobs = recorder::JobCounters {
@@ -544,7 +584,10 @@ impl Report {
             }
         }
         rec.series = self.timeseries.iter().map(point_from_report).collect();
-        rec.last_event = SimTime::from_micros((self.run.duration_s * 1e6).round() as u64);
+        rec.delay_series(offset_us.saturating_add(500_000) as usize / 1_000_000);
+        rec.restore_open(queued, picked, offset_us);
+        let duration_us = (self.run.duration_s * 1e6).round() as u64;
+        rec.last_event = SimTime::from_micros(duration_us.saturating_add(offset_us));
         Ok(rec)
     }
 
