@@ -102,6 +102,20 @@ pub struct RunArgs {
     /// in the open-file limit.
     #[arg(long, conflicts_with = "target")]
     pub emulator_process: bool,
+    /// Run the fleet as N processes of this program on this machine (1 to the fleet's agents):
+    /// each runs `--shard i/N` of the scenario against one emulator (this process's, or the
+    /// target), all start at the same instant, one progress display shows them, and one report
+    /// merged from theirs is judged and written (exit codes as one run; a shard process that
+    /// fails is exit 3, named). With --metrics-addr HOST:PORT this process serves the
+    /// emulator's series and shard i its own on PORT+1+i (an emulator child on PORT+1+N); with
+    /// port 0 only this process serves. Ctrl-C is passed on to the shards, which drain and
+    /// report.
+    #[arg(long, value_name = "N")]
+    pub processes: Option<u32>,
+    /// Print one JSON progress snapshot a line to stdout every 500 ms and at each change of
+    /// phase (what a parent `run --processes` reads from its shard processes).
+    #[arg(long, hide = true)]
+    pub progress_json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@ mod args;
 mod calibrate;
 mod commands;
 mod plan;
+mod processes;
 
 use std::process::ExitCode;
 

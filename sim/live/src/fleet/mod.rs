@@ -19,7 +19,8 @@
 //! the same machine the virtual-time driver drives), `origins` (one client per origin the
 //! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
 //! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
-//! (RLIMIT_NOFILE), `child` (the emulator as a child process).
+//! (RLIMIT_NOFILE), `child` (the emulator as a child process), `processes` (`run --processes N`:
+//! one run as N shard children of this executable against one emulator).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
 //! and when; this module moves their calls, answers, timers and events.
@@ -30,6 +31,7 @@ mod jobs;
 mod ledger;
 pub mod limits;
 mod origins;
+pub mod processes;
 pub mod progress;
 pub mod setup;
 mod telemetry;
