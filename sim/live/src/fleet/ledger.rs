@@ -176,6 +176,21 @@ mod tests {
         assert!(!ledger.overflowed());
     }
 
+    // Goal: in a sharded run a job this shard queued but another shard's agent ran (so this
+    // shard never saw it end) is finished on the target, not lost.
+    #[test]
+    fn a_job_another_shard_ran_is_not_lost() {
+        let mut ledger = JobLedger::default();
+        ledger.record(&queued(7));
+        // This shard's agent ran a job another shard queued: an end without a queue here.
+        ledger.record(&finished(8, TaskResult::Succeeded));
+        let account = ledger.reconcile(&[listed(7, "completed"), listed(8, "completed")]);
+        assert_eq!(
+            (account.queued, account.lost, account.finished_on_target),
+            (1, 0, 1)
+        );
+    }
+
     // Goal: a normal run — every job ended or still on the target — reports nothing lost.
     #[test]
     fn reconcile_of_a_clean_run_loses_nothing() {

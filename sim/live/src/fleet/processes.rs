@@ -314,7 +314,7 @@ fn emulator_fits(scenario: &Scenario, warnings: &mut Vec<String>) -> bool {
     if scenario.target.is_some() {
         return true;
     }
-    let needed = held_descriptors(scenario, 1);
+    let needed = held_descriptors(scenario.fleet.agents, 1);
     match limits::raise_nofile(needed) {
         Ok(limit) => limit.soft >= needed,
         Err(e) => {
