@@ -768,6 +768,59 @@ mod tests {
         assert_eq!(parse_progress("{\"phase\": 3}"), None);
     }
 
+    // Goal: what the children load (a target URL, the parent's job source named) is the
+    // parent's scenario by digest: with jobs (source emulator, which a target would otherwise
+    // turn into `server`) and without any [jobs] at all; and the embedded emulator's PAT goes
+    // to the children under the variable their scenario reads.
+    #[test]
+    fn children_load_the_parents_scenario() {
+        let dir = std::env::temp_dir().join(format!("fleetsim-procs-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, jobs) in [
+            ("jobs", "[jobs]\nrate_per_s = 2.0\narrival = \"constant\"\n"),
+            ("none", ""),
+        ] {
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &path,
+                format!("[run]\nduration = \"9s\"\n[fleet]\nagents = 4\n{jobs}"),
+            )
+            .unwrap();
+            let opts = ProcessesOptions {
+                processes: 2,
+                program: PathBuf::from("fleetsim"),
+                scenario_path: path.clone(),
+                overrides: vec!["run.duration=5s".to_string()],
+                seed: Some(9),
+                out_dir: dir.clone(),
+                emulator: EmulatorPlacement::Auto,
+                metrics_addr: None,
+                progress: None,
+                prom: false,
+            };
+            let parent = fleetsim_scenario::load(
+                &path,
+                &["run.duration=5s".to_string(), "run.seed=9".to_string()],
+            )
+            .unwrap();
+            let launch = Launch::new(&parent, &opts, "http://127.0.0.1:1", "the-pat")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                launch.env,
+                vec![("FLEETSIM_PAT".to_string(), "the-pat".to_string())]
+            );
+            assert!(
+                launch.common.contains(&"jobs.source=emulator".to_string()),
+                "{name}"
+            );
+            assert!(
+                !launch.common.iter().any(|a| a.contains("the-pat")),
+                "no PAT in argv"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     // Goal: an exit reads as the operator needs it: which shard, which process, how, and its
     // last words.
     #[test]
