@@ -121,6 +121,20 @@ pub struct RunArgs {
     /// Default: when this process is ready.
     #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
     pub start_at: Option<fleetsim_live::fleet::StartAt>,
+    /// Run the fleet as N processes of this program on this machine (1 to the fleet's agents):
+    /// each runs `--shard i/N` of the scenario against one emulator (this process's, or the
+    /// target), all start at the same instant, one progress display shows them, and one report
+    /// merged from theirs is judged and written (exit codes as one run; a shard process that
+    /// fails is exit 3, named). With --metrics-addr HOST:PORT this process serves the
+    /// emulator's series and shard i its own on PORT+1+i (an emulator child on PORT+1+N); with
+    /// port 0 only this process serves. Ctrl-C is passed on to the shards, which drain and
+    /// report.
+    #[arg(long, value_name = "N", conflicts_with_all = ["shard", "start_at"])]
+    pub processes: Option<u32>,
+    /// Print one JSON progress snapshot a line to stdout every 500 ms and at each change of
+    /// phase (what a parent `run --processes` reads from its shard processes).
+    #[arg(long, hide = true)]
+    pub progress_json: bool,
 }
 
 fn parse_shard(s: &str) -> Result<fleetsim_core::shard::Shard, String> {

@@ -22,7 +22,7 @@ use crate::args::{
 };
 use crate::{Failure, exit};
 
-type Outcome = Result<u8, Failure>;
+pub(crate) type Outcome = Result<u8, Failure>;
 
 /// Logs go to stderr; `RUST_LOG` wins over `-v`.
 pub fn init_tracing(verbose: u8) {
@@ -55,7 +55,7 @@ pub fn dispatch(cli: Cli) -> Outcome {
 }
 
 /// Load a scenario with `--set` overrides plus the flags that are shorthands for overrides.
-fn load_scenario(
+pub(crate) fn load_scenario(
     path: &Path,
     overrides: &[String],
     seed: Option<u64>,
@@ -88,7 +88,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -110,6 +110,9 @@ async fn interrupted() {
 }
 
 fn run(args: RunArgs) -> Outcome {
+    if let Some(n) = args.processes {
+        return crate::processes::run(args, n);
+    }
     let mut overrides = args.common.overrides.clone();
     if let Some(url) = &args.target {
         overrides.push(format!("target.url={url:?}"));
@@ -128,6 +131,9 @@ fn run(args: RunArgs) -> Outcome {
         let prom = start_metrics(args.common.metrics_addr, Role::Fleet)?;
         let board = fleetsim_live::fleet::ProgressBoard::new();
         let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
+        let json = args
+            .progress_json
+            .then(|| progress::spawn_json(board.clone()));
         let opts = fleetsim_live::fleet::RunOptions {
             progress: Some(board),
             prom: prom.is_some(),
@@ -150,6 +156,9 @@ fn run(args: RunArgs) -> Outcome {
         let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;
         if let Some(d) = display {
             d.finish().await;
+        }
+        if let Some(j) = json {
+            j.finish().await;
         }
         let outcome = result.map_err(|e| match e {
             // The scenario asks for what the target cannot do: a usage error, with the fix.
@@ -278,7 +287,12 @@ impl<'a> From<&'a ScenarioArgs> for Outputs<'a> {
 }
 
 /// Print the summary, write every requested report, and decide the exit code.
-fn finish(common: &ScenarioArgs, report: &Report, summary: String, interrupted: bool) -> Outcome {
+pub(crate) fn finish(
+    common: &ScenarioArgs,
+    report: &Report,
+    summary: String,
+    interrupted: bool,
+) -> Outcome {
     finish_outputs(&Outputs::from(common), report, summary, interrupted)
 }
 
@@ -323,13 +337,16 @@ pub(crate) fn finish_outputs(
     })
 }
 
-fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
+pub(crate) fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
     parse_duration(&common.metrics_linger)
         .map_err(|e| Failure::usage(anyhow::anyhow!("--metrics-linger: {e}")))
 }
 
 /// The Prometheus endpoint (`--metrics-addr`), when asked for. Needs the runtime entered.
-fn start_metrics(addr: Option<SocketAddr>, role: Role) -> Result<Option<PromHandle>, Failure> {
+pub(crate) fn start_metrics(
+    addr: Option<SocketAddr>,
+    role: Role,
+) -> Result<Option<PromHandle>, Failure> {
     addr.map(|addr| {
         prom::install(addr, role).map_err(|e| match e {
             // Someone else holds the port: the user can pick another one.
@@ -341,7 +358,7 @@ fn start_metrics(addr: Option<SocketAddr>, role: Role) -> Result<Option<PromHand
 }
 
 /// Keep serving the final values for `linger` (Ctrl-C cuts it short), then stop.
-async fn linger_metrics(prom: Option<PromHandle>, linger: Duration) {
+pub(crate) async fn linger_metrics(prom: Option<PromHandle>, linger: Duration) {
     let Some(p) = prom else { return };
     if linger.is_zero() {
         return;
@@ -530,8 +547,9 @@ fn crypto_bench(args: CryptoBenchArgs) -> Outcome {
     Ok(exit::OK)
 }
 
-/// The live progress display: a spinner line on a TTY, a plain line every 5 s otherwise.
-mod progress {
+/// The live progress display: a spinner line on a TTY, a plain line every 5 s otherwise; and the
+/// machine-readable stream (`run --progress-json`) a parent `run --processes` reads.
+pub(crate) mod progress {
     use super::*;
     use fleetsim_live::fleet::ProgressBoard;
     use tokio::sync::oneshot;
@@ -547,6 +565,44 @@ mod progress {
             let _ = self.stop.send(());
             let _ = self.task.await;
         }
+    }
+
+    /// How often `--progress-json` prints a snapshot; a change of phase prints at once.
+    const JSON_EVERY: Duration = Duration::from_millis(500);
+    /// How often it looks for a change of phase.
+    const JSON_PHASE_CHECK: Duration = Duration::from_millis(50);
+
+    /// Print one JSON `Progress` line to stdout every [`JSON_EVERY`], and as soon as the phase
+    /// changes (a parent waits for `ready`), plus a last one when stopped.
+    pub fn spawn_json(board: Arc<ProgressBoard>) -> Display {
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let print = |p: &fleetsim_live::fleet::Progress| {
+                if let Ok(line) = serde_json::to_string(p) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                }
+            };
+            let mut tick = tokio::time::interval(JSON_PHASE_CHECK);
+            let mut last: Option<(fleetsim_live::fleet::Phase, tokio::time::Instant)> = None;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {
+                        let p = board.snapshot();
+                        let due = last.is_none_or(|(phase, at)| {
+                            phase != p.phase || at.elapsed() >= JSON_EVERY
+                        });
+                        if due {
+                            print(&p);
+                            last = Some((p.phase, tokio::time::Instant::now()));
+                        }
+                    }
+                }
+            }
+            print(&board.snapshot());
+        });
+        Display { stop, task }
     }
 
     pub fn spawn(board: Arc<ProgressBoard>) -> Display {

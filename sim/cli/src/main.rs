@@ -7,6 +7,7 @@ mod calibrate;
 mod commands;
 mod merge;
 mod plan;
+mod processes;
 
 use std::process::ExitCode;
 

@@ -43,9 +43,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the child is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of the child's stderr kept for messages.
-const STDERR_TAIL: usize = 20;
+pub(crate) const STDERR_TAIL: usize = 20;
 /// Longest line read from the child's output; longer lines are cut.
-const MAX_LINE: u64 = 64 * 1024;
+pub(crate) const MAX_LINE: u64 = 64 * 1024;
 
 /// A running emulator child process.
 #[derive(Debug)]
@@ -267,7 +267,7 @@ fn ready_url(line: &str) -> Option<&str> {
 }
 
 /// Keep the last [`STDERR_TAIL`] lines of the child's stderr.
-fn keep_tail(stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
+pub(crate) fn keep_tail(stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
     let mut reader = BufReader::new(stderr);
     let mut line = String::new();
     loop {

@@ -24,7 +24,8 @@
 //! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
 //! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
 //! (RLIMIT_NOFILE), `child` (the emulator as a child process), `start` (run time zero:
-//! `--start-at`).
+//! `--start-at`), `processes` (`run --processes N`: one run as N shard children of this
+//! executable against one emulator).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
 //! and when; this module moves their calls, answers, timers and events.
@@ -35,6 +36,7 @@ mod jobs;
 mod ledger;
 pub mod limits;
 mod origins;
+pub mod processes;
 pub mod progress;
 pub mod setup;
 mod start;
@@ -305,6 +307,8 @@ pub async fn run(
     };
 
     // Ready: wait for the common start, if one is asked, then time is run time.
+    // Keys loaded and target checked: a parent of `run --processes` waits for this phase.
+    board.update(|p| p.phase = Phase::Ready);
     let anchor = match start::anchor(&opts.start_at, scenario.run.duration, &mut shutdown).await {
         Ok(anchor) => anchor,
         Err(start::StartError::Interrupted) => {
