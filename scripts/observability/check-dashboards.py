@@ -23,6 +23,7 @@ that the panels read the fleet totals exactly: with the `shard` variable on All,
 the reports; with it on one shard, that shard's report. Per shard selection it runs every
 fleet-overview panel query (each must return data without a `shard` label) and compares
 "Agents by state" and the capacity dashboard's "Fleet size" with the reports' agents by state,
+"Fleet processes scraped" with the number of reports selected,
 and the whole-run reading of "Calls per second by operation", "Failed calls per second by
 outcome" and "Jobs per second by event" (their rate() replaced by the counter itself) with the
 reports' operation counts, error count and job counts. Exit 1 on any mismatch.
@@ -277,6 +278,10 @@ def check_shards(prom, directory, paths, deadline_s=30.0):
         compare(f"{name}: failed calls (whole run)",
                 {"errors": sum(instant(prom, sub(whole_run(failed))).values())},
                 {"errors": errors})
+        [scraped] = panel_exprs(fleet, "Fleet processes scraped")
+        compare(f"{name}: Fleet processes scraped",
+                {"processes": sum(instant(prom, sub(scraped)).values())},
+                {"processes": len(chosen)})
         [events] = panel_exprs(fleet, "Jobs per second by event")
         compare(f"{name}: jobs by event (whole run)",
                 by_label(instant(prom, sub(whole_run(events))), "event"), jobs)

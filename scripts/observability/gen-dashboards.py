@@ -151,13 +151,19 @@ def fleet_overview():
         "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*",
         "options": [], "hide": 0, "sort": 1, "regex": "", "skipUrlSync": False})
     b.row("Now")
-    b.panel("stat", "Requests per second", "reqps", [q(rate(OPS))], w=6, h=4)
+    b.panel("stat", "Requests per second", "reqps", [q(rate(OPS))], w=5, h=4)
     b.panel("stat", "Error ratio", "percentunit",
             [q(zero_if_none(rate(OPS, 'outcome!="ok"'), rate(OPS)) + " / " + rate(OPS))],
-            w=6, h=4, description="Failed calls over all calls (threshold errors.rate).")
+            w=5, h=4, description="Failed calls over all calls (threshold errors.rate).")
     b.panel("stat", "Busy agents", "short",
-            [q(f'sum(fleetsim_agents{{{J},state="busy"}})')], w=6, h=4)
-    b.panel("stat", "Job pickup p95", "s", [q(quantile(0.95, PICK))], w=6, h=4)
+            [q(f'sum(fleetsim_agents{{{J},state="busy"}})')], w=5, h=4)
+    b.panel("stat", "Job pickup p95", "s", [q(quantile(0.95, PICK))], w=5, h=4)
+    # The sums below cover only the shards Prometheus scrapes: a shard that is down or not
+    # scraped vanishes from them silently, so say how many fleet processes are in them.
+    b.panel("stat", "Fleet processes scraped", "short",
+            [q(f'count(fleetsim_build_info{{{J},role="fleet"}})')], w=4, h=4,
+            description="Fleet processes (shards) in these panels' sums; compare with the "
+                        "run's shard count N of --shard I/N.")
     b.row("Traffic and latency")
     b.panel("timeseries", "Calls per second by operation", "reqps",
             [q(rate(OPS, by="operation"), "{{operation}}")])
