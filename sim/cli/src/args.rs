@@ -102,6 +102,31 @@ pub struct RunArgs {
     /// in the open-file limit.
     #[arg(long, conflicts_with = "target")]
     pub emulator_process: bool,
+    /// Run shard I of N (0-based, e.g. 1/3) of a run split over processes or machines: agents
+    /// I, I+N, I+2N, … (each with its global name, key and place in the ramp-up) and job
+    /// arrivals I, I+N, … of the one arrival sequence every shard draws from the seed. Every
+    /// shard needs the same scenario, seed and target (`[target]` or --target, e.g. one
+    /// `fleetsim serve`); `fleetsim merge` joins the reports exactly.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<fleetsim_core::shard::Shard>,
+    /// Run time zero (when the ramp-up, warm-up, faults and the run's length count from), the
+    /// same for every shard: RFC 3339 (2026-12-05T15:00:00Z; fractional seconds and offsets
+    /// allowed) or whole Unix seconds. The run gets ready (keys, target checks), then waits for
+    /// it; a shard ready after it starts at once, as far into the run as it is late, and says
+    /// how late. `stdin`: once ready, read the start time from the first line of standard
+    /// input (in the same forms), a barrier for a parent that starts every shard together.
+    /// Default: when this process is ready.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<fleetsim_live::fleet::StartAt>,
+}
+
+fn parse_shard(s: &str) -> Result<fleetsim_core::shard::Shard, String> {
+    s.parse()
+        .map_err(|e: fleetsim_core::shard::ShardError| e.to_string())
+}
+
+fn parse_start_at(s: &str) -> Result<fleetsim_live::fleet::StartAt, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug)]

@@ -116,6 +116,13 @@ fn run(args: RunArgs) -> Outcome {
         overrides.push(format!("target.url={url:?}"));
     }
     let scenario = load_scenario(&args.common.scenario, &overrides, args.common.seed)?;
+    if args.shard.is_some() && scenario.target.is_none() {
+        // Each shard would start its own embedded emulator: N servers, not one run.
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--shard needs a target every shard shares: start one with `fleetsim serve` and \
+             pass --target URL, or use --processes N on one machine"
+        )));
+    }
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
     let outcome = rt.block_on(async {
@@ -137,6 +144,8 @@ fn run(args: RunArgs) -> Outcome {
             } else {
                 fleetsim_live::fleet::EmulatorPlacement::Auto
             },
+            shard: args.shard,
+            start_at: args.start_at.clone().unwrap_or_default(),
             ..Default::default()
         };
         let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;

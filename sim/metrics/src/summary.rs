@@ -36,6 +36,12 @@ fn header(out: &mut String, r: &Report) {
         format_seconds(r.run.duration_s),
         format_seconds(r.run.wall_s)
     );
+    if let Some(shard) = r.run.shard {
+        let _ = writeln!(
+            out,
+            "shard {shard}: this shard's part only (`fleetsim merge` joins)"
+        );
+    }
     if let Some(e) = &r.engine {
         let _ = writeln!(
             out,

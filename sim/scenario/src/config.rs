@@ -10,6 +10,7 @@ use fleetsim_core::agent::{AgentConfig, RegisterMode as CoreRegisterMode};
 use fleetsim_core::api::Credential;
 use fleetsim_core::crypto::{CryptoMode, Meter};
 use fleetsim_core::server::{Limits, PoolConfig, ServerConfig};
+use fleetsim_core::shard::Shard;
 use fleetsim_core::workload::WorkloadConfig;
 
 use crate::model::{RegisterMode, Scenario};
@@ -76,7 +77,8 @@ impl Scenario {
     }
 
     /// The job workload's configuration: the `[jobs]` load into the fleet's pool, every call made
-    /// with `credential` (the PAT as Basic).
+    /// with `credential` (the PAT as Basic). The whole run's jobs: a sharded driver sets
+    /// `shard` on the result.
     pub fn workload_config(&self, credential: Credential) -> WorkloadConfig {
         WorkloadConfig {
             source: self.jobs.source.clone(),
@@ -85,6 +87,7 @@ impl Scenario {
             pool_name: self.pool_name().to_string(),
             credential,
             duration: self.run.duration,
+            shard: Shard::WHOLE,
         }
     }
 

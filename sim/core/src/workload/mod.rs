@@ -54,6 +54,7 @@ use crate::proto::{
     BuildStatus, BuildUpdate, PipelineRun, RunPipelineParameters, RunResult, RunState, TaskResult,
 };
 use crate::rng::{self, Rng, StreamKind};
+use crate::shard::Shard;
 
 /// The `agent` field of the workload's own events (`Event::Op` of its queue calls, and the
 /// `JobFinished` of a job canceled before an agent took it).
@@ -128,6 +129,10 @@ pub struct WorkloadConfig {
     pub credential: Credential,
     /// Jobs arrive before this much run time has passed.
     pub duration: Duration,
+    /// Which arrivals this process queues: arrival k (0-based) when `shard.has_job(k)`. Every
+    /// shard draws every arrival and its job (see [`Workload`]), so the shards together queue
+    /// exactly the unsharded jobs. [`Shard::WHOLE`] queues them all.
+    pub shard: Shard,
 }
 
 /// What the workload asks its driver to do.
@@ -261,6 +266,9 @@ struct InFlight {
 pub struct Workload {
     config: WorkloadConfig,
     arrivals: Arrivals,
+    /// The number of the next arrival `arrivals` hands out (0-based, over the whole run's
+    /// sequence, whichever shard queues it).
+    arrival_seq: u64,
     /// Draws the jobs themselves (the arrival times have their own stream).
     job_rng: Rng,
     /// Draws when into a canceled job its cancel comes (its own stream, so the job stream
@@ -305,6 +313,7 @@ impl Workload {
         let mut w = Workload {
             config,
             arrivals,
+            arrival_seq: 0,
             job_rng: rng::stream(seed, StreamKind::Jobs, 1),
             cancel_rng: rng::stream(seed, StreamKind::Jobs, 2),
             pool_id: None,
@@ -320,6 +329,11 @@ impl Workload {
             events: VecDeque::new(),
             stats: WorkloadStats::default(),
         };
+        w.skip_foreign();
+        // Only this shard's arrivals decide whether the pool is wanted.
+        if w.arrivals.peek().is_none() {
+            w.pool_retry_at = None;
+        }
         w.advance(SimTime::ZERO);
         w
     }
@@ -377,6 +391,12 @@ impl Workload {
         let pipelines = matches!(self.config.source, Source::Pipelines(_));
         while self.arrivals.peek().is_some_and(|t| t <= now_d) {
             let _ = self.arrivals.next_arrival();
+            let seq = self.arrival_seq;
+            self.arrival_seq += 1;
+            if !self.config.shard.has_job(seq) {
+                // Another shard's arrival: its unsent count is that shard's.
+                continue;
+            }
             if pipelines {
                 self.stats.runs.unsent += 1;
             } else {
@@ -491,12 +511,13 @@ impl Workload {
         let mut due = Vec::new();
         let mut jobs = Vec::new();
         while due.len() < MAX_BATCH && self.arrivals.peek().is_some_and(|t| t <= now_d) {
-            let Some(t) = self.arrivals.next_arrival() else {
+            let Some(t) = self.take_arrival() else {
                 break;
             };
             let (job, cancel) = self.draw();
             due.push((SimTime::ZERO + t, cancel));
             jobs.push(job);
+            self.skip_foreign();
         }
         let Some(&(intended, _)) = due.first() else {
             return;
@@ -532,15 +553,18 @@ impl Workload {
         }
         let now_d = now.saturating_since(SimTime::ZERO);
         while self.arrivals.peek().is_some_and(|t| t <= now_d) {
-            let Some(t) = self.arrivals.next_arrival() else {
+            let Some(t) = self.take_arrival() else {
                 break;
             };
+            // Drawn before the bound is checked, so the streams advance once per arrival
+            // whatever the server did: what other shards draw for their arrivals.
+            let index = pick_weighted(pipelines, &mut self.pick_rng);
+            let cancel = self.draw_run_cancel();
+            self.skip_foreign();
             if self.followed.len() >= MAX_FOLLOWED_RUNS {
                 self.stats.runs.unsent += 1;
                 continue;
             }
-            let index = pick_weighted(pipelines, &mut self.pick_rng);
-            let cancel = self.draw_run_cancel();
             let Some(p) = pipelines.get(index) else {
                 return;
             };
@@ -624,14 +648,7 @@ impl Workload {
     /// cancel decision from `Jobs` stream 1 (as for synthetic jobs), the time 20–80 % into a
     /// length drawn from `jobs.duration` (the scenario's estimate of a run's length) on stream 2.
     fn draw_run_cancel(&mut self) -> Option<Duration> {
-        if !self.config.jobs.sample_cancel(&mut self.job_rng) {
-            return None;
-        }
-        let length = self.config.jobs.duration.sample(&mut self.cancel_rng);
-        let fraction = CANCEL_FROM + CANCEL_SPREAD * model::unit(&mut self.cancel_rng);
-        Some(Duration::from_millis(
-            ((length.as_millis() as f64 * fraction).round() as u64).max(1),
-        ))
+        run_cancel(&self.config.jobs, (&mut self.job_rng, &mut self.cancel_rng))
     }
 
     /// The answer to a run cancel: the server took it (the run is canceling, or had already
@@ -678,6 +695,36 @@ impl Workload {
             Some(RunResult::Failed) => r.failed += 1,
             Some(RunResult::Canceled) => r.canceled += 1,
             Some(RunResult::Unknown) | None => r.other += 1,
+        }
+    }
+
+    /// The next arrival, numbered; the caller then makes its draws and calls
+    /// [`Workload::skip_foreign`].
+    fn take_arrival(&mut self) -> Option<Duration> {
+        let t = self.arrivals.next_arrival()?;
+        self.arrival_seq += 1;
+        Some(t)
+    }
+
+    /// Pass over the arrivals other shards queue, up to this shard's next one, making each
+    /// one's draws exactly as the shard that queues it does (job, cancel decision, cancel time;
+    /// pipeline pick and run cancel for `pipelines`), so every stream stays where the unsharded
+    /// run has it and this shard's jobs are the unsharded run's jobs. Eager, so `peek` (the
+    /// wake-up time, `is_done`) shows this shard's next arrival. A no-op for the whole run.
+    fn skip_foreign(&mut self) {
+        while self.arrivals.peek().is_some() && !self.config.shard.has_job(self.arrival_seq) {
+            let _ = self.arrivals.next_arrival();
+            self.arrival_seq += 1;
+            match &self.config.source {
+                Source::Pipelines(pipelines) => {
+                    let _ = pick_weighted(pipelines, &mut self.pick_rng);
+                    let rngs = (&mut self.job_rng, &mut self.cancel_rng);
+                    let _ = run_cancel(&self.config.jobs, rngs);
+                }
+                Source::Emulator | Source::Server => {
+                    let _ = self.draw();
+                }
+            }
         }
     }
 
@@ -805,6 +852,18 @@ impl Workload {
             Ok(_) | Err(_) => self.stats.cancel_errors += 1,
         }
     }
+}
+
+/// See [`Workload::draw_run_cancel`]: `rngs` are `Jobs` streams 1 and 2.
+fn run_cancel(jobs: &JobModel, (job_rng, cancel_rng): (&mut Rng, &mut Rng)) -> Option<Duration> {
+    if !jobs.sample_cancel(job_rng) {
+        return None;
+    }
+    let length = jobs.duration.sample(cancel_rng);
+    let fraction = CANCEL_FROM + CANCEL_SPREAD * model::unit(cancel_rng);
+    Some(Duration::from_millis(
+        ((length.as_millis() as f64 * fraction).round() as u64).max(1),
+    ))
 }
 
 /// The index of a pipeline drawn by weight.

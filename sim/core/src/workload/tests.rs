@@ -32,6 +32,7 @@ fn config(source: Source, arrival: Arrival, jobs: JobModel, duration_s: u64) -> 
             password: "pat".into(),
         },
         duration: Duration::from_secs(duration_s),
+        shard: Shard::WHOLE,
     }
 }
 
@@ -584,4 +585,145 @@ fn queue_ops_ok(events: &[Event]) -> usize {
             )
         })
         .count()
+}
+
+/// What a workload queued, in order, in terms every shard shares (request and run ids are the
+/// server's): each job's intended time and parameters with when it was canceled, and each
+/// pipeline run's intended time and pipeline with when it was canceled.
+#[derive(Debug, PartialEq)]
+struct Queued {
+    at: SimTime,
+    what: String,
+    canceled_at: Option<SimTime>,
+}
+
+/// Drive shard `shard` of `cfg` (seed 9) to its end and list what it queued.
+fn queued_by(cfg: &WorkloadConfig, shard: Shard) -> (Vec<Queued>, WorkloadStats) {
+    let mut w = Workload::new(
+        WorkloadConfig {
+            shard,
+            ..cfg.clone()
+        },
+        9,
+    );
+    let mut server = FakeServer::default();
+    let events = drive(&mut w, &mut server, Duration::ZERO, SimTime::from_secs(600));
+    let canceled_at = |id: u64| {
+        server.calls.iter().find_map(|(t, c)| match c {
+            ApiRequest::CancelJob { request_id, .. } if *request_id == id => Some(*t),
+            ApiRequest::UpdateBuild { build_id, .. } if *build_id == id => Some(*t),
+            _ => None,
+        })
+    };
+    let jobs = server.calls.iter().filter_map(|(_, c)| match c {
+        ApiRequest::QueueJobs { request, .. } => Some(request.jobs.iter()),
+        _ => None,
+    });
+    let queued_events = events.iter().filter_map(|e| match e {
+        Event::JobQueued { request_id, at } => Some((*request_id, *at)),
+        _ => None,
+    });
+    let mut out: Vec<Queued> = jobs
+        .flatten()
+        .zip(queued_events)
+        .map(|(job, (id, at))| Queued {
+            at,
+            what: format!("{job:?}"),
+            canceled_at: canceled_at(id),
+        })
+        .collect();
+    // Runs: the n-th RunPipeline call is run n (the fake numbers them from 1), its intended
+    // time the n-th queue_jobs op's.
+    let run_ops = events.iter().filter_map(|e| match e {
+        Event::Op {
+            op: Operation::QueueJobs,
+            intended,
+            ..
+        } => Some(*intended),
+        _ => None,
+    });
+    let runs = server.calls.iter().filter_map(|(_, c)| match c {
+        ApiRequest::RunPipeline { pipeline_id, .. } => Some(*pipeline_id),
+        _ => None,
+    });
+    if matches!(cfg.source, Source::Pipelines(_)) {
+        out.extend(
+            runs.zip(run_ops)
+                .enumerate()
+                .map(|(n, (pipeline, at))| Queued {
+                    at,
+                    what: format!("pipeline {pipeline}"),
+                    canceled_at: canceled_at(n as u64 + 1),
+                }),
+        );
+    }
+    (out, w.stats())
+}
+
+// Goal: for 1 to 4 shards, the shards' queued jobs (intended times, job parameters, cancel
+// times) and pipeline runs (pipeline picks, cancel times) are disjoint and together are, in
+// order, exactly what the unsharded workload queues; each shard counts only its own. Fails if
+// a shard skipped another's draws (its jobs would differ) or queued another's arrivals.
+#[test]
+fn shards_queue_a_partition_of_the_unsharded_jobs() {
+    let mut jobs = model(10, 0.3);
+    jobs.duration = DurationDist::uniform(Duration::from_secs(1), Duration::from_secs(30));
+    let targets = vec![
+        PipelineTarget {
+            id: 12,
+            project: "proj".into(),
+            weight: 3,
+            branch: None,
+        },
+        PipelineTarget {
+            id: 4,
+            project: "p2".into(),
+            weight: 1,
+            branch: None,
+        },
+    ];
+    let arrival = Arrival::Poisson { rate_per_s: 3.0 };
+    for source in [Source::Emulator, Source::Pipelines(targets)] {
+        let cfg = config(source, arrival.clone(), jobs.clone(), 40);
+        let (whole, whole_stats) = queued_by(&cfg, Shard::WHOLE);
+        assert!(whole.len() > 60, "{} arrivals", whole.len());
+        assert!(whole.iter().any(|q| q.canceled_at.is_some()));
+        for count in 1..=4u32 {
+            let shards: Vec<(Vec<Queued>, WorkloadStats)> = (0..count)
+                .map(|i| queued_by(&cfg, Shard::new(i, count).unwrap()))
+                .collect();
+            // Arrival k belongs to shard k mod N: interleave the shards back into one list.
+            let mut cursors: Vec<_> = shards.iter().map(|(q, _)| q.iter()).collect();
+            let union: Vec<&Queued> = (0..whole.len())
+                .filter_map(|k| cursors[k % count as usize].next())
+                .collect();
+            assert_eq!(union, whole.iter().collect::<Vec<_>>(), "{count} shards");
+            assert!(
+                cursors.iter_mut().all(|c| c.next().is_none()),
+                "{count} shards queued more than the whole run"
+            );
+            let queued: u64 = shards.iter().map(|(_, s)| s.queued + s.runs.queued).sum();
+            assert_eq!(queued, whole_stats.queued + whole_stats.runs.queued);
+        }
+    }
+}
+
+// Goal: a shard with no arrivals of its own (more shards than arrivals) looks up no pool and
+// sends nothing, as a run without jobs does.
+#[test]
+fn a_shard_without_arrivals_sends_nothing() {
+    let mut cfg = config(
+        Source::Emulator,
+        Arrival::Bursts {
+            size: 2,
+            every: Duration::from_secs(100),
+        },
+        model(10, 0.0),
+        50,
+    );
+    cfg.shard = Shard::new(2, 3).unwrap();
+    let mut w = Workload::new(cfg, 1);
+    assert!(w.poll_transmit().is_none());
+    assert!(w.poll_timeout().is_none());
+    assert!(w.is_done());
 }

@@ -32,6 +32,7 @@ pub mod limits;
 mod origins;
 pub mod progress;
 pub mod setup;
+mod start;
 mod telemetry;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ use fleetsim_core::codec;
 use fleetsim_core::event::{CryptoOp, Event, Side};
 use fleetsim_core::proto::TaskAgentJobRequest;
 use fleetsim_core::rng::{self, StreamKind};
+use fleetsim_core::shard::Shard;
 use fleetsim_metrics::{Mode, Recorder, Report, RunMeta};
 use fleetsim_scenario::{Arrival, ConnectionMode, Scenario};
 use thiserror::Error;
@@ -56,6 +58,7 @@ use tokio::time::Instant;
 pub use fleetsim_core::workload::{GENERATOR_AGENT, WorkloadStats as GeneratorStats};
 pub use ledger::JobAccount;
 pub use progress::{Phase, Placement, Progress, ProgressBoard};
+pub use start::{MAX_START_WAIT, StartAt, parse_instant_us};
 
 use crate::client::{
     ClientError, ClientOptions, DEFAULT_CONNECTIONS_PER_SOURCE, HttpClient, SourceSpread, Target,
@@ -100,6 +103,19 @@ pub struct RunOptions {
     /// Where an emulator started as a child process serves its own Prometheus metrics (its
     /// series cannot reach this process's exporter); `None`: it serves none.
     pub child_metrics_addr: Option<std::net::SocketAddr>,
+    /// Which part of the fleet and of the job arrivals this process runs (`--shard I/N`; see
+    /// `fleetsim_core::shard`); every shard must share one target. `None`: the whole run, and
+    /// the report names no shard (`Some(0/1)` runs the whole fleet and says so).
+    pub shard: Option<Shard>,
+    /// When run time zero is (`--start-at`): shards of one run share it.
+    pub start_at: StartAt,
+}
+
+impl RunOptions {
+    /// This process's part of the run ([`Shard::WHOLE`] when not sharded).
+    pub fn slice(&self) -> Shard {
+        self.shard.unwrap_or(Shard::WHOLE)
+    }
 }
 
 impl Default for RunOptions {
@@ -111,6 +127,8 @@ impl Default for RunOptions {
             prom: false,
             emulator: EmulatorPlacement::Auto,
             child_metrics_addr: None,
+            shard: None,
+            start_at: StartAt::Ready,
         }
     }
 }
@@ -247,21 +265,23 @@ pub async fn run(
         at: SystemTime::now(),
     };
     crate::tls::install_default_provider();
+    // Everything sized by the fleet is sized by this shard's part of it.
+    let agents = opts.slice().agent_count(scenario.fleet.agents);
     let board = opts.progress.clone().unwrap_or_default();
     board.update(|p| {
         p.phase = Phase::Starting;
-        p.agents = scenario.fleet.agents;
+        p.agents = agents;
         p.duration = scenario.run.duration;
     });
     let mut warnings = Vec::new();
     let in_process = match opts.emulator {
-        EmulatorPlacement::Auto => embedded_fits(scenario, &mut warnings),
+        EmulatorPlacement::Auto => embedded_fits(scenario, agents, &mut warnings),
         EmulatorPlacement::InProcess => true,
         EmulatorPlacement::ChildProcess => false,
     };
     let dest = destination(scenario, in_process, opts.child_metrics_addr).await?;
     board.update(|p| p.emulator = dest.placement());
-    let budget = fd_budget(scenario, dest.emulator.is_some(), &mut warnings);
+    let budget = fd_budget(agents, dest.emulator.is_some(), &mut warnings);
     let agent_config = Arc::new(setup::agent_config(scenario, dest.pat.clone()));
     let http = http_client(&dest, &agent_config).await?;
     let base_path: Arc<str> = Arc::from(http.options().target.base_path.as_str());
@@ -270,7 +290,7 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let Some(keys) = load_keys(scenario, &opts, &board, &mut shutdown).await? else {
-        return Ok(interrupted_before_start(scenario, dest, &http, started, warnings).await);
+        return Ok(interrupted_before_start(scenario, &opts, dest, &http, started, warnings).await);
     };
     let key_stats = KeyStats {
         distinct: keys.keys.len(),
@@ -279,10 +299,32 @@ pub async fn run(
         replaced: keys.replaced,
     };
 
-    // From here on, time is run time.
-    let clock = Clock::new(Instant::now());
+    // Ready: wait for the common start, if one is asked, then time is run time.
+    let anchor = match start::anchor(&opts.start_at, scenario.run.duration, &mut shutdown).await {
+        Ok(anchor) => anchor,
+        Err(start::StartError::Interrupted) => {
+            let outcome = interrupted_before_start(scenario, &opts, dest, &http, started, warnings);
+            return Ok(outcome.await);
+        }
+        Err(start::StartError::Refused(message)) => {
+            let mut dest = dest;
+            dest.stop_emulator().await;
+            return Err(FleetError::Unsupported(message));
+        }
+    };
+    if let Some(late) = anchor.late {
+        warnings.push(format!(
+            "shard {} was ready {:.3} s after the start time: it started at once, {:.3} s into \
+             the run (agents whose ramp-up start had passed started late)",
+            opts.slice(),
+            late.as_secs_f64(),
+            late.as_secs_f64()
+        ));
+    }
+    let clock = Clock::new(anchor.instant);
     let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let telemetry = tokio::spawn(telemetry(scenario, rx, &board, clock, opts.prom).run());
+    let telemetry = telemetry(scenario, agents, rx, &board, clock, opts.prom);
+    let telemetry = tokio::spawn(telemetry.run());
     // The embedded emulator's own series, exported beside the fleet's while the run lasts.
     // Never completes (hence `Infallible`): it only runs while the select below waits.
     let emulator_metrics = async {
@@ -302,15 +344,19 @@ pub async fn run(
         base_path: &base_path,
         events: &events,
         stop: &stop_rx,
-        drain: drain(scenario, &opts),
+        drain: drain(agents, &opts),
         close_keepalive: budget.close_keepalive,
+        shard: opts.slice(),
     };
-    let mut tasks = fleet.agents(&agent_config, &keys, transport(scenario, &http)?, &started);
+    let epoch_unix_ms = anchor.unix_us / 1_000;
+    let transport = transport(scenario, agents, &http)?;
+    let mut tasks = fleet.agents(&agent_config, &keys, transport, epoch_unix_ms);
     drop(keys);
     let generator = tokio::spawn(fleet.workload(&http, &dest).run());
 
     let interrupted = tokio::select! {
-        () = tokio::time::sleep(scenario.run.duration) => false,
+        // The run ends at start + duration, also for a shard that started late.
+        () = tokio::time::sleep_until(clock.instant(SimTime::ZERO + scenario.run.duration)) => false,
         () = &mut shutdown => true,
         never = emulator_metrics => match never {},
     };
@@ -321,7 +367,7 @@ pub async fn run(
     board.update(|p| p.phase = Phase::Draining);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    let generator = join_generator(generator, drain(scenario, &opts)).await;
+    let generator = join_generator(generator, drain(agents, &opts)).await;
 
     // Every agent has stopped: what the target still holds is final for this run.
     // The pool's id: the workload looked it up when it queued; otherwise (jobs queued by
@@ -340,7 +386,9 @@ pub async fn run(
     if let Some(stats) = &emulator {
         recorder.set_server_stats(stats.clone());
     }
-    server_pickups(&mut recorder, target_jobs.as_deref());
+    if server_clock_pickups(scenario, opts.slice()) {
+        server_pickups(&mut recorder, target_jobs.as_deref());
+    }
     if let fleetsim_core::workload::Source::Pipelines(_) = scenario.jobs.source {
         recorder.set_runs(generator.runs.into());
     }
@@ -351,7 +399,9 @@ pub async fn run(
     let placement = dest.placement();
     let mut dest = dest;
     dest.stop_emulator().await;
-    let mut report = Report::from_recorder(&recorder, run_meta(scenario, &started, measured));
+    let mut meta = run_meta(scenario, &opts, &started, measured);
+    meta.started_unix_us = Some(anchor.unix_us);
+    let mut report = Report::from_recorder(&recorder, meta);
     report.evaluate_thresholds(&scenario.thresholds);
     board.update(|p| p.phase = Phase::Done);
     Ok(RunOutcome {
@@ -387,26 +437,26 @@ struct Spawn<'a> {
     stop: &'a watch::Receiver<bool>,
     drain: Duration,
     close_keepalive: bool,
+    /// This process's part of the fleet and of the arrivals.
+    shard: Shard,
 }
 
 impl Spawn<'_> {
-    /// One task per agent, starting evenly over the ramp-up, each with its own RNG stream and a
-    /// key shared round-robin.
+    /// One task per agent of this shard, starting evenly over the ramp-up, each with its own RNG
+    /// stream and a key shared round-robin. An agent keeps its global index (its name, key and
+    /// stream) and its place in the global ramp-up, so the shards' agents together are the
+    /// unsharded fleet, ramping up together. `epoch_unix_ms` is the wall time of run time zero.
     fn agents(
         &self,
         config: &Arc<fleetsim_core::agent::AgentConfig>,
         keys: &KeySet,
         transport: Transport,
-        started: &Started,
+        epoch_unix_ms: u64,
     ) -> JoinSet<()> {
         let agents = self.scenario.fleet.agents;
-        let epoch_unix_ms = started
-            .at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let ramp_us = u64::try_from(self.scenario.fleet.ramp_up.as_micros()).unwrap_or(u64::MAX);
         let mut tasks = JoinSet::new();
-        for index in 0..agents {
+        for index in self.shard.agents(agents) {
             let start_us = ramp_us.saturating_mul(u64::from(index)) / u64::from(agents);
             let agent = Agent::new(
                 index,
@@ -435,9 +485,11 @@ impl Spawn<'_> {
         let s = self.scenario;
         let mut config = s.workload_config(pat_credential(&dest.pat));
         config.pool_name = dest.pool.clone();
+        config.shard = self.shard;
         WorkloadTask {
             workload: Workload::new(config, s.run.seed),
             http: Arc::clone(http),
+            // Past every agent's slots: agents keep their global index, so the global size.
             slot: u64::from(s.fleet.agents) * 3,
             base_path: Arc::clone(self.base_path),
             clock: self.clock,
@@ -447,21 +499,23 @@ impl Spawn<'_> {
     }
 }
 
-/// How long agents get to delete their sessions: the option, plus [`DRAIN_PER_AGENT`].
-fn drain(scenario: &Scenario, opts: &RunOptions) -> Duration {
-    opts.drain + DRAIN_PER_AGENT * scenario.fleet.agents
+/// How long this process's `agents` get to delete their sessions: the option, plus
+/// [`DRAIN_PER_AGENT`] each.
+fn drain(agents: u32, opts: &RunOptions) -> Duration {
+    opts.drain + DRAIN_PER_AGENT * agents
 }
 
-/// The recorder task for this run.
+/// The recorder task for this run of `agents` agents (this shard's).
 fn telemetry(
     scenario: &Scenario,
+    agents: u32,
     rx: mpsc::Receiver<Event>,
     board: &Arc<ProgressBoard>,
     clock: Clock,
     prom: bool,
 ) -> Telemetry {
     let mut recorder = Recorder::new();
-    recorder.set_fleet_size(u64::from(scenario.fleet.agents));
+    recorder.set_fleet_size(u64::from(agents));
     Telemetry {
         rx,
         recorder,
@@ -469,7 +523,7 @@ fn telemetry(
         clock,
         warmup: SimTime::ZERO + scenario.run.warmup,
         duration: scenario.run.duration,
-        prom: prom.then(|| crate::prom::PromSink::new(scenario.fleet.agents)),
+        prom: prom.then(|| crate::prom::PromSink::new(agents)),
         ledger: JobLedger::default(),
     }
 }
@@ -500,12 +554,16 @@ async fn http_client(
     Ok(HttpClient::new(opts).await?)
 }
 
-/// Per-agent connections, or one shared pool (per origin).
-fn transport(scenario: &Scenario, http: &Arc<HttpClient>) -> Result<Transport, ClientError> {
+/// Per-agent connections, or one shared pool (per origin) for this process's `agents`.
+fn transport(
+    scenario: &Scenario,
+    agents: u32,
+    http: &Arc<HttpClient>,
+) -> Result<Transport, ClientError> {
     match scenario.fleet.connection_mode {
         ConnectionMode::PerAgent => Transport::per_agent(http),
         // Long polls hold their connection: the pool must fit ~1.5 per agent plus job traffic.
-        ConnectionMode::Pooled => Transport::pooled(http, scenario.fleet.agents as usize * 2 + 16),
+        ConnectionMode::Pooled => Transport::pooled(http, agents as usize * 2 + 16),
     }
 }
 
@@ -528,6 +586,7 @@ async fn join_generator(
 /// The outcome of a run stopped while its keys were still being made: nothing ran.
 async fn interrupted_before_start(
     scenario: &Scenario,
+    opts: &RunOptions,
     mut dest: Destination,
     http: &Arc<HttpClient>,
     started: Started,
@@ -540,7 +599,8 @@ async fn interrupted_before_start(
     };
     dest.stop_emulator().await;
     let recorder = Recorder::new();
-    let report = Report::from_recorder(&recorder, run_meta(scenario, &started, Duration::ZERO));
+    let meta = run_meta(scenario, opts, &started, Duration::ZERO);
+    let report = Report::from_recorder(&recorder, meta);
     RunOutcome {
         report,
         recorder,
@@ -659,11 +719,11 @@ async fn destination(
 /// Whether the embedded emulator fits in this process: both ends of every connection (two held
 /// per agent, plus job connections) within the descriptor limit, raised to the hard limit
 /// first. When not, the emulator runs in a child process and each process needs half.
-fn embedded_fits(scenario: &Scenario, warnings: &mut Vec<String>) -> bool {
+fn embedded_fits(scenario: &Scenario, agents: u32, warnings: &mut Vec<String>) -> bool {
     if scenario.target.is_some() {
         return true;
     }
-    let needed = held_descriptors(scenario, 2);
+    let needed = held_descriptors(agents, 2);
     match limits::raise_nofile(needed) {
         Ok(limit) => limit.soft >= needed,
         Err(e) => {
@@ -673,10 +733,11 @@ fn embedded_fits(scenario: &Scenario, warnings: &mut Vec<String>) -> bool {
     }
 }
 
-/// Descriptors the fleet holds with `ends` ends of each connection in this process: two held
-/// connections per agent, a job connection for up to a fifth of the fleet, and headroom.
-fn held_descriptors(scenario: &Scenario, ends: u64) -> u64 {
-    let agents = u64::from(scenario.fleet.agents);
+/// Descriptors this process's `agents` hold with `ends` ends of each connection in this
+/// process: two held connections per agent, a job connection for up to a fifth of them, and
+/// headroom.
+fn held_descriptors(agents: u32, ends: u64) -> u64 {
+    let agents = u64::from(agents);
     agents * ends * 2 + agents * ends / 5 + FD_HEADROOM
 }
 
@@ -694,10 +755,10 @@ struct FdBudget {
 /// holds the other end of each in the same process. When that does not fit, keep-alive
 /// connections are closed between polls (held 50 s of every ~80 s instead of always), which is
 /// said in a warning; when even that does not fit, a second warning says connections will fail.
-fn fd_budget(scenario: &Scenario, embedded: bool, warnings: &mut Vec<String>) -> FdBudget {
+fn fd_budget(agents: u32, embedded: bool, warnings: &mut Vec<String>) -> FdBudget {
     let ends = if embedded { 2 } else { 1 };
-    let agents = u64::from(scenario.fleet.agents);
-    let needed = held_descriptors(scenario, ends);
+    let needed = held_descriptors(agents, ends);
+    let agents = u64::from(agents);
     let limit = match limits::raise_nofile(needed) {
         Ok(limit) => limit,
         Err(e) => {
@@ -789,6 +850,16 @@ async fn job_list(
         ApiResponse::JobRequests(list) => Some(list.value),
         _ => None,
     }
+}
+
+/// Whether pickups of jobs this process did not queue are timed on the server's clock. Not in
+/// a sharded run whose source queues jobs itself (`emulator`, `pipelines`): there another shard
+/// queued those jobs and timed their queueing on the fleet clock, so the merge joins the two
+/// halves (this shard's pickup, that shard's queue) on it; a server-clock sample here would
+/// count the job twice and on the wrong clock. With `source = "server"` nobody in the fleet
+/// queues, and the server's clock is the only one there is.
+fn server_clock_pickups(scenario: &Scenario, shard: Shard) -> bool {
+    shard.is_whole() || scenario.jobs.source == fleetsim_core::workload::Source::Server
 }
 
 /// Pickups of jobs the fleet did not queue, from the server's own times (`queueTime` →
@@ -979,7 +1050,14 @@ pub(crate) fn pat_credential(pat: &str) -> Credential {
 }
 
 /// What the report says about the run itself; `measured` is the run time after the warm-up.
-fn run_meta(scenario: &Scenario, started: &Started, measured: Duration) -> RunMeta {
+/// The shard is named whenever `--shard` was given, even `0/1`; `started_unix_us` is set by
+/// the caller once run time zero is fixed.
+fn run_meta(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    started: &Started,
+    measured: Duration,
+) -> RunMeta {
     RunMeta {
         mode: Mode::Live,
         seed: scenario.run.seed,
@@ -987,6 +1065,8 @@ fn run_meta(scenario: &Scenario, started: &Started, measured: Duration) -> RunMe
         scenario: scenario.run.name.clone(),
         started_at: Some(rfc3339(started.at)),
         duration_s: measured.as_secs_f64(),
+        shard: opts.shard,
+        scenario_digest: Some(scenario.digest()),
         ..RunMeta::default()
     }
 }
