@@ -126,7 +126,10 @@ fn run(args: RunArgs) -> Outcome {
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        let prom = start_metrics(args.common.metrics_addr, Role::Fleet, Shard::WHOLE)?;
+        // A shard's series carry its index, so Prometheus keeps the shards apart and the
+        // dashboards sum them into the fleet.
+        let shard = args.shard.unwrap_or(Shard::WHOLE);
+        let prom = start_metrics(args.common.metrics_addr, Role::Fleet, shard)?;
         let board = fleetsim_live::fleet::ProgressBoard::new();
         let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
         let opts = fleetsim_live::fleet::RunOptions {
