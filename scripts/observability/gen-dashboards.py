@@ -2,9 +2,15 @@
 """Generate dashboards/*.json (Grafana classic dashboard model, schemaVersion 39).
 
 The dashboards are data kept here so their conventions hold everywhere: a `datasource`
-template variable used by every panel and target, a `job` variable every query filters on with
-=~ (so a checker can substitute `.*`), stable uids, a unit on every panel, `$__rate_interval`
-in every rate(), histogram_quantile over `_bucket` with `sum by (le)`, shared crosshair.
+template variable used by every panel and target, `job` and `shard` variables every selector
+filters on with =~ (so a checker can substitute `.*`), stable uids, a unit on every panel,
+`$__rate_interval` in every rate(), histogram_quantile over `_bucket` with `sum by (le)`,
+shared crosshair.
+
+Across shards: every series carries a `shard` label (one value per `fleetsim run --shard I/N`
+process, "0" when unsharded), and every query aggregates it away (`sum`, `sum by (...)` without
+`shard`, `max` for the run clock), so with `shard` = All a panel shows the whole fleet and with
+one shard picked it shows that shard alone.
 
 Run from the repository root after changing a panel:
     python3 scripts/observability/gen-dashboards.py
@@ -16,7 +22,8 @@ import os
 
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
-J = 'job=~"$job"'
+# Every selector: the job and shard variables (both multi-value, hence =~).
+J = 'job=~"$job",shard=~"$shard"'
 RI = "$__rate_interval"
 
 
@@ -68,6 +75,15 @@ class Board:
                  "definition": "label_values(fleetsim_build_info, job)",
                  "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*",
                  "options": [], "hide": 0, "sort": 1, "regex": "",
+                 "skipUrlSync": False},
+                # All by default: panels sum the shards into the whole fleet; picking shards
+                # narrows every panel to them. Sorted numerically (sort 3).
+                {"type": "query", "name": "shard", "label": "Shard", "datasource": DS,
+                 "query": 'label_values(fleetsim_build_info{job=~"$job"}, shard)',
+                 "definition": 'label_values(fleetsim_build_info{job=~"$job"}, shard)',
+                 "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*",
+                 "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                 "options": [], "hide": 0, "sort": 3, "regex": "",
                  "skipUrlSync": False},
             ]},
             "panels": [],
@@ -135,13 +151,19 @@ def fleet_overview():
         "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*",
         "options": [], "hide": 0, "sort": 1, "regex": "", "skipUrlSync": False})
     b.row("Now")
-    b.panel("stat", "Requests per second", "reqps", [q(rate(OPS))], w=6, h=4)
+    b.panel("stat", "Requests per second", "reqps", [q(rate(OPS))], w=5, h=4)
     b.panel("stat", "Error ratio", "percentunit",
             [q(zero_if_none(rate(OPS, 'outcome!="ok"'), rate(OPS)) + " / " + rate(OPS))],
-            w=6, h=4, description="Failed calls over all calls (threshold errors.rate).")
+            w=5, h=4, description="Failed calls over all calls (threshold errors.rate).")
     b.panel("stat", "Busy agents", "short",
-            [q(f'sum(fleetsim_agents{{{J},state="busy"}})')], w=6, h=4)
-    b.panel("stat", "Job pickup p95", "s", [q(quantile(0.95, PICK))], w=6, h=4)
+            [q(f'sum(fleetsim_agents{{{J},state="busy"}})')], w=5, h=4)
+    b.panel("stat", "Job pickup p95", "s", [q(quantile(0.95, PICK))], w=5, h=4)
+    # The sums below cover only the shards Prometheus scrapes: a shard that is down or not
+    # scraped vanishes from them silently, so say how many fleet processes are in them.
+    b.panel("stat", "Fleet processes scraped", "short",
+            [q(f'count(fleetsim_build_info{{{J},role="fleet"}})')], w=4, h=4,
+            description="Fleet processes (shards) in these panels' sums; compare with the "
+                        "run's shard count N of --shard I/N.")
     b.row("Traffic and latency")
     b.panel("timeseries", "Calls per second by operation", "reqps",
             [q(rate(OPS, by="operation"), "{{operation}}")])

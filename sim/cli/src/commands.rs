@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleetsim_core::dist::parse_duration;
+use fleetsim_core::shard::Shard;
 use fleetsim_live::prom::{self, PromHandle, Role};
 use fleetsim_metrics::{
     Report, compare, parse_max_regression, render_html, render_junit, render_summary,
@@ -128,7 +129,10 @@ fn run(args: RunArgs) -> Outcome {
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        let prom = start_metrics(args.common.metrics_addr, Role::Fleet)?;
+        // A shard's series carry its index, so Prometheus keeps the shards apart and the
+        // dashboards sum them into the fleet.
+        let shard = args.shard.unwrap_or(Shard::WHOLE);
+        let prom = start_metrics(args.common.metrics_addr, Role::Fleet, shard)?;
         let board = fleetsim_live::fleet::ProgressBoard::new();
         let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
         let json = args
@@ -217,7 +221,9 @@ fn simulate(args: SimulateArgs) -> Outcome {
     let scenario = load_scenario(&args.common.scenario, &overrides, args.common.seed)?;
     let linger = parse_linger(&args.common)?;
     let rt = runtime()?;
-    let prom = rt.block_on(async { start_metrics(args.common.metrics_addr, Role::Simulate) })?;
+    let prom = rt.block_on(async {
+        start_metrics(args.common.metrics_addr, Role::Simulate, Shard::WHOLE)
+    })?;
     let sim_opts = fleetsim_des::SimOptions::default();
     let out = match &prom {
         // The exporter sees every event as it happens; its run-time gauge is virtual seconds.
@@ -342,13 +348,15 @@ pub(crate) fn parse_linger(common: &ScenarioArgs) -> Result<Duration, Failure> {
         .map_err(|e| Failure::usage(anyhow::anyhow!("--metrics-linger: {e}")))
 }
 
-/// The Prometheus endpoint (`--metrics-addr`), when asked for. Needs the runtime entered.
+/// The Prometheus endpoint (`--metrics-addr`), when asked for; every series carries `shard`'s
+/// index (`Shard::WHOLE` exports `shard="0"`). Needs the runtime entered.
 pub(crate) fn start_metrics(
     addr: Option<SocketAddr>,
     role: Role,
+    shard: Shard,
 ) -> Result<Option<PromHandle>, Failure> {
     addr.map(|addr| {
-        prom::install(addr, role).map_err(|e| match e {
+        prom::install(addr, role, shard).map_err(|e| match e {
             // Someone else holds the port: the user can pick another one.
             prom::PromError::Bind { .. } => Failure::usage(anyhow::Error::new(e)),
             _ => Failure::run(anyhow::Error::new(e)),
@@ -398,7 +406,7 @@ fn serve(args: ServeArgs) -> Outcome {
     opts.max_connections = args.max_connections;
     let rt = runtime()?;
     rt.block_on(async {
-        let prom = start_metrics(args.metrics_addr, Role::Emulator)?;
+        let prom = start_metrics(args.metrics_addr, Role::Emulator, Shard::WHOLE)?;
         let running = fleetsim_live::server::start(opts)
             .await
             .map_err(|e| Failure::run(anyhow::Error::new(e)))?;

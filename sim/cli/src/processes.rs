@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use fleetsim_core::api::EmulatorStats;
 use fleetsim_core::event::Event;
+use fleetsim_core::shard::Shard;
 use fleetsim_live::fleet::processes::{self, ProcessesError, ProcessesOptions, ShardExit};
 use fleetsim_live::fleet::{EmulatorPlacement, FleetError, ProgressBoard};
 use fleetsim_live::prom::Role;
@@ -37,7 +38,7 @@ pub(crate) fn run(args: RunArgs, n: u32) -> Outcome {
     let result = rt.block_on(async {
         // This process's endpoint serves the emulator's series; the children serve theirs on
         // the next ports.
-        let prom = start_metrics(args.common.metrics_addr, Role::Emulator)?;
+        let prom = start_metrics(args.common.metrics_addr, Role::Emulator, Shard::WHOLE)?;
         let board = ProgressBoard::new();
         let display = (!args.common.quiet).then(|| progress::spawn(board.clone()));
         let json = args
@@ -99,7 +100,7 @@ pub(crate) fn run(args: RunArgs, n: u32) -> Outcome {
         )));
     }
     let labels: Vec<String> = reports.iter().map(|(label, _)| label.clone()).collect();
-    let mut report = merge_shards(reports)
+    let mut report = merge_shards(reports, failed.is_empty())
         .and_then(|r| with_emulator(r, outcome.emulator.clone(), &outcome.emulator_crypto))
         .context("the shard reports cannot be merged")
         .map_err(Failure::run)?;
@@ -169,16 +170,21 @@ fn read_shard_reports(shards: &[ShardExit]) -> (Vec<(String, Report)>, Vec<Strin
 
 /// Merge the shards' reports into one with the validated shard merge (`Report::merge_shards`):
 /// one set of shards of this scenario, each index once, added on the earliest start, pickups
-/// whose queued and picked halves fell in different shards joined. The emulator's counters are
+/// whose queued and picked halves fell in different shards joined. When a child failed
+/// (`complete` false) the survivors still add up, as the separate runs they now are, so the
+/// report shows what was measured; the caller fails the run. The emulator's counters are
 /// taken out of every shard first: each shard read the same shared emulator at a different
 /// moment, and the parent's one reading after every shard finished (`with_emulator`) is the
 /// run's.
-fn merge_shards(reports: Vec<(String, Report)>) -> anyhow::Result<Report> {
+fn merge_shards(reports: Vec<(String, Report)>, complete: bool) -> anyhow::Result<Report> {
     let reports: Vec<(String, Report)> = reports
         .into_iter()
         .map(|(label, mut r)| {
             r.emulator = None;
             r.jobs.requeued = 0;
+            if !complete {
+                r.run.shard = None;
+            }
             (label, r)
         })
         .collect();

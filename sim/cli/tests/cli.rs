@@ -291,17 +291,18 @@ fn run_without_any_token_exits_3_and_names_the_phase() {
 
 // Goal: `--metrics-addr` serves Prometheus text during the run and, with `--metrics-linger`,
 // keeps the final values after it (the summary says where and for how long): operations,
-// pickup histogram buckets, build info, and the embedded emulator's series.
+// pickup histogram buckets, build info, and the embedded emulator's series, each labelled
+// `shard="0"` (an unsharded run).
 #[test]
 fn metrics_endpoint_serves_the_final_values_while_it_lingers() {
     let dir = scratch("metrics");
     let scenario = tiny_scenario(&dir, "");
     let body = scrape_while_lingering(&["run", scenario.to_str().unwrap()]);
     for needle in [
-        "fleetsim_build_info{",
+        "fleetsim_build_info{shard=\"0\",",
         "role=\"fleet\"",
-        "fleetsim_operations_total{operation=\"register\",outcome=\"ok\"} 3",
-        "fleetsim_job_pickup_duration_seconds_bucket{le=",
+        "fleetsim_operations_total{shard=\"0\",operation=\"register\",outcome=\"ok\"} 3",
+        "fleetsim_job_pickup_duration_seconds_bucket{shard=\"0\",le=",
         "fleetsim_emulator_requests_total{",
         "# HELP fleetsim_jobs_total",
     ] {
@@ -317,15 +318,15 @@ fn simulate_exports_the_virtual_run_to_prometheus() {
     let body = scrape_while_lingering(&["simulate", "scenarios/quickstart.toml"]);
     for needle in [
         "role=\"simulate\"",
-        "fleetsim_operations_total{operation=\"register\",outcome=\"ok\"} 20",
-        "fleetsim_job_pickup_duration_seconds_count ",
+        "fleetsim_operations_total{shard=\"0\",operation=\"register\",outcome=\"ok\"} 20",
+        "fleetsim_job_pickup_duration_seconds_count{shard=\"0\"} ",
     ] {
         assert!(body.contains(needle), "{needle} missing from:\n{body}");
     }
     // Virtual seconds of the 40 s scenario (the latest event lands just before its end).
     let elapsed: f64 = body
         .lines()
-        .find_map(|l| l.strip_prefix("fleetsim_run_elapsed_seconds "))
+        .find_map(|l| l.strip_prefix("fleetsim_run_elapsed_seconds{shard=\"0\"} "))
         .and_then(|v| v.parse().ok())
         .expect("the run-time gauge");
     assert!((30.0..=40.0).contains(&elapsed), "{elapsed}");
@@ -428,7 +429,7 @@ fn child_emulator_exports_its_metrics_on_the_next_port() {
     while child.try_wait().unwrap().is_none() {
         if TcpStream::connect(&emulator).is_ok() {
             let body = http_get(&emulator, "/metrics");
-            if body.contains("fleetsim_emulator_registered_agents 3") {
+            if body.contains("fleetsim_emulator_registered_agents{shard=\"0\"} 3") {
                 seen = Some(body);
                 break;
             }

@@ -17,6 +17,7 @@ use fleetsim_core::event::{CryptoOp, Event, Outcome, Side};
 use fleetsim_core::ops::{AgentState, Operation};
 use fleetsim_core::proto::TaskResult;
 use fleetsim_core::server::ServerConfig;
+use fleetsim_core::shard::Shard;
 use fleetsim_live::prom::{self, PromSink, Role};
 use fleetsim_live::server::{self, EmulatorOptions};
 
@@ -43,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// an unknown path (answered 404, route `unrouted`) so the request series exist; every other
 /// value stays 0, which is real too.
 async fn emulator(addr: SocketAddr, serve_for: Duration) -> Result<(), Box<dyn std::error::Error>> {
-    let handle = prom::install(addr, Role::Emulator)?;
+    let handle = prom::install(addr, Role::Emulator, Shard::WHOLE)?;
     let opts = EmulatorOptions::new(([127, 0, 0, 1], 0).into(), ServerConfig::default());
     let running = server::start(opts).await?;
     println!(
@@ -81,7 +82,7 @@ async fn poke_once(target: SocketAddr) -> std::io::Result<()> {
 
 /// A synthetic fleet: agents come up, poll, take jobs, rotate tokens, now and then fail a call.
 async fn fleet(addr: SocketAddr, serve_for: Duration) -> Result<(), Box<dyn std::error::Error>> {
-    let handle = prom::install(addr, Role::Fleet)?;
+    let handle = prom::install(addr, Role::Fleet, Shard::WHOLE)?;
     println!("metrics at {}", handle.url());
     let mut sink = PromSink::new(AGENTS);
     let mut tick = tokio::time::interval(Duration::from_millis(100));

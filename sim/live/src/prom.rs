@@ -7,8 +7,11 @@
 //! Every name, help text and label set comes from `fleetsim_metrics::names` (the one module that
 //! names metrics); label values come only from bounded enums and fixed tables (operations,
 //! outcome labels, agent states, crypto operations, route templates, the statuses the codec
-//! emits). Every `_seconds` histogram gets explicit buckets, so nothing renders as a summary
-//! (summaries cannot be aggregated or fed to `histogram_quantile`).
+//! emits). Every series also carries the process's `shard` label (`names::PROM_SHARD_LABEL`),
+//! set once as the exporter's global label, so no call site names it and none can forget it;
+//! its values are the shard indices `0..MAX_SHARDS`, `"0"` for an unsharded process. Every
+//! `_seconds` histogram gets explicit buckets, so nothing renders as a summary (summaries
+//! cannot be aggregated or fed to `histogram_quantile`).
 //!
 //! Decision: the endpoint is a small hyper listener of our own over the exporter's
 //! `PrometheusHandle`, not the exporter's `http-listener`. Ours reports the address it bound
@@ -31,6 +34,7 @@ use fleetsim_core::api::EmulatorStats;
 use fleetsim_core::event::{CryptoOp, Event, Side};
 use fleetsim_core::ops::{AgentState, Operation};
 use fleetsim_core::proto::TaskResult;
+use fleetsim_core::shard::{MAX_SHARDS, Shard};
 use fleetsim_metrics::names::{self, PromMetric};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -94,6 +98,9 @@ pub enum PromError {
     AlreadyInstalled,
     #[error("the metrics endpoint needs a tokio runtime")]
     NoRuntime,
+    /// A shard outside `0..count` or a count outside `1..=MAX_SHARDS` (the label's bound).
+    #[error("shard {0} is not a shard of a run (I/N with I < N <= {MAX_SHARDS})")]
+    Shard(Shard),
 }
 
 /// The running endpoint. Dropping it stops serving at once; `linger` keeps serving a while
@@ -139,11 +146,14 @@ impl Drop for PromHandle {
     }
 }
 
-/// Install the global recorder for `role` and serve `GET /metrics` on `addr` (bound exactly
-/// there; port 0 picks a free port, see `PromHandle::local_addr`). Needs a tokio runtime; may
-/// be called once per process. Every catalogue metric gets its help text, and
-/// `fleetsim_build_info{version,role}` is set to 1.
-pub fn install(addr: SocketAddr, role: Role) -> Result<PromHandle, PromError> {
+/// Install the global recorder for `role` in `shard` (`Shard::WHOLE` for an unsharded run,
+/// `serve` and `simulate`) and serve `GET /metrics` on `addr` (bound exactly there; port 0
+/// picks a free port, see `PromHandle::local_addr`). Needs a tokio runtime; may be called once
+/// per process. Every series carries `shard="<index>"`, every catalogue metric gets its help
+/// text, and `fleetsim_build_info{shard,version,role}` is set to 1.
+pub fn install(addr: SocketAddr, role: Role, shard: Shard) -> Result<PromHandle, PromError> {
+    // Checked before binding, so a refused shard leaves no listener behind.
+    let b = builder(shard)?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| PromError::NoRuntime)?;
     let bind_err = |source| PromError::Bind { addr, source };
     let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
@@ -154,7 +164,7 @@ pub fn install(addr: SocketAddr, role: Role) -> Result<PromHandle, PromError> {
         TcpListener::from_std(std_listener).map_err(bind_err)?
     };
 
-    let recorder = builder().build_recorder();
+    let recorder = b.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| PromError::AlreadyInstalled)?;
     describe_all();
@@ -178,11 +188,17 @@ pub fn install(addr: SocketAddr, role: Role) -> Result<PromHandle, PromError> {
 }
 
 /// The exporter configuration every fleetsim endpoint uses: names exactly as the catalogue
-/// spells them (no suffixes added), and buckets for every histogram.
-pub fn builder() -> PrometheusBuilder {
+/// spells them (no suffixes added), buckets for every histogram, and `shard="<index>"` on every
+/// series. A shard outside `0..count` or a count above `MAX_SHARDS` is refused: the label's
+/// values are bounded by `MAX_SHARDS`, and `Shard`'s fields are public, so the bound is
+/// checked here rather than trusted.
+pub fn builder(shard: Shard) -> Result<PrometheusBuilder, PromError> {
+    Shard::new(shard.index, shard.count).map_err(|_| PromError::Shard(shard))?;
     // No recommended naming: it would append `_total` and units to names that already end in
     // them. Units are never passed to `describe_*`, so no suffix is added either.
-    let mut b = PrometheusBuilder::new().with_recommended_naming(false);
+    let mut b = PrometheusBuilder::new()
+        .with_recommended_naming(false)
+        .add_global_label(names::PROM_SHARD_LABEL, shard.index.to_string());
     // Catalogue histograms get their own bounds; the default bounds make sure a histogram
     // added later without an entry still renders as a histogram, never as a summary.
     b = b
@@ -193,7 +209,7 @@ pub fn builder() -> PrometheusBuilder {
             .set_buckets_for_metric(Matcher::Full(m.name.to_string()), buckets_for(m))
             .expect("bucket bounds are non-empty constants");
     }
-    b
+    Ok(b)
 }
 
 /// The bucket bounds of a catalogue histogram.
@@ -216,7 +232,8 @@ pub fn describe_all() {
     }
 }
 
-/// Set `fleetsim_build_info{version,role}` to 1 in the current recorder.
+/// Set `fleetsim_build_info{version,role}` to 1 in the current recorder (the `shard` label is
+/// the recorder's global label).
 pub fn set_build_info(role: Role) {
     metrics::gauge!(
         names::PROM_BUILD_INFO.name,
@@ -658,7 +675,11 @@ mod tests {
 
     /// A local recorder configured like `install`'s, with help texts and build info.
     fn recorder(role: Role) -> PrometheusRecorder {
-        let recorder = builder().build_recorder();
+        recorder_in(role, Shard::WHOLE)
+    }
+
+    fn recorder_in(role: Role, shard: Shard) -> PrometheusRecorder {
+        let recorder = builder(shard).expect("a valid shard").build_recorder();
         metrics::with_local_recorder(&recorder, || {
             describe_all();
             set_build_info(role);
@@ -805,7 +826,9 @@ mod tests {
         let ops = |op: &str, outcome: &str| {
             sample(
                 &text,
-                &format!("fleetsim_operations_total{{operation=\"{op}\",outcome=\"{outcome}\"}}"),
+                &format!(
+                    "fleetsim_operations_total{{shard=\"0\",operation=\"{op}\",outcome=\"{outcome}\"}}"
+                ),
             )
         };
         assert_eq!(ops("register", "ok"), 1.0);
@@ -816,34 +839,54 @@ mod tests {
             "success series exist from the start"
         );
         assert!(!text.contains("quantile="), "no summaries:\n{text}");
-        let pickup_le_5 = "fleetsim_job_pickup_duration_seconds_bucket{le=\"5\"}";
+        let pickup_le_5 = "fleetsim_job_pickup_duration_seconds_bucket{shard=\"0\",le=\"5\"}";
         assert_eq!(sample(&text, pickup_le_5), 1.0, "2.5 s pickup is under 5 s");
-        let pickup_le_1 = "fleetsim_job_pickup_duration_seconds_bucket{le=\"1\"}";
+        let pickup_le_1 = "fleetsim_job_pickup_duration_seconds_bucket{shard=\"0\",le=\"1\"}";
         assert_eq!(sample(&text, pickup_le_1), 0.0);
-        let reg = "fleetsim_operation_duration_seconds_bucket{operation=\"register\",le=\"0.05\"}";
+        let reg = "fleetsim_operation_duration_seconds_bucket{shard=\"0\",operation=\"register\",le=\"0.05\"}";
         assert_eq!(sample(&text, reg), 1.0);
-        let state = |s: &str| sample(&text, &format!("fleetsim_agents{{state=\"{s}\"}}"));
+        let state = |s: &str| {
+            sample(
+                &text,
+                &format!("fleetsim_agents{{shard=\"0\",state=\"{s}\"}}"),
+            )
+        };
         assert_eq!(
             (state("offline"), state("registering"), state("busy")),
             (0.0, 1.0, 1.0)
         );
-        let jobs = |e: &str| sample(&text, &format!("fleetsim_jobs_total{{event=\"{e}\"}}"));
+        let jobs = |e: &str| {
+            sample(
+                &text,
+                &format!("fleetsim_jobs_total{{shard=\"0\",event=\"{e}\"}}"),
+            )
+        };
         assert_eq!(
             (jobs("queued"), jobs("started"), jobs("failed")),
             (1.0, 1.0, 1.0)
         );
-        let agents_unwrap = "fleetsim_crypto_operations_total{side=\"agents\",op=\"oaep_unwrap\"}";
+        let agents_unwrap =
+            "fleetsim_crypto_operations_total{shard=\"0\",side=\"agents\",op=\"oaep_unwrap\"}";
         assert_eq!(sample(&text, agents_unwrap), 2.0);
         assert!(
             !text.contains("side=\"emulator\""),
             "emulator crypto is the emulator's to export"
         );
-        let busy = "fleetsim_crypto_busy_seconds{side=\"agents\",op=\"oaep_unwrap\"}";
+        let busy = "fleetsim_crypto_busy_seconds{shard=\"0\",side=\"agents\",op=\"oaep_unwrap\"}";
         assert!((sample(&text, busy) - 0.0015).abs() < 1e-9);
-        assert_eq!(sample(&text, "fleetsim_token_rotations_total"), 1.0);
-        assert_eq!(sample(&text, "fleetsim_secrets_masked_total"), 3.0);
-        assert_eq!(sample(&text, "fleetsim_run_elapsed_seconds"), 9.0);
-        let info = "fleetsim_build_info{version=\"";
+        assert_eq!(
+            sample(&text, "fleetsim_token_rotations_total{shard=\"0\"}"),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "fleetsim_secrets_masked_total{shard=\"0\"}"),
+            3.0
+        );
+        assert_eq!(
+            sample(&text, "fleetsim_run_elapsed_seconds{shard=\"0\"}"),
+            9.0
+        );
+        let info = "fleetsim_build_info{shard=\"0\",version=\"";
         assert!(
             text.contains(info) && text.contains("role=\"fleet\"}"),
             "{text}"
@@ -862,14 +905,31 @@ mod tests {
             sink.observe(&stats, &front);
         });
         let text = rec.handle().render();
-        let polls = "fleetsim_emulator_requests_total{route=\"get_message\",status=\"202\"}";
+        let polls =
+            "fleetsim_emulator_requests_total{shard=\"0\",route=\"get_message\",status=\"202\"}";
         assert_eq!(sample(&text, polls), 10.0);
-        assert_eq!(sample(&text, "fleetsim_emulator_shed_requests_total"), 3.0);
-        assert_eq!(sample(&text, "fleetsim_emulator_queued_jobs"), 3.0);
-        assert_eq!(sample(&text, "fleetsim_emulator_job_requeues_total"), 1.0);
-        assert_eq!(sample(&text, "fleetsim_emulator_leaked_secrets_total"), 0.0);
-        assert_eq!(sample(&text, "fleetsim_emulator_open_connections"), 2.0);
-        let wrap = "fleetsim_crypto_operations_total{side=\"emulator\",op=\"oaep_wrap\"}";
+        assert_eq!(
+            sample(&text, "fleetsim_emulator_shed_requests_total{shard=\"0\"}"),
+            3.0
+        );
+        assert_eq!(
+            sample(&text, "fleetsim_emulator_queued_jobs{shard=\"0\"}"),
+            3.0
+        );
+        assert_eq!(
+            sample(&text, "fleetsim_emulator_job_requeues_total{shard=\"0\"}"),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "fleetsim_emulator_leaked_secrets_total{shard=\"0\"}"),
+            0.0
+        );
+        assert_eq!(
+            sample(&text, "fleetsim_emulator_open_connections{shard=\"0\"}"),
+            2.0
+        );
+        let wrap =
+            "fleetsim_crypto_operations_total{shard=\"0\",side=\"emulator\",op=\"oaep_wrap\"}";
         assert_eq!(sample(&text, wrap), 4.0);
     }
 
@@ -934,6 +994,56 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    // Goal: every series a shard exports carries its index as the `shard` label (build info
+    // included), so Prometheus keeps the shards' series apart and dashboards can sum them.
+    #[test]
+    fn every_series_carries_the_shard_label() {
+        let shard = Shard::new(2, 3).unwrap();
+        for role in [Role::Fleet, Role::Emulator] {
+            let rec = recorder_in(role, shard);
+            let (stats, front) = emulator_inputs();
+            metrics::with_local_recorder(&rec, || {
+                let mut sink = PromSink::new(2);
+                for ev in fleet_events() {
+                    sink.observe(&ev);
+                }
+                EmulatorSink::new().observe(&stats, &front);
+            });
+            let text = rec.handle().render();
+            let samples: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            assert!(samples.len() > 100, "{text}");
+            for line in samples {
+                assert!(line.contains("{shard=\"2\""), "no shard label: {line}");
+            }
+            assert!(text.contains("fleetsim_build_info{shard=\"2\",version="));
+        }
+    }
+
+    // Goal: the label's values stay bounded: a shard outside its count, or a count above
+    // MAX_SHARDS, is refused rather than exported.
+    #[test]
+    fn out_of_range_shards_are_refused() {
+        let bad = [
+            Shard { index: 3, count: 3 },
+            Shard { index: 0, count: 0 },
+            Shard {
+                index: 0,
+                count: MAX_SHARDS + 1,
+            },
+        ];
+        for shard in bad {
+            assert!(
+                matches!(builder(shard), Err(PromError::Shard(s)) if s == shard),
+                "{shard}"
+            );
+        }
+        let last = Shard::new(MAX_SHARDS - 1, MAX_SHARDS).unwrap();
+        assert!(builder(last).is_ok());
     }
 
     // Goal: status labels stay a bounded set whatever a peer sends.

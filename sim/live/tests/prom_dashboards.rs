@@ -3,7 +3,10 @@
 //! are `$__rate_interval`, histogram quantiles read `_bucket` series summed `by (le…)`, uids
 //! are stable and unique, the schema version is pinned, and every `fleetsim_*` name a query
 //! uses is in `fleetsim_metrics::names` (so renaming a metric without the dashboards fails
-//! here). Parsing and "returns data" need Prometheus: scripts/ci/observability.sh does those.
+//! here), and every selector filters on the `shard` variable inside an aggregation that sums
+//! the shards away (so a panel shows the whole fleet). Parsing and "returns data" need
+//! Prometheus: scripts/ci/observability.sh does those, and checks the fleet totals of three
+//! shards there.
 
 use std::path::{Path, PathBuf};
 
@@ -168,4 +171,169 @@ fn dashboard_metrics_match_the_catalogue() {
         .filter(|n| !used.contains(n))
         .collect();
     assert!(unused.is_empty(), "metrics no dashboard shows: {unused:?}");
+}
+
+/// PromQL aggregation operators that, without `by` (or with a `by` list lacking `shard`, or a
+/// `without` list holding it), drop the `shard` label. `topk`/`bottomk`/`quantile`-style
+/// operators that keep their input's labels are deliberately absent.
+const AGGREGATORS: [&str; 8] = [
+    "sum", "max", "min", "avg", "count", "group", "stddev", "stdvar",
+];
+
+/// What an open parenthesis of a PromQL expression is.
+#[derive(Clone, Debug, PartialEq)]
+enum Paren {
+    /// The argument of an aggregation; `true` when it aggregates `shard` away.
+    Aggregation(bool),
+    /// A `by (...)` / `without (...)` label list after an aggregator.
+    Grouping { without: bool, start: usize },
+    /// A function call or plain grouping.
+    Other,
+}
+
+/// For every `fleetsim_*` selector of `expr`: its name, its `{...}` matchers, and whether an
+/// enclosing aggregation removes the `shard` label. A small scanner, not a parser: enough for
+/// the shapes the generator writes (aggregator, optional `by`/`without` list, argument), and
+/// quoted strings are skipped so their contents cannot look like brackets.
+fn selectors(expr: &str) -> Vec<(String, String, bool)> {
+    let name = Regex::new(r"^fleetsim_[a-z0-9_]+").unwrap();
+    let b = expr.as_bytes();
+    let mut stack: Vec<Paren> = Vec::new();
+    // A `by`/`without` list just closed: (without, its labels), waiting for the argument.
+    let mut grouping: Option<(bool, String)> = None;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as char;
+        match c {
+            '"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            '(' => {
+                let before = expr[..i].trim_end();
+                let word = before
+                    .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("");
+                let paren = if let Some((without, labels)) =
+                    grouping.take().filter(|_| before.ends_with(')'))
+                {
+                    let has = labels.split(',').any(|l| l.trim() == "shard");
+                    Paren::Aggregation(has == without)
+                } else if word == "by" || word == "without" {
+                    Paren::Grouping {
+                        without: word == "without",
+                        start: i + 1,
+                    }
+                } else if AGGREGATORS.contains(&word) {
+                    Paren::Aggregation(true)
+                } else {
+                    Paren::Other
+                };
+                stack.push(paren);
+            }
+            ')' => {
+                if let Some(Paren::Grouping { without, start }) = stack.pop() {
+                    grouping = Some((without, expr[start..i].to_string()));
+                }
+            }
+            _ if c.is_ascii_whitespace() => {}
+            _ => {
+                grouping = None;
+                if let Some(m) = name.find(&expr[i..]) {
+                    let starts_word = i == 0 || {
+                        let p = b[i - 1] as char;
+                        !(p.is_ascii_alphanumeric() || p == '_')
+                    };
+                    if starts_word {
+                        let end = i + m.end();
+                        let matchers = expr[end..]
+                            .strip_prefix('{')
+                            .and_then(|r| r.split_once('}'))
+                            .map_or(String::new(), |(m, _)| m.to_string());
+                        let summed = stack.contains(&Paren::Aggregation(true));
+                        out.push((m.as_str().to_string(), matchers, summed));
+                        i = end;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+// Goal: the scanner tells queries that sum the shards away from ones that keep them apart, so
+// the dashboard test below means something.
+#[test]
+fn selector_scanner_sees_aggregation_over_shard() {
+    let summed = |e: &str| selectors(e).into_iter().map(|s| s.2).collect::<Vec<_>>();
+    assert_eq!(summed(r#"sum(rate(fleetsim_a_total{x="("}[1m]))"#), [true]);
+    assert_eq!(
+        summed("sum by (le, op) (rate(fleetsim_a_bucket[1m]))"),
+        [true]
+    );
+    assert_eq!(summed("sum by (shard) (fleetsim_a)"), [false]);
+    assert_eq!(summed("sum without (shard) (fleetsim_a)"), [true]);
+    assert_eq!(summed("sum without (op) (fleetsim_a)"), [false]);
+    assert_eq!(summed("rate(fleetsim_a_total[1m])"), [false]);
+    assert_eq!(summed("sum(fleetsim_a) / fleetsim_b"), [true, false]);
+    assert_eq!(
+        summed("max_over_time(sum(fleetsim_a)[5m:]) + topk(1, fleetsim_b)"),
+        [true, false]
+    );
+    let (name, matchers, _) = &selectors(r#"max(fleetsim_a{shard=~"$shard"})"#)[0];
+    assert_eq!(
+        (name.as_str(), matchers.as_str()),
+        ("fleetsim_a", r#"shard=~"$shard""#)
+    );
+}
+
+// Goal: one dashboard shows the whole fleet across shards and can narrow to some: every
+// selector of every panel filters with `shard=~"$shard"` and sits inside an aggregation that
+// removes the `shard` label, and every dashboard has the `shard` variable (multi-select, All
+// by default, values from `fleetsim_build_info`).
+#[test]
+fn every_panel_sums_over_shards_and_filters_on_the_shard_variable() {
+    for (path, d) in dashboards() {
+        let vars = d["templating"]["list"].as_array().expect("templating");
+        let shard = vars
+            .iter()
+            .find(|v| v["name"] == "shard")
+            .unwrap_or_else(|| panic!("{path:?}: no shard variable"));
+        assert_eq!(shard["type"], "query", "{path:?}");
+        assert_eq!(shard["multi"], true, "{path:?}");
+        assert_eq!(shard["includeAll"], true, "{path:?}");
+        assert_eq!(shard["allValue"], ".*", "{path:?}");
+        assert_eq!(
+            shard["current"]["value"][0], "$__all",
+            "{path:?}: All by default"
+        );
+        let query = shard["query"].as_str().unwrap_or("");
+        assert!(
+            query.starts_with("label_values(fleetsim_build_info") && query.ends_with(", shard)"),
+            "{path:?}: {query}"
+        );
+        for (title, expr) in exprs(&d) {
+            let found = selectors(&expr);
+            assert!(
+                !found.is_empty(),
+                "{path:?} {title}: no fleetsim series in {expr}"
+            );
+            for (name, matchers, summed) in found {
+                assert!(
+                    matchers.contains(r#"shard=~"$shard""#),
+                    "{path:?} {title}: {name} lacks shard=~\"$shard\": {expr}"
+                );
+                assert!(
+                    summed,
+                    "{path:?} {title}: {name} is not aggregated over shard: {expr}"
+                );
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The metrics endpoint over real HTTP: `prom::install` binds where asked (port 0 here), serves
-//! the exposition at `GET /metrics` with help texts and build info, answers other paths 404,
+//! the exposition at `GET /metrics` with help texts, build info and the shard label on every
+//! series, answers other paths 404,
 //! rejects a second install, and keeps serving through a linger until it ends.
 //! One test per process, because the `metrics` recorder is process-global.
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use fleetsim_core::SimTime;
 use fleetsim_core::event::{Event, Outcome};
 use fleetsim_core::ops::Operation;
+use fleetsim_core::shard::Shard;
 use fleetsim_live::prom::{self, PromError, PromSink, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,11 +23,14 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
-// Goal: a scrape sees what the sink recorded, as a text exposition with HELP lines; the
-// endpoint stays up while lingering and is gone once the handle is finished.
+// Goal: a scrape sees what the sink recorded, as a text exposition with HELP lines, labelled
+// with the process's shard; the endpoint stays up while lingering and is gone once the handle
+// is finished.
 #[tokio::test]
 async fn endpoint_serves_metrics_then_stops_after_linger() {
-    let handle = prom::install("127.0.0.1:0".parse().unwrap(), Role::Fleet).expect("install");
+    let shard = Shard::new(1, 3).unwrap();
+    let handle =
+        prom::install("127.0.0.1:0".parse().unwrap(), Role::Fleet, shard).expect("install");
     let addr = handle.local_addr();
     assert_eq!(
         addr.ip().to_string(),
@@ -33,7 +38,7 @@ async fn endpoint_serves_metrics_then_stops_after_linger() {
         "bound exactly where asked"
     );
     assert!(matches!(
-        prom::install("127.0.0.1:0".parse().unwrap(), Role::Fleet),
+        prom::install("127.0.0.1:0".parse().unwrap(), Role::Fleet, shard),
         Err(PromError::AlreadyInstalled)
     ));
 
@@ -52,9 +57,13 @@ async fn endpoint_serves_metrics_then_stops_after_linger() {
         answer.contains("# HELP fleetsim_operations_total "),
         "{answer}"
     );
-    let series = "fleetsim_operations_total{operation=\"keep_alive\",outcome=\"ok\"} 1";
+    let series = "fleetsim_operations_total{shard=\"1\",operation=\"keep_alive\",outcome=\"ok\"} 1";
     assert!(answer.contains(series), "{answer}");
     assert!(answer.contains("role=\"fleet\""), "{answer}");
+    assert!(
+        answer.contains("fleetsim_build_info{shard=\"1\","),
+        "{answer}"
+    );
     assert!(
         get(addr, "/")
             .await

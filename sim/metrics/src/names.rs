@@ -95,6 +95,16 @@ pub fn crypto_op_from_name(name: &str) -> Option<CryptoOp> {
     CryptoOp::ALL.iter().copied().find(|&o| o.name() == name)
 }
 
+/// The label every fleetsim series carries: the index of the shard of the run that exports it
+/// (`fleetsim run --shard I/N` exports `I`; an unsharded run, `serve` and `simulate` export
+/// `0`). Its values are bounded by `fleetsim_core::shard::MAX_SHARDS`. The exporter adds it to
+/// every series (a global label), so `PromMetric::labels` does not list it; dashboards sum over
+/// it to show the whole fleet and filter on it to show one shard.
+pub const PROM_SHARD_LABEL: &str = "shard";
+
+/// Labels on every series, before each metric's own (`PromMetric::labels`).
+pub const PROM_GLOBAL_LABELS: &[&str] = &[PROM_SHARD_LABEL];
+
 /// A Prometheus metric: its name as rendered, its type and its help text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PromMetric {
@@ -102,7 +112,7 @@ pub struct PromMetric {
     pub name: &'static str,
     /// `counter`, `gauge` or `histogram`.
     pub kind: &'static str,
-    /// Label names; their values always come from bounded enums.
+    /// Label names besides `PROM_GLOBAL_LABELS`; their values always come from bounded enums.
     pub labels: &'static [&'static str],
     /// One sentence for `# HELP`.
     pub help: &'static str,
@@ -433,22 +443,21 @@ pub fn catalogue_markdown() -> String {
          Served in the Prometheus text format at `GET /metrics` on `--metrics-addr` (`run`,\n\
          `simulate`, `serve`). Names are final as listed: base units (seconds, bytes), counters\n\
          end in `_total`, latency is a histogram with buckets (`_bucket{le}`, `_sum`, `_count`),\n\
-         never a summary. Label values come from fixed sets only.\n\n",
+         never a summary. Label values come from fixed sets only. Every series carries the\n\
+         `shard` label (the shard index; `0` when the run is not sharded): dashboards sum over\n\
+         it to show the whole fleet (see docs/OBSERVABILITY.md, \"Across shards\").\n\n",
     );
     let mut section = |title: &str, metrics: &mut dyn Iterator<Item = &PromMetric>| {
         out.push_str(&format!(
             "## {title}\n\n| metric | type | labels | meaning |\n|---|---|---|---|\n"
         ));
         for m in metrics {
-            let labels = if m.labels.is_empty() {
-                "—".to_string()
-            } else {
-                m.labels
-                    .iter()
-                    .map(|l| format!("`{l}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let labels = PROM_GLOBAL_LABELS
+                .iter()
+                .chain(m.labels)
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             out.push_str(&format!(
                 "| `{}` | {} | {labels} | {} |\n",
                 m.name, m.kind, m.help
@@ -482,8 +491,13 @@ pub fn catalogue_markdown() -> String {
          - `side`: `agents`, `emulator`; `op`: the names of `fleetsim_core::event::CryptoOp`.\n\
          - `route`: the codec's route table (`fleetsim_core::codec::route_label`) or `unrouted`;\n  \
          `status`: the HTTP status (the codec's few codes, else its class such as `4xx`).\n\
-         - `role`: `fleet`, `emulator`, `simulate`.\n\n",
+         - `role`: `fleet`, `emulator`, `simulate`.\n",
     );
+    out.push_str(&format!(
+        "- `shard`: the shard index, `0` to `{}` (`fleetsim_core::shard::MAX_SHARDS` shards at\n  \
+         most); `0` for an unsharded `run`, for `serve` and for `simulate`.\n\n",
+        fleetsim_core::shard::MAX_SHARDS - 1
+    ));
     out.push_str(
         "## Job pickup: which clock\n\n\
          Pickup latency (`job_pickup` in the report, `fleetsim_job_pickup_duration_seconds`) runs\n\
@@ -568,6 +582,17 @@ mod tests {
             );
             assert!(!m.name.contains("_ms"), "{}: use base units", m.name);
             assert!(!m.help.is_empty());
+        }
+    }
+
+    // Goal: no metric names a global label itself: the exporter would let the metric's value
+    // override the process's shard, and a dashboard summing over `shard` would mix shards.
+    #[test]
+    fn no_metric_redefines_a_global_label() {
+        for m in prometheus_all() {
+            for g in PROM_GLOBAL_LABELS {
+                assert!(!m.labels.contains(g), "{} lists {g}", m.name);
+            }
         }
     }
 
