@@ -235,6 +235,11 @@ kubectl -n "$ns" logs job/fleetsim-merge || true
 merge_rc="$(kubectl -n "$ns" get pods -l job-name=fleetsim-merge \
   -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.exitCode}')"
 [[ "$merge_rc" =~ ^[0-9]+$ ]] || die_run "could not read the merge container's exit code"
+if [ "$merge_rc" -gt 3 ]; then
+  # Not fleetsim's code: the container was killed (137 = OOM or the Job's deadline).
+  echo "launch.sh: the merge container ended with $merge_rc (killed?): kubectl -n $ns describe job fleetsim-merge" >&2
+  merge_rc=3
+fi
 
 log "copy the reports to $out"
 mkdir -p "$out"
