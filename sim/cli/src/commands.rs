@@ -400,10 +400,16 @@ fn serve(args: ServeArgs) -> Outcome {
         _ => TlsMode::Plain,
     };
     let running_collection = server_config.layout.collection_path();
+    let listeners = 1
+        + usize::from(server_config.layout.token_listen.is_some())
+        + usize::from(server_config.layout.plan_listen.is_some());
     let mut opts = EmulatorOptions::new(args.listen, server_config);
     opts.tls = tls;
     opts.seed = args.seed;
     opts.max_connections = args.max_connections;
+    if let Some(warning) = raise_serve_fd_limit(args.max_connections, listeners) {
+        eprintln!("warning: {warning}");
+    }
     let rt = runtime()?;
     rt.block_on(async {
         let prom = start_metrics(args.metrics_addr, Role::Emulator, Shard::WHOLE)?;
@@ -449,6 +455,31 @@ fn serve(args: ServeArgs) -> Outcome {
         );
         Ok(exit::OK)
     })
+}
+
+/// Descriptors `serve` keeps beyond its connections: listeners, the metrics endpoint, files.
+const SERVE_FD_HEADROOM: u64 = 256;
+
+/// Raise the open-file soft limit so that `max_connections` on each of `listeners` fit: a
+/// standalone emulator (a container, a systemd unit) starts with whatever soft limit it
+/// inherits, often 1,024, and would fail accepts (EMFILE) long before its own bound. `run`
+/// raises its limit for the same reason (`fleet::limits`). Returns a warning when the hard
+/// limit is lower than needed or the limit cannot be read.
+fn raise_serve_fd_limit(max_connections: usize, listeners: usize) -> Option<String> {
+    let wanted = (max_connections as u64)
+        .saturating_mul(listeners as u64)
+        .saturating_add(SERVE_FD_HEADROOM);
+    match fleetsim_live::fleet::limits::raise_nofile(wanted) {
+        Ok(limit) if limit.soft >= wanted => None,
+        Ok(limit) => Some(format!(
+            "--max-connections {max_connections} on {listeners} listener(s) needs ~{wanted} file \
+             descriptors but the open-file limit is {} (hard {}); connections beyond it will be \
+             refused by the OS (raise the hard limit, e.g. `ulimit -Hn`, or lower \
+             --max-connections)",
+            limit.soft, limit.hard
+        )),
+        Err(e) => Some(format!("cannot read or raise the open-file limit: {e}")),
+    }
 }
 
 /// The `serve` layout flags over the config file's `[layout]`, checked like the file.

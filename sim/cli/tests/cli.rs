@@ -529,3 +529,57 @@ fn emulator_source_against_another_server_exits_2_with_the_fix() {
     assert!(stderr.contains("source = \"pipelines\""), "{stderr}");
     assert!(stderr.contains("\"server\""), "{stderr}");
 }
+
+/// The soft "Max open files" limit of process `pid`, from /proc.
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    line.split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric soft limit")
+}
+
+// Goal: a standalone `fleetsim serve` (a container inherits a soft limit such as 1,024) raises
+// its open-file soft limit to fit --max-connections, so accepts do not fail with EMFILE long
+// before its own bound. Started under a soft limit of 256 with a hard limit of 8,192, it must
+// end up with at least --max-connections (4,000) descriptors.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_raises_its_open_file_limit_to_fit_max_connections() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prlimit (util-linux) is needed"
+        );
+        eprintln!("prlimit not installed: skipped");
+        return;
+    }
+    // prlimit sets the limits on itself and then execs fleetsim: the child's pid is fleetsim's.
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=256:8192", BIN, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--max-connections", "4000"])
+        .env("FLEETSIM_PAT", "cli-test-pat")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("emulator listening on"));
+    let soft = soft_nofile(child.id());
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("serve ends");
+    assert!(listening, "serve never listened: {}", text(&out.stderr));
+    assert!(
+        soft >= 4_000,
+        "soft open-file limit {soft} after start; expected >= 4000"
+    );
+    assert!(soft <= 8_192, "soft limit {soft} above the hard limit");
+}
