@@ -61,11 +61,16 @@ fn path(p: &Path) -> String {
 /// The scenario the "shards" ran. `jobs.started >= 6` holds only for the whole run: each shard
 /// alone picked up 2 jobs, so a pass proves the thresholds were judged on the merged report.
 fn scenario(dir: &Path, name: &str, pickup_p99: &str) -> PathBuf {
+    scenario_for(dir, name, pickup_p99, "10s")
+}
+
+/// `scenario` with another run duration: a different run, so a different digest.
+fn scenario_for(dir: &Path, name: &str, pickup_p99: &str, duration: &str) -> PathBuf {
     let p = dir.join(name);
     let body = format!(
         r#"[run]
 name = "merge-test"
-duration = "10s"
+duration = "{duration}"
 seed = 7
 
 [fleet]
@@ -223,9 +228,13 @@ fn merged_thresholds_pass_and_every_output_is_written() {
 #[test]
 fn a_failing_threshold_on_the_merged_run_exits_1() {
     // Goal: the verdict is the merged run's: a pickup p99 above the limit fails with exit 1.
+    // The shards ran with a looser limit: thresholds are not part of the digest, so a merge
+    // may judge the same run by stricter ones.
     let dir = scratch("fail");
+    let ran = scenario(&dir, "ran.toml", "< 1s");
     let sc = scenario(&dir, "strict.toml", "< 100ms");
-    let files = write_shards(&dir, &three(&digest(&sc)));
+    assert_eq!(digest(&ran), digest(&sc));
+    let files = write_shards(&dir, &three(&digest(&ran)));
     let out = path(&dir.join("m.json"));
     let res = merge(&files, &["--scenario", &path(&sc), "--out", &out, "-q"]);
     assert_eq!(res.status.code(), Some(1), "{}", text(&res));
@@ -281,7 +290,7 @@ fn invalid_shard_sets_exit_2_naming_the_files() {
         "{err}"
     );
 
-    let wrong = scenario(&dir, "wrong.toml", "< 5s");
+    let wrong = scenario_for(&dir, "wrong.toml", "< 1s", "20s");
     let res = merge(&files, &["--scenario", &path(&wrong), "--out", &out]);
     assert_eq!(res.status.code(), Some(2), "{}", text(&res));
     let err = String::from_utf8_lossy(&res.stderr);

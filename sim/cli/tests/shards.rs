@@ -178,6 +178,8 @@ fn three_shards_are_one_run() {
     let scenario = scenario(&dir, &serve.url);
     let shards = run_shards(&dir, &scenario, 4);
     let mut queued = 0;
+    let mut started = Vec::new();
+    let mut requests = 0;
     let mut starts = Vec::new();
     let mut digests = Vec::new();
     for (i, (path, out)) in shards.iter().enumerate() {
@@ -202,6 +204,8 @@ fn three_shards_are_one_run() {
                 .to_string(),
         );
         queued += r["jobs"]["queued"].as_u64().expect("jobs.queued");
+        started.push(r["jobs"]["started"].as_u64().expect("jobs.started"));
+        requests += r["requests"]["count"].as_u64().expect("requests.count");
         assert_eq!(r["jobs"]["lost"], 0, "shard {i}");
         let agents: u64 = r["agents"]["by_state"]
             .as_object()
@@ -245,6 +249,65 @@ fn three_shards_are_one_run() {
         .expect("simulate runs");
     assert!(sim.status.success(), "{}", text(&sim.stderr));
     assert_eq!(queued, json(&sim_out)["jobs"]["queued"].as_u64().unwrap());
+
+    // The merge is the whole run: counts are the shards' sums, and the scenario's thresholds
+    // are judged on it. `jobs.started` above every single shard's passes only on the sum.
+    let reports: Vec<&Path> = shards.iter().map(|(p, _)| p.as_path()).collect();
+    let total: u64 = started.iter().sum();
+    let best = *started.iter().max().unwrap();
+    assert!(total > best, "every shard started jobs: {started:?}");
+    let merged = dir.join("merged.json");
+    let out = merge(&reports, &scenario, &merged, &format!(">= {total}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let m = json(&merged);
+    assert_eq!(m["run"]["shards"], SHARDS);
+    assert_eq!(m["jobs"]["queued"], queued);
+    assert_eq!(m["jobs"]["started"], total);
+    assert_eq!(m["requests"]["count"], requests);
+    assert_eq!(m["jobs"]["lost"], 0);
+    let agents: u64 = m["agents"]["by_state"]
+        .as_object()
+        .expect("agents.by_state")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(agents, AGENTS as u64);
+    let out = merge(&reports, &scenario, &merged, &format!(">= {}", total + 1));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("jobs.started"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A shard missing from the set is a usage error naming it, and nothing is written.
+    let _ = std::fs::remove_file(&merged);
+    let out = merge(&reports[..2], &scenario, &merged, ">= 0");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("shard 2/3 missing"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!merged.exists());
+}
+
+/// `fleetsim merge REPORTS --scenario S --out OUT`, judging `jobs.started` by `started`.
+fn merge(reports: &[&Path], scenario: &Path, out: &Path, started: &str) -> Output {
+    Command::new(BIN)
+        .arg("merge")
+        .args(reports)
+        .arg("--scenario")
+        .arg(scenario)
+        .args([
+            "--set",
+            &format!("thresholds.\"jobs.started\"=\"{started}\""),
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(["--quiet"])
+        .output()
+        .expect("fleetsim merge runs")
 }
 
 // Goal: a shard that cannot be run is refused with exit 2 and the fix: an index not below the

@@ -26,20 +26,16 @@ impl Scenario {
     /// whose digests differ: they ran different fleets. The target is left out because the same
     /// fleet may reach the same server by different URLs (a child of `run --processes` is given
     /// the parent's emulator), and the file name because the merge may run on another machine.
+    /// The thresholds are left out too: they judge a run without shaping it, so the shards
+    /// of one run can be merged and judged against stricter or looser limits afterwards
+    /// (`fleetsim merge --scenario S --set thresholds…`).
     /// It is stable for one build (it hashes the validated model, not the TOML text, so
     /// formatting and key order do not matter); reports of different builds need not agree.
     pub fn digest(&self) -> String {
         use sha2::Digest as _;
         let model = format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-            self.run,
-            self.fleet,
-            self.agent,
-            self.jobs,
-            self.server,
-            self.network,
-            self.faults,
-            self.thresholds
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.run, self.fleet, self.agent, self.jobs, self.server, self.network, self.faults,
         );
         let hash = sha2::Sha256::digest(model.as_bytes());
         hash[..8].iter().map(|b| format!("{b:02x}")).collect()

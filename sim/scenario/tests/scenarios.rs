@@ -899,4 +899,12 @@ fn digest_names_the_fleet_not_the_file() {
     assert_ne!(a.digest(), more.digest());
     let seeded = fleetsim_scenario::load_str("a.toml", text, &["run.seed=9".into()]).unwrap();
     assert_ne!(a.digest(), seeded.digest());
+    // Thresholds judge the run without shaping it: merged shards may be judged by others.
+    let judged = fleetsim_scenario::load_str(
+        "a.toml",
+        text,
+        &["thresholds.\"jobs.started\"=\">= 1\"".into()],
+    )
+    .unwrap();
+    assert_eq!(a.digest(), judged.digest());
 }
