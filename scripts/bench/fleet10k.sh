@@ -5,11 +5,15 @@
 #
 #   scripts/bench/fleet10k.sh                 # 10,000 agents, 20 jobs/s, 8 min (2 ramp + 3 warm-up)
 #   AGENTS=2000 DURATION=4m scripts/bench/fleet10k.sh
+#   PROCESSES=5 scripts/bench/fleet10k.sh     # the same fleet as 5 shard processes (run --processes)
 #
 # Knobs (environment): AGENTS, RATE (jobs/s), DURATION, WARMUP, RAMP, OUT (output directory),
-# SAMPLE (seconds between samples), SKIP_BUILD=1 (use the release binary as built). Prints the exact command, then the figures: agents, CPU %
-# (100 % = one core) and RSS of both processes averaged over the measured window (after ramp-up
-# and warm-up), requests/s and job pickup p50/p99 from the report. Samples go to $OUT/samples.csv,
+# SAMPLE (seconds between samples), PROCESSES (> 1: `--processes N --emulator-process`, the fleet
+# being the parent and its N shard children), SKIP_BUILD=1 (use the release binary as built).
+# Prints the exact command, then the figures: agents, CPU % (100 % = one core) and RSS of the
+# fleet (summed over its processes; PSS too, which counts shared pages once) and of the emulator
+# averaged over the measured window (after ramp-up and warm-up), the fleet's CPU per 1,000
+# requests and RSS per agent, requests/s and job pickup p50/p99 from the report. Samples go to $OUT/samples.csv,
 # the report to $OUT/report.json, progress lines to $OUT/run.log.
 #
 # Measured 2026-11-26 on the 2-core / 24 GiB build machine (shared with other builds, load ~5),
@@ -28,6 +32,7 @@ DURATION=${DURATION:-8m}
 WARMUP=${WARMUP:-3m}
 RAMP=${RAMP:-2m}
 SAMPLE=${SAMPLE:-5}
+PROCESSES=${PROCESSES:-1}
 OUT=${OUT:-$(mktemp -d /tmp/fleet10k.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -48,29 +53,38 @@ CMD=("$BIN" run scenarios/steady.toml
   --set "fleet.agents=$AGENTS" --set "jobs.rate_per_s=$RATE"
   --set "run.duration=\"$DURATION\"" --set "run.warmup=\"$WARMUP\"" --set "fleet.ramp_up=\"$RAMP\""
   --out "$OUT/report.json")
+[ "$PROCESSES" -gt 1 ] && CMD+=(--processes "$PROCESSES" --emulator-process)
 echo "command: ${CMD[*]}"
 
 "${CMD[@]}" >"$OUT/summary.txt" 2>"$OUT/run.log" &
 FLEET=$!
 TICK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# The fleet is the run process and its shard children; the emulator is its `serve` child.
+# shellcheck disable=SC2046 # pgrep prints one pid per line: words
+fleet_pids() { echo "$FLEET" $(pgrep -P "$FLEET" -f -- ' --shard ' || true); }
+sum_over() { local f=$1 t=0 p; shift; for p in "$@"; do t=$(( t + $($f "$p") )); done; echo "$t"; }
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+pss_of() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 
-echo "t_s,fleet_cpu_pct,fleet_rss_mb,emulator_cpu_pct,emulator_rss_mb" >"$OUT/samples.csv"
+echo "t_s,fleet_cpu_pct,fleet_rss_mb,emulator_cpu_pct,emulator_rss_mb,fleet_pss_mb,fleet_cpu_ticks" >"$OUT/samples.csv"
 start=$(date +%s.%N)
 prev_t=$start
-prev_f=$(cpu_ticks "$FLEET")
+prev_f=$(ticks_of "$FLEET")
 prev_e=0
 EMU=""
 while kill -0 "$FLEET" 2>/dev/null; do
   sleep "$SAMPLE"
-  [ -z "$EMU" ] && EMU=$(pgrep -P "$FLEET" -f ' serve ' | head -n1 || true) && prev_e=$( [ -n "$EMU" ] && cpu_ticks "$EMU" || echo 0)
+  [ -z "$EMU" ] && EMU=$(pgrep -P "$FLEET" -f ' serve ' | head -n1 || true) && prev_e=$( [ -n "$EMU" ] && ticks_of "$EMU" || echo 0)
   now=$(date +%s.%N)
-  f=$(cpu_ticks "$FLEET"); e=$( [ -n "$EMU" ] && cpu_ticks "$EMU" || echo 0)
+  # shellcheck disable=SC2046 # the pids are words
+  f=$(sum_over ticks_of $(fleet_pids)); e=$( [ -n "$EMU" ] && ticks_of "$EMU" || echo 0)
+  # shellcheck disable=SC2046
   awk -v t="$now" -v t0="$start" -v pt="$prev_t" -v f="$f" -v pf="$prev_f" -v e="$e" -v pe="$prev_e" \
-      -v hz="$TICK" -v fr="$(rss_kb "$FLEET")" -v er="$( [ -n "$EMU" ] && rss_kb "$EMU" || echo 0)" \
-      'BEGIN { dt = t - pt; printf "%.0f,%.1f,%.1f,%.1f,%.1f\n", t - t0,
-               100 * (f - pf) / hz / dt, fr / 1024, 100 * (e - pe) / hz / dt, er / 1024 }' \
+      -v hz="$TICK" -v fr="$(sum_over rss_of $(fleet_pids))" -v fp="$(sum_over pss_of $(fleet_pids))" \
+      -v er="$( [ -n "$EMU" ] && rss_of "$EMU" || echo 0)" \
+      'BEGIN { dt = t - pt; printf "%.0f,%.1f,%.1f,%.1f,%.1f,%.1f,%d\n", t - t0,
+               100 * (f - pf) / hz / dt, fr / 1024, 100 * (e - pe) / hz / dt, er / 1024, fp / 1024, f }' \
       >>"$OUT/samples.csv"
   prev_t=$now; prev_f=$f; prev_e=$e
 done
@@ -84,10 +98,19 @@ from=$(( $(secs "$RAMP") > $(secs "$WARMUP") ? $(secs "$RAMP") : $(secs "$WARMUP
 to=$(secs "$DURATION")
 echo "exit code $code; emulator pid ${EMU:-in-process}; outputs in $OUT"
 grep -m1 -o 'embedded emulator in [a-z ]*[0-9]*' "$OUT/summary.txt" || true
-awk -F, -v from="$from" -v to="$to" 'NR > 1 && $1 >= from && $1 <= to + 5 {
-    n++; fc += $2; ec += $4; if ($3 > fm) fm = $3; if ($5 > em) em = $5 }
-  END { if (n) printf "window %ss–%ss (%d samples): fleet CPU %.0f%% RSS max %.0f MB · emulator CPU %.0f%% RSS max %.0f MB\n",
-        from, to, n, fc / n, fm, ec / n, em }' "$OUT/samples.csv"
+awk -F, -v from="$from" -v to="$to" -v agents="$AGENTS" -v hz="$TICK" \
+    -v reqs="$(jq '[.timeseries[] | select(.t_s >= '"$from"' and .t_s < '"$to"') | .requests] | add // 0' "$OUT/report.json")" \
+    'NR > 1 && $1 >= from && $1 <= to + 5 {
+    if (!n) { t0 = $1; k0 = $7 } t1 = $1; k1 = $7
+    n++; fc += $2; ec += $4; if ($3 > fm) fm = $3; if ($5 > em) em = $5; if ($6 > fp) fp = $6 }
+  END { if (n) {
+        printf "window %ss–%ss (%d samples): fleet CPU %.0f%% RSS max %.0f MB (PSS %.0f MB) · emulator CPU %.0f%% RSS max %.0f MB\n",
+          from, to, n, fc / n, fm, fp, ec / n, em
+        # CPU-seconds over the samples window against the requests of the same seconds.
+        rate = reqs / (to - from)
+        if (rate > 0 && t1 > t0)
+          printf "fleet: %.3f CPU-s per 1,000 requests · RSS %.1f KiB per agent (PSS %.1f KiB)\n",
+            (k1 - k0) / hz / (t1 - t0) / rate * 1000, fm * 1024 / agents, fp * 1024 / agents } }' "$OUT/samples.csv"
 jq -r --arg agents "$AGENTS" '"agents \($agents) · requests \(.requests.count) at \(.requests.rate_per_s | floor)/s · " +
   "pickup p50 \(.job_pickup.latency_s.p50 * 1000 | floor) ms p99 \(.job_pickup.latency_s.p99 * 1000 | floor) ms · " +
   "jobs queued \(.jobs.queued) ok \(.jobs.succeeded) failed \(.jobs.failed) lost \(.jobs.lost) · errors \(.errors.count)"' \
