@@ -135,6 +135,11 @@ pub struct RunArgs {
     /// phase (what a parent `run --processes` reads from its shard processes).
     #[arg(long, hide = true)]
     pub progress_json: bool,
+    /// Close each agent's keep-alive connection between polls whatever this process's
+    /// descriptor limit (what `run --processes` tells its shards when the shared emulator's
+    /// limit cannot hold every shard's keep-alive connections).
+    #[arg(long, hide = true)]
+    pub close_keepalive: bool,
 }
 
 fn parse_shard(s: &str) -> Result<fleetsim_core::shard::Shard, String> {

@@ -155,6 +155,7 @@ fn run(args: RunArgs) -> Outcome {
             },
             shard: args.shard,
             start_at: args.start_at.clone().unwrap_or_default(),
+            close_keepalive: args.close_keepalive,
             ..Default::default()
         };
         let result = fleetsim_live::fleet::run(&scenario, opts, interrupted()).await;

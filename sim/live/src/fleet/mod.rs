@@ -116,6 +116,10 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// When run time zero is (`--start-at`): shards of one run share it.
     pub start_at: StartAt,
+    /// Close each agent's keep-alive connection between polls even when this process's
+    /// descriptor limit would hold it: the shared emulator's end cannot hold every shard's
+    /// (`run --processes` decides it for its emulator, as one process decides for itself).
+    pub close_keepalive: bool,
 }
 
 impl RunOptions {
@@ -136,6 +140,7 @@ impl Default for RunOptions {
             child_metrics_addr: None,
             shard: None,
             start_at: StartAt::Ready,
+            close_keepalive: false,
         }
     }
 }
@@ -288,7 +293,8 @@ pub async fn run(
     };
     let dest = destination(scenario, in_process, opts.child_metrics_addr).await?;
     board.update(|p| p.emulator = dest.placement());
-    let budget = fd_budget(agents, dest.emulator.is_some(), &mut warnings);
+    let mut budget = fd_budget(agents, dest.emulator.is_some(), "fleet", &mut warnings);
+    budget.close_keepalive |= opts.close_keepalive;
     let agent_config = Arc::new(setup::agent_config(scenario, dest.pat.clone()));
     let http = http_client(&dest, &agent_config).await?;
     let base_path: Arc<str> = Arc::from(http.options().target.base_path.as_str());
@@ -752,9 +758,9 @@ fn held_descriptors(agents: u32, ends: u64) -> u64 {
 
 /// How the fleet fits its connections into the descriptor limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FdBudget {
+pub(super) struct FdBudget {
     /// Close each agent's keep-alive connection between keep-alive polls.
-    close_keepalive: bool,
+    pub(super) close_keepalive: bool,
 }
 
 /// Raise the descriptor limit for the fleet and decide how connections fit in it.
@@ -764,7 +770,14 @@ struct FdBudget {
 /// holds the other end of each in the same process. When that does not fit, keep-alive
 /// connections are closed between polls (held 50 s of every ~80 s instead of always), which is
 /// said in a warning; when even that does not fit, a second warning says connections will fail.
-fn fd_budget(agents: u32, embedded: bool, warnings: &mut Vec<String>) -> FdBudget {
+/// `holder` names the process in the warning: `run --processes` asks the same question for its
+/// emulator, which holds one end of every shard's connections (and has the same hard limit).
+pub(super) fn fd_budget(
+    agents: u32,
+    embedded: bool,
+    holder: &str,
+    warnings: &mut Vec<String>,
+) -> FdBudget {
     let ends = if embedded { 2 } else { 1 };
     let needed = held_descriptors(agents, ends);
     let agents = u64::from(agents);
@@ -785,7 +798,7 @@ fn fd_budget(agents: u32, embedded: bool, warnings: &mut Vec<String>) -> FdBudge
     // Keep-alive connections open 50 s of every 80 s on average (5/8).
     let frugal = agents * ends + agents * ends * 5 / 8 + agents * ends / 5 + FD_HEADROOM;
     warnings.push(format!(
-        "the fleet would hold ~{needed} file descriptors but the limit is {}: keep-alive \
+        "the {holder} would hold ~{needed} file descriptors but the limit is {}: keep-alive \
          connections are closed between polls (~{frugal} needed)",
         limit.soft
     ));

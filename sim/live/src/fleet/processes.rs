@@ -54,7 +54,7 @@ use super::{
     EmulatorPlacement, FleetError, RunOptions, destination, final_stats, http_client, load_keys,
     preflight,
 };
-use super::{held_descriptors, limits, setup};
+use super::{fd_budget, held_descriptors, limits, setup};
 
 /// Time between the moment every child is ready and the common start: enough for N children to
 /// read their start line, so none starts late.
@@ -201,7 +201,12 @@ pub async fn run(
     let base_path = http.options().target.base_path.clone();
     preflight(&http, &base_path).await?;
 
-    let launch = Launch::new(scenario, &opts, &dest.url, &dest.pat)?;
+    // The emulator holds one end of every shard's connections: when it cannot hold two per
+    // agent, every shard closes keep-alive connections between polls, as one process of the
+    // whole fleet would (each shard alone would fit, and the emulator would refuse the rest).
+    let close_keepalive = scenario.target.is_none()
+        && fd_budget(scenario.fleet.agents, false, "emulator", &mut warnings).close_keepalive;
+    let launch = Launch::new(scenario, &opts, &dest.url, &dest.pat, close_keepalive)?;
     tokio::pin!(shutdown);
     // The key cache is filled here once, with every core, instead of by N children generating
     // the same keys at the same time; the children then only load them.
@@ -342,6 +347,7 @@ impl Launch {
         opts: &ProcessesOptions,
         url: &str,
         pat: &str,
+        close_keepalive: bool,
     ) -> Result<Launch, ProcessesError> {
         let mut sets = opts.overrides.clone();
         sets.extend(source_overrides(scenario));
@@ -381,6 +387,9 @@ impl Launch {
                 .iter()
                 .map(|s| s.to_string()),
         );
+        if close_keepalive {
+            common.push("--close-keepalive".to_string());
+        }
         Ok(Launch { common, env })
     }
 }
@@ -803,8 +812,15 @@ mod tests {
                 &["run.duration=5s".to_string(), "run.seed=9".to_string()],
             )
             .unwrap();
-            let launch = Launch::new(&parent, &opts, "http://127.0.0.1:1", "the-pat")
+            let launch = Launch::new(&parent, &opts, "http://127.0.0.1:1", "the-pat", false)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!launch.common.contains(&"--close-keepalive".to_string()));
+            let frugal = Launch::new(&parent, &opts, "http://127.0.0.1:1", "the-pat", true)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                frugal.common.contains(&"--close-keepalive".to_string()),
+                "an emulator short of descriptors makes every shard close keep-alives"
+            );
             assert_eq!(
                 launch.env,
                 vec![("FLEETSIM_PAT".to_string(), "the-pat".to_string())]
