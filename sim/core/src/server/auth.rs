@@ -430,12 +430,13 @@ impl Server {
         let skew_s = self.cfg.jwt_skew.as_secs();
         // Checked before the signature (no RSA work for it): a long-lived assertion would keep
         // its jti in the replay set for as long.
+        // Clients may back-date nbf by up to the skew tolerance, so that much more is allowed.
         let lifetime_s = peeked.exp.saturating_sub(peeked.nbf);
-        let max_lifetime_s = self.cfg.jwt_max_lifetime.as_secs();
+        let max_lifetime_s = self.cfg.jwt_max_lifetime.as_secs().saturating_add(skew_s);
         if lifetime_s > max_lifetime_s {
             return Err(invalid_client(format!(
                 "the assertion is valid for {lifetime_s} s (exp - nbf); at most {max_lifetime_s} s \
-                 is accepted: set exp at most {max_lifetime_s} s after nbf"
+                 (jwt_max_lifetime + jwt_skew) is accepted: set exp at most 5 minutes after now"
             )));
         }
         let claims = self.verify_assertion(agent, assertion, peeked, now_s, skew_s)?;
