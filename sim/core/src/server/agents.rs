@@ -11,14 +11,16 @@
 //! never dequeues a message on a GET.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use super::auth::Need;
-use super::jobs::{check_demand, demand_met};
-use super::{Handled, RequestId, Server, ServerOutput, Timer};
+use super::config::Limits;
+use super::jobs::check_demand;
+use super::matching::{CapSet, demand_set};
+use super::{Handled, RequestId, Server, ServerOutput, Timer, too_large};
 use crate::SimTime;
 use crate::api::{AgentInclude, AgentQuery, ApiError, ApiResponse, Credential, ErrorKind};
 use crate::crypto::PublicKey;
@@ -28,14 +30,18 @@ use crate::proto::{
     TaskAgentSessionKey, TaskAgentUpdate,
 };
 
-/// Longest agent name accepted.
-const AGENT_NAME_MAX: usize = 256;
+/// Longest base64 `exponent` or `modulus` of a registration key stored: an RSA-4096 modulus
+/// is 684 characters. Real crypto parses the key anyway; modelled crypto stores it unparsed.
+const PUBLIC_KEY_PART_MAX: usize = 1024;
 
 /// One registered agent.
 pub(super) struct AgentRecord {
     pub pool_id: u32,
     /// As registered (the response adds status, authorization and assigned request).
     pub agent: TaskAgent,
+    /// Its capabilities folded for matching, rebuilt whenever they change
+    /// (`server::matching`).
+    pub caps: CapSet,
     pub client_id: String,
     /// Parsed once at registration (real crypto); `None` in modelled mode.
     pub public_key: Option<PublicKey>,
@@ -183,6 +189,7 @@ impl Server {
         self.require_pat_or_listener(now, cred, Need::Read)?;
         self.pool_exists(pool_id)?;
         query.demands.iter().try_for_each(|d| check_demand(d))?;
+        let demands = demand_set(&query.demands);
         let ids: Vec<u64> = match &query.agent_name {
             Some(name) => self
                 .agent_names
@@ -199,10 +206,7 @@ impl Server {
         };
         let agents = ids
             .into_iter()
-            .filter(|id| {
-                let caps = capabilities(&self.agents[id].agent);
-                query.demands.iter().all(|d| demand_met(&caps, d))
-            })
+            .filter(|id| self.agents[id].caps.meets_all(&demands))
             .map(|id| self.agent_view_with(id, &query.include))
             .collect();
         Ok(ApiResponse::Agents(ListOf::new(agents)))
@@ -233,7 +237,8 @@ impl Server {
     ) -> Result<ApiResponse, ApiError> {
         self.require_pat(now, cred, Need::Manage)?;
         self.pool_exists(pool_id)?;
-        check_agent_name(&agent.name)?;
+        let agent = stored_agent(agent);
+        check_agent(&self.cfg.limits, &agent)?;
         if let Some(&existing) = self
             .agent_names
             .get(&(pool_id, agent.name.to_ascii_lowercase()))
@@ -254,10 +259,16 @@ impl Server {
         let id = self.next_agent_id;
         self.next_agent_id += 1;
         let client_id = self.new_uuid();
+        let caps = CapSet::of(&agent);
         let record = AgentRecord {
             pool_id,
             enabled: agent.enabled.unwrap_or(true),
-            agent: TaskAgent { id, ..agent },
+            agent: TaskAgent {
+                id,
+                enabled: None,
+                ..agent
+            },
+            caps,
             client_id: client_id.clone(),
             public_key,
             created_on: self.wall(now),
@@ -271,6 +282,8 @@ impl Server {
             .insert((pool_id, record.agent.name.to_ascii_lowercase()), id);
         self.clients.insert(client_id, id);
         self.agents.insert(id, record);
+        let caps = self.agents.get(&id).map(|r| &r.caps);
+        self.demand_index.agent_changed(pool_id, None, caps);
         *self.pool_sizes.entry(pool_id).or_default() += 1;
         Ok(ApiResponse::Agent(Box::new(self.agent_view(id))))
     }
@@ -289,6 +302,15 @@ impl Server {
         self.pool_exists(pool_id)?;
         self.agent_in_pool(pool_id, agent_id)?;
         let new_key = self.free_name(pool_id, agent_id, &agent.name)?;
+        let kept = &self.agents[&agent_id];
+        let enabled = agent.enabled.unwrap_or(kept.enabled);
+        let agent = TaskAgent {
+            id: agent_id,
+            enabled: None,
+            user_capabilities: kept.agent.user_capabilities.clone(),
+            ..stored_agent(agent)
+        };
+        check_agent(&self.cfg.limits, &agent)?;
         let public_key = self.parse_public_key(&agent)?;
         self.end_session(now, agent_id, ErrorKind::SessionExpired);
         self.revoke_listener_tokens(agent_id);
@@ -298,15 +320,11 @@ impl Server {
             .ok_or_else(|| agent_not_found(pool_id, agent_id))?;
         let old_key = (pool_id, rec.agent.name.to_ascii_lowercase());
         rec.public_key = public_key;
-        rec.enabled = agent.enabled.unwrap_or(rec.enabled);
-        let user_capabilities = std::mem::take(&mut rec.agent.user_capabilities);
-        rec.agent = TaskAgent {
-            id: agent_id,
-            user_capabilities,
-            ..agent
-        };
+        rec.enabled = enabled;
+        rec.agent = agent;
         self.agent_names.remove(&old_key);
         self.agent_names.insert(new_key, agent_id);
+        self.capabilities_changed(agent_id);
         self.refresh_idle(agent_id);
         Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
     }
@@ -336,17 +354,12 @@ impl Server {
             Some(name) => Some(self.free_name(pool_id, agent_id, name)?),
             None => None,
         };
-        let rec = self
-            .agents
-            .get_mut(&agent_id)
-            .ok_or_else(|| agent_not_found(pool_id, agent_id))?;
-        let old_key = (pool_id, rec.agent.name.to_ascii_lowercase());
-        let a = &mut rec.agent;
+        let caps_change =
+            update.system_capabilities.is_some() || update.user_capabilities.is_some();
+        // The agent as it would be stored, checked whole before anything changes.
+        let mut a = self.agents[&agent_id].agent.clone();
         if let Some(name) = update.name {
             a.name = name;
-        }
-        if let Some(enabled) = update.enabled {
-            rec.enabled = enabled;
         }
         a.version = update.version.unwrap_or(std::mem::take(&mut a.version));
         a.os_description = update.os_description.or(a.os_description.take());
@@ -357,14 +370,39 @@ impl Server {
         if let Some(caps) = update.user_capabilities {
             a.user_capabilities = caps;
         }
+        check_agent(&self.cfg.limits, &a)?;
+        let rec = self
+            .agents
+            .get_mut(&agent_id)
+            .ok_or_else(|| agent_not_found(pool_id, agent_id))?;
+        let old_key = (pool_id, rec.agent.name.to_ascii_lowercase());
+        rec.agent = a;
+        if let Some(enabled) = update.enabled {
+            rec.enabled = enabled;
+        }
         if let Some(new_key) = new_key {
             self.agent_names.remove(&old_key);
             self.agent_names.insert(new_key, agent_id);
+        }
+        if caps_change {
+            self.capabilities_changed(agent_id);
         }
         self.refresh_idle(agent_id);
         // Capabilities may now meet a waiting job's demands.
         self.dispatch_pending = true;
         Ok(ApiResponse::Agent(Box::new(self.agent_view(agent_id))))
+    }
+
+    /// The agent's capabilities changed: fold them again and move the agent between the
+    /// supporters of its pool's demand sets.
+    fn capabilities_changed(&mut self, agent_id: u64) {
+        let Some(rec) = self.agents.get_mut(&agent_id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut rec.caps, CapSet::of(&rec.agent));
+        let pool_id = rec.pool_id;
+        let new = self.agents.get(&agent_id).map(|r| &r.caps);
+        self.demand_index.agent_changed(pool_id, Some(&old), new);
     }
 
     /// The name key `name` would take in `pool_id`, checked: valid, and not another agent's.
@@ -374,7 +412,7 @@ impl Server {
         agent_id: u64,
         name: &str,
     ) -> Result<(u32, String), ApiError> {
-        check_agent_name(name)?;
+        check_agent_name(&self.cfg.limits, name)?;
         let key = (pool_id, name.to_ascii_lowercase());
         match self.agent_names.get(&key) {
             Some(&other) if other != agent_id => Err(ApiError::new(
@@ -402,6 +440,8 @@ impl Server {
         self.end_session(now, agent_id, ErrorKind::AccessTokenExpired);
         self.revoke_listener_tokens(agent_id);
         if let Some(rec) = self.agents.remove(&agent_id) {
+            self.demand_index
+                .agent_changed(rec.pool_id, Some(&rec.caps), None);
             if let Some(set) = self.ready.get_mut(&(rec.pool_id, Reverse(rec.ready_rank))) {
                 set.remove(agent_id);
             }
@@ -928,54 +968,171 @@ impl Server {
     }
 }
 
-fn check_agent_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.len() > AGENT_NAME_MAX {
+fn check_agent_name(limits: &Limits, name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() {
         return Err(ApiError::new(
             ErrorKind::BadRequest,
-            format!("the agent name must be 1..={AGENT_NAME_MAX} characters"),
+            "name is empty; give the agent a name",
+        ));
+    }
+    let chars = name.chars().count();
+    let max = limits.max_agent_name_chars;
+    if chars > max {
+        return Err(too_large(
+            "name",
+            chars,
+            "characters",
+            max,
+            "max_agent_name_chars",
         ));
     }
     Ok(())
 }
 
-/// Capabilities of an agent: system ∪ user (user wins on a clash).
-pub(super) fn capabilities(agent: &TaskAgent) -> BTreeMap<&str, &str> {
-    let mut caps: BTreeMap<&str, &str> = BTreeMap::new();
-    for (k, v) in agent
-        .system_capabilities
-        .iter()
-        .chain(agent.user_capabilities.iter())
-    {
-        caps.insert(k.as_str(), v.as_str());
+/// What of a client's `TaskAgent` body is stored: the fields the server shows from its own
+/// state (status, createdOn, the requests, the authorization's URL and client id) are dropped,
+/// so a body cannot park arbitrary data in them.
+fn stored_agent(agent: TaskAgent) -> TaskAgent {
+    TaskAgent {
+        status: None,
+        created_on: None,
+        assigned_request: None,
+        last_completed_request: None,
+        authorization: agent.authorization.map(|a| TaskAgentAuthorization {
+            public_key: a.public_key,
+            ..TaskAgentAuthorization::default()
+        }),
+        ..agent
     }
-    caps
+}
+
+/// Every stored field of an agent within `limits` (each refusal names the field and limit).
+fn check_agent(limits: &Limits, agent: &TaskAgent) -> Result<(), ApiError> {
+    check_agent_name(limits, &agent.name)?;
+    let max = limits.max_agent_field_bytes;
+    let fields = [
+        ("version", Some(agent.version.as_str())),
+        ("osDescription", agent.os_description.as_deref()),
+        ("provisioningState", agent.provisioning_state.as_deref()),
+    ];
+    for (field, value) in fields {
+        let len = value.map_or(0, str::len);
+        if len > max {
+            return Err(too_large(field, len, "bytes", max, "max_agent_field_bytes"));
+        }
+    }
+    if let Some(key) = agent
+        .authorization
+        .as_ref()
+        .and_then(|a| a.public_key.as_ref())
+    {
+        let len = key.modulus.len().max(key.exponent.len());
+        if len > PUBLIC_KEY_PART_MAX {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "authorization.publicKey is {len} characters long; an RSA key of at most 4096 \
+                     bits is at most {PUBLIC_KEY_PART_MAX}"
+                ),
+            ));
+        }
+    }
+    let maps = [
+        ("systemCapabilities", &agent.system_capabilities),
+        ("userCapabilities", &agent.user_capabilities),
+    ];
+    let mut bytes = 0usize;
+    for (field, map) in maps {
+        if map.len() > limits.max_capabilities {
+            return Err(too_large(
+                field,
+                map.len(),
+                "entries",
+                limits.max_capabilities,
+                "max_capabilities",
+            ));
+        }
+        bytes += map.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    }
+    if bytes > limits.max_capability_bytes {
+        return Err(too_large(
+            "systemCapabilities and userCapabilities together",
+            bytes,
+            "bytes",
+            limits.max_capability_bytes,
+            "max_capability_bytes",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    // Goal: user capabilities override system ones of the same name (admins win).
-    #[test]
-    fn user_capabilities_override_system_ones() {
-        let agent = TaskAgent {
-            system_capabilities: BTreeMap::from([
-                ("a".into(), "1".into()),
-                ("b".into(), "2".into()),
-            ]),
-            user_capabilities: BTreeMap::from([("b".into(), "user".into())]),
-            ..TaskAgent::default()
-        };
-        let caps = capabilities(&agent);
-        assert_eq!(caps.get("a"), Some(&"1"));
-        assert_eq!(caps.get("b"), Some(&"user"));
-    }
-
-    // Goal: agent names must be present and bounded.
+    // Goal: agent names must be present and bounded in characters, not bytes.
     #[test]
     fn agent_names_are_checked() {
-        assert!(check_agent_name("agent-1").is_ok());
-        assert!(check_agent_name(" ").is_err());
-        assert!(check_agent_name(&"x".repeat(AGENT_NAME_MAX + 1)).is_err());
+        let limits = Limits::default();
+        let max = limits.max_agent_name_chars;
+        assert!(check_agent_name(&limits, "agent-1").is_ok());
+        assert!(check_agent_name(&limits, " ").is_err());
+        assert!(check_agent_name(&limits, &"é".repeat(max)).is_ok());
+        let err = check_agent_name(&limits, &"x".repeat(max + 1)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(
+            err.message.contains("name") && err.message.contains("max_agent_name_chars"),
+            "{}",
+            err.message
+        );
+    }
+
+    // Goal: every stored agent field is bounded, and each refusal names its field.
+    #[test]
+    fn agent_fields_are_bounded() {
+        let limits = Limits {
+            max_capabilities: 2,
+            max_capability_bytes: 10,
+            max_agent_field_bytes: 8,
+            ..Limits::default()
+        };
+        let base = TaskAgent {
+            name: "a".into(),
+            ..TaskAgent::default()
+        };
+        let refused = |agent: TaskAgent, field: &str| {
+            let err = check_agent(&limits, &agent).unwrap_err();
+            assert!(err.message.starts_with(field), "{field}: {}", err.message);
+        };
+        assert!(check_agent(&limits, &base).is_ok());
+        let caps = |n: usize, len: usize| {
+            (0..n)
+                .map(|i| (format!("{i}"), "v".repeat(len)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        refused(
+            TaskAgent {
+                version: "1.2.3.4.5.6".into(),
+                ..base.clone()
+            },
+            "version",
+        );
+        refused(
+            TaskAgent {
+                system_capabilities: caps(3, 0),
+                ..base.clone()
+            },
+            "systemCapabilities",
+        );
+        refused(
+            TaskAgent {
+                system_capabilities: caps(1, 5),
+                user_capabilities: caps(1, 5),
+                ..base.clone()
+            },
+            "systemCapabilities and userCapabilities",
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! or is requeued, or when a rotated token's grace period is over and the job rotates again.
 //! This module never logs or formats a token or PAT value into an error message.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -65,11 +65,16 @@ impl Tokens {
 }
 
 /// JWT ids seen, remembered until their assertion expires (plus skew), so a replay inside the
-/// validity window is caught and the set stays bounded.
+/// validity window is caught and the set stays bounded: by time (an assertion lives at most
+/// `jwt_max_lifetime`) and per agent (`max_jtis_per_agent`), so one agent cannot fill it for
+/// all the others.
 #[derive(Default)]
 pub(super) struct JtiSet {
     seen: BTreeSet<String>,
-    by_expiry: BTreeSet<(u64, String)>,
+    /// (exp, agent, jti), oldest expiry first.
+    by_expiry: BTreeSet<(u64, u64, String)>,
+    /// Remembered ids per agent (agents with none are absent).
+    per_agent: BTreeMap<u64, usize>,
 }
 
 impl JtiSet {
@@ -77,21 +82,31 @@ impl JtiSet {
         self.seen.contains(jti)
     }
     fn prune(&mut self, now_s: u64, skew_s: u64) {
-        while let Some((exp, _)) = self.by_expiry.first() {
+        while let Some((exp, _, _)) = self.by_expiry.first() {
             if exp.saturating_add(skew_s) > now_s {
                 break;
             }
-            if let Some((_, jti)) = self.by_expiry.pop_first() {
+            if let Some((_, agent, jti)) = self.by_expiry.pop_first() {
                 self.seen.remove(&jti);
+                if let Some(n) = self.per_agent.get_mut(&agent) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_agent.remove(&agent);
+                    }
+                }
             }
         }
     }
     fn len(&self) -> usize {
         self.seen.len()
     }
-    fn insert(&mut self, jti: String, exp: u64) {
+    fn of_agent(&self, agent: u64) -> usize {
+        self.per_agent.get(&agent).copied().unwrap_or(0)
+    }
+    fn insert(&mut self, agent: u64, jti: String, exp: u64) {
         self.seen.insert(jti.clone());
-        self.by_expiry.insert((exp, jti));
+        self.by_expiry.insert((exp, agent, jti));
+        *self.per_agent.entry(agent).or_default() += 1;
     }
 }
 
@@ -413,6 +428,17 @@ impl Server {
         };
         let now_s = self.unix_ms(now) / 1000;
         let skew_s = self.cfg.jwt_skew.as_secs();
+        // Checked before the signature (no RSA work for it): a long-lived assertion would keep
+        // its jti in the replay set for as long.
+        // Clients may back-date nbf by up to the skew tolerance, so that much more is allowed.
+        let lifetime_s = peeked.exp.saturating_sub(peeked.nbf);
+        let max_lifetime_s = self.cfg.jwt_max_lifetime.as_secs().saturating_add(skew_s);
+        if lifetime_s > max_lifetime_s {
+            return Err(invalid_client(format!(
+                "the assertion is valid for {lifetime_s} s (exp - nbf); at most {max_lifetime_s} s \
+                 (jwt_max_lifetime + jwt_skew) is accepted: set exp at most 5 minutes after now"
+            )));
+        }
         let claims = self.verify_assertion(agent, assertion, peeked, now_s, skew_s)?;
         if claims.jti.is_empty() || claims.jti.len() > 128 {
             return Err(invalid_client(
@@ -431,7 +457,13 @@ impl Server {
                 self.cfg.limits.max_remembered_jtis,
             ));
         }
-        self.jtis.insert(claims.jti, claims.exp);
+        if self.jtis.of_agent(agent) >= self.cfg.limits.max_jtis_per_agent {
+            return Err(Self::throttled(
+                "remembered JWT ids for this agent (its assertions are forgotten as they expire)",
+                self.cfg.limits.max_jtis_per_agent,
+            ));
+        }
+        self.jtis.insert(agent, claims.jti, claims.exp);
         let token = self.mint_listener_token(now, agent);
         Ok(ApiResponse::Token(TokenResponse {
             access_token: token,
@@ -573,14 +605,17 @@ mod tests {
     #[test]
     fn jti_set_prunes_by_expiry_plus_skew() {
         let mut set = JtiSet::default();
-        set.insert("a".into(), 100);
-        set.insert("b".into(), 200);
+        set.insert(1, "a".into(), 100);
+        set.insert(1, "b".into(), 200);
+        set.insert(2, "c".into(), 100);
         set.prune(150, 60);
         assert!(set.contains("a"), "100 + 60 > 150: still inside the window");
+        assert_eq!((set.of_agent(1), set.of_agent(2)), (2, 1));
         set.prune(160, 60);
         assert!(!set.contains("a"));
         assert!(set.contains("b"));
         assert_eq!(set.len(), 1);
+        assert_eq!((set.of_agent(1), set.of_agent(2)), (1, 0));
     }
 
     // Goal: scopes imply what the docs say (manage implies read; admin is separate).

@@ -80,6 +80,11 @@ pub struct ServerConfig {
     /// Clock-skew tolerance on a JWT assertion's `nbf`/`exp`.
     #[serde(with = "serde_duration")]
     pub jwt_skew: Duration,
+    /// The longest client assertion accepted: `exp − nbf` (the real agent sends exactly 5 min
+    /// and the real service accepts about that). It bounds how long a `jti` must be
+    /// remembered, so assertions that expire in 50 years cannot pin the replay set full.
+    #[serde(with = "serde_duration")]
+    pub jwt_max_lifetime: Duration,
     /// The grace a `JobCancellation` gives the agent (its `timeout`, sent as `"hh:mm:ss"`)
     /// before it must stop the job. Zero means "stop now".
     #[serde(with = "serde_duration")]
@@ -112,6 +117,7 @@ impl Default for ServerConfig {
             lease_grace: Duration::from_secs(60),
             session_idle_timeout: Duration::from_secs(120),
             jwt_skew: Duration::from_secs(300),
+            jwt_max_lifetime: Duration::from_secs(300),
             job_cancel_timeout: Duration::from_secs(60),
             crypto_mode: CryptoMode::Real,
             secret_scan: true,
@@ -220,11 +226,32 @@ pub struct Limits {
     pub max_listener_tokens_per_agent: usize,
     /// JWT ids remembered for replay detection (pruned as assertions expire).
     pub max_remembered_jtis: usize,
+    /// JWT ids remembered per agent: past it only that agent's token exchange gets 429 until
+    /// its own assertions expire, so one agent cannot lock every other agent out.
+    pub max_jtis_per_agent: usize,
     /// Finished jobs (and their plans, logs) kept for inspection; the oldest go first.
     pub max_finished_jobs: usize,
     /// Bytes of log, feed and attachment content stored per plan; the rest is scanned and
     /// counted, not stored.
     pub max_plan_bytes: usize,
+    /// Bytes of timeline records stored per plan (their text plus a fixed cost per record),
+    /// also counted in the plan's stored bytes; an update past it → 400.
+    pub max_record_bytes_per_plan: usize,
+    /// Bytes the plans of finished jobs keep, all together; past it the oldest finished jobs
+    /// are forgotten, so what completed jobs leave behind stays bounded.
+    pub max_finished_plan_bytes: usize,
+    /// Bytes of one live-console feed line (the real agent cuts lines at 1024 characters).
+    pub max_feed_line_bytes: usize,
+    /// Bytes of a log's path and of an attachment's type and name.
+    pub max_plan_name_bytes: usize,
+    /// Characters of an agent name.
+    pub max_agent_name_chars: usize,
+    /// Bytes of an agent's `version`, `osDescription` and `provisioningState`, each.
+    pub max_agent_field_bytes: usize,
+    /// Entries of an agent's system capabilities, and of its user capabilities.
+    pub max_capabilities: usize,
+    /// Bytes of an agent's capability names and values, system and user together.
+    pub max_capability_bytes: usize,
     /// Timeline records stored per plan.
     pub max_records_per_plan: usize,
     /// Logs per plan.
@@ -256,8 +283,17 @@ impl Default for Limits {
             max_messages_per_session: 16,
             max_listener_tokens_per_agent: 8,
             max_remembered_jtis: 1_000_000,
+            max_jtis_per_agent: 64,
             max_finished_jobs: 10_000,
             max_plan_bytes: 1024 * 1024,
+            max_record_bytes_per_plan: 256 * 1024,
+            max_finished_plan_bytes: 64 * 1024 * 1024,
+            max_feed_line_bytes: 4096,
+            max_plan_name_bytes: 1024,
+            max_agent_name_chars: 256,
+            max_agent_field_bytes: 1024,
+            max_capabilities: 1024,
+            max_capability_bytes: 128 * 1024,
             max_records_per_plan: 1_000,
             max_logs_per_plan: 1_000,
             max_jobs_per_request: 10_000,
@@ -348,6 +384,7 @@ impl ServerConfig {
             ("job_token_ttl", self.job_token_ttl),
             ("lease_duration", self.lease_duration),
             ("session_idle_timeout", self.session_idle_timeout),
+            ("jwt_max_lifetime", self.jwt_max_lifetime),
         ];
         for (name, d) in durations {
             if d.is_zero() {
@@ -483,6 +520,15 @@ impl Limits {
                 self.max_listener_tokens_per_agent,
             ),
             ("limits.max_remembered_jtis", self.max_remembered_jtis),
+            ("limits.max_jtis_per_agent", self.max_jtis_per_agent),
+            (
+                "limits.max_record_bytes_per_plan",
+                self.max_record_bytes_per_plan,
+            ),
+            ("limits.max_feed_line_bytes", self.max_feed_line_bytes),
+            ("limits.max_plan_name_bytes", self.max_plan_name_bytes),
+            ("limits.max_agent_name_chars", self.max_agent_name_chars),
+            ("limits.max_agent_field_bytes", self.max_agent_field_bytes),
             ("limits.max_finished_jobs", self.max_finished_jobs),
             ("limits.max_records_per_plan", self.max_records_per_plan),
             ("limits.max_logs_per_plan", self.max_logs_per_plan),

@@ -18,7 +18,7 @@
 //! saw the cancellation.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,6 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::Rng as _;
 
 use super::auth::Need;
+use super::matching::DemandSetId;
 use super::plans::PlanStore;
 use super::{Server, Timer};
 use crate::SimTime;
@@ -108,6 +109,8 @@ pub(super) struct Job {
     /// Set when the job belongs to a pipeline run (`server::pipelines`); `None` for synthetic
     /// jobs.
     pub pipeline: Option<super::pipelines::RunJob>,
+    /// Its interned demand set while it is queued with demands (`server::matching`).
+    pub demand_set: Option<DemandSetId>,
 }
 
 impl Job {
@@ -137,17 +140,6 @@ impl Job {
             }
         )
     }
-}
-
-/// A demand parsed: `name` (exists) or `name -equals value`.
-pub(super) fn demand_met(caps: &BTreeMap<&str, &str>, demand: &str) -> bool {
-    let (name, value) = match demand.split_once(" -equals ") {
-        Some((n, v)) => (n.trim(), Some(v.trim())),
-        None => (demand.trim(), None),
-    };
-    caps.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case(name) && value.is_none_or(|want| v.eq_ignore_ascii_case(want))
-    })
 }
 
 /// A demand is `name` or `name -equals value`, at most 256 bytes.
@@ -275,12 +267,48 @@ impl Server {
             plan: PlanStore::default(),
             reserved: None,
             pipeline: None,
+            demand_set: None,
         };
         self.plans.insert(job.plan_id.clone(), id);
         self.jobs.insert(id, job);
-        self.queue.insert(id);
+        self.enqueue(id);
         self.dispatch_pending = true;
         id
+    }
+
+    /// Put a job in the queue, its demand set interned so matching it costs one lookup.
+    fn enqueue(&mut self, request_id: u64) {
+        self.queue.insert(request_id);
+        let Some(job) = self.jobs.get(&request_id) else {
+            return;
+        };
+        if job.spec.demands.is_empty() || job.demand_set.is_some() {
+            return;
+        }
+        let pool = job.pool_id;
+        let demands = super::matching::demand_set(&job.spec.demands);
+        let agents = self
+            .agents
+            .values()
+            .filter(|a| a.pool_id == pool)
+            .map(|a| &a.caps);
+        let set = self.demand_index.intern(pool, demands, agents);
+        self.demand_index.add_queued(set);
+        if let Some(job) = self.jobs.get_mut(&request_id) {
+            job.demand_set = Some(set);
+        }
+    }
+
+    /// Take a job off the queue (assigned or canceled), releasing its demand set.
+    fn dequeue(&mut self, request_id: u64) {
+        self.queue.remove(&request_id);
+        if let Some(set) = self
+            .jobs
+            .get_mut(&request_id)
+            .and_then(|j| j.demand_set.take())
+        {
+            self.demand_index.remove_queued(set);
+        }
     }
 
     fn secret_value(&mut self) -> String {
@@ -313,26 +341,21 @@ impl Server {
         Ok(ApiResponse::JobRequests(ListOf::new(value)))
     }
 
-    /// Queued, and no registered agent of its pool has the capabilities it demands.
+    /// Queued, and no registered agent of its pool has the capabilities it demands: one
+    /// lookup of its demand set's supporter count, no agent is looked at.
     pub(super) fn is_unmatched(&self, request_id: u64) -> bool {
-        let Some(job) = self.jobs.get(&request_id) else {
-            return false;
-        };
-        job.state == JobState::Queued
-            && !job.spec.demands.is_empty()
-            && !self
-                .agents
-                .values()
-                .any(|a| a.pool_id == job.pool_id && self.meets(a, &job.spec))
+        self.jobs.get(&request_id).is_some_and(|job| {
+            job.state == JobState::Queued
+                && job
+                    .demand_set
+                    .is_some_and(|set| self.demand_index.unmet(set))
+        })
     }
 
-    fn meets(&self, agent: &super::agents::AgentRecord, spec: &SyntheticJob) -> bool {
-        if spec.demands.is_empty() {
-            // The common case; skip building the capability map.
-            return true;
-        }
-        let caps = super::agents::capabilities(&agent.agent);
-        spec.demands.iter().all(|d| demand_met(&caps, d))
+    /// Whether `agent` meets the demands of queued job `job` (no demands: every agent does).
+    fn meets(&self, agent: &super::agents::AgentRecord, job: &Job) -> bool {
+        job.demand_set
+            .is_none_or(|set| self.demand_index.meets(&agent.caps, set))
     }
 
     /// The job request as the API shows it.
@@ -396,15 +419,23 @@ impl Server {
         }
         self.dispatch_pending = false;
         let mut cursor = 0u64;
+        // (pool, demand set) pairs no idle agent fits in this pass. The idle agents only get
+        // fewer while it runs (an assigned agent leaves them), so a later job of the same pair
+        // would not fit either: it is skipped without a second scan of the idle agents.
+        let mut no_fit: BTreeSet<(u32, Option<DemandSetId>)> = BTreeSet::new();
         while self.idle.values().any(|s| !s.is_empty()) {
             let Some(&request_id) = self.queue.range(cursor..).next() else {
                 break;
             };
             cursor = request_id + 1;
             let job = &self.jobs[&request_id];
+            let pair = (job.pool_id, job.demand_set);
+            if no_fit.contains(&pair) || job.demand_set.is_some_and(|s| self.demand_index.unmet(s))
+            {
+                continue;
+            }
             let fits = |a: &u64| {
-                self.has_message_room(*a)
-                    && self.agents.get(a).is_some_and(|r| self.meets(r, &job.spec))
+                self.has_message_room(*a) && self.agents.get(a).is_some_and(|r| self.meets(r, job))
             };
             let pool = job.pool_id;
             let parked = self
@@ -416,8 +447,11 @@ impl Server {
                     .get(&job.pool_id)
                     .and_then(|set| set.iter().find(fits))
             });
-            if let Some(agent_id) = pick {
-                self.assign(now, request_id, agent_id);
+            match pick {
+                Some(agent_id) => self.assign(now, request_id, agent_id),
+                None => {
+                    no_fit.insert(pair);
+                }
             }
         }
     }
@@ -427,7 +461,7 @@ impl Server {
         let locked_until = now + self.cfg.lease_duration;
         let message_id = self.next_message_id;
         self.next_message_id += 1;
-        self.queue.remove(&request_id);
+        self.dequeue(request_id);
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.state = JobState::Active {
                 agent: agent_id,
@@ -707,7 +741,7 @@ impl Server {
         match job.state {
             JobState::Finished => {}
             JobState::Queued => {
-                self.queue.remove(&request_id);
+                self.dequeue(request_id);
                 self.close(now, request_id, TaskResult::Canceled);
             }
             JobState::Active { .. } => {
@@ -840,7 +874,8 @@ impl Server {
     }
 
     /// Record a job (already off the queue and off any agent) as finished with `result`, and
-    /// forget the oldest finished jobs past `max_finished_jobs`.
+    /// forget the oldest finished jobs past `max_finished_jobs` or while the plans of finished
+    /// jobs hold more than `max_finished_plan_bytes`.
     fn close(&mut self, now: SimTime, request_id: u64, result: TaskResult) {
         let mut run_job = None;
         if let Some(job) = self.jobs.get_mut(&request_id) {
@@ -849,6 +884,7 @@ impl Server {
             job.finish_time = Some(now);
             job.scanner = None;
             run_job = job.pipeline.clone();
+            self.finished_plan_bytes += job.plan.stored_bytes;
         }
         if let Some(run_job) = run_job {
             self.run_job_closed(now, &run_job, result);
@@ -858,11 +894,18 @@ impl Server {
             self.counters.jobs_canceled += 1;
         }
         self.finished.push_back(request_id);
-        while self.finished.len() > self.cfg.limits.max_finished_jobs {
-            if let Some(old) = self.finished.pop_front()
-                && let Some(job) = self.jobs.remove(&old)
-            {
+        let limits = &self.cfg.limits;
+        while self.finished.len() > limits.max_finished_jobs
+            || self.finished_plan_bytes > limits.max_finished_plan_bytes
+        {
+            let Some(old) = self.finished.pop_front() else {
+                break;
+            };
+            if let Some(job) = self.jobs.remove(&old) {
                 self.plans.remove(&job.plan_id);
+                self.finished_plan_bytes = self
+                    .finished_plan_bytes
+                    .saturating_sub(job.plan.stored_bytes);
             }
         }
     }
@@ -893,7 +936,7 @@ impl Server {
             job.reserved = None;
             job.cancel = CancelState::NotRequested;
         }
-        self.queue.insert(request_id);
+        self.enqueue(request_id);
         self.counters.jobs_requeued += 1;
         self.dispatch_pending = true;
     }
@@ -975,14 +1018,9 @@ mod tests {
         assert_eq!(timespan(Duration::from_secs(90_061)), "1.01:01:01");
     }
 
-    // Goal: demands read as the real service writes them, case-insensitively.
+    // Goal: a demand is `name` or `name -equals value`, nothing else.
     #[test]
-    fn demands_exist_and_equals() {
-        let caps = BTreeMap::from([("Agent.OS", "Linux"), ("docker", "")]);
-        assert!(demand_met(&caps, "docker"));
-        assert!(demand_met(&caps, "agent.os -equals linux"));
-        assert!(!demand_met(&caps, "Agent.OS -equals Windows_NT"));
-        assert!(!demand_met(&caps, "java"));
+    fn demands_are_checked() {
         assert!(check_demand("Agent.OS -equals Linux").is_ok());
         assert!(check_demand("two words").is_err());
         assert!(check_demand("").is_err());

@@ -17,7 +17,9 @@
 //! API: runs of configured pipelines, each a set of jobs); and the hot-path containers that
 //! keep every per-request cost flat up to a million agents: `timers` (ordered timers plus a
 //! FIFO lane for long-poll holds), `idset` (bitmap id sets for idle and ready agents),
-//! `fasthash` (a fixed hasher for string-keyed lookup tables that are never iterated).
+//! `fasthash` (a fixed hasher for string-keyed lookup tables that are never iterated),
+//! `matching` (capabilities folded once per agent, queued demand sets with supporter counts,
+//! so no request costs O(agents × queued jobs)).
 
 mod agents;
 mod auth;
@@ -26,6 +28,7 @@ mod fasthash;
 mod idset;
 mod jobs;
 pub mod layout;
+mod matching;
 mod pipelines;
 mod plans;
 mod pools;
@@ -141,10 +144,16 @@ pub struct Server {
     /// Queued request ids; ids grow with submission, so set order is FIFO order and a requeued
     /// job gets its old place back.
     queue: BTreeSet<u64>,
+    /// The demand sets of the queued jobs with their supporter counts.
+    demand_index: matching::DemandIndex,
     /// plan id → request id.
     plans: fasthash::FastMap<String, u64>,
-    /// Finished request ids, oldest first (evicted past `max_finished_jobs`).
+    /// Finished request ids, oldest first (evicted past `max_finished_jobs` and
+    /// `max_finished_plan_bytes`).
     finished: VecDeque<u64>,
+    /// Bytes the plans of the jobs in `finished` hold (their `stored_bytes`, fixed once a job
+    /// finished: a finished plan takes no more writes).
+    finished_plan_bytes: usize,
     next_request_id: u64,
     next_message_id: u64,
     /// Pipeline runs (the Pipelines Runs API).
@@ -216,8 +225,10 @@ impl Server {
             jtis: auth::JtiSet::default(),
             jobs: BTreeMap::new(),
             queue: BTreeSet::new(),
+            demand_index: matching::DemandIndex::default(),
             plans: fasthash::FastMap::default(),
             finished: VecDeque::new(),
+            finished_plan_bytes: 0,
             next_request_id: 1,
             next_message_id: 1,
             runs: pipelines::Runs::default(),
@@ -332,6 +343,13 @@ impl Server {
             tokens_issued: self.counters.tokens_issued,
             tokens_rotated: self.counters.tokens_rotated,
         }
+    }
+
+    /// Agent × demand-set evaluations done so far (registrations, capability changes, new
+    /// demand sets, dispatch). Read routes (stats, job lists) do none: tests use this to prove
+    /// that their cost does not grow with agents × queued jobs.
+    pub fn match_checks(&self) -> u64 {
+        self.demand_index.checks()
     }
 
     /// Telemetry events dropped because nobody drained [`Server::poll_event`].
@@ -633,6 +651,17 @@ impl Server {
             ),
         )
     }
+}
+
+/// A 400 naming the stored field that is too large, its size, the limit and the key in
+/// server.toml that sets it.
+fn too_large(field: &str, size: usize, unit: &str, max: usize, key: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::BadRequest,
+        format!(
+            "{field} is {size} {unit}; at most {max} are accepted (limits.{key} in server.toml)"
+        ),
+    )
 }
 
 #[cfg(test)]

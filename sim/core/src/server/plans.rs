@@ -2,9 +2,14 @@
 //! only with the job token of the plan's active job; and the secret-leak scan.
 //!
 //! Storage is bounded per plan: at most `max_records_per_plan` records and `max_logs_per_plan`
-//! logs (beyond them a typed 429, no state change), and at most `max_plan_bytes` of feed, log
+//! logs (beyond them a typed 429, no state change), at most `max_record_bytes_per_plan` of
+//! timeline records and `max_plan_name_bytes` per log path or attachment name (beyond them a
+//! typed 400 that names the field and the limit), and at most `max_plan_bytes` of feed, log
 //! and attachment content (beyond it content is scanned and counted but not stored, and the
 //! agent still gets a success: a full store is the emulator's limit, not the agent's fault).
+//! Records, log paths and attachment names count in the plan's stored bytes too, with a fixed
+//! cost per stored item, so even empty lines or records are paid for. The plans of finished
+//! jobs share `max_finished_plan_bytes` (`jobs::close` forgets the oldest past it).
 //! Every feed line and log upload is scanned for the job's secret values and their base64
 //! forms; hits add to `leaked_secrets`. Stored text is kept as the agent sent it and is never
 //! printed by the emulator.
@@ -22,6 +27,9 @@ use crate::proto::{
 
 /// Lines per feed batch the real agent never exceeds; larger batches are refused.
 const FEED_LINES_MAX: usize = 1000;
+/// What one stored item (feed line, record, log, attachment) costs beside its text: the
+/// bookkeeping of a `String` or struct in its container, rounded up.
+const ITEM_BYTES: usize = 64;
 
 /// What one plan stored.
 #[derive(Default)]
@@ -32,8 +40,11 @@ pub(super) struct PlanStore {
     pub feed_lines: u64,
     pub attachments: Vec<StoredAttachment>,
     pub events: u32,
-    /// Content bytes stored so far (bounded by `max_plan_bytes`).
+    /// Bytes stored so far: content (bounded by `max_plan_bytes`), plus records, log paths
+    /// and attachment names with their per-item cost.
     pub stored_bytes: usize,
+    /// The records' share of `stored_bytes` (bounded by `max_record_bytes_per_plan`).
+    pub record_bytes: usize,
     /// Content bytes received but not stored because the plan's store was full.
     pub dropped_bytes: u64,
 }
@@ -71,6 +82,38 @@ impl PlanStore {
             false
         }
     }
+}
+
+/// What a timeline record costs to store: its text plus the per-item cost.
+fn record_bytes(r: &TimelineRecord) -> usize {
+    let text = [
+        &r.parent_id,
+        &r.kind,
+        &r.name,
+        &r.start_time,
+        &r.finish_time,
+        &r.worker_name,
+    ];
+    ITEM_BYTES
+        + r.id.len()
+        + text
+            .iter()
+            .map(|t| t.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+}
+
+/// `field` within `max` bytes (`limits.max_plan_name_bytes`), or the 400 that names it.
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(super::too_large(
+            field,
+            value.len(),
+            "bytes",
+            max,
+            "max_plan_name_bytes",
+        ));
+    }
+    Ok(())
 }
 
 impl Server {
@@ -113,6 +156,7 @@ impl Server {
     ) -> Result<ApiResponse, ApiError> {
         let request = self.plan_job(now, cred, plan)?;
         let max = self.cfg.limits.max_records_per_plan;
+        let max_bytes = self.cfg.limits.max_record_bytes_per_plan;
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if job.timeline_id != timeline_id {
             return Err(ApiError::new(
@@ -120,22 +164,52 @@ impl Server {
                 "no such timeline in this plan",
             ));
         }
-        let store = &mut job.plan.records;
-        let new = records
-            .value
-            .iter()
-            .filter(|r| !store.contains_key(&r.id))
+        let plan = &mut job.plan;
+        // The records as they would be after the update, merged aside so a refusal changes
+        // nothing.
+        let mut merged: BTreeMap<&str, TimelineRecord> = BTreeMap::new();
+        for record in &records.value {
+            let stored = merged
+                .entry(record.id.as_str())
+                .or_insert_with(|| plan.records.get(&record.id).cloned().unwrap_or_default());
+            merge_record(stored, record);
+        }
+        let new = merged
+            .keys()
+            .filter(|id| !plan.records.contains_key(**id))
             .count();
-        if store.len() + new > max {
+        if plan.records.len() + new > max {
             return Err(Self::throttled("timeline records for this plan", max));
         }
-        for record in &records.value {
-            merge_record(store.entry(record.id.clone()).or_default(), record);
+        let old_bytes: usize = merged
+            .keys()
+            .filter_map(|id| plan.records.get(*id))
+            .map(record_bytes)
+            .sum();
+        let new_bytes: usize = merged.values().map(record_bytes).sum();
+        let total = plan.record_bytes.saturating_sub(old_bytes) + new_bytes;
+        if total > max_bytes {
+            return Err(super::too_large(
+                "the timeline records of this plan",
+                total,
+                "bytes",
+                max_bytes,
+                "max_record_bytes_per_plan",
+            ));
+        }
+        plan.stored_bytes = plan.stored_bytes.saturating_sub(plan.record_bytes) + total;
+        plan.record_bytes = total;
+        for (id, record) in merged {
+            if let Some(stored) = plan.records.get_mut(id) {
+                *stored = record;
+            } else {
+                plan.records.insert(id.to_string(), record);
+            }
         }
         let updated = records
             .value
             .iter()
-            .filter_map(|r| store.get(&r.id).cloned())
+            .filter_map(|r| plan.records.get(&r.id).cloned())
             .collect();
         Ok(ApiResponse::TimelineRecords(ListOf::new(updated)))
     }
@@ -156,6 +230,21 @@ impl Server {
                 format!("a feed batch holds at most {FEED_LINES_MAX} lines"),
             ));
         }
+        let max_line = self.cfg.limits.max_feed_line_bytes;
+        if let Some((i, line)) = feed
+            .value
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.len() > max_line)
+        {
+            return Err(super::too_large(
+                &format!("feed line {i}"),
+                line.len(),
+                "bytes",
+                max_line,
+                "max_feed_line_bytes",
+            ));
+        }
         for line in &feed.value {
             self.scan(request, line);
         }
@@ -163,7 +252,7 @@ impl Server {
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         job.plan.feed_lines += feed.value.len() as u64;
         for line in feed.value {
-            if job.plan.admit(line.len(), max) {
+            if job.plan.admit(ITEM_BYTES + line.len(), max) {
                 job.plan.feed.push(line);
             }
         }
@@ -179,11 +268,14 @@ impl Server {
     ) -> Result<ApiResponse, ApiError> {
         let request = self.plan_job(now, cred, plan)?;
         let max = self.cfg.limits.max_logs_per_plan;
+        check_name("path", &log.path, self.cfg.limits.max_plan_name_bytes)?;
         let created_on = self.wall(now);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if job.plan.logs.len() >= max {
             return Err(Self::throttled("logs for this plan", max));
         }
+        // Paid for whether or not content still fits: the count and the path are bounded.
+        job.plan.stored_bytes += ITEM_BYTES + log.path.len() + created_on.len();
         job.plan.logs.push(StoredLog {
             path: log.path,
             content: Vec::new(),
@@ -231,10 +323,14 @@ impl Server {
     ) -> Result<ApiResponse, ApiError> {
         let request = self.plan_job(now, cred, plan)?;
         let max = self.cfg.limits.max_logs_per_plan;
+        let max_name = self.cfg.limits.max_plan_name_bytes;
+        check_name("type", &att.kind, max_name)?;
+        check_name("name", &att.name, max_name)?;
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if job.plan.attachments.len() >= max {
             return Err(Self::throttled("attachments for this plan", max));
         }
+        job.plan.stored_bytes += ITEM_BYTES + att.kind.len() + att.name.len();
         // Attachments are counted, not kept: they are synthetic filler bytes, and keeping them
         // would eat the plan's storage budget for logs.
         job.plan.attachments.push(StoredAttachment {
