@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use fleetsim_core::api::EmulatorStats;
-use fleetsim_core::event::Event;
 use fleetsim_core::shard::Shard;
-use fleetsim_live::fleet::processes::{self, ProcessesError, ProcessesOptions, ShardExit};
+use fleetsim_live::fleet::processes::{
+    self, ProcessesError, ProcessesOptions, ProcessesOutcome, ShardExit,
+};
 use fleetsim_live::fleet::{EmulatorPlacement, FleetError, ProgressBoard};
 use fleetsim_live::prom::Role;
 use fleetsim_metrics::{Report, render_summary};
@@ -101,7 +101,7 @@ pub(crate) fn run(args: RunArgs, n: u32) -> Outcome {
     }
     let labels: Vec<String> = reports.iter().map(|(label, _)| label.clone()).collect();
     let mut report = merge_shards(reports, failed.is_empty())
-        .and_then(|r| with_emulator(r, outcome.emulator.clone(), &outcome.emulator_crypto))
+        .and_then(|r| with_emulator(r, &outcome))
         .context("the shard reports cannot be merged")
         .map_err(Failure::run)?;
     report.run.shard = None;
@@ -181,6 +181,7 @@ fn merge_shards(reports: Vec<(String, Report)>, complete: bool) -> anyhow::Resul
         .into_iter()
         .map(|(label, mut r)| {
             r.emulator = None;
+            r.emulator_lifetime = None;
             r.jobs.requeued = 0;
             if !complete {
                 r.run.shard = None;
@@ -191,18 +192,15 @@ fn merge_shards(reports: Vec<(String, Report)>, complete: bool) -> anyhow::Resul
     Ok(Report::merge_shards(&reports)?)
 }
 
-/// The merged report with the parent's reading of the shared emulator: its counters (and the
-/// requeues they hold) and, for an embedded emulator, its crypto totals.
-fn with_emulator(
-    report: Report,
-    stats: Option<EmulatorStats>,
-    crypto: &[Event],
-) -> anyhow::Result<Report> {
+/// The merged report with the parent's readings of the shared emulator, before the children
+/// started and after they ended: the counters' change between them (and the requeues it
+/// holds), the lifetime totals apart, and, for an embedded emulator, its crypto totals.
+fn with_emulator(report: Report, outcome: &ProcessesOutcome) -> anyhow::Result<Report> {
     let mut rec = report.to_recorder()?;
-    if let Some(stats) = stats {
-        rec.set_server_stats(stats);
+    if let Some(end) = &outcome.emulator {
+        rec.set_server_readings(outcome.emulator_at_start.clone(), end.clone());
     }
-    for ev in crypto {
+    for ev in &outcome.emulator_crypto {
         rec.record(ev);
     }
     Ok(Report::from_recorder(&rec, report.run.clone()))

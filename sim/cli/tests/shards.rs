@@ -5,13 +5,16 @@
 //! (`fleetsim simulate` draws the same arrival sequence). The report paths are kept so a merge
 //! (`fleetsim merge --scenario`) can be checked on the same run.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleetsim");
+mod support;
+
+use support::{BIN, Serve};
+
 const PAT: &str = "shards-test-pat";
 const AGENTS: usize = 12;
 const SHARDS: usize = 3;
@@ -26,43 +29,6 @@ fn scratch(name: &str) -> PathBuf {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `fleetsim serve` on 127.0.0.1 (port 0). Dropping it kills the process.
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("FLEETSIM_PAT", PAT)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fleetsim serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = lines
-            .find_map(|l| {
-                l.ok()?
-                    .strip_prefix("fleetsim: emulator listening on ")
-                    .map(|u| u.trim_end_matches('/').to_string())
-            })
-            .expect("serve prints its URL");
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Serve { child, url }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// 12 agents, jobs at 3 a second for 20 s from the emulator source, short polls.
@@ -174,7 +140,7 @@ fn base64(s: &str) -> String {
 #[test]
 fn three_shards_are_one_run() {
     let dir = scratch("three");
-    let serve = Serve::start();
+    let serve = Serve::start(PAT);
     let scenario = scenario(&dir, &serve.url);
     let shards = run_shards(&dir, &scenario, 4);
     let mut queued = 0;

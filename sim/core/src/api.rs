@@ -311,6 +311,25 @@ pub struct EmulatorStats {
     pub tokens_rotated: u64,
 }
 
+impl EmulatorStats {
+    /// What happened between reading `start` and reading `self` from the same emulator: each
+    /// counter's change (a counter that went down, a restarted emulator, counts from 0), and
+    /// each gauge (agents, sessions, polls, queue, assigned jobs, leases) as `self` holds it,
+    /// since a state has no change to count.
+    pub fn since(&self, start: &EmulatorStats) -> EmulatorStats {
+        let change = |end: u64, start: u64| if end >= start { end - start } else { end };
+        EmulatorStats {
+            jobs_completed: change(self.jobs_completed, start.jobs_completed),
+            jobs_canceled: change(self.jobs_canceled, start.jobs_canceled),
+            jobs_requeued: change(self.jobs_requeued, start.jobs_requeued),
+            leaked_secrets: change(self.leaked_secrets, start.leaked_secrets),
+            tokens_issued: change(self.tokens_issued, start.tokens_issued),
+            tokens_rotated: change(self.tokens_rotated, start.tokens_rotated),
+            ..self.clone()
+        }
+    }
+}
+
 /// One protocol answer. `Agent` is boxed: it is the one large variant, and every poll answer
 /// would otherwise pay for its size when moved.
 #[derive(Clone, Debug, PartialEq)]

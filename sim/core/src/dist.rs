@@ -242,7 +242,7 @@ fn unit(rng: &mut impl rand::RngCore) -> f64 {
 
 /// A standard normal draw (Box–Muller; one of the pair is discarded to keep draws independent of
 /// call history).
-fn std_normal(rng: &mut impl rand::RngCore) -> f64 {
+pub(crate) fn std_normal(rng: &mut impl rand::RngCore) -> f64 {
     let u1 = 1.0 - unit(rng);
     let u2 = unit(rng);
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

@@ -73,6 +73,19 @@ impl Shard {
     pub fn has_job(self, seq: u64) -> bool {
         seq % u64::from(self.count) == u64::from(self.index)
     }
+
+    /// How many of the `n` arrivals numbered from `first` this shard queues (those for which
+    /// [`Shard::has_job`] holds), counted without visiting them.
+    pub fn jobs_among(self, first: u64, n: u64) -> u64 {
+        // Arrivals numbered below `x` that are this shard's.
+        let below = |x: u128| {
+            let (count, index) = (u128::from(self.count), u128::from(self.index));
+            x / count + u128::from(x % count > index)
+        };
+        let first = u128::from(first);
+        let mine = below(first + u128::from(n)) - below(first);
+        u64::try_from(mine).unwrap_or(u64::MAX)
+    }
 }
 
 impl Default for Shard {

@@ -518,7 +518,19 @@ pub fn catalogue_markdown() -> String {
          `runs.refused`, `runs.unsent`, `runs.completed` with `runs.succeeded`, `runs.failed`,\n\
          `runs.canceled`, `runs.other` (an unknown result), and `runs.unfinished` (not completed\n\
          when the run ended), `runs.cancels_sent` and `runs.cancel_errors` (runs drawn as canceled,\n\
-         canceled through the Build API). Each run request is timed as a `queue_jobs` operation.\n",
+         canceled through the Build API). Each run request is timed as a `queue_jobs` operation.\n\n\
+         ## Emulator figures (report only)\n\n\
+         With fleetsim's emulator (embedded, or a `fleetsim serve` target it can read), the\n\
+         report's `emulator` section holds the run's figures: each counter (`jobsCompleted`,\n\
+         `jobsCanceled`, `jobsRequeued`, `leakedSecrets`, `tokensIssued`, `tokensRotated`) as its\n\
+         change during the run, read before the first agent acts and after the last one stopped\n\
+         (`run --processes`: before the shards start and after they all ended), and each gauge\n\
+         (`agents`, `agentsOnline`, `sessions`, `parkedPolls`, `jobsQueued`, `jobsUnmatched`,\n\
+         `jobsAssigned`, `leasesActive`) at the end. `emulator_lifetime.start` and\n\
+         `emulator_lifetime.end` keep the emulator's lifetime totals at those two readings, apart:\n\
+         a target that served earlier runs does not fail this one's `emulator.leaked_secrets ==\n\
+         0`. Thresholds on `emulator.*` and `jobs.requeued` judge the run's figures. A\n\
+         virtual-time run starts with a fresh emulator, so its totals are the run's.\n",
     );
     out.push_str(&format!(
         "\n## Shard reports and merged runs (report only)\n\n\

@@ -138,7 +138,10 @@ pub struct Recorder {
     pub(crate) jobs: JobCounters,
     pub(crate) jobs_requeued: u64,
     pub(crate) jobs_lost: Option<u64>,
+    /// The emulator's figures for the run: counters as their change during it, gauges at its end.
     pub(crate) emulator: Option<EmulatorStats>,
+    /// The emulator's lifetime totals around the run, when read at both ends.
+    pub(crate) emulator_lifetime: Option<EmulatorLifetime>,
     /// What a `pipelines` job source did with its runs (set by the driver at the end).
     pub(crate) runs: Option<crate::report::RunsReport>,
     /// Agents by state; signed because a driver may report a transition before the recorder
@@ -185,6 +188,7 @@ impl Recorder {
             jobs_requeued: 0,
             jobs_lost: None,
             emulator: None,
+            emulator_lifetime: None,
             runs: None,
             agents: [0; STATES],
             peak_busy: 0,
@@ -281,11 +285,22 @@ impl Recorder {
         self.runs = Some(runs);
     }
 
-    /// Store the emulator's counters (read at the end of the run); `jobs.requeued` comes from
-    /// them.
+    /// Store the emulator's counters of a run that started with a fresh emulator (virtual
+    /// time), so its totals are the run's; `jobs.requeued` comes from them.
     pub fn set_server_stats(&mut self, stats: EmulatorStats) {
         self.jobs_requeued = stats.jobs_requeued;
         self.emulator = Some(stats);
+    }
+
+    /// Store the emulator's lifetime totals read before the run (`start`, when it could be
+    /// read) and after it (`end`). The run's figures are the change between them
+    /// ([`EmulatorStats::since`]): a target that served earlier runs (15 leaked secrets
+    /// yesterday) does not fail a clean run's `emulator.leaked_secrets == 0`. Both readings
+    /// are kept apart as the lifetime totals.
+    pub fn set_server_readings(&mut self, start: Option<EmulatorStats>, end: EmulatorStats) {
+        let lifetime = EmulatorLifetime { start, end };
+        self.set_server_stats(lifetime.during());
+        self.emulator_lifetime = Some(lifetime);
     }
 
     /// Set the number of lost jobs, as the driver's end-of-run invariant check found them
@@ -328,8 +343,15 @@ impl Recorder {
             mine.add(&theirs);
         }
         // Shards share one target, so its counters are not summed: every shard read the same
-        // server's counters at its own end, and the read taken last holds all of them.
-        if let Some(theirs) = &other.emulator
+        // server's counters at its own start and end; the run spans the earliest start to the
+        // latest end.
+        if let Some(theirs) = &other.emulator_lifetime
+            && (self.emulator_lifetime.is_some() || self.emulator.is_none())
+        {
+            let mine = self.emulator_lifetime.get_or_insert_with(|| theirs.clone());
+            mine.widen(theirs);
+            self.emulator = Some(mine.during());
+        } else if let Some(theirs) = &other.emulator
             && self
                 .emulator
                 .as_ref()
@@ -666,6 +688,41 @@ impl Recorder {
             a.pickup_p99_us = max_opt(a.pickup_p99_us, b.pickup_p99_us);
         }
         self.series_dropped += other.series_dropped;
+    }
+}
+
+/// The emulator's lifetime totals around a run: read before it (when that could be read) and
+/// after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EmulatorLifetime {
+    /// Before the run; `None` when the emulator could not be read then (the run's figures are
+    /// then the totals at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<EmulatorStats>,
+    /// After the run.
+    pub end: EmulatorStats,
+}
+
+impl EmulatorLifetime {
+    /// The run's figures: the change from `start` to `end`.
+    pub fn during(&self) -> EmulatorStats {
+        match &self.start {
+            Some(start) => self.end.since(start),
+            None => self.end.clone(),
+        }
+    }
+
+    /// Span `other`'s readings too (another shard of the run, against the same target): the
+    /// earliest start, the latest end.
+    fn widen(&mut self, other: &EmulatorLifetime) {
+        if read_later(&other.end, &self.end) {
+            self.end = other.end.clone();
+        }
+        self.start = match (self.start.take(), &other.start) {
+            (Some(mine), Some(theirs)) if read_later(&mine, theirs) => Some(theirs.clone()),
+            (Some(mine), _) => Some(mine),
+            (None, theirs) => theirs.clone(),
+        };
     }
 }
 

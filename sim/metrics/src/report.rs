@@ -355,9 +355,15 @@ pub struct Report {
     /// Virtual mode only: hash of the event trace; equal seeds and commits give equal hashes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_hash: Option<String>,
-    /// The emulator's counters at the end of the run, when the driver could read them.
+    /// The emulator's figures for the run, when the driver could read them: each counter's
+    /// change during the run (leaked secrets, completions, requeues, tokens), each gauge at its
+    /// end. Thresholds on `emulator.*` judge these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emulator: Option<EmulatorStats>,
+    /// The emulator's lifetime totals before (`start`) and after (`end`) the run, kept apart
+    /// from the run's figures: a target may have served other runs before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator_lifetime: Option<recorder::EmulatorLifetime>,
     /// Pipeline runs a `[jobs] source = "pipelines"` queued, and how they ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<RunsReport>,
@@ -475,6 +481,7 @@ impl Report {
             engine: None,
             trace_hash: None,
             emulator: rec.emulator.clone(),
+            emulator_lifetime: rec.emulator_lifetime.clone(),
             runs: rec.runs,
             timeseries: timeseries(rec),
             histograms: HistogramsReport {
@@ -559,6 +566,7 @@ impl Report {
         rec.jobs_requeued = j.requeued;
         rec.jobs_lost = Some(j.lost);
         rec.emulator.clone_from(&self.emulator);
+        rec.emulator_lifetime.clone_from(&self.emulator_lifetime);
         rec.runs = self.runs;
         for &s in AgentState::ALL {
             let n = self.agents.by_state.get(s.name()).copied().unwrap_or(0);
@@ -1037,5 +1045,42 @@ mod tests {
         assert_eq!((missing.observed, missing.passed), (None, false));
         let observed = check("job_pickup.max", "< 1s").observed.expect("data");
         assert!((observed - 0.119).abs() < 0.001, "{observed}");
+    }
+
+    // Goal: a target that served earlier runs is judged on this run's change: 15 leaks before
+    // the run and none during it pass `emulator.leaked_secrets == 0`; the lifetime totals stay
+    // in the report apart (and through JSON); merged shards span the earliest start to the
+    // latest end. Fails when the gate reads the lifetime total.
+    #[test]
+    fn emulator_gates_judge_the_change_during_the_run() {
+        let reading = |leaked, completed| EmulatorStats {
+            leaked_secrets: leaked,
+            jobs_completed: completed,
+            agents: 3,
+            ..EmulatorStats::default()
+        };
+        let gate = thresholds::parse("emulator.leaked_secrets", "== 0").expect("valid");
+        let mut rec = Recorder::new();
+        rec.set_server_readings(Some(reading(15, 40)), reading(15, 52));
+        let report = Report::from_recorder(&rec, meta());
+        assert!(gate.evaluate(&report).passed);
+        let run = report.emulator.as_ref().expect("emulator");
+        assert_eq!(
+            (run.leaked_secrets, run.jobs_completed, run.agents),
+            (0, 12, 3)
+        );
+        let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        let lifetime = back.emulator_lifetime.clone().expect("lifetime kept");
+        assert_eq!(lifetime.end.leaked_secrets, 15);
+        assert_eq!(lifetime.start.map(|s| s.jobs_completed), Some(40));
+
+        let mut leaky = Recorder::new();
+        leaky.set_server_readings(Some(reading(15, 45)), reading(17, 60));
+        let mut merged = back.to_recorder().expect("recorder");
+        merged.merge(&leaky);
+        let merged = Report::from_recorder(&merged, meta());
+        let run = merged.emulator.as_ref().expect("emulator");
+        assert_eq!((run.leaked_secrets, run.jobs_completed), (2, 20));
+        assert!(!gate.evaluate(&merged).passed);
     }
 }

@@ -188,6 +188,15 @@ fn jobs(out: &mut String, r: &Report) {
             "  emulator    agents {} · jobs assigned {} · completed {} · leaked secrets {}",
             e.agents, e.jobs_assigned, e.jobs_completed, e.leaked_secrets
         );
+        // The target's totals, when earlier runs make them differ from this run's.
+        if let Some(l) = r.emulator_lifetime.as_ref().filter(|l| l.end != *e) {
+            let _ = writeln!(
+                out,
+                "              lifetime: completed {} · leaked secrets {} (this run: the \
+                 change)",
+                l.end.jobs_completed, l.end.leaked_secrets
+            );
+        }
     }
 }
 

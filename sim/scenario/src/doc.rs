@@ -13,7 +13,13 @@
 //! (`100`, `true`, `{ dist = "exponential", mean = "2m" }`), and text that is no TOML value at
 //! all (`5m`, `/tmp/keys`) is a string.
 //!
-//! This module never checks meaning (ranges, cross-field rules): that is `crate::validate`.
+//! Numbers are checked against their ranges (`crate::ranges`) before deserializing, and the
+//! messages of serde and toml, which speak Rust ("invalid type: string \"many\", expected u32"),
+//! are said again in a user's words: what the key takes and what was found. Every message about
+//! a place in the file starts with its key path (`fleet.agents: …`); one about a `--set` has the
+//! path in the override it quotes.
+//!
+//! This module never checks cross-field rules: that is `crate::validate`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +30,8 @@ use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue, Deserializer};
 
 use crate::diag::{Diagnostic, Origin, line_col};
+use crate::leaf::parse_bytes;
+use crate::ranges::{self, Kind};
 use crate::raw::RawScenario;
 
 /// At most this many problems are reported for one scenario (a bound on the retry loop too).
@@ -134,6 +142,7 @@ impl<'a> Loader<'a> {
         for index in 0..self.overrides.len() {
             self.apply_override(root.get_mut(), index, schema);
         }
+        self.check_ranges(root.get_mut());
         let raw = self.deserialize(&mut root, schema);
         self.spans = Spans::default();
         index_table(root.get_ref(), &mut Vec::new(), &mut self.spans);
@@ -147,7 +156,7 @@ impl<'a> Loader<'a> {
             return;
         }
         let origin = self.origin(self.spans.locate(path));
-        self.push(origin, message.into());
+        self.push_at(origin, path, message.into());
     }
 
     /// Report `message` at `path`'s key (for keys that are themselves wrong, such as a misspelt
@@ -157,7 +166,7 @@ impl<'a> Loader<'a> {
             return;
         }
         let origin = self.origin(self.spans.key(path).or_else(|| self.spans.locate(path)));
-        self.push(origin, message.into());
+        self.push_at(origin, path, message.into());
     }
 
     /// Diagnostics in reading order: the file top to bottom, then overrides, then whole-file.
@@ -183,6 +192,44 @@ impl<'a> Loader<'a> {
                 origin,
                 message,
             });
+        }
+    }
+
+    /// `message` about the value at `path`: led by the path, unless it is a `--set`'s (whose
+    /// quoted text names the path already).
+    fn push_at(&mut self, origin: Origin, path: &[Seg], message: String) {
+        let message = match origin {
+            Origin::Override { .. } => message,
+            Origin::File { .. } | Origin::Whole if path.is_empty() => message,
+            Origin::File { .. } | Origin::Whole => format!("{}: {message}", path_text(path)),
+        };
+        self.push(origin, message);
+    }
+
+    /// Check every number that has a range (`crate::ranges`) and cut the ones outside it, each
+    /// reported at its value, so that the defaults stand in while checking goes on.
+    fn check_ranges(&mut self, root: &mut DeTable<'a>) {
+        let mut spans = Spans::default();
+        index_table(root, &mut Vec::new(), &mut spans);
+        let mut bad = Vec::new();
+        for (path, (_, value_span)) in &spans.entries {
+            let Some(range) = ranges::lookup(path) else {
+                continue;
+            };
+            // A value of another type is serde's to report, with the range's words.
+            let Some(value) = value_at(root, path).and_then(|v| number_of(v, range.kind)) else {
+                continue;
+            };
+            if let Some(message) = range.check(value) {
+                bad.push((path.clone(), value_span.clone(), message));
+            }
+        }
+        for (path, span, message) in bad {
+            let origin = self.origin(Some(span));
+            self.push_at(origin, &path, message);
+            let cut = cut_of(&path);
+            remove(root, &cut);
+            self.poisoned.insert(cut);
         }
     }
 
@@ -215,15 +262,13 @@ impl<'a> Loader<'a> {
             };
             let origin = self.origin(err.span());
             let path = err.span().and_then(|s| find_span(root.get_ref(), &s));
-            let message = path
-                .as_ref()
-                .and_then(|p| enum_message(err.message(), schema, p, root.get_ref()))
-                .unwrap_or_else(|| err.message().to_string());
-            self.push(origin, message);
-            let Some(mut path) = path else {
+            let Some((at, mut path)) = path else {
+                self.push(origin, err.message().to_string());
                 // Nothing to cut (an error about a whole table): stop rather than loop.
                 return None;
             };
+            let message = human_message(err.message(), schema, &at, root.get_ref());
+            self.push_at(origin, &at, message);
             remove(root.get_mut(), &path);
             self.poisoned.insert(path.clone());
             // A table emptied by the cut goes too: every raw field is optional, so an absent
@@ -597,11 +642,176 @@ fn enum_message(
     let found = match shape {
         "found" => format!(
             "found {}",
-            value_at(root, path).map_or("another type", de_kind)
+            value_at(root, path).map_or_else(|| "another type".to_string(), found_text)
         ),
         other => other.to_string(),
     };
     Some(format!("expected one of {}; {found}", variants.join(", ")))
+}
+
+/// serde's and toml's messages speak Rust (`invalid type: string "many", expected u32`): say
+/// instead what the key at `path` takes (from its range, else the schema) and what was found.
+/// Messages fleetsim's own leaf types wrote (durations, sizes, fractions) are already in a
+/// user's words and pass unchanged.
+fn human_message(
+    message: &str,
+    schema: &serde_json::Value,
+    path: &[Seg],
+    root: &DeTable<'_>,
+) -> String {
+    if let Some(m) = enum_message(message, schema, path, root) {
+        return m;
+    }
+    let found = || value_at(root, path).map_or_else(|| "another type".to_string(), found_text);
+    let typed = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "));
+    if let Some(rest) = typed {
+        let serde_expected = rest.split_once(", expected ").map_or("", |(_, e)| e);
+        let (expected, after) = expected_text(schema, path, serde_expected);
+        return format!("expected {expected}, found {}{after}", found());
+    }
+    if message.starts_with("unknown field ") {
+        let parent = &path[..path.len().saturating_sub(1)];
+        let known = schema_nodes(schema, parent)
+            .map(|nodes| known_keys(schema, &nodes))
+            .unwrap_or_default();
+        let here = if parent.is_empty() {
+            "a scenario has no such section".to_string()
+        } else {
+            format!("`{}` has no such key", path_text(parent))
+        };
+        return format!("{here}; write one of {}", known.join(", "));
+    }
+    if message.starts_with("unknown variant ") {
+        let variants = schema_variants(schema, path);
+        if !variants.is_empty() {
+            return format!("expected one of {}; found {}", variants.join(", "), found());
+        }
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return format!("missing key {rest}");
+    }
+    if let Some((n, size)) = message
+        .strip_prefix("invalid length ")
+        .and_then(|rest| rest.split_once(", expected a tuple of size "))
+    {
+        let example = match path.iter().rev().find_map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Index(_) => None,
+        }) {
+            Some("profile") => " ([at, rate_per_s], such as [\"10m\", 4.0])",
+            _ => "",
+        };
+        return format!("expected a list of exactly {size} values{example}, found {n}");
+    }
+    message.to_string()
+}
+
+/// What the key at `path` takes, and what to add after "found …" (the range's upper bound).
+/// `serde_expected` is serde's own words, kept when they are no Rust type's name.
+fn expected_text(
+    schema: &serde_json::Value,
+    path: &[Seg],
+    serde_expected: &str,
+) -> (String, String) {
+    if let Some(range) = ranges::lookup(path) {
+        return (range.expected(), range.at_most());
+    }
+    if !speaks_rust(serde_expected) {
+        return (serde_expected.to_string(), String::new());
+    }
+    let types = schema_at(schema, path).unwrap_or_default();
+    let has = |t: &str| types.contains(t);
+    let text = if has("integer") && !has("number") && types.len() == 1 {
+        "a whole number ≥ 0".to_string()
+    } else if (has("number") || has("integer")) && types.len() <= 2 && !has("string") {
+        "a number".to_string()
+    } else if has("boolean") && types.len() == 1 {
+        "true or false".to_string()
+    } else if has("string") && types.len() == 1 {
+        "a string in quotes".to_string()
+    } else if has("array") && types.len() == 1 {
+        let mut item = path.to_vec();
+        item.push(Seg::Index(0));
+        let items = schema_at(schema, &item).unwrap_or_default();
+        if items.len() == 1 && items.contains("string") {
+            "a list of strings, such as [\"a\", \"b\"]".to_string()
+        } else if items.len() == 1 && items.contains("object") {
+            let name = path_text(path);
+            format!("a list of tables ([[{name}]] entries)")
+        } else {
+            "a list [ … ]".to_string()
+        }
+    } else if has("object") && types.len() == 1 {
+        let name = path_text(path);
+        if path.len() == 1 {
+            format!("a table: a [{name}] section")
+        } else {
+            format!("a table: a [{name}] section or {{ key = value, … }}")
+        }
+    } else {
+        "another kind of value".to_string()
+    };
+    (text, String::new())
+}
+
+/// Whether serde's "expected …" is a Rust type's name rather than words a user can act on.
+fn speaks_rust(expected: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "usize",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "i128",
+        "isize",
+        "f32",
+        "f64",
+        "a string",
+        "a borrowed string",
+        "a boolean",
+        "a sequence",
+        "a map",
+        "a character",
+        "unit",
+        "option",
+    ];
+    expected.is_empty()
+        || NAMES.contains(&expected)
+        || ["struct ", "enum ", "tuple", "a tuple"]
+            .iter()
+            .any(|p| expected.starts_with(p))
+}
+
+/// A value as the message shows it: `the string "many"`, `-1`, `2.5`, `true`, `a list`.
+fn found_text(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => format!("the string {:?}", s.as_ref()),
+        DeValue::Integer(i) => i.to_string(),
+        DeValue::Float(f) => f.as_str().to_string(),
+        DeValue::Boolean(b) => b.to_string(),
+        DeValue::Datetime(d) => format!("the date-time {d}"),
+        DeValue::Array(_) => "a list".to_string(),
+        DeValue::Table(_) => "a table".to_string(),
+    }
+}
+
+/// The number a value holds, when it is written as `kind` is (else `None`: serde reports it).
+fn number_of(v: &DeValue<'_>, kind: Kind) -> Option<f64> {
+    match (v, kind) {
+        (DeValue::Integer(i), _) => i128::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|n| n as f64),
+        (DeValue::Float(f), Kind::Number) => f.as_str().parse().ok(),
+        (DeValue::String(s), Kind::Bytes) => parse_bytes(s).ok().map(|n| n as f64),
+        _ => None,
+    }
 }
 
 fn value_at<'t, 'a>(root: &'t DeTable<'a>, path: &[Seg]) -> Option<&'t DeValue<'a>> {
@@ -623,20 +833,9 @@ fn is_empty_table(root: &DeTable<'_>, path: &[Seg]) -> bool {
     matches!(value_at(root, path), Some(DeValue::Table(t)) if t.is_empty())
 }
 
-fn de_kind(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date-time",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-/// The path of the entry whose value (preferred) or key has exactly `span`, deepest first.
-fn find_span(table: &DeTable<'_>, span: &Range<usize>) -> Option<Path> {
+/// The path of the entry whose value (preferred) or key has exactly `span`, deepest first, and
+/// what to cut for it ([`cut_of`]).
+fn find_span(table: &DeTable<'_>, span: &Range<usize>) -> Option<(Path, Path)> {
     let mut spans = Spans::default();
     index_table(table, &mut Vec::new(), &mut spans);
     let by_value = spans
@@ -652,14 +851,19 @@ fn find_span(table: &DeTable<'_>, span: &Range<usize>) -> Option<Path> {
     let deepest = by_value
         .max_by_key(|p| p.len())
         .or_else(|| by_key.max_by_key(|p| p.len()))?;
-    // A key (even one in a table inside a list, `faults[1].at`) is cut alone. A list element is
-    // cut with its whole list: removing one element would shift the indices of the rest, and
-    // with them every later message's path.
-    let mut cut = deepest.clone();
+    let cut = cut_of(deepest);
+    (!cut.is_empty()).then(|| (deepest.clone(), cut))
+}
+
+/// What goes when the value at `path` is bad. A key (even one in a table inside a list,
+/// `faults[1].at`) is cut alone. A list element is cut with its whole list: removing one element
+/// would shift the indices of the rest, and with them every later message's path.
+fn cut_of(path: &[Seg]) -> Path {
+    let mut cut = path.to_vec();
     while matches!(cut.last(), Some(Seg::Index(_))) {
         cut.pop();
     }
-    (!cut.is_empty()).then_some(cut)
+    cut
 }
 
 fn index_table(table: &DeTable<'_>, prefix: &mut Path, out: &mut Spans) {

@@ -16,6 +16,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+use crate::ranges::MAX_DURATION;
+
 /// Names a distribution table may give in `dist`.
 const DIST_NAMES: &[&str] = &["constant", "uniform", "exponential", "normal", "lognormal"];
 /// Keys a distribution table may hold.
@@ -35,7 +37,7 @@ impl<'de> Deserialize<'de> for RawDuration {
                 f.write_str("a duration string with a unit, such as \"30s\" or \"500ms\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
-                parse_duration(v).map(RawDuration).map_err(E::custom)
+                bounded_duration(v).map(RawDuration).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDuration, E> {
                 Err(E::custom(unitless(&v.to_string())))
@@ -64,6 +66,18 @@ impl JsonSchema for RawDuration {
     }
 }
 
+/// A duration as written, at most [`MAX_DURATION`]: beyond it is a typo, and would overflow
+/// the arithmetic of timers and run time.
+fn bounded_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "a duration is at most 365 days (\"365d\"), found {text:?}"
+        ));
+    }
+    Ok(d)
+}
+
 fn unitless(number: &str) -> String {
     format!("a duration needs a unit: write \"{number}s\" or \"{number}ms\"")
 }
@@ -86,7 +100,7 @@ impl<'de> Deserialize<'de> for RawDurationDist {
 /// `DurationDist` build it (its own checks cover the parameter bounds).
 fn duration_dist(value: toml::Value) -> Result<DurationDist, String> {
     match &value {
-        toml::Value::String(s) => parse_duration(s).map(DurationDist::constant),
+        toml::Value::String(s) => bounded_duration(s).map(DurationDist::constant),
         toml::Value::Integer(i) => Err(unitless(&i.to_string())),
         toml::Value::Float(x) => Err(unitless(&x.to_string())),
         toml::Value::Table(t) => {
@@ -94,7 +108,7 @@ fn duration_dist(value: toml::Value) -> Result<DurationDist, String> {
             for (k, v) in t.iter().filter(|(k, _)| *k != "dist") {
                 match v {
                     toml::Value::String(s) => {
-                        parse_duration(s).map_err(|e| format!("`{k}`: {e}"))?;
+                        bounded_duration(s).map_err(|e| format!("`{k}`: {e}"))?;
                     }
                     toml::Value::Integer(_) | toml::Value::Float(_) => {
                         return Err(format!("`{k}`: {}", unitless(&v.to_string())));

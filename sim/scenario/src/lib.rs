@@ -2,7 +2,8 @@
 //!
 //! The pipeline follows ripgrep's "raw flags, then validated args": the text is parsed keeping
 //! every span (module `doc`), `--set` overrides are applied to that tree, a raw mirror with
-//! `deny_unknown_fields` is deserialized (`raw`, leaf values in `leaf`), and the raw mirror is
+//! `deny_unknown_fields` is deserialized (`raw`, leaf values in `leaf`; every number first
+//! checked against its range in `ranges`), and the raw mirror is
 //! validated into types that cannot hold invalid states (`model`, rules in `validate`). Every
 //! problem is reported in one pass as `file:line:col: message` ([`Diagnostics`]).
 //! `Scenario::agent_config` and `Scenario::server_config` (module `config`) map a scenario onto
@@ -23,6 +24,7 @@ mod doc;
 mod leaf;
 mod model;
 pub mod profile;
+mod ranges;
 mod raw;
 mod validate;
 
@@ -36,6 +38,9 @@ pub use fleetsim_core::workload::Arrivals;
 pub use leaf::parse_bytes;
 pub use model::*;
 pub use profile::{PROFILE_VERSION, Profile, ProfileError};
+pub use ranges::{
+    MAX_ARTIFACT_BYTES, MAX_BURST_SIZE, MAX_DURATION, MAX_LOG_LINES_PER_S, MAX_RATE_PER_S,
+};
 pub use validate::{DEFAULT_PAT_ENV, DEFAULT_POOL, DEFAULT_SEED, MAX_AGENTS, MAX_STATION_SIZE};
 
 /// Scenario files larger than this are refused before parsing (a bound; real ones are a few KiB).

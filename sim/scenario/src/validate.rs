@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use fleetsim_core::dist::{DurationDist, NumberDist};
 use fleetsim_core::ops::Operation;
+use fleetsim_core::workload::MAX_STEPS_PER_JOB;
 
 use crate::doc::{Loader, Path, Seg};
 use crate::leaf::{RawBytes, RawDuration, RawDurationDist, RawNumberDist, RawRatio};
 use crate::model::*;
+use crate::ranges::{MAX_ARTIFACT_BYTES, MAX_RATE_PER_S};
 use crate::raw::*;
 
 /// Default seed when neither the file nor `--set run.seed` gives one.
@@ -144,7 +146,7 @@ fn run(raw: RawRun, stem: &str, ld: &mut Loader<'_>) -> Run {
         None => {
             ld.at(
                 &p(&["run", "duration"]),
-                "missing `run.duration` (e.g. duration = \"40s\")",
+                "missing; write e.g. duration = \"40s\" in [run]",
             );
             Duration::ZERO
         }
@@ -170,7 +172,8 @@ fn target(raw: RawTarget, ld: &mut Loader<'_>) -> Target {
         None => {
             ld.at(
                 &p(&["target", "url"]),
-                "missing `target.url`; remove [target] to use the embedded emulator",
+                "missing; write the collection's URL, or remove [target] to use the embedded \
+                 emulator",
             );
             String::new()
         }
@@ -294,14 +297,8 @@ fn proxy(raw: RawProxy, ld: &mut Loader<'_>) -> ProxySettings {
 }
 
 fn fleet(raw: RawFleet, ld: &mut Loader<'_>) -> Fleet {
-    let agents = raw.agents.unwrap_or(10);
-    if agents == 0 || agents > MAX_AGENTS {
-        ld.at(
-            &p(&["fleet", "agents"]),
-            format!("must be between 1 and {MAX_AGENTS}, found {agents}"),
-        );
-    }
-    let agents = agents.clamp(1, MAX_AGENTS);
+    // In range (`crate::ranges`), or left out and reported.
+    let agents = raw.agents.unwrap_or(10).clamp(1, MAX_AGENTS);
     let key_bits = match raw.key_bits.unwrap_or(2048) {
         2048 => KeyBits::B2048,
         3072 => KeyBits::B3072,
@@ -416,8 +413,8 @@ fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
         job_token_rotate_before: raw.job_token_rotate_before.map(|v| v.0),
         mask_secrets: raw.mask_secrets.unwrap_or(true),
     };
-    // Zero periods or timeouts would spin a timer or fail every call; zero counts or sizes
-    // would mean "never try" or "never send".
+    // Zero periods or timeouts would spin a timer or fail every call. (Zero counts or sizes,
+    // "never try" or "never send", are out of their ranges in `crate::ranges`.)
     for (k, v) in [
         ("long_poll_timeout", a.pacing.long_poll_timeout),
         ("keepalive_interval", a.pacing.keepalive_interval),
@@ -433,21 +430,6 @@ fn agent(raw: RawAgent, ld: &mut Loader<'_>) -> AgentSettings {
         ("assertion_lifetime", a.pacing.assertion_lifetime),
     ] {
         positive(v, &at(k), ld);
-    }
-    for (k, v) in [
-        ("first_renew_tries", u64::from(a.pacing.first_renew_tries)),
-        ("feed_batch_lines_max", a.pacing.feed_batch_lines_max as u64),
-        (
-            "feed_batches_per_tick_max",
-            a.pacing.feed_batches_per_tick_max as u64,
-        ),
-        ("line_chars_max", a.pacing.line_chars_max as u64),
-        ("log_page_bytes_max", a.pacing.log_page_bytes_max as u64),
-        ("completion_tries", u64::from(a.pacing.completion_tries)),
-    ] {
-        if v == 0 {
-            ld.at(&at(k), "must be at least 1");
-        }
     }
     a
 }
@@ -471,14 +453,8 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
     .filter_map(|(key, set)| set.then_some(key))
     .collect();
     let at = |k: &str| p(&["jobs", k]);
+    // In range (`crate::ranges`: 0 to MAX_RATE_PER_S), or left out and reported.
     let rate = raw.rate_per_s;
-    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r >= 0.0)) {
-        ld.at(
-            &at("rate_per_s"),
-            format!("must be a rate ≥ 0 (jobs per second), found {r}"),
-        );
-    }
-    let rate = rate.filter(|r| r.is_finite() && *r >= 0.0);
     // Someone else queues the jobs of a `server` source (explicit, or the default against a
     // target when no rate is set): there is no arrival rate to ask for.
     let needs_rate = match raw.source {
@@ -496,7 +472,7 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
                 None if present && needs_rate && raw.rate_per_s.is_none() => {
                     ld.at(
                         &at("rate_per_s"),
-                        "missing `jobs.rate_per_s` (use 0 for no jobs)",
+                        "missing; write e.g. rate_per_s = 0.5 (jobs per second; 0 for no jobs)",
                     );
                     Arrival::None
                 }
@@ -515,16 +491,22 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
         }
     };
     let log_lines_per_s = raw.log_lines_per_s.unwrap_or(2.0);
-    if !(log_lines_per_s.is_finite() && log_lines_per_s >= 0.0) {
-        ld.at(
-            &at("log_lines_per_s"),
-            format!("must be ≥ 0, found {log_lines_per_s}"),
-        );
-    }
     let steps = nd(raw.steps, NumberDist::constant(3.0));
     if steps.mean() < 1.0 {
         ld.at(&at("steps"), "a job has at least 1 step on average");
     }
+    if steps.mean() > MAX_STEPS_PER_JOB as f64 {
+        ld.at(
+            &at("steps"),
+            format!(
+                "a job has at most {MAX_STEPS_PER_JOB} steps (the emulator's bound), found a \
+                 mean of {}",
+                steps.mean()
+            ),
+        );
+    }
+    let artifact_bytes = nd(raw.artifact_bytes, NumberDist::constant(0.0));
+    at_most_bytes(&artifact_bytes, &at("artifact_bytes"), ld);
     // The emulator refuses bigger jobs; say so here rather than fail every queue request.
     let bounds = fleetsim_core::server::Limits::default();
     let secrets = raw.secrets.unwrap_or(1);
@@ -572,7 +554,7 @@ fn jobs(raw: Option<RawJobs>, has_target: bool, ld: &mut Loader<'_>) -> Jobs {
             log_lines_per_s: log_lines_per_s.max(0.0),
             secrets,
             secret_lines: raw.secret_lines.unwrap_or(1),
-            artifact_bytes: nd(raw.artifact_bytes, NumberDist::constant(0.0)),
+            artifact_bytes,
             failure_rate: ratio(raw.failure_rate),
             cancel_rate,
             demands,
@@ -631,12 +613,8 @@ fn tasks(raw: Option<BTreeMap<String, RawTaskModel>>, ld: &mut Loader<'_>) -> St
 /// One task's model: the fields it sets, the rest from `base`.
 fn task_model(raw: RawTaskModel, base: &TaskModel, path: &[Seg], ld: &mut Loader<'_>) -> TaskModel {
     let log_lines_per_s = raw.log_lines_per_s.unwrap_or(base.log_lines_per_s);
-    if !(log_lines_per_s.is_finite() && log_lines_per_s >= 0.0) {
-        ld.at(
-            &pk(path, &["log_lines_per_s"]),
-            format!("must be ≥ 0 (lines per second), found {log_lines_per_s}"),
-        );
-    }
+    let attachment_bytes = nd(raw.attachment_bytes, base.attachment_bytes.clone());
+    at_most_bytes(&attachment_bytes, &pk(path, &["attachment_bytes"]), ld);
     let failure_rate = raw.failure_rate.map_or(base.failure_rate, |r| r.0);
     let issues_rate = raw.issues_rate.map_or(base.issues_rate, |r| r.0);
     if failure_rate + issues_rate > 1.0 {
@@ -657,9 +635,22 @@ fn task_model(raw: RawTaskModel, base: &TaskModel, path: &[Seg], ld: &mut Loader
         duration: dd(raw.duration, base.duration.clone()),
         log_lines_per_s: log_lines_per_s.max(0.0),
         secret_lines: raw.secret_lines.unwrap_or(base.secret_lines),
-        attachment_bytes: nd(raw.attachment_bytes, base.attachment_bytes.clone()),
+        attachment_bytes,
         failure_rate,
         issues_rate,
+    }
+}
+
+/// A size distribution whose mean is within [`MAX_ARTIFACT_BYTES`].
+fn at_most_bytes(dist: &NumberDist, path: &[Seg], ld: &mut Loader<'_>) {
+    if dist.mean() > MAX_ARTIFACT_BYTES as f64 {
+        ld.at(
+            path,
+            format!(
+                "must be at most {MAX_ARTIFACT_BYTES} bytes (4 GiB) on average, found a mean of {}",
+                dist.mean()
+            ),
+        );
     }
 }
 
@@ -804,9 +795,6 @@ fn shaped_arrival(raw: RawArrival, ld: &mut Loader<'_>) -> Arrival {
                 ld.at(&pk(&bp, &["size"]), "missing `size` (jobs per burst)");
                 1
             });
-            if size == 0 {
-                ld.at(&pk(&bp, &["size"]), "a burst has at least 1 job");
-            }
             let every = match b.every {
                 Some(e) => {
                     positive(e.0, &pk(&bp, &["every"]), ld);
@@ -820,9 +808,21 @@ fn shaped_arrival(raw: RawArrival, ld: &mut Loader<'_>) -> Arrival {
                     secs(1)
                 }
             };
+            let every = every.max(Duration::from_micros(1));
+            let mean_rate = f64::from(size) / every.as_secs_f64();
+            if mean_rate > MAX_RATE_PER_S {
+                ld.at(
+                    &pk(&bp, &["every"]),
+                    format!(
+                        "{size} jobs every {} is {mean_rate} jobs per second on average; at most \
+                         {MAX_RATE_PER_S}: make `every` longer or `size` smaller",
+                        fmt_d(every)
+                    ),
+                );
+            }
             Arrival::Bursts {
                 size: size.max(1),
-                every: every.max(Duration::from_micros(1)),
+                every,
             }
         }
         RawArrival::Profile(points) => {
@@ -834,10 +834,13 @@ fn shaped_arrival(raw: RawArrival, ld: &mut Loader<'_>) -> Arrival {
             for (i, (at, rate)) in points.into_iter().enumerate() {
                 let mut here = pp.clone();
                 here.push(Seg::Index(i));
-                if !(rate.is_finite() && rate >= 0.0) {
+                if !(0.0..=MAX_RATE_PER_S).contains(&rate) {
                     ld.at(
                         &here,
-                        format!("rate must be ≥ 0 (jobs per second), found {rate}"),
+                        format!(
+                            "rate must be between 0 and {MAX_RATE_PER_S} jobs per second, found \
+                             {rate}"
+                        ),
                     );
                 }
                 if let Some(prev) = out.last().filter(|prev| prev.at >= at.0) {
@@ -852,7 +855,7 @@ fn shaped_arrival(raw: RawArrival, ld: &mut Loader<'_>) -> Arrival {
                 }
                 out.push(ProfilePoint {
                     at: at.0,
-                    rate_per_s: rate.max(0.0),
+                    rate_per_s: rate.clamp(0.0, MAX_RATE_PER_S),
                 });
             }
             Arrival::Profile(out)
@@ -1040,19 +1043,8 @@ fn stations(raw: Vec<RawStation>, ld: &mut Loader<'_>) -> Vec<Station> {
                 format!("station name {name:?} is used twice"),
             );
         }
+        // Workers and queue_limit are in range (`crate::ranges`), or left out and reported.
         let workers = st.workers.unwrap_or(1);
-        if workers == 0 || workers > MAX_STATION_SIZE {
-            ld.at(
-                &pk(&base, &["workers"]),
-                format!("must be between 1 and {MAX_STATION_SIZE}"),
-            );
-        }
-        if st.queue_limit.is_some_and(|q| q > MAX_STATION_SIZE) {
-            ld.at(
-                &pk(&base, &["queue_limit"]),
-                format!("must be at most {MAX_STATION_SIZE}"),
-            );
-        }
         let ops = match st.ops {
             None => {
                 if let Some(other) = rest_station.replace(name.clone()) {

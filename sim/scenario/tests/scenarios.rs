@@ -144,42 +144,45 @@ fn bad_scenarios_get_exact_messages_with_positions() {
         (
             "[run]\nduration = \"10s\"\n[fleet]\nagentz = 3\n",
             &[],
-            "bad.toml:4:1: unknown field `agentz`, expected one of `agents`, `ramp_up`, \
-             `name_prefix`, `capabilities`, `key_bits`, `distinct_keys`, `key_cache_dir`, \
-             `connection_mode`, `register_mode`",
+            "bad.toml:4:1: fleet.agentz: `fleet` has no such key; write one of agents, \
+             capabilities, connection_mode, distinct_keys, key_bits, key_cache_dir, \
+             name_prefix, ramp_up, register_mode",
         ),
         (
             "[run]\nduration = \"10s\"\n[fleet]\nagents = \"ten\"\n",
             &[],
-            "bad.toml:4:10: invalid type: string \"ten\", expected u32",
+            "bad.toml:4:10: fleet.agents: expected a whole number ≥ 1, found the string \
+             \"ten\" (at most 10000000 agents)",
         ),
         (
             "[run]\nduration = \"10s\"\n[jobs]\nrate_per_s = -2.5\n",
             &[],
-            "bad.toml:4:14: must be a rate ≥ 0 (jobs per second), found -2.5",
+            "bad.toml:4:14: jobs.rate_per_s: must be between 0 and 100000 jobs per second, \
+             found -2.5",
         ),
         (
             "[run]\nduration = \"5 parsecs\"\n",
             &[],
-            "bad.toml:2:12: invalid duration \"5 parsecs\": unknown unit \"parsecs\" (use us, ms, \
-             s, m, h or d)",
+            "bad.toml:2:12: run.duration: invalid duration \"5 parsecs\": unknown unit \
+             \"parsecs\" (use us, ms, s, m, h or d)",
         ),
         (
             "[run]\nduration = 30\n",
             &[],
-            "bad.toml:2:12: a duration needs a unit: write \"30s\" or \"30ms\"",
+            "bad.toml:2:12: run.duration: a duration needs a unit: write \"30s\" or \"30ms\"",
         ),
         (
             "[run]\nduration = \"10s\"\n[thresholds]\n\"job_pikup.p99\" = \"< 2s\"\n",
             &[],
-            "bad.toml:4:1: unknown threshold metric `job_pikup.p99`; did you mean \
-             `job_pickup.p99`?",
+            "bad.toml:4:1: thresholds.\"job_pikup.p99\": unknown threshold metric \
+             `job_pikup.p99`; did you mean `job_pickup.p99`?",
         ),
         (
             "[run]\nduration = \"10s\"\n[thresholds]\n\"job_pickup.p99\" = \"about 2s\"\n",
             &[],
-            "bad.toml:4:20: invalid condition \"about 2s\" for `job_pickup.p99`: expected an \
-             operator (<, <=, >, >=, ==, !=) and a value, e.g. \"< 2s\"",
+            "bad.toml:4:20: thresholds.\"job_pickup.p99\": invalid condition \"about 2s\" for \
+             `job_pickup.p99`: expected an operator (<, <=, >, >=, ==, !=) and a value, e.g. \
+             \"< 2s\"",
         ),
         (
             MINIMAL,
@@ -191,7 +194,8 @@ fn bad_scenarios_get_exact_messages_with_positions() {
         (
             MINIMAL,
             &["fleet.agents=lots"],
-            "bad.toml: --set fleet.agents=lots: invalid type: string \"lots\", expected u32",
+            "bad.toml: --set fleet.agents=lots: expected a whole number ≥ 1, found the string \
+             \"lots\" (at most 10000000 agents)",
         ),
         (
             MINIMAL,
@@ -201,42 +205,44 @@ fn bad_scenarios_get_exact_messages_with_positions() {
         (
             "[run]\nwarmup = \"1m\"\n",
             &[],
-            "bad.toml:1:2: missing `run.duration` (e.g. duration = \"40s\")",
+            "bad.toml:1:2: run.duration: missing; write e.g. duration = \"40s\" in [run]",
         ),
         (
             "[run]\nduration = \"10s\"\n[jobs]\nrate_per_s = 1\n\
              duration = { dist = \"exponential\" }\n",
             &[],
-            "bad.toml:5:12: `exponential` distribution needs `mean`",
+            "bad.toml:5:12: jobs.duration: `exponential` distribution needs `mean`",
         ),
         (
             "[run]\nduration = \"10s\"\n[[faults]]\nkind = \"agent_crsh\"\nat = \"1s\"\n",
             &[],
-            "bad.toml:4:8: unknown variant `agent_crsh`, expected one of `agent_crash`, \
-             `partition`, `server_stall`, `server_restart`, `token_expiry_storm`",
+            "bad.toml:4:8: faults[0].kind: expected one of \"agent_crash\", \"partition\", \
+             \"server_stall\", \"server_restart\", \"token_expiry_storm\"; found the string \
+             \"agent_crsh\"",
         ),
         (
             "[run]\nduration = \"10s\"\n[[faults]]\nkind = \"server_restart\"\nat = \"1m\"\n",
             &[],
-            "bad.toml:5:6: 1m is not within the run (10s)",
+            "bad.toml:5:6: faults[0].at: 1m is not within the run (10s)",
         ),
         (
             "[run]\nduration = \"10s\"\n[target]\nurl = \"https://h\"\npat = \"secret\"\n",
             &[],
-            "bad.toml:5:1: unknown field `pat`, expected one of `url`, `pool`, `pat_env`, \
-             `pat_file`, `ca_file`, `insecure`, `proxy`",
+            "bad.toml:5:1: target.pat: `target` has no such key; write one of ca_file, insecure, \
+             pat_env, pat_file, pool, proxy, url",
         ),
         (
             "[run]\nduration = \"10s\"\n[[faults]]\nkind = 3\nat = \"1s\"\n",
             &[],
-            "bad.toml:4:8: expected one of \"agent_crash\", \"partition\", \"server_stall\", \
-             \"server_restart\", \"token_expiry_storm\"; found an integer",
+            "bad.toml:4:8: faults[0].kind: expected one of \"agent_crash\", \"partition\", \
+             \"server_stall\", \"server_restart\", \"token_expiry_storm\"; found 3",
         ),
         (
             // One mistake, one message: the emptied `arrival` table is not reported again.
             "[run]\nduration = \"1m\"\n[jobs]\narrival = { profile = [[\"0s\"]] }\n",
             &[],
-            "bad.toml:4:24: invalid length 1, expected a tuple of size 2",
+            "bad.toml:4:24: jobs.arrival.profile[0]: expected a list of exactly 2 values \
+             ([at, rate_per_s], such as [\"10m\", 4.0]), found 1",
         ),
         (
             "[run]\nduration = \"10s\"\n[fleet\n",
@@ -246,7 +252,8 @@ fn bad_scenarios_get_exact_messages_with_positions() {
         (
             "[run]\nduration = \"10s\"\n[server.layout]\ntoken_listen = \"localhost\"\n",
             &[],
-            "bad.toml:4:16: \"localhost\" is not an address; write \"127.0.0.1:0\" (host:port)",
+            "bad.toml:4:16: server.layout.token_listen: \"localhost\" is not an address; write \
+             \"127.0.0.1:0\" (host:port)",
         ),
     ];
     for (text, overrides, want) in table {
@@ -282,16 +289,18 @@ failure_rate = 1.5
 ";
     let got = errors(text, &["jobs.secrets=many"]);
     let want = [
-        "bad.toml:2:12: invalid duration \"forever\": expected a number at \"forever\"",
-        "bad.toml:3:8: invalid type: string \"x\", expected u64",
-        "bad.toml:6:10: must be between 1 and 10000000, found 0",
-        "bad.toml:7:12: must be 2048, 3072 or 4096, found 1024",
-        "bad.toml:8:1: unknown field `colour`, expected one of `agents`, `ramp_up`, \
-         `name_prefix`, `capabilities`, `key_bits`, `distinct_keys`, `key_cache_dir`, \
-         `connection_mode`, `register_mode`",
-        "bad.toml:11:14: must be a rate ≥ 0 (jobs per second), found -1",
-        "bad.toml:12:16: must be between 0 and 1 (or 0% and 100%), found 1.5",
-        "bad.toml: --set jobs.secrets=many: invalid type: string \"many\", expected u32",
+        "bad.toml:2:12: run.duration: invalid duration \"forever\": expected a number at \
+         \"forever\"",
+        "bad.toml:3:8: run.seed: expected a whole number ≥ 0, found the string \"x\"",
+        "bad.toml:6:10: fleet.agents: must be between 1 and 10000000 agents, found 0",
+        "bad.toml:7:12: fleet.key_bits: must be 2048, 3072 or 4096, found 1024",
+        "bad.toml:8:1: fleet.colour: `fleet` has no such key; write one of agents, \
+         capabilities, connection_mode, distinct_keys, key_bits, key_cache_dir, name_prefix, \
+         ramp_up, register_mode",
+        "bad.toml:11:14: jobs.rate_per_s: must be between 0 and 100000 jobs per second, found -1",
+        "bad.toml:12:16: jobs.failure_rate: must be between 0 and 1 (or 0% and 100%), found 1.5",
+        "bad.toml: --set jobs.secrets=many: expected a whole number ≥ 0, found the string \
+         \"many\"",
     ];
     assert_eq!(got.len(), want.len() + 1, "{got:#?}");
     for w in want {
@@ -299,7 +308,7 @@ failure_rate = 1.5
     }
     let metric = got.iter().find(|g| g.contains("jobs.lots")).unwrap();
     assert!(
-        metric.starts_with("bad.toml:15:1: unknown threshold metric `jobs.lots`"),
+        metric.starts_with("bad.toml:15:1: thresholds.\"jobs.lots\": unknown threshold metric"),
         "{metric}"
     );
     // File order, then overrides.
@@ -440,9 +449,10 @@ agents = [10]
     assert_eq!(
         got,
         [
-            "bad.toml:5:1: a partition needs a `duration`",
-            "bad.toml:11:12: a server_restart hits the server, not chosen agents",
-            "bad.toml:15:10: agent index 10 is out of range (fleet.agents = 10)",
+            "bad.toml:5:1: faults[0].duration: a partition needs a `duration`",
+            "bad.toml:11:12: faults[1].fraction: a server_restart hits the server, not chosen \
+             agents",
+            "bad.toml:15:10: faults[2].agents: agent index 10 is out of range (fleet.agents = 10)",
         ]
     );
 }
@@ -467,12 +477,15 @@ ops = [\"token_exchange\"]
     let got = errors(text, &[]);
     assert_eq!(got.len(), 2, "{got:#?}");
     assert!(
-        got[0].starts_with("bad.toml:8:26: unknown operation `registr`; expected one of"),
+        got[0].starts_with(
+            "bad.toml:8:26: server.stations[0].ops[1]: unknown operation `registr`; expected one of"
+        ),
         "{got:?}"
     );
     assert_eq!(
         got[1],
-        "bad.toml:12:8: operation `token_exchange` is already served by station \"auth\""
+        "bad.toml:12:8: server.stations[1].ops[0]: operation `token_exchange` is already served by \
+         station \"auth\""
     );
 }
 
@@ -490,8 +503,10 @@ fn arrival_profiles_are_piecewise_rates() {
     assert_eq!(
         got,
         [
-            "bad.toml:4:37: rate must be ≥ 0 (jobs per second), found -4",
-            "bad.toml:4:37: points must be in increasing time; 1m follows 1m",
+            "bad.toml:4:37: jobs.arrival.profile[1]: rate must be between 0 and 100000 jobs per \
+             second, found -4",
+            "bad.toml:4:37: jobs.arrival.profile[1]: points must be in increasing time; 1m \
+             follows 1m",
         ]
     );
     let both = format!(
@@ -576,31 +591,33 @@ fn task_model_mistakes_point_at_the_field() {
     let table: &[(&str, &str)] = &[
         (
             "[jobs.tasks.CmdLine]\nlines_per_s = 3\n",
-            "bad.toml:6:1: unknown field `lines_per_s`, expected one of `duration`, \
-             `log_lines_per_s`, `secret_lines`, `attachment_bytes`, `failure_rate`, \
-             `issues_rate`",
+            "bad.toml:6:1: jobs.tasks.CmdLine.lines_per_s: `jobs.tasks.CmdLine` has no such key; \
+             write one of attachment_bytes, duration, failure_rate, issues_rate, \
+             log_lines_per_s, secret_lines",
         ),
         (
             "[jobs.tasks.CmdLine]\nlog_lines_per_s = -1\n",
-            "bad.toml:6:19: must be ≥ 0 (lines per second), found -1",
+            "bad.toml:6:19: jobs.tasks.CmdLine.log_lines_per_s: must be between 0 and 100000 \
+             lines per second, found -1",
         ),
         (
             "[jobs.tasks.Bash]\nfailure_rate = \"60%\"\nissues_rate = \"50%\"\n",
-            "bad.toml:7:15: failure_rate + issues_rate is 110%, more than 100%",
+            "bad.toml:7:15: jobs.tasks.Bash.issues_rate: failure_rate + issues_rate is 110%, \
+             more than 100%",
         ),
         (
             "[jobs.tasks.Checkout]\nduration = \"2s\"\n[jobs.tasks.checkout]\nduration = \"3s\"\n",
-            "bad.toml:7:13: task `checkout` is already modelled as `Checkout` (task names \
-             match case-insensitively)",
+            "bad.toml:7:13: jobs.tasks.checkout: task `checkout` is already modelled as \
+             `Checkout` (task names match case-insensitively)",
         ),
         (
             "[jobs.tasks.Default]\nduration = \"2s\"\n",
-            "bad.toml:5:13: task names match case-insensitively, so `Default` is the default \
-             model; write `default`",
+            "bad.toml:5:13: jobs.tasks.Default: task names match case-insensitively, so \
+             `Default` is the default model; write `default`",
         ),
         (
             "[jobs.tasks.default]\nduration = { dist = \"uniform\", min = \"5s\" }\n",
-            "bad.toml:6:12: `uniform` distribution needs `max`",
+            "bad.toml:6:12: jobs.tasks.default.duration: `uniform` distribution needs `max`",
         ),
     ];
     for (tail, want) in table {
@@ -618,7 +635,7 @@ fn pat_is_never_inline_and_tls_options_conflict() {
     );
     assert_eq!(
         got,
-        ["bad.toml:4:7: credentials do not belong in the URL; use pat_env or pat_file"]
+        ["bad.toml:4:7: target.url: credentials do not belong in the URL; use pat_env or pat_file"]
     );
     let got = errors(
         &format!("{MINIMAL}[target]\nurl = \"https://h\"\nca_file = \"ca.pem\"\ninsecure = true\n"),
@@ -626,7 +643,7 @@ fn pat_is_never_inline_and_tls_options_conflict() {
     );
     assert_eq!(
         got,
-        ["bad.toml:6:12: give either ca_file or insecure = true, not both"]
+        ["bad.toml:6:12: target.insecure: give either ca_file or insecure = true, not both"]
     );
     let s = load_str(
         "t.toml",
@@ -907,4 +924,189 @@ fn digest_names_the_fleet_not_the_file() {
     )
     .unwrap();
     assert_eq!(a.digest(), judged.digest());
+}
+
+#[test]
+fn type_errors_speak_the_users_words() {
+    // Goal: a value of the wrong type gets the key path, what the key takes (with its range
+    // when it has one) and what was found, for every kind of value a scenario holds — never a
+    // Rust type (`u32`, `f64`, `struct RawFleet`) or serde's "invalid type". Issue 12, item 5.
+    let cases: &[(&str, &[&str], &str)] = &[
+        // A whole number with a range.
+        (
+            "[fleet]\nagents = \"many\"\n",
+            &[],
+            "bad.toml:4:10: fleet.agents: expected a whole number ≥ 1, found the string \
+             \"many\" (at most 10000000 agents)",
+        ),
+        // A whole number below its type's least value, without a range of its own.
+        (
+            "[jobs]\nrate_per_s = 1\nsecrets = -1\n",
+            &[],
+            "bad.toml:5:11: jobs.secrets: expected a whole number ≥ 0, found -1",
+        ),
+        // A fraction given where a whole number goes.
+        (
+            "[fleet]\nagents = 2.5\n",
+            &[],
+            "bad.toml:4:10: fleet.agents: expected a whole number ≥ 1, found 2.5 (at most \
+             10000000 agents)",
+        ),
+        // A number.
+        (
+            "[jobs]\nrate_per_s = \"fast\"\n",
+            &[],
+            "bad.toml:4:14: jobs.rate_per_s: expected a number ≥ 0, found the string \"fast\" \
+             (at most 100000 jobs per second)",
+        ),
+        // A string.
+        (
+            "[target]\nurl = 5\n",
+            &[],
+            "bad.toml:4:7: target.url: expected a string in quotes, found 5",
+        ),
+        // A boolean.
+        (
+            "[agent]\nmask_secrets = \"yes\"\n",
+            &[],
+            "bad.toml:4:16: agent.mask_secrets: expected true or false, found the string \"yes\"",
+        ),
+        // A duration.
+        (
+            "[fleet]\nramp_up = true\n",
+            &[],
+            "bad.toml:4:11: fleet.ramp_up: expected a duration string with a unit, such as \
+             \"30s\" or \"500ms\", found true",
+        ),
+        // A table.
+        (
+            "[target]\nproxy = 5\n",
+            &[],
+            "bad.toml:4:9: target.proxy: expected a table: a [target.proxy] section or { key = \
+             value, … }, found 5",
+        ),
+        // A list.
+        (
+            "[jobs]\nrate_per_s = 1\ndemands = \"docker\"\n",
+            &[],
+            "bad.toml:5:11: jobs.demands: expected a list of strings, such as [\"a\", \"b\"], \
+             found the string \"docker\"",
+        ),
+        // An unknown key, and an unknown section.
+        (
+            "[fleet]\nagentz = 3\n",
+            &[],
+            "bad.toml:4:1: fleet.agentz: `fleet` has no such key; write one of agents, \
+             capabilities, connection_mode, distinct_keys, key_bits, key_cache_dir, \
+             name_prefix, ramp_up, register_mode",
+        ),
+        (
+            "[flet]\nagents = 3\n",
+            &[],
+            "bad.toml:3:2: flet: a scenario has no such section; write one of agent, faults, \
+             fleet, jobs, network, run, server, target, thresholds",
+        ),
+        // An unknown choice.
+        (
+            "[[faults]]\nkind = \"agent_crsh\"\nat = \"1s\"\n",
+            &[],
+            "bad.toml:4:8: faults[0].kind: expected one of \"agent_crash\", \"partition\", \
+             \"server_stall\", \"server_restart\", \"token_expiry_storm\"; found the string \
+             \"agent_crsh\"",
+        ),
+        // A pair of the wrong length.
+        (
+            "[jobs]\narrival = { profile = [[\"0s\"]] }\n",
+            &[],
+            "bad.toml:4:24: jobs.arrival.profile[0]: expected a list of exactly 2 values \
+             ([at, rate_per_s], such as [\"10m\", 4.0]), found 1",
+        ),
+        // Through `--set`, the override names the path.
+        (
+            "",
+            &["fleet.agents=many"],
+            "bad.toml: --set fleet.agents=many: expected a whole number ≥ 1, found the string \
+             \"many\" (at most 10000000 agents)",
+        ),
+    ];
+    for (text, overrides, want) in cases {
+        let text = format!("{MINIMAL}{text}");
+        let got = errors(&text, overrides);
+        assert_eq!(got, vec![want.to_string()], "for:\n{text}");
+        for rust in [
+            "u32",
+            "u64",
+            "f64",
+            "invalid type",
+            "invalid value",
+            "struct ",
+            "`,",
+        ] {
+            assert!(!got[0].contains(rust), "{rust:?} in {}", got[0]);
+        }
+    }
+}
+
+#[test]
+fn numbers_out_of_range_name_the_range() {
+    // Goal: every number is checked against its range, including rates far beyond any server
+    // (`1e308` used to pass and spin the run), durations beyond a year, and values only
+    // absurd in combination (bursts averaging more than the rate limit).
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "",
+            &["jobs.rate_per_s=1e308"],
+            "bad.toml: --set jobs.rate_per_s=1e308: must be between 0 and 100000 jobs per \
+             second, found 1e308",
+        ),
+        (
+            "[jobs]\nrate_per_s = nan\n",
+            &[],
+            "bad.toml:4:14: jobs.rate_per_s: must be between 0 and 100000 jobs per second, \
+             found NaN",
+        ),
+        (
+            "[agent]\nauth_retries_max = 300\n",
+            &[],
+            "bad.toml:4:20: agent.auth_retries_max: must be between 0 and 100 re-mints, found \
+             300",
+        ),
+        (
+            "[agent]\nlog_page_bytes_max = \"2GiB\"\n",
+            &[],
+            "bad.toml:4:22: agent.log_page_bytes_max: must be between 1 and 1073741824 bytes, \
+             found 2147483648",
+        ),
+        (
+            "[[server.stations]]\nname = \"all\"\nworkers = 0\n",
+            &[],
+            "bad.toml:5:11: server.stations[0].workers: must be between 1 and 1000000 workers, \
+             found 0",
+        ),
+        (
+            "[fleet]\nramp_up = \"400d\"\n",
+            &[],
+            "bad.toml:4:11: fleet.ramp_up: a duration is at most 365 days (\"365d\"), found \"400d\"",
+        ),
+        (
+            "[jobs]\narrival = { bursts = { size = 1000, every = \"1ms\" } }\n",
+            &[],
+            "bad.toml:4:45: jobs.arrival.bursts.every: 1000 jobs every 1ms is 1000000 jobs per \
+             second on average; at most 100000: make `every` longer or `size` smaller",
+        ),
+        (
+            "[jobs]\narrival = { profile = [[\"0s\", 1e9]] }\n",
+            &[],
+            "bad.toml:4:24: jobs.arrival.profile[0]: rate must be between 0 and 100000 jobs per \
+             second, found 1000000000",
+        ),
+    ];
+    for (text, overrides, want) in cases {
+        let text = format!("{MINIMAL}{text}");
+        assert_eq!(
+            errors(&text, overrides),
+            vec![want.to_string()],
+            "for:\n{text}"
+        );
+    }
 }

@@ -727,3 +727,42 @@ fn a_shard_without_arrivals_sends_nothing() {
     assert!(w.poll_timeout().is_none());
     assert!(w.is_done());
 }
+
+// Goal: the arrivals still due when the run stops are counted, not stepped through: 10^12 of
+// them (one per µs for 10^6 s, none sent because the pool lookup is never answered) give
+// exactly 10^12 unsent, a third of them (by number) for shard 1 of 3, and a rate of 1e308 (every
+// gap 0 µs, endless arrivals) ends with a saturated count. Stepping through them one at a time
+// never returns.
+#[test]
+fn unsent_arrivals_are_counted_without_visiting_them() {
+    let huge = |arrival, duration_s, shard| {
+        let mut cfg = config(Source::Emulator, arrival, model(10, 0.0), duration_s);
+        cfg.shard = shard;
+        let mut w = Workload::new(cfg, 1);
+        // The pool lookup is in flight and never answered: nothing is ever queued.
+        assert!(matches!(
+            w.poll_transmit(),
+            Some(WorkloadOutput::Send {
+                request: Request {
+                    call: ApiRequest::ListPools { .. },
+                    ..
+                },
+                ..
+            })
+        ));
+        w.stop(SimTime::from_secs(duration_s));
+        assert!(w.poll_transmit().is_none());
+        w.stats().unsent
+    };
+    let per_us = Arrival::Constant {
+        rate_per_s: 1_000_000.0,
+    };
+    assert_eq!(
+        huge(per_us.clone(), 1_000_000, Shard::WHOLE),
+        1_000_000_000_000
+    );
+    let shard = Shard::new(1, 3).unwrap();
+    assert_eq!(huge(per_us, 1_000_000, shard), 333_333_333_333);
+    let absurd = Arrival::Poisson { rate_per_s: 1e308 };
+    assert_eq!(huge(absurd, 5, Shard::WHOLE), u64::MAX);
+}

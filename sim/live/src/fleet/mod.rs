@@ -1,11 +1,14 @@
 //! The live fleet (`fleetsim run`): thousands of virtual agents, each a core `Agent` driven by its
 //! own tokio task over real HTTP(S), against the embedded emulator or any compatible target.
 //!
-//! [`run`] does, in order: raise the open-file limit; start the embedded emulator when the
+//! [`run`] does, in order: refuse `[[faults]]` (applied only in virtual time so far: a fault a
+//! live run would ignore is refused, exit 2, never dropped in silence); raise the open-file limit; start the embedded emulator when the
 //! scenario names no target — in this process when both ends of the fleet's connections fit in
 //! the limit, otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
 //! target's PAT, TLS trust and proxy, and refuse a job source the target cannot serve; load or
-//! generate the agents' RSA keys from the on-disk cache (off the async workers); start the
+//! generate the agents' RSA keys from the on-disk cache (off the async workers); read the
+//! emulator's counters once before the start (so the report holds what changed during the run,
+//! not the target's lifetime totals, which are kept apart); start the
 //! recorder task; start agents spread over the ramp-up, each with its own seeded RNG stream;
 //! start the loop that drives the core's job `Workload` (queueing, cancels, pipeline runs);
 //! wait for the run's length or the shutdown future (Ctrl-C); stop every agent gracefully (they
@@ -276,6 +279,7 @@ pub async fn run(
         wall: Instant::now(),
         at: SystemTime::now(),
     };
+    refuse_faults(scenario)?;
     crate::tls::install_default_provider();
     // Everything sized by the fleet is sized by this shard's part of it.
     let agents = opts.slice().agent_count(scenario.fleet.agents);
@@ -312,6 +316,8 @@ pub async fn run(
         replaced: keys.replaced,
     };
 
+    // The target's counters before any agent acts: the report holds what changed after this.
+    let emulator_at_start = emulator_reading(scenario, &dest, &http, &base_path).await;
     // Ready: wait for the common start, if one is asked, then time is run time.
     // Keys loaded and target checked: a parent of `run --processes` waits for this phase.
     board.update(|p| p.phase = Phase::Ready);
@@ -399,7 +405,7 @@ pub async fn run(
     drop(events);
     let (mut recorder, ledger) = telemetry.await.unwrap_or_default();
     if let Some(stats) = &emulator {
-        recorder.set_server_stats(stats.clone());
+        recorder.set_server_readings(emulator_at_start, stats.clone());
     }
     if server_clock_pickups(scenario, opts.slice()) {
         server_pickups(&mut recorder, target_jobs.as_deref());
@@ -1010,11 +1016,33 @@ async fn check_job_source(
     )))
 }
 
-/// The emulator's counters at the end: the embedded one directly (plus its crypto totals as
-/// `Side::Emulator` events), a remote target through the admin API only when it is known to be
-/// fleetsim's emulator (the `emulator` job source, probed at start) or the scenario asks for
-/// `emulator.*` thresholds. Any other target is a real server, which has no such route: asking
-/// it anyway would put a stray request on the server under test.
+/// Refuse a scenario with faults: `simulate` applies every `[[faults]]` kind, a live run none
+/// yet, and a fault that would silently not happen makes a run look more robust than it is.
+fn refuse_faults(scenario: &Scenario) -> Result<(), FleetError> {
+    if scenario.faults.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = scenario
+        .faults
+        .iter()
+        .map(|f| {
+            format!(
+                "{} at {}",
+                f.kind.name(),
+                fleetsim_core::dist::format_duration(f.at)
+            )
+        })
+        .collect();
+    Err(FleetError::Unsupported(format!(
+        "the scenario has faults ({}), and faults are applied only by `fleetsim simulate` today; \
+         `fleetsim run` does not ignore them: run it with `fleetsim simulate`, or remove \
+         [[faults]] and [[network.partitions]] to run it live",
+        listed.join(", ")
+    )))
+}
+
+/// The emulator's counters at the end: [`emulator_reading`], plus the embedded emulator's crypto
+/// totals as `Side::Emulator` events.
 async fn final_stats(
     scenario: &Scenario,
     dest: &Destination,
@@ -1033,6 +1061,22 @@ async fn final_stats(
             };
             let _ = events.send(ev).await;
         }
+    }
+    emulator_reading(scenario, dest, http, base_path).await
+}
+
+/// The emulator's counters now (its lifetime totals): the embedded one directly, a remote target
+/// through the admin API only when it is known to be fleetsim's emulator (the `emulator` job
+/// source, probed at start) or the scenario asks for `emulator.*` thresholds. Any other target
+/// is a real server, which has no such route: asking it anyway would put a stray request on the
+/// server under test.
+async fn emulator_reading(
+    scenario: &Scenario,
+    dest: &Destination,
+    http: &Arc<HttpClient>,
+    base_path: &str,
+) -> Option<EmulatorStats> {
+    if let Some(running) = &dest.emulator {
         return Some(running.handle.stats());
     }
     let emulator_source = matches!(

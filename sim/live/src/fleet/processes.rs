@@ -17,7 +17,8 @@
 //! one start time (now + [`START_MARGIN`]) to every child's stdin, so ramps, warm-ups, faults
 //! and run lengths line up; publish the children's folded progress until all have exited;
 //! forward a shutdown (Ctrl-C) to them as SIGINT, so they drain and write their reports; read
-//! the emulator's counters; stop the emulator. Reading and merging the shard reports is the
+//! the emulator's counters (also read once before the children start, so the run's figures are
+//! what changed); stop the emulator. Reading and merging the shard reports is the
 //! caller's (the CLI), and so is the verdict.
 //!
 //! Children run in their own process groups (a Ctrl-C at the terminal reaches this process,
@@ -51,8 +52,8 @@ use tokio::time::Instant;
 use super::child::{MAX_LINE, STDERR_TAIL, keep_tail};
 use super::progress::{Phase, Placement, Progress, ProgressBoard};
 use super::{
-    EmulatorPlacement, FleetError, RunOptions, destination, final_stats, http_client, load_keys,
-    preflight,
+    EmulatorPlacement, FleetError, RunOptions, destination, emulator_reading, final_stats,
+    http_client, load_keys, preflight, refuse_faults,
 };
 use super::{fd_budget, held_descriptors, limits, setup};
 
@@ -152,6 +153,8 @@ impl ShardExit {
 pub struct ProcessesOutcome {
     /// One per child, in shard order.
     pub shards: Vec<ShardExit>,
+    /// The emulator's counters before the children started (its lifetime totals then).
+    pub emulator_at_start: Option<EmulatorStats>,
     /// The emulator's counters at the end (embedded, or a remote fleetsim emulator's).
     pub emulator: Option<EmulatorStats>,
     /// The embedded emulator's crypto totals, as `Side::Emulator` events for the merged report.
@@ -178,6 +181,7 @@ pub async fn run(
 ) -> Result<ProcessesOutcome, ProcessesError> {
     let started = Instant::now();
     check_options(scenario, &opts)?;
+    refuse_faults(scenario)?;
     crate::tls::install_default_provider();
     let board = opts.progress.clone().unwrap_or_default();
     board.update(|p| {
@@ -215,6 +219,7 @@ pub async fn run(
         dest.stop_emulator().await;
         return Ok(ProcessesOutcome {
             shards: Vec::new(),
+            emulator_at_start: None,
             emulator: None,
             emulator_crypto: Vec::new(),
             placement,
@@ -226,6 +231,9 @@ pub async fn run(
         });
     };
     drop(keys);
+    // The shared emulator's counters before any child acts: the run's figures are the change
+    // from here to the reading after every child has ended.
+    let emulator_at_start = emulator_reading(scenario, &dest, &http, &base_path).await;
     let mut children = Children::spawn(&launch, &opts)?;
     let (start_unix_ms, interrupted) = {
         // The embedded emulator's series, exported while the children run (never completes).
@@ -267,6 +275,7 @@ pub async fn run(
     board.update(|p| p.phase = Phase::Done);
     Ok(ProcessesOutcome {
         shards,
+        emulator_at_start,
         emulator,
         emulator_crypto,
         placement,
