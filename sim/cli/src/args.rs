@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -147,6 +148,14 @@ fn parse_shard(s: &str) -> Result<fleetsim_core::shard::Shard, String> {
         .map_err(|e: fleetsim_core::shard::ShardError| e.to_string())
 }
 
+/// A front deadline: a duration with its unit (`10s`, `500ms`), above zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match fleetsim_core::dist::parse_duration(s)? {
+        d if d.is_zero() => Err("must be above zero, e.g. 10s".to_string()),
+        d => Ok(d),
+    }
+}
+
 fn parse_start_at(s: &str) -> Result<fleetsim_live::fleet::StartAt, String> {
     s.parse()
 }
@@ -199,6 +208,23 @@ pub struct ServeArgs {
         default_value_t = fleetsim_live::server::DEFAULT_MAX_CONNECTIONS
     )]
     pub max_connections: usize,
+    /// Close a connection whose TLS handshake and first request head are not complete this
+    /// long after the accept (and a later request head this long after its first byte).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    pub head_timeout: Duration,
+    /// Answer 408 and close when a request body is not complete this long after its head.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub body_timeout: Duration,
+    /// Close a connection idle this long between requests.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_timeout)]
+    pub keep_alive_timeout: Duration,
+    /// Bytes of request bodies received at once across all connections; beyond, 503.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = fleetsim_live::server::DEFAULT_MAX_INFLIGHT_BODY_BYTES
+    )]
+    pub max_inflight_body_bytes: usize,
     /// Serve the OAuth token endpoint on a second listener at ADDR (Services layout): the
     /// registration's authorizationUrl names it and the main listener no longer serves tokens.
     /// Overrides `[layout] token_listen`.

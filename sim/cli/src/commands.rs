@@ -396,7 +396,7 @@ fn serve(args: ServeArgs) -> Outcome {
             dir: args
                 .tls_dir
                 .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("fleetsim-tls")),
+                .unwrap_or_else(fleetsim_live::tls::default_self_signed_dir),
         },
         _ => TlsMode::Plain,
     };
@@ -408,6 +408,10 @@ fn serve(args: ServeArgs) -> Outcome {
     opts.tls = tls;
     opts.seed = args.seed;
     opts.max_connections = args.max_connections;
+    opts.head_timeout = args.head_timeout;
+    opts.body_timeout = args.body_timeout;
+    opts.keep_alive_timeout = args.keep_alive_timeout;
+    opts.max_inflight_body_bytes = args.max_inflight_body_bytes;
     if let Some(warning) = raise_serve_fd_limit(args.max_connections, listeners) {
         eprintln!("warning: {warning}");
     }
@@ -416,7 +420,7 @@ fn serve(args: ServeArgs) -> Outcome {
         let prom = start_metrics(args.metrics_addr, Role::Emulator, Shard::WHOLE)?;
         let running = fleetsim_live::server::start(opts)
             .await
-            .map_err(|e| Failure::run(anyhow::Error::new(e)))?;
+            .map_err(serve_failure)?;
         if let Some(cert) = &running.cert_path {
             println!(
                 "fleetsim: self-signed certificate written to {}",
@@ -456,6 +460,20 @@ fn serve(args: ServeArgs) -> Outcome {
         );
         Ok(exit::OK)
     })
+}
+
+/// Why `serve` could not start, as an exit code: options that cannot work and a key directory
+/// others could read or swap are the user's to fix (2); the rest (a port in use, unreadable
+/// files) are run failures (3).
+fn serve_failure(err: fleetsim_live::server::ServeError) -> Failure {
+    use fleetsim_live::server::ServeError;
+    use fleetsim_live::tls::TlsError;
+    match err {
+        ServeError::Options(_) | ServeError::Tls(TlsError::UnsafeDir { .. }) => {
+            Failure::usage(anyhow::Error::new(err))
+        }
+        err => Failure::run(anyhow::Error::new(err)),
+    }
 }
 
 /// Descriptors `serve` keeps beyond its connections: listeners, the metrics endpoint, files.

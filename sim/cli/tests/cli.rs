@@ -639,3 +639,42 @@ fn serve_raises_its_open_file_limit_to_fit_max_connections() {
     );
     assert!(soft <= 8_192, "soft limit {soft} above the hard limit");
 }
+
+// Goal: `serve --tls-self-signed` never writes its private key into a directory other users
+// may write into (exit 2, no key written), and a zero connection deadline is a usage error.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_shared_key_directory_and_zero_deadlines() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("shared-tls");
+    let shared = dir.join("tls");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            "--tls-dir",
+        ])
+        .arg(&shared)
+        .env("FLEETSIM_PAT", "cli-test-pat")
+        .output()
+        .expect("fleetsim runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refusing to write the private key"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!shared.join("fleetsim-emulator-key.pem").exists());
+    let out = fleetsim(&["serve", "--listen", "127.0.0.1:0", "--head-timeout", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("above zero"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

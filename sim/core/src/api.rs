@@ -422,6 +422,12 @@ pub enum ErrorKind {
     Throttled,
     /// 503: shed under overload.
     Unavailable,
+    /// 408: the request head or body did not arrive within the front's deadline (the
+    /// connection is closed after this answer).
+    RequestTimeout,
+    /// 431: the request head (request line and headers) is over the front's size or count
+    /// limit.
+    HeadTooLarge,
 }
 
 impl ErrorKind {
@@ -439,6 +445,8 @@ impl ErrorKind {
             PayloadTooLarge => 413,
             Throttled => 429,
             Unavailable => 503,
+            RequestTimeout => 408,
+            HeadTooLarge => 431,
         }
     }
 
@@ -496,6 +504,12 @@ impl ErrorKind {
             }
             Throttled => "Microsoft.VisualStudio.Services.WebApi.RequestBlockedException",
             Unavailable => "Microsoft.VisualStudio.Services.WebApi.VssServiceUnavailableException",
+            // Azure DevOps answers these from its web front without a WrappedException; the
+            // emulator names them in the same family so every answer it sends is typed.
+            RequestTimeout => "Microsoft.VisualStudio.Services.WebApi.VssRequestTimeoutException",
+            HeadTooLarge => {
+                "Microsoft.VisualStudio.Services.WebApi.VssRequestHeadersTooLargeException"
+            }
         }
     }
 
@@ -532,6 +546,8 @@ impl ErrorKind {
             PayloadTooLarge => "payload_too_large",
             Throttled => "throttled",
             Unavailable => "unavailable",
+            RequestTimeout => "request_timeout",
+            HeadTooLarge => "head_too_large",
         }
     }
 
@@ -569,6 +585,8 @@ pub const ALL_ERROR_KINDS: &[ErrorKind] = &[
     ErrorKind::PayloadTooLarge,
     ErrorKind::Throttled,
     ErrorKind::Unavailable,
+    ErrorKind::RequestTimeout,
+    ErrorKind::HeadTooLarge,
 ];
 
 #[cfg(test)]

@@ -363,3 +363,37 @@ fn delete_revokes_and_replace_keeps_identity() {
     );
     h.expect_error(pat(), add("phoenix"), ErrorKind::AgentExists);
 }
+
+// Goal: the head-only check the front runs before reading a body refuses exactly the clients
+// that are not authenticated (anonymous, malformed header, unknown or expired PAT, a token never
+// issued) with 401 on every route but the token endpoint, and passes a known credential
+// whatever its scopes or expiry so the route's own, more specific answer still comes after.
+#[test]
+fn head_check_refuses_unauthenticated_clients_before_the_body() {
+    let mut h = Harness::new(matrix_config());
+    let agents = "/org/_apis/distributedtask/pools/1/agents";
+    let head = |h: &Harness, path: &str, auth: Option<&str>| {
+        h.server.check_head(h.now, path, auth).map_err(|e| e.kind)
+    };
+    let basic_header = |pat: &str| fleetsim_core::codec::text::basic_header("u", pat);
+    let unauthorized = Err(ErrorKind::Unauthorized);
+    assert_eq!(head(&h, agents, None), unauthorized);
+    assert_eq!(head(&h, agents, Some("Digest x")), unauthorized);
+    assert_eq!(head(&h, agents, Some(&basic_header("nope"))), unauthorized);
+    assert_eq!(head(&h, agents, Some("Bearer never-issued")), unauthorized);
+    assert_eq!(head(&h, "/org/_apis/no/such/route", None), unauthorized);
+    // The token endpoint's client proves itself in the body.
+    assert_eq!(head(&h, "/org/_apis/oauth2/token", None), Ok(()));
+    assert_eq!(head(&h, agents, Some(&basic_header(PAT))), Ok(()));
+    // A PAT without the route's scope is authenticated: the route answers 403 later.
+    assert_eq!(head(&h, agents, Some(&basic_header(READ_PAT))), Ok(()));
+    let mut agent = register(&mut h, "head-check", &[]);
+    fetch_token(&mut h, &mut agent);
+    let bearer_header = format!("Bearer {}", agent.token);
+    assert_eq!(head(&h, agents, Some(&bearer_header)), Ok(()));
+    h.advance(Duration::from_secs(120));
+    assert_eq!(
+        head(&h, agents, Some(&basic_header(EXPIRED_PAT))),
+        unauthorized
+    );
+}

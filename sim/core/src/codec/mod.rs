@@ -128,6 +128,26 @@ pub fn decode_credential(header: Option<&str>) -> Result<Credential, ApiError> {
     ))
 }
 
+/// Whether a request to `path` must carry a credential that authenticates. Every route does
+/// except the token endpoint (`…/_apis/oauth2/token`, spelt as `decode_request` routes it:
+/// any case, percent-escapes decoded), whose client proves itself in the body with a signed
+/// assertion or a job token. The emulator's front asks this with the request head alone,
+/// before it reads a body (see `Server::check_head`).
+pub fn needs_credential(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(apis) = segments
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case("_apis"))
+    else {
+        return true;
+    };
+    let rest: Vec<Option<String>> = segments[apis + 1..]
+        .iter()
+        .map(|s| text::percent_decode(s, false).map(|s| s.to_ascii_lowercase()))
+        .collect();
+    !matches!(rest.as_slice(), [Some(a), Some(b)] if a == "oauth2" && b == "token")
+}
+
 fn decode_call(req: &WireRequest) -> Result<ApiRequest, ApiError> {
     let raw: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let Some(apis) = raw.iter().position(|s| s.eq_ignore_ascii_case("_apis")) else {
@@ -1246,9 +1266,11 @@ pub fn decode_error(resp: &WireResponse) -> ApiError {
         403 => ErrorKind::AccessDenied,
         404 => ErrorKind::RouteNotFound,
         405 => ErrorKind::MethodNotAllowed,
+        408 => ErrorKind::RequestTimeout,
         409 => ErrorKind::SessionConflict,
         413 => ErrorKind::PayloadTooLarge,
         429 => ErrorKind::Throttled,
+        414 | 431 => ErrorKind::HeadTooLarge,
         s if s >= 500 => ErrorKind::Unavailable,
         _ => ErrorKind::BadRequest,
     };
@@ -1318,6 +1340,20 @@ mod tests {
         );
         assert_eq!(Routes::from_url("https://h:8080/org/").base_path(), "/org");
         assert_eq!(Routes::from_url("http://h").base_path(), "");
+    }
+
+    // Goal: only the token endpoint is open to clients without credentials, however its path
+    // is spelt (case, percent-escapes, collection prefix); every other path needs one.
+    #[test]
+    fn only_the_token_route_is_open_without_credentials() {
+        assert!(!needs_credential("/_apis/oauth2/token"));
+        assert!(!needs_credential("/org/_APIs/OAuth2/Token/"));
+        assert!(!needs_credential("/_apis/%6Fauth2/token"));
+        assert!(needs_credential("/_apis/oauth2/token/extra"));
+        assert!(needs_credential("/_apis/oauth2"));
+        assert!(needs_credential("/_apis/distributedtask/pools/1/agents"));
+        assert!(needs_credential("/no/apis/here"));
+        assert!(needs_credential(""));
     }
 
     // Goal: credentials parse by scheme case-insensitively; broken ones are 401s, not panics.

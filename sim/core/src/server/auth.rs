@@ -169,6 +169,36 @@ fn invalid_client(message: impl Into<String>) -> ApiError {
 }
 
 impl Server {
+    /// Authentication from the request head alone, for the front to ask before it reads a
+    /// body: as Azure DevOps does, a client that is not authenticated gets 401 whatever its
+    /// body holds, so a body-validation answer (400) never tells an anonymous client anything
+    /// and an unauthenticated upload is refused before a byte of it is buffered.
+    ///
+    /// Refused here: a missing or malformed `Authorization` on a route that needs one
+    /// (`codec::needs_credential`), a PAT that is unknown or expired, a bearer token this
+    /// server never issued or has revoked. Passed on: a known PAT whatever its scopes and a
+    /// known token even when expired, so the route's own check (after the body) still answers
+    /// with its specific error (403 scope, `JobTokenExpired`, …). Read-only, like every check.
+    pub fn check_head(
+        &self,
+        now: SimTime,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if !crate::codec::needs_credential(path) {
+            return Ok(());
+        }
+        match crate::codec::decode_credential(authorization)? {
+            Credential::Anonymous => Err(anonymous()),
+            cred @ Credential::Basic { .. } => match self.require_pat(now, &cred, Need::Read) {
+                Err(e) if e.kind == ErrorKind::Unauthorized => Err(e),
+                _ => Ok(()),
+            },
+            Credential::Bearer(token) if self.tokens.get(&token).is_none() => Err(unknown_bearer()),
+            Credential::Bearer(_) => Ok(()),
+        }
+    }
+
     /// The PAT in a Basic credential, checked for existence, expiry and scope.
     pub(super) fn require_pat(
         &self,

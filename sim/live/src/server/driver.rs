@@ -138,6 +138,20 @@ impl Core {
         dispatch
     }
 
+    /// The core's verdict on a request head alone (`Server::check_head`), asked before the
+    /// body is read.
+    pub(crate) fn check_head(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let now = self.now();
+        self.state
+            .lock()
+            .server
+            .check_head(now, path, authorization)
+    }
+
     /// The core's counters.
     pub(crate) fn stats(&self) -> EmulatorStats {
         self.state.lock().server.stats()

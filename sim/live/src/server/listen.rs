@@ -6,11 +6,18 @@
 //!   busy, the loop holds the newly accepted connection for up to `connection_wait`; if no slot
 //!   frees up by then the connection is closed unserved and counted as rejected. While the loop
 //!   waits it accepts nothing, so further clients wait in the kernel's listen backlog.
-//! - TLS handshakes must finish within `HANDSHAKE_TIMEOUT`, or the connection is closed.
-//! - HTTP/1 request heads must arrive within `HEADER_READ_TIMEOUT`; head size is bounded by
-//!   hyper's buffer limit (`MAX_HEAD_BYTES`) and HTTP/2 header lists by `MAX_HEADER_LIST_BYTES`;
-//!   HTTP/2 streams per connection by `MAX_STREAMS_PER_CONNECTION`.
-//! - Bodies: see `http.rs` (`max_body_bytes`, answered 413).
+//! - Deadlines (`conn.rs`): the TLS handshake and the first request head must arrive within
+//!   `head_timeout` of the accept; between requests a connection may stay idle for
+//!   `keep_alive_timeout`, and a started HTTP/1 head must be complete within `head_timeout` of
+//!   its first byte. A connection past its deadline is closed without an answer and counted
+//!   (`connections_timed_out`). So silent clients hold a slot for `head_timeout` at most.
+//!   (hyper's own header timer is off: it would run during keep-alive idle time too.)
+//! - Head size: hyper's HTTP/1 buffer (`MAX_HEAD_BYTES`) and `MAX_HEADERS` fields, answered 431
+//!   (or 400 for a malformed head) with the typed body (`conn.rs` replaces hyper's bare
+//!   answer); HTTP/2 header lists by `MAX_HEADER_LIST_BYTES`; HTTP/2 streams per connection by
+//!   `MAX_STREAMS_PER_CONNECTION`.
+//! - Bodies: see `http.rs` (credentials before the body, `max_body_bytes` answered 413, the body
+//!   deadline answered 408, the shared in-flight budget answered 503).
 //!
 //! Shutdown: stop accepting, answer parked polls (`Core::release_parked`), ask every connection
 //! to finish gracefully (HTTP/1 closes after the response in flight, HTTP/2 sends GOAWAY), wait
@@ -29,15 +36,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::conn::{ConnClock, ConnTimeouts, Replacement, Watched};
 use super::http::{Front, serve};
 use super::metrics::FrontMetrics;
 
-/// Time a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client gets to send a complete HTTP/1 request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// hyper's HTTP/1 read buffer, which bounds a request head (request line + headers).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Header fields in one HTTP/1 request head (hyper's default, written down).
+pub(crate) const MAX_HEADERS: usize = 100;
 /// HTTP/2 header list limit.
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// HTTP/2 concurrent streams per connection (each may be a parked long poll).
@@ -53,6 +59,7 @@ pub(crate) struct Listener {
     pub(crate) max_connections: usize,
     pub(crate) connection_wait: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) timeouts: ConnTimeouts,
 }
 
 impl Listener {
@@ -87,6 +94,7 @@ impl Listener {
                         builder: builder.clone(),
                         watcher: graceful.watcher(),
                         permit,
+                        clock: ConnClock::new(self.timeouts),
                     };
                     connections.spawn(conn.run(stream));
                 }
@@ -132,8 +140,9 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
@@ -150,6 +159,8 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     permit: OwnedSemaphorePermit,
+    /// Started at the accept: the connection's deadlines.
+    clock: Arc<ConnClock>,
 }
 
 /// Keeps the open-connections gauge right however the task ends, aborts at the drain timeout
@@ -168,14 +179,22 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         self.front.metrics.connection_opened();
         let _gauge = OpenGauge(self.front.metrics.clone());
-        match self.tls.clone() {
-            None => self.serve(stream).await,
-            Some(acceptor) => {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => self.serve(tls).await,
-                    Ok(Err(_)) | Err(_) => self.front.metrics.tls_handshake_failed(),
-                }
+        let clock = self.clock.clone();
+        let metrics = self.front.metrics.clone();
+        let served = async move {
+            match self.tls.clone() {
+                None => self.serve(stream).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => self.serve(tls).await,
+                    Err(_) => self.front.metrics.tls_handshake_failed(),
+                },
             }
+        };
+        // Past its deadline the connection is dropped wherever it is (a handshake that never
+        // finished included): the socket closes, the slot frees, and it counts as timed out.
+        tokio::select! {
+            () = served => {}
+            () = clock.expired() => metrics.connection_timed_out(),
         }
     }
 
@@ -188,12 +207,19 @@ impl Connection {
             builder,
             watcher,
             permit,
+            clock,
             ..
         } = self;
-        let service = service_fn(move |req| serve(front.clone(), req));
+        let replacement = Replacement {
+            ctx: front.ctx.clone(),
+            max_head_bytes: MAX_HEAD_BYTES,
+            max_headers: MAX_HEADERS,
+        };
+        let io = Watched::new(io, clock.clone(), replacement);
+        let service = service_fn(move |req| serve(front.clone(), clock.clone(), req));
         let conn = builder.serve_connection(TokioIo::new(io), service);
-        // Errors here are the client's (reset, malformed HTTP, timeouts); hyper already
-        // answered what could be answered, and such closes are not counted separately.
+        // Errors here are the client's (reset, malformed HTTP); hyper already answered what
+        // could be answered, and such closes are not counted separately.
         let _ = watcher.watch(conn).await;
         // The slot frees only now, when the connection is gone.
         drop(permit);

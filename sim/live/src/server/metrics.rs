@@ -26,6 +26,7 @@ pub struct FrontMetrics {
     connections_accepted: AtomicU64,
     connections_rejected: AtomicU64,
     connections_open: AtomicU64,
+    connections_timed_out: AtomicU64,
     tls_handshake_failures: AtomicU64,
 }
 
@@ -65,6 +66,9 @@ pub struct FrontSnapshot {
     pub connections_rejected: u64,
     /// Connections being served now.
     pub connections_open: u64,
+    /// Connections closed because they stayed idle past a deadline (no complete request head
+    /// within the head timeout, or idle past the keep-alive timeout).
+    pub connections_timed_out: u64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: u64,
 }
@@ -108,6 +112,10 @@ impl FrontMetrics {
         self.connections_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn connection_timed_out(&self) {
+        self.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -131,6 +139,7 @@ impl FrontMetrics {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_rejected: self.connections_rejected.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
+            connections_timed_out: self.connections_timed_out.load(Ordering::Relaxed),
             tls_handshake_failures: self.tls_handshake_failures.load(Ordering::Relaxed),
         }
     }

@@ -8,12 +8,14 @@
 //!
 //! Code map: `driver` owns the core (mutex, parked polls, timer task), `http` turns one HTTP
 //! exchange into a core call through the codec, `listen` accepts connections under the limits,
-//! `config` loads `server.toml`, `metrics` counts requests by route and status.
+//! `conn` keeps each connection's deadlines and types hyper's own error answers, `config`
+//! loads `server.toml`, `metrics` counts requests by route and status.
 //!
 //! Architecture Invariant: this module makes no protocol decision. It decodes with
 //! `codec::decode_request`, lets the core answer, and encodes with `codec::encode_response`.
 
 pub mod config;
+mod conn;
 mod driver;
 mod http;
 mod listen;
@@ -30,12 +32,13 @@ use fleetsim_core::codec::{self, ResponseContext};
 use fleetsim_core::server::{Listener as Role, ServerConfig};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::tls::{self, TlsError};
 pub use metrics::{FrontMetrics, FrontSnapshot};
 
+use conn::ConnTimeouts;
 use driver::Core;
 use http::Front;
 use listen::Listener;
@@ -46,6 +49,19 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_CONNECTION_WAIT: Duration = Duration::from_millis(250);
 /// Default for `EmulatorOptions::drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `EmulatorOptions::head_timeout`: a real client sends its head (TLS included)
+/// within milliseconds of connecting; ten seconds is generous on a loaded machine and bounds
+/// how long a silent client holds a connection slot.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `EmulatorOptions::body_timeout`: a full 10 MiB body at ~350 KiB/s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `EmulatorOptions::keep_alive_timeout`: above the idle times of the agent's
+/// HTTP stack between calls, so the server rarely closes a connection a client is about to
+/// reuse (the web fronts of Azure DevOps Server keep about two minutes, as IIS does).
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default for `EmulatorOptions::max_inflight_body_bytes`: a dozen maximum-size (10 MiB)
+/// bodies, or tens of thousands of the few-KiB bodies agents send, at once.
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 128 * 1024 * 1024;
 
 /// How the front speaks TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +90,18 @@ pub struct EmulatorOptions {
     pub connection_wait: Duration,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,
+    /// From the accept to a complete first request head (TLS handshake included), and from a
+    /// later request's first byte to its complete head; the connection is closed after it.
+    pub head_timeout: Duration,
+    /// From a request's head to the end of its body; answered 408, then the connection is
+    /// closed.
+    pub body_timeout: Duration,
+    /// How long a connection may stay idle between requests before it is closed.
+    pub keep_alive_timeout: Duration,
+    /// Bytes of request bodies being received at once across all connections and listeners;
+    /// beyond, a request is answered 503 (`Retry-After: 1`). Raised to `max_body_bytes` when
+    /// below it, so a maximum-size body always fits.
+    pub max_inflight_body_bytes: usize,
     /// The run seed: the core derives every token, id and key from it.
     pub seed: u64,
 }
@@ -88,6 +116,10 @@ impl EmulatorOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connection_wait: DEFAULT_CONNECTION_WAIT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
             seed: 0,
         }
     }
@@ -107,6 +139,9 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error("invalid server configuration: {0}")]
     Config(#[from] fleetsim_core::server::ConfigError),
+    /// A front limit that cannot work (a zero deadline, an impossible body budget).
+    #[error("invalid emulator option: {0}")]
+    Options(String),
 }
 
 /// A started emulator.
@@ -163,6 +198,7 @@ impl EmulatorHandle {
 /// own (same TLS mode, same limits each), and their URLs are written into the core's config
 /// before it starts, so registrations and job messages name them.
 pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError> {
+    check_options(&opts)?;
     tls::install_default_provider();
     let (acceptor, cert_path) = tls_acceptor(&opts.tls)?;
     let https = acceptor.is_some();
@@ -196,6 +232,16 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
     let max_body_bytes = config.limits.max_body_bytes;
     let metrics = Arc::new(FrontMetrics::default());
     let core = Core::new(config, opts.seed, metrics.clone())?;
+    // Never below one maximum-size body, or such a body could never be accepted.
+    let max_inflight_body_bytes = opts
+        .max_inflight_body_bytes
+        .max(max_body_bytes)
+        .min(Semaphore::MAX_PERMITS);
+    let inflight = Arc::new(Semaphore::new(max_inflight_body_bytes));
+    let timeouts = ConnTimeouts {
+        head: opts.head_timeout,
+        keep_alive: opts.keep_alive_timeout,
+    };
 
     let (stop, stop_rx) = watch::channel(false);
     let timer = tokio::spawn(core.clone().run_timer(stop_rx.clone()));
@@ -205,6 +251,9 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
             core: core.clone(),
             ctx: ctx.clone(),
             max_body_bytes,
+            body_timeout: opts.body_timeout,
+            inflight: inflight.clone(),
+            max_inflight_body_bytes,
             metrics: metrics.clone(),
             role,
             layout: layout.clone(),
@@ -216,6 +265,7 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
             max_connections: opts.max_connections,
             connection_wait: opts.connection_wait,
             drain_timeout: opts.drain_timeout,
+            timeouts,
         };
         loops.push(tokio::spawn(accept.run(stop_rx.clone())));
     }
@@ -240,6 +290,28 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
         plan_url,
         handle,
     })
+}
+
+/// Refuse front limits that cannot work, naming the option.
+fn check_options(opts: &EmulatorOptions) -> Result<(), ServeError> {
+    let timeouts = [
+        ("head timeout", opts.head_timeout),
+        ("body timeout", opts.body_timeout),
+        ("keep-alive timeout", opts.keep_alive_timeout),
+    ];
+    if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
+        return Err(ServeError::Options(format!(
+            "the {name} must be above zero"
+        )));
+    }
+    if opts.max_inflight_body_bytes > Semaphore::MAX_PERMITS {
+        return Err(ServeError::Options(format!(
+            "the in-flight body budget ({} bytes) must be at most {} bytes",
+            opts.max_inflight_body_bytes,
+            Semaphore::MAX_PERMITS
+        )));
+    }
+    Ok(())
 }
 
 /// Bind `addr` (port 0 picks a free port) and report the bound address.
