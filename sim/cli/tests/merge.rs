@@ -3,8 +3,12 @@
 //! 1 fail, 3 incomplete), invalid shard sets exit 2 naming the files, and a sweep split over two
 //! "machines" merges into the CSV one machine writes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use support::{Scratch, fleetsim, text};
 
 use fleetsim_core::SimTime;
 use fleetsim_core::event::{Event, Outcome};
@@ -13,45 +17,8 @@ use fleetsim_core::proto::TaskResult;
 use fleetsim_core::shard::Shard;
 use fleetsim_metrics::{Mode, Recorder, Report, RunMeta};
 
-/// A private scratch directory per test: removed when the test passes, kept when it fails.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("fleetsim-merge-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    Scratch(dir)
-}
-
-fn fleetsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    support::scratch("merge", name)
 }
 
 fn path(p: &Path) -> String {

@@ -131,9 +131,45 @@ impl FromStr for Shard {
     }
 }
 
+/// Most missing shard indices a message lists one by one.
+const MISSING_LISTED: usize = 16;
+
+/// Names missing shards of an `N`-shard set for an error message: `shard 1/3`,
+/// `shards 0/3, 2/3`, or the first 16 then `and K more` (a 1,000-shard set with most missing
+/// stays one readable line). Merges of reports and of plan sweeps say it the same way.
+pub fn describe_missing(count: u32, missing: &[u32]) -> String {
+    let listed: Vec<String> = missing
+        .iter()
+        .take(MISSING_LISTED)
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    let more = missing.len().saturating_sub(MISSING_LISTED);
+    format!(
+        "shard{} {}{}",
+        if missing.len() == 1 { "" } else { "s" },
+        listed.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_shards_are_named_then_counted() {
+        // Goal: one readable line however many shards are missing.
+        assert_eq!(describe_missing(3, &[1]), "shard 1/3");
+        assert_eq!(describe_missing(3, &[0, 2]), "shards 0/3, 2/3");
+        let many: Vec<u32> = (0..20).collect();
+        let said = describe_missing(100, &many);
+        assert!(said.starts_with("shards 0/100, 1/100,"), "{said}");
+        assert!(said.ends_with("15/100 and 4 more"), "{said}");
+    }
 
     #[test]
     fn parses_and_refuses() {

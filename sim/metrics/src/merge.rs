@@ -27,9 +27,6 @@ use fleetsim_core::shard::Shard;
 use crate::recorder::Recorder;
 use crate::report::{Report, ReportError, RunMeta};
 
-/// Most missing indices a `MergeError::Missing` message lists one by one.
-const MISSING_LISTED: usize = 16;
-
 /// What two reports of one shard set disagree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -147,21 +144,9 @@ pub enum MergeError {
 }
 
 fn missing_message(count: u32, missing: &[u32]) -> String {
-    let listed: Vec<String> = missing
-        .iter()
-        .take(MISSING_LISTED)
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    let more = missing.len().saturating_sub(MISSING_LISTED);
     format!(
-        "shard{} {}{} missing: a merge needs every shard's report",
-        if missing.len() == 1 { "" } else { "s" },
-        listed.join(", "),
-        if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        }
+        "{} missing: a merge needs every shard's report",
+        fleetsim_core::shard::describe_missing(count, missing)
     )
 }
 

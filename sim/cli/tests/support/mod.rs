@@ -1,8 +1,13 @@
 //! What several test binaries of the `fleetsim` binary share: a `fleetsim serve` of their own
-//! on 127.0.0.1. Each test file that uses it declares `mod support;`.
+//! on 127.0.0.1, a scratch directory, the binary's output. Each test file that uses it
+//! declares `mod support;`.
+
+// Each test binary compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fleetsim");
 
@@ -42,4 +47,49 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A private scratch directory per test: removed when the test passes, kept for inspection
+/// when it fails.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `<tmp>/fleetsim-{suite}-{pid}-{name}`, empty.
+pub fn scratch(suite: &str, name: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("fleetsim-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    Scratch(dir)
+}
+
+/// Runs the binary to the end.
+pub fn fleetsim(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// An output for an assertion message.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -17,9 +17,6 @@ use super::PlanRow;
 /// The plan shard file's format version (`schema_version`).
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
 
-/// Most missing shard indices an error lists one by one.
-const MISSING_LISTED: usize = 16;
-
 /// One point of a sweep with its place in the whole sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanPoint {
@@ -134,21 +131,9 @@ pub enum PlanMergeError {
 }
 
 fn missing_message(count: u32, missing: &[u32]) -> String {
-    let listed: Vec<String> = missing
-        .iter()
-        .take(MISSING_LISTED)
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    let more = missing.len().saturating_sub(MISSING_LISTED);
     format!(
-        "plan shard{} {}{} missing: the table needs every shard's points",
-        if missing.len() == 1 { "" } else { "s" },
-        listed.join(", "),
-        if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        }
+        "plan {} missing: the table needs every shard's points",
+        fleetsim_core::shard::describe_missing(count, missing)
     )
 }
 
