@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fleetsim_core::api::{ApiError, ApiRequest, ApiResponse, Credential, ErrorKind};
-use fleetsim_core::crypto::jwt;
 use fleetsim_core::proto::{
     AgentJobRequestMessage, EVENT_JOB_COMPLETED, JobEvent, ListOf, TaskAgentUpdate, TaskLogCreate,
     TaskResult, TimelineRecord, TimelineRecordFeedLinesWrapper,
@@ -303,20 +302,6 @@ fn feed_lines_log_paths_and_attachment_names_are_bounded() {
     assert!(h.server.attachments(job.request_id).is_empty());
 }
 
-/// An assertion for `agent` valid from now for `lifetime_s`.
-fn assertion_for(h: &Harness, agent: &TestAgent, jti: &str, lifetime_s: u64) -> String {
-    let now_s = h.now_s();
-    let claims = jwt::Claims {
-        iss: agent.client_id.clone(),
-        sub: agent.client_id.clone(),
-        aud: agent.authorization_url.clone(),
-        nbf: now_s,
-        exp: now_s + lifetime_s,
-        jti: jti.to_string(),
-    };
-    jwt::sign(key(), &claims)
-}
-
 // Goal: an assertion that expires in 50 years is refused at the token endpoint with the OAuth
 // error body (invalid_client) naming the limit, and its jti is not remembered: the real
 // agent's 5-minute assertion with the same jti is then accepted.
@@ -325,10 +310,10 @@ fn an_assertion_valid_for_50_years_is_refused() {
     let mut h = Harness::new(config());
     let a = register(&mut h, "patient", &[]);
     let fifty_years = 50 * 365 * 24 * 3600;
-    let long = client_credentials(assertion_for(&h, &a, "jti-long", fifty_years));
+    let long = client_credentials(assertion_lasting(&h, &a, "jti-long", fifty_years));
     let err = h.expect_error(Credential::Anonymous, long, ErrorKind::OAuthInvalidClient);
     assert!(err.message.contains("at most 600 s"), "{}", err.message);
-    let real = client_credentials(assertion_for(&h, &a, "jti-long", 300));
+    let real = client_credentials(assertion(&h, &a, "jti-long"));
     assert!(matches!(
         h.call(Credential::Anonymous, real),
         ApiResponse::Token(_)
@@ -347,21 +332,21 @@ fn one_agent_flooding_jtis_does_not_affect_another() {
     let flood = register(&mut h, "flood", &[]);
     let mut other = register(&mut h, "other", &[]);
     for i in 0..4 {
-        let grant = client_credentials(assertion_for(&h, &flood, &format!("f{i}"), 300));
+        let grant = client_credentials(assertion(&h, &flood, &format!("f{i}")));
         assert!(matches!(
             h.call(Credential::Anonymous, grant),
             ApiResponse::Token(_)
         ));
     }
     for i in 4..12 {
-        let grant = client_credentials(assertion_for(&h, &flood, &format!("f{i}"), 300));
+        let grant = client_credentials(assertion(&h, &flood, &format!("f{i}")));
         h.expect_error(Credential::Anonymous, grant, ErrorKind::Throttled);
     }
     fetch_token(&mut h, &mut other);
     assert!(!other.token.is_empty());
     // exp (300 s) + jwt_skew (300 s) later, the flood's ids are forgotten.
     h.advance(Duration::from_secs(601));
-    let grant = client_credentials(assertion_for(&h, &flood, "f-later", 300));
+    let grant = client_credentials(assertion(&h, &flood, "f-later"));
     assert!(matches!(
         h.call(Credential::Anonymous, grant),
         ApiResponse::Token(_)

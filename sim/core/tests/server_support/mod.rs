@@ -273,13 +273,18 @@ pub fn register(h: &mut Harness, name: &str, capabilities: &[(&str, &str)]) -> T
 
 /// A fresh assertion as the real agent makes it (nbf = now, exp = now + 5 min, new jti).
 pub fn assertion(h: &Harness, agent: &TestAgent, jti: &str) -> String {
+    assertion_lasting(h, agent, jti, 300)
+}
+
+/// An assertion for `agent` valid from now for `lifetime_s` seconds.
+pub fn assertion_lasting(h: &Harness, agent: &TestAgent, jti: &str, lifetime_s: u64) -> String {
     let now_s = h.now_s();
     let claims = jwt::Claims {
         iss: agent.client_id.clone(),
         sub: agent.client_id.clone(),
         aud: agent.authorization_url.clone(),
         nbf: now_s,
-        exp: now_s + 300,
+        exp: now_s + lifetime_s,
         jti: jti.to_string(),
     };
     jwt::sign(key(), &claims)
