@@ -3,7 +3,8 @@
 //! It keeps per-operation HDR histograms (3 significant digits, microseconds, latency =
 //! `done - intended`, successful calls only) and error counts by bounded label, the job pickup
 //! latency (joined by request id whichever event arrives first), job and agent counters, crypto
-//! work per side and operation, and a per-second time series for charts. `merge` adds another
+//! work per side and operation, a per-second time series, and the bounded per-interval
+//! `timeline` the HTML charts draw (per-operation percentiles, errors by kind, pickup, agents). `merge` adds another
 //! recorder exactly (HDR histograms add bucket by bucket).
 //!
 //! Hot path: `record` touches fixed arrays indexed by enum and pre-sized histograms; it
@@ -21,6 +22,7 @@ use fleetsim_core::proto::TaskResult;
 use hdrhistogram::Histogram;
 
 use crate::names;
+use crate::timeline::Timeline;
 
 /// The largest latency a histogram tracks: 7 days in µs. Longer values are clamped to it, so a
 /// job waiting a week in a virtual run still counts (as "at least a week").
@@ -157,6 +159,8 @@ pub struct Recorder {
     pub(crate) interval_pickup: Histogram<u64>,
     /// The latest event time seen: the run length when the driver does not give one.
     pub(crate) last_event: SimTime,
+    /// Per-interval figures for the report's charts (bounded, see `timeline`).
+    pub(crate) timeline: Timeline,
 }
 
 impl Default for Recorder {
@@ -199,6 +203,7 @@ impl Recorder {
             series_dropped: 0,
             interval_pickup: new_interval_histogram(),
             last_event: SimTime::ZERO,
+            timeline: Timeline::default(),
         }
     }
 
@@ -214,6 +219,7 @@ impl Recorder {
             } => self.record_op(op, intended, done, outcome),
             Event::JobQueued { request_id, at } => {
                 self.jobs.queued += 1;
+                self.timeline.job_queued(at);
                 if let Some(p) = self.point(at) {
                     p.jobs_queued += 1;
                 }
@@ -224,6 +230,7 @@ impl Recorder {
             }
             Event::JobPickedUp { request_id, at, .. } => {
                 self.jobs.started += 1;
+                self.timeline.job_started(at);
                 if let Some(p) = self.point(at) {
                     p.jobs_started += 1;
                 }
@@ -241,6 +248,7 @@ impl Recorder {
                     TaskResult::Abandoned => self.jobs.abandoned += 1,
                     TaskResult::Canceled => self.jobs.canceled += 1,
                 }
+                self.timeline.job_finished(at);
                 if let Some(p) = self.point(at) {
                     p.jobs_finished += 1;
                 }
@@ -252,6 +260,7 @@ impl Recorder {
                 self.peak_busy = self.peak_busy.max(busy);
                 self.touch(at);
                 self.snapshot_agents();
+                self.timeline.set_agents(at, self.agents_now());
             }
             Event::TokenRotated { at, .. } => {
                 self.tokens_rotated += 1;
@@ -278,6 +287,7 @@ impl Recorder {
     pub fn set_fleet_size(&mut self, agents: u64) {
         self.agents[state_index(AgentState::Offline)] += agents as i64;
         self.snapshot_agents();
+        self.timeline.set_agents_now(self.agents_now());
     }
 
     /// Store what the `pipelines` job source did with its runs (at the end of the run).
@@ -379,6 +389,7 @@ impl Recorder {
             }
         }
         self.merge_series(other);
+        self.timeline.merge(&other.timeline);
         self.last_event = self.last_event.max(other.last_event);
     }
 
@@ -472,10 +483,12 @@ impl Recorder {
                     .latency_us
                     .get_or_insert_with(new_histogram)
                     .saturating_record(latency_us);
+                self.timeline.record_op(op, done, Ok(latency_us));
                 false
             }
             Some(label) => {
                 stats.errors[label] += 1;
+                self.timeline.record_op(op, done, Err(label));
                 true
             }
         };
@@ -489,6 +502,7 @@ impl Recorder {
         let us = (picked - queued).as_micros().min(u128::from(u64::MAX)) as u64;
         self.pickup_us.saturating_record(us);
         self.interval_pickup.saturating_record(us);
+        self.timeline.record_pickup(queued.max(picked), us);
     }
 
     /// Keep one half of a pickup join until the other arrives, within the bound.
@@ -534,6 +548,7 @@ impl Recorder {
         let (q, p) = if queued { (at, other) } else { (other, at) };
         let us = (p - q).as_micros().min(u128::from(u64::MAX)) as u64;
         self.pickup_us.saturating_record(us);
+        self.timeline.record_pickup(q.max(p), us);
         joined.push((q.max(p).as_secs(), us));
     }
 
@@ -606,6 +621,7 @@ impl Recorder {
     /// of its run); the new leading seconds are empty. Held pickup halves are moved by
     /// `restore_open`, to the microsecond.
     pub(crate) fn delay_series(&mut self, secs: usize) {
+        self.timeline.delay(secs as u64);
         if secs == 0 || self.series.is_empty() {
             return;
         }
