@@ -383,7 +383,8 @@ fn on_union(parts: &[(&[f64], &[Option<f64>])]) -> (Vec<f64>, Vec<Vec<Option<f64
 }
 
 /// The charts of a comparison page: each figure of the baseline (dashed) and the current run
-/// (solid) on one chart, a chart framed red when its metric regressed.
+/// (solid) on one chart, a chart framed red when its metric regressed, regressed charts
+/// first.
 pub(crate) fn compare_charts(base: &Report, cur: &Report, cmp: &Comparison) -> Vec<Chart> {
     let (b, c) = (Frame::of(base), Frame::of(cur));
     let regressed = |metrics: &[&str]| {
@@ -513,6 +514,11 @@ pub(crate) fn compare_charts(base: &Report, cur: &Report, cmp: &Comparison) -> V
             "share of picked-up jobs per bin: baseline wide grey, current narrow blue".to_string();
         charts.push(h);
     }
+    // Regressions first: the reader opens the page to see them.
+    charts.sort_by_key(|c| !c.regressed);
+    for (i, c) in charts.iter_mut().enumerate() {
+        c.id = format!("chart-{i}");
+    }
     charts
 }
 
@@ -520,7 +526,7 @@ pub(crate) fn compare_charts(base: &Report, cur: &Report, cmp: &Comparison) -> V
 pub(crate) fn style() -> String {
     format!(
         "{UPLOT_CSS}\n.charts{{display:flex;flex-wrap:wrap;gap:8px 16px}}\
-         .chart{{flex:1 1 100%;min-width:0;border:1px solid transparent;padding:2px 4px}}\
+         .chart{{flex:1 1 100%;min-width:0;box-sizing:border-box;border:1px solid transparent;padding:2px 4px}}\
          .chart.half{{flex:1 1 calc(50% - 16px)}}.chart.regressed{{border-color:#cf222e;\
          background:#fff5f5}}.chart .note{{color:#57606a;font-size:12px}}.badge{{color:#fff;\
          background:#cf222e;border-radius:4px;padding:0 6px;font-size:12px;margin-left:8px}}\

@@ -39,6 +39,9 @@ pub const BUCKETS: usize = SUB as usize * (1 + 64 - SUB_BITS as usize);
 
 const OPS: usize = Operation::ALL.len();
 const STATES: usize = AgentState::ALL.len();
+/// Dense rows of the open interval: one per operation, then job pickup.
+const ROWS: usize = OPS + 1;
+const PICKUP_ROW: usize = OPS;
 
 fn bucket_of(us: u64) -> u16 {
     if us < SUB {
@@ -248,6 +251,66 @@ impl Interval {
     }
 }
 
+/// Latency counts of the newest interval, dense by (operation, bin), job pickup in the row after
+/// the operations: recording there is one array increment instead of a sorted insert (this is
+/// the recorder's hot path). They are folded into the interval's sketches when a later
+/// interval opens and before any read.
+#[derive(Clone, Debug, PartialEq)]
+struct Open {
+    /// `ROWS × BUCKETS` counts, allocated on the first call.
+    dense: Vec<u32>,
+    /// Per row, the lowest and highest bin counted (`lo > hi`: none).
+    lo: [u16; ROWS],
+    hi: [u16; ROWS],
+}
+
+impl Open {
+    fn new() -> Open {
+        Open {
+            dense: Vec::new(),
+            lo: [u16::MAX; ROWS],
+            hi: [0; ROWS],
+        }
+    }
+
+    fn record(&mut self, op: usize, bin: u16) {
+        if self.dense.is_empty() {
+            self.dense = vec![0; ROWS * BUCKETS];
+        }
+        let cell = &mut self.dense[op * BUCKETS + usize::from(bin)];
+        *cell = cell.saturating_add(1);
+        self.lo[op] = self.lo[op].min(bin);
+        self.hi[op] = self.hi[op].max(bin);
+    }
+
+    /// Move the counts into `into`'s sketches and clear.
+    fn drain_into(&mut self, into: &mut Interval) {
+        for row in 0..ROWS {
+            let (lo, hi) = (self.lo[row], self.hi[row]);
+            if lo > hi {
+                continue;
+            }
+            let sketch = if row == PICKUP_ROW {
+                &mut into.pickup
+            } else {
+                &mut into.op_latency[row]
+            };
+            for bin in lo..=hi {
+                let cell = &mut self.dense[row * BUCKETS + usize::from(bin)];
+                if *cell > 0 {
+                    sketch.add_bin(bin, *cell);
+                    *cell = 0;
+                }
+            }
+            (self.lo[row], self.hi[row]) = (u16::MAX, 0);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lo.iter().zip(&self.hi).all(|(lo, hi)| lo > hi)
+    }
+}
+
 /// Per-interval figures of a run, bounded to [`MAX_INTERVALS`]. See the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Timeline {
@@ -255,6 +318,8 @@ pub struct Timeline {
     intervals: Vec<Interval>,
     /// Agents by state now: the value new intervals start with.
     agents: [u64; STATES],
+    /// The newest interval's latencies not yet in its sketches.
+    open: Open,
 }
 
 impl Default for Timeline {
@@ -263,6 +328,7 @@ impl Default for Timeline {
             width_s: 1,
             intervals: Vec::new(),
             agents: [0; STATES],
+            open: Open::new(),
         }
     }
 }
@@ -285,9 +351,12 @@ impl Timeline {
 
     /// A call finished at `done`: its latency (µs) if it succeeded, else its error label.
     pub(crate) fn record_op(&mut self, op: Operation, done: SimTime, result: Result<u64, usize>) {
-        let slot = self.slot(done);
+        let idx = self.index(done);
+        let newest = idx + 1 == self.intervals.len();
+        let slot = &mut self.intervals[idx];
         slot.requests += 1;
         match result {
+            Ok(us) if newest => self.open.record(op as usize, bucket_of(us)),
             Ok(us) => slot.op_latency[op as usize].record(us),
             Err(label) => {
                 slot.op_errors[op as usize] += 1;
@@ -298,7 +367,12 @@ impl Timeline {
 
     /// A pickup sample (µs) joined at `at` (the later half's time).
     pub(crate) fn record_pickup(&mut self, at: SimTime, us: u64) {
-        self.slot(at).pickup.record(us);
+        let idx = self.index(at);
+        if idx + 1 == self.intervals.len() {
+            self.open.record(PICKUP_ROW, bucket_of(us));
+        } else {
+            self.intervals[idx].pickup.record(us);
+        }
     }
 
     pub(crate) fn job_queued(&mut self, at: SimTime) {
@@ -331,22 +405,40 @@ impl Timeline {
     /// The interval holding `at`, opening intervals up to it and coarsening past the bound.
     /// A late event (earlier than the newest interval) counts where it belongs.
     fn slot(&mut self, at: SimTime) -> &mut Interval {
+        let idx = self.index(at);
+        &mut self.intervals[idx]
+    }
+
+    /// The index of `slot(at)`.
+    fn index(&mut self, at: SimTime) -> usize {
         let sec = at.as_secs();
-        while sec / self.width_s >= MAX_INTERVALS as u64 {
+        // The width is a power of two: a shift, not a division, on the hot path.
+        while sec >> self.width_s.trailing_zeros() >= MAX_INTERVALS as u64 {
             self.coarsen();
         }
-        let idx = (sec / self.width_s) as usize;
+        let idx = (sec >> self.width_s.trailing_zeros()) as usize;
         if idx >= self.intervals.len() {
+            self.flush();
             let agents = self.agents;
             self.intervals
                 .resize_with(idx + 1, || Interval::new(agents));
         }
-        &mut self.intervals[idx]
+        idx
+    }
+
+    /// Fold the newest interval's dense latency counts into its sketches.
+    fn flush(&mut self) {
+        if let Some(last) = self.intervals.last_mut()
+            && !self.open.is_empty()
+        {
+            self.open.drain_into(last);
+        }
     }
 
     /// Double the width: neighbours (2i, 2i+1) become interval i, which ends with the later
     /// one's agents.
     fn coarsen(&mut self) {
+        self.flush();
         self.width_s = self.width_s.saturating_mul(2);
         let old = std::mem::take(&mut self.intervals);
         let mut iter = old.into_iter();
@@ -367,6 +459,8 @@ impl Timeline {
             return;
         }
         let mut theirs = other.clone();
+        theirs.flush();
+        self.flush();
         while self.width_s < theirs.width_s {
             self.coarsen();
         }
@@ -404,6 +498,7 @@ impl Timeline {
         if shift == 0 || self.intervals.is_empty() {
             return;
         }
+        self.flush();
         let mut shifted: Vec<Interval> = (0..shift).map(|_| Interval::new([0; STATES])).collect();
         shifted.append(&mut self.intervals);
         self.intervals = shifted;
@@ -417,7 +512,15 @@ impl Timeline {
         if self.intervals.is_empty() {
             return None;
         }
-        let iv = &self.intervals;
+        let mut flushed;
+        let iv = if self.open.is_empty() {
+            &self.intervals
+        } else {
+            flushed = self.intervals.clone();
+            let last = flushed.last_mut().expect("not empty");
+            self.open.clone().drain_into(last);
+            &flushed
+        };
         let column = |f: &dyn Fn(&Interval) -> u64| iv.iter().map(f).collect::<Vec<u64>>();
         let agents = AgentState::ALL
             .iter()
@@ -533,6 +636,7 @@ impl Timeline {
             width_s: r.interval_s,
             intervals: iv,
             agents,
+            open: Open::new(),
         })
     }
 }
@@ -708,7 +812,7 @@ mod tests {
         }
         assert_eq!((long.interval_s(), short.interval_s()), (2, 1));
         short.merge(&long);
-        assert_eq!(short, whole);
+        assert_eq!(short.to_report(), whole.to_report());
         let back = Timeline::from_report(&short.to_report().expect("recorded")).expect("valid");
         assert_eq!(back.to_report(), whole.to_report());
         let mut bad = whole.to_report().expect("recorded");
