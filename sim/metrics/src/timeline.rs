@@ -492,14 +492,18 @@ impl Timeline {
     }
 
     /// Move the timeline `secs` seconds later (a shard that started after its run's time
-    /// zero), to the nearest whole interval; the new leading intervals are empty.
+    /// zero), to the nearest whole interval. The new leading intervals count nothing, and the
+    /// shard's agents (state changes keep their total) as offline: not started yet.
     pub(crate) fn delay(&mut self, secs: u64) {
         let shift = ((secs + self.width_s / 2) / self.width_s) as usize;
         if shift == 0 || self.intervals.is_empty() {
             return;
         }
         self.flush();
-        let mut shifted: Vec<Interval> = (0..shift).map(|_| Interval::new([0; STATES])).collect();
+        let mut before = [0; STATES];
+        before[crate::recorder::state_index(AgentState::Offline)] =
+            self.intervals[0].agents.iter().sum();
+        let mut shifted: Vec<Interval> = (0..shift).map(|_| Interval::new(before)).collect();
         shifted.append(&mut self.intervals);
         self.intervals = shifted;
         while self.intervals.len() > MAX_INTERVALS {
@@ -823,15 +827,18 @@ mod tests {
         );
     }
 
-    // Goal: a late shard moves by whole intervals, and its leading intervals are empty.
+    // Goal: a late shard moves by whole intervals; its leading intervals count nothing and
+    // hold its agents as offline (not started yet).
     #[test]
     fn delay_shifts_by_whole_intervals() {
         let mut t = Timeline::default();
         t.set_agents_now([0, 0, 0, 5]);
         t.job_queued(s(0));
+        t.set_agents(s(0), [1, 0, 0, 4]);
         t.delay(3);
         let r = t.to_report().expect("recorded");
         assert_eq!(r.jobs_queued, [0, 0, 0, 1]);
-        assert_eq!(r.agents["offline"], [0, 0, 0, 5]);
+        assert_eq!(r.agents["offline"], [5, 5, 5, 4]);
+        assert_eq!(r.agents["registering"], [0, 0, 0, 1]);
     }
 }
