@@ -24,7 +24,8 @@ use crate::timeline::LatencyTimeline;
 /// uPlot's minified script and style, and its licence (shipped in the page's comment).
 const UPLOT_JS: &str = include_str!("../assets/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../assets/uplot/uPlot.min.css");
-/// The page script: builds one uPlot per chart spec (see `PAGE_JS` for what it does).
+/// The page script (`assets/charts.js`): one uPlot per chart spec, shared cursor and zoom, and
+/// the `#selftest` hook the Chromium tests read.
 const PAGE_JS: &str = include_str!("../assets/charts.js");
 
 /// How a chart's values read.
@@ -198,9 +199,9 @@ fn series(label: impl Into<String>, color: &'static str, values: Vec<Option<f64>
     }
 }
 
-fn time_chart(id: usize, title: &str, unit: Unit, x: Vec<f64>, series: Vec<Series>) -> Chart {
+fn time_chart(title: &str, unit: Unit, x: Vec<f64>, series: Vec<Series>) -> Chart {
     Chart {
-        id: format!("chart-{id}"),
+        id: String::new(),
         title: title.to_string(),
         note: String::new(),
         unit,
@@ -228,7 +229,6 @@ pub(crate) fn run_charts(r: &Report) -> Vec<Chart> {
         charts.push(c);
     };
     add(time_chart(
-        0,
         "Requests and errors",
         Unit::PerSecond,
         f.x.clone(),
@@ -243,7 +243,6 @@ pub(crate) fn run_charts(r: &Report) -> Vec<Chart> {
         .map(|(&(name, color), v)| series(name, color, v.clone()))
         .collect();
     add(time_chart(
-        0,
         "Job pickup latency over time",
         Unit::Seconds,
         f.x.clone(),
@@ -253,7 +252,6 @@ pub(crate) fn run_charts(r: &Report) -> Vec<Chart> {
         add(c);
     }
     add(time_chart(
-        0,
         "Active agents by state",
         Unit::Count,
         f.x.clone(),
@@ -265,7 +263,6 @@ pub(crate) fn run_charts(r: &Report) -> Vec<Chart> {
             .collect(),
     ));
     add(time_chart(
-        0,
         "Jobs",
         Unit::PerSecond,
         f.x.clone(),
@@ -283,7 +280,6 @@ pub(crate) fn run_charts(r: &Report) -> Vec<Chart> {
             .map(|((k, v), &color)| series(format!("{k}/s"), color, v.clone()))
             .collect();
         add(time_chart(
-            0,
             "Errors by kind",
             Unit::PerSecond,
             f.x.clone(),
@@ -296,7 +292,7 @@ pub(crate) fn run_charts(r: &Report) -> Vec<Chart> {
             .zip(pcts)
             .map(|(&(name, color), v)| series(name, color, v.clone()))
             .collect();
-        let mut c = time_chart(0, op, Unit::Seconds, f.x.clone(), lines);
+        let mut c = time_chart(op, Unit::Seconds, f.x.clone(), lines);
         c.half = true;
         c.note = "successful calls, latency from the intended start".to_string();
         add(c);
@@ -427,7 +423,7 @@ pub(crate) fn compare_charts(base: &Report, cur: &Report, cmp: &Comparison) -> V
                 ));
             }
         }
-        let mut chart = time_chart(charts.len(), title, unit, x, out);
+        let mut chart = time_chart(title, unit, x, out);
         chart.regressed = regressed(metrics);
         chart.half = half;
         chart.note = "baseline dashed, current solid".to_string();
@@ -591,7 +587,7 @@ mod tests {
     // Goal: the chart data cannot close its script element, whatever a label holds.
     #[test]
     fn chart_data_cannot_end_its_script() {
-        let mut c = time_chart(0, "t", Unit::Count, vec![0.0], Vec::new());
+        let mut c = time_chart("t", Unit::Count, vec![0.0], Vec::new());
         c.series.push(series("</script><b>", BLUE, vec![Some(1.0)]));
         let page = scripts(&[c]);
         let data = page

@@ -10,7 +10,9 @@
 //! Hot path: `record` touches fixed arrays indexed by enum and pre-sized histograms; it
 //! allocates only when the pending pickup map or the time series grows, both bounded. It never
 //! reads a clock: every time comes from the event. One recorder holds about 250 KB per
-//! operation in use, so keep one per driver or shard, not one per agent.
+//! operation in use, plus the timeline (177 KB of dense counts for its newest interval, about
+//! 1 KB per interval and the sketches' bins, at most 1,200 intervals), so keep one per driver
+//! or shard, not one per agent.
 
 use std::collections::HashMap;
 
