@@ -34,6 +34,8 @@
     return m + ":" + ss;
   }
 
+  var CLOCK_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400,
+    21600, 43200, 86400, 172800, 604800];
   var plots = [];
   var timePlots = [];
   var syncing = false;
@@ -97,7 +99,8 @@
                 return ticks.map(function (i) { return Number.isInteger(i) ? c.x_labels[i] || "" : ""; });
               }
             : function (u, ticks) { return ticks.map(clock); },
-          incrs: bars ? [1] : undefined,
+          // Ticks on whole bins, or on clock-friendly steps of run time.
+          incrs: bars ? [1] : CLOCK_STEPS,
         },
         { values: function (u, ticks) { return ticks.map(fmt); }, size: 72 },
       ],
