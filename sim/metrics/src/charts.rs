@@ -126,7 +126,13 @@ impl Frame {
     /// From the report's timeline, or, for reports written before timelines, from its
     /// per-second series (requests, jobs, agents, pickup p50/p99 only).
     fn of(r: &Report) -> Frame {
-        let Some(t) = &r.timeline else {
+        // A timeline this build would not read back (ragged columns, unknown names: a
+        // hand-edited file) is not drawn; the per-second series still is.
+        let Some(t) = r
+            .timeline
+            .as_ref()
+            .filter(|t| crate::timeline::Timeline::from_report(t).is_ok())
+        else {
             return Frame::of_series(r);
         };
         let width = t.interval_s.max(1) as f64;
@@ -582,6 +588,29 @@ mod tests {
         assert_eq!(x, [0.0, 1.0, 2.0, 4.0]);
         assert_eq!(cols[0], [Some(1.0), None, Some(2.0), Some(3.0)]);
         assert_eq!(cols[1], [Some(9.0), None, None, None]);
+    }
+
+    // Goal: a report whose timeline does not read back (ragged columns) is drawn from its
+    // per-second series instead of handing the page columns of different lengths.
+    #[test]
+    fn a_broken_timeline_falls_back_to_the_series() {
+        let mut rec = crate::Recorder::new();
+        for s in 0..5 {
+            rec.record(&fleetsim_core::event::Event::JobQueued {
+                request_id: s,
+                at: fleetsim_core::SimTime::from_secs(s),
+            });
+        }
+        let mut r = Report::from_recorder(&rec, crate::RunMeta::default());
+        assert_eq!(run_charts(&r)[0].x.len(), 5);
+        r.timeline.as_mut().expect("timeline").requests.push(1);
+        r.timeseries.truncate(3);
+        let charts = run_charts(&r);
+        assert!(
+            charts
+                .iter()
+                .all(|c| c.kind == Kind::Bars || c.x.len() == 3)
+        );
     }
 
     // Goal: the chart data cannot close its script element, whatever a label holds.
