@@ -72,6 +72,7 @@ pub fn validate(
     // Stable: equal start times keep file order ([[faults]] before [[network.partitions]]).
     faults.sort_by_key(|f| f.at);
     let thresholds = thresholds(raw.thresholds.unwrap_or_default(), ld);
+    assertion_lifetime(&agent, &server, ld);
     if let Some(d) = agent.job_token_rotate_before
         && let Some(ttl) = jobs.token_ttl.filter(|ttl| d >= *ttl)
     {
@@ -96,6 +97,28 @@ pub fn validate(
         network,
         faults,
         thresholds,
+    }
+}
+
+/// The emulator, like Azure DevOps, refuses a client assertion valid for longer than its
+/// maximum lifetime (5 minutes) plus its clock skew (`server.jwt_skew`, which clients may use
+/// to back-date `nbf`): with a longer `agent.assertion_lifetime` every token exchange fails.
+fn assertion_lifetime(agent: &AgentSettings, server: &ServerSettings, ld: &mut Loader<'_>) {
+    let max_lifetime = fleetsim_core::server::ServerConfig::default().jwt_max_lifetime;
+    let bound = max_lifetime + server.jwt_skew;
+    if agent.pacing.assertion_lifetime > bound {
+        ld.at(
+            &p(&["agent", "assertion_lifetime"]),
+            format!(
+                "must be at most {} ({} plus server.jwt_skew {}): the emulator, like Azure \
+                 DevOps, refuses longer client assertions and every token exchange would fail; \
+                 write \"{}\", the real agent's lifetime",
+                fmt_d(bound),
+                fmt_d(max_lifetime),
+                fmt_d(server.jwt_skew),
+                fmt_d(max_lifetime),
+            ),
+        );
     }
 }
 

@@ -1110,3 +1110,31 @@ fn numbers_out_of_range_name_the_range() {
         );
     }
 }
+
+// Goal: an `agent.assertion_lifetime` the emulator (like Azure DevOps) would refuse, longer
+// than 5 minutes plus the server's JWT skew, is refused by `validate` at the key with what to
+// write, in the file and through `--set`; up to that bound it loads, and a longer
+// `server.jwt_skew` moves the bound.
+#[test]
+fn assertion_lifetimes_the_server_refuses_are_refused() {
+    let text = format!("{MINIMAL}[agent]\nassertion_lifetime = \"11m\"\n");
+    assert_eq!(
+        errors(&text, &[]),
+        [
+            "bad.toml:4:22: agent.assertion_lifetime: must be at most 10m (5m plus \
+          server.jwt_skew 5m): the emulator, like Azure DevOps, refuses longer client \
+          assertions and every token exchange would fail; write \"5m\", the real agent's \
+          lifetime"
+        ]
+    );
+    let set = errors(MINIMAL, &["agent.assertion_lifetime=1h"]);
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(
+        set[0].contains("--set agent.assertion_lifetime=1h: must be at most 10m"),
+        "{set:?}"
+    );
+    let at_bound = format!("{MINIMAL}[agent]\nassertion_lifetime = \"10m\"\n");
+    assert!(load_str("ok.toml", &at_bound, &[]).is_ok());
+    let skewed = format!("{text}[server]\njwt_skew = \"6m\"\n");
+    assert!(load_str("ok.toml", &skewed, &[]).is_ok());
+}
