@@ -73,6 +73,14 @@ pub fn validate(
     faults.sort_by_key(|f| f.at);
     let thresholds = thresholds(raw.thresholds.unwrap_or_default(), ld);
     assertion_lifetime(&agent, &server, ld);
+    if target.is_some() && server.deadlines != ServerDeadlines::default() {
+        ld.at(
+            &p(&["server", "deadlines"]),
+            "the embedded emulator's deadlines; a target keeps its own and fleetsim cannot set \
+             them: remove [server.deadlines], or start the target with `fleetsim serve \
+             --head-timeout/--body-timeout/--keep-alive-timeout`",
+        );
+    }
     if let Some(d) = agent.job_token_rotate_before
         && let Some(ttl) = jobs.token_ttl.filter(|ttl| d >= *ttl)
     {
@@ -900,6 +908,7 @@ fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
         session_idle_timeout: d(raw.session_idle_timeout, secs(120)),
         secret_scan: raw.secret_scan.unwrap_or(true),
         limits: limits(raw.limits.unwrap_or_default()),
+        deadlines: deadlines(raw.deadlines.unwrap_or_default()),
         stations: stations(raw.stations.unwrap_or_default(), ld),
         crypto: crypto(raw.crypto.unwrap_or_default()),
         pipelines: Vec::new(),
@@ -1032,6 +1041,15 @@ fn layout(raw: RawLayout, ld: &mut Loader<'_>) -> fleetsim_core::server::Layout 
         ld.at(&p(&["server", "layout"]), e.to_string());
     }
     layout
+}
+
+/// In range already (`crate::ranges`: durations out of range were reported and left out).
+fn deadlines(raw: RawDeadlines) -> ServerDeadlines {
+    ServerDeadlines {
+        head_timeout: raw.head_timeout.map(|d| d.0),
+        body_timeout: raw.body_timeout.map(|d| d.0),
+        keep_alive_timeout: raw.keep_alive_timeout.map(|d| d.0),
+    }
 }
 
 fn limits(raw: RawLimits) -> ServerLimits {

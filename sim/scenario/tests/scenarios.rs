@@ -1138,3 +1138,45 @@ fn assertion_lifetimes_the_server_refuses_are_refused() {
     let skewed = format!("{text}[server]\njwt_skew = \"6m\"\n");
     assert!(load_str("ok.toml", &skewed, &[]).is_ok());
 }
+
+// Goal: `[server.deadlines]` sets the embedded emulator's head, body and keep-alive deadlines
+// (left out: the emulator's defaults); a value outside its range is refused at the value, and
+// any of them with a target is refused, since fleetsim cannot set a foreign server's deadlines.
+#[test]
+fn server_deadlines_load_with_ranges_and_are_refused_with_a_target() {
+    let text = format!(
+        "{MINIMAL}[server.deadlines]\nhead_timeout = \"2s\"\nkeep_alive_timeout = \"90s\"\n"
+    );
+    let s = load_str("ok.toml", &text, &[]).unwrap();
+    let d = &s.server.deadlines;
+    assert_eq!(d.head_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(d.body_timeout, None);
+    assert_eq!(d.keep_alive_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        load_str("ok.toml", MINIMAL, &[]).unwrap().server.deadlines,
+        fleetsim_scenario::ServerDeadlines::default()
+    );
+    assert_eq!(
+        errors(&text, &["server.deadlines.body_timeout=\"2h\""]),
+        [
+            "bad.toml: --set server.deadlines.body_timeout=\"2h\": must be between 0.1 and 3600 \
+          seconds, found 7200"
+        ]
+    );
+    assert_eq!(
+        errors(&text, &["server.deadlines.head_timeout=\"10ms\""]),
+        [
+            "bad.toml: --set server.deadlines.head_timeout=\"10ms\": must be between 0.1 and 3600 \
+          seconds, found 0.01"
+        ]
+    );
+    let got = errors(&text, &["target.url=\"http://127.0.0.1:9/\""]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(
+            "bad.toml:3:1: server.deadlines: the embedded emulator's deadlines; a target keeps \
+             its own"
+        ),
+        "{got:?}"
+    );
+}
