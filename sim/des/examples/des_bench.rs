@@ -383,8 +383,11 @@ fn write_json(path: &str, rows: &[Row]) {
         })
         .collect();
     let doc = serde_json::json!({ "metrics": metrics });
-    std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json") + "\n")
-        .unwrap_or_else(|e| panic!("write {path}: {e}"));
+    std::fs::write(
+        path,
+        serde_json::to_string_pretty(&doc).expect("json") + "\n",
+    )
+    .unwrap_or_else(|e| panic!("write {path}: {e}"));
 }
 
 fn main() {

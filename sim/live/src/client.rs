@@ -425,7 +425,11 @@ impl HttpClient {
     /// Open one connection: TCP (from the slot's source address), CONNECT when tunnelling, TLS
     /// for `https`. Nothing runs on it until the owner sends a request.
     async fn connect(&self, slot: u64) -> Result<Conn, ClientError> {
-        let result = tokio::time::timeout(self.opts.connect_timeout, self.connect_inner(slot))
+        // Boxed: connecting (TCP, CONNECT, TLS handshake) is rare next to calls on an open
+        // connection, and its state is ~1.3 KiB that every call's future would otherwise carry
+        // while it waits (a held long poll for 50 s).
+        let connecting = Box::pin(self.connect_inner(slot));
+        let result = tokio::time::timeout(self.opts.connect_timeout, connecting)
             .await
             .unwrap_or(Err(ClientError::Timeout(self.opts.connect_timeout)));
         let counter = if result.is_ok() {
@@ -483,6 +487,13 @@ impl HttpClient {
     /// `User-Agent`, `Accept`, `Authorization`, `Content-Type`, `Proxy-Authorization`,
     /// `Content-Length`, then the body. Field values with control characters are refused (they
     /// would split the head).
+    pub fn encode(&self, req: &WireRequest) -> Result<Encoded, ClientError> {
+        Ok(Encoded {
+            bytes: self.encode_request(req)?,
+            idempotent: matches!(req.method, Method::Get | Method::Options),
+        })
+    }
+
     fn encode_request(&self, req: &WireRequest) -> Result<Vec<u8>, ClientError> {
         let bad = |what: &str| ClientError::BadRequest(what.to_string());
         let method = match req.method {
@@ -559,15 +570,14 @@ impl HttpClient {
     async fn exchange(
         &self,
         conn: &mut Conn,
-        req: &WireRequest,
+        req: &Encoded,
     ) -> Result<(WireResponse, bool), (ClientError, bool)> {
-        let request = self.encode_request(req).map_err(|e| (e, false))?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let max = self.opts.max_response_bytes;
-        let answer = match conn.exchange(&request, &KEPT_HEADERS, max, false).await {
+        let answer = match conn.exchange(&req.bytes, &KEPT_HEADERS, max, false).await {
             Ok(a) => a,
             Err(e) => {
-                let idempotent = matches!(req.method, Method::Get | Method::Options);
+                let idempotent = req.idempotent;
                 let resend = match &e {
                     ExchangeError::Unsent(_) => true,
                     ExchangeError::Io {
@@ -600,6 +610,14 @@ impl HttpClient {
     }
 }
 
+/// A request as it goes on the wire (head and body), for one client: a caller holding a call in
+/// flight keeps these bytes (for the one safe resend) instead of the request they came from.
+#[derive(Debug)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    idempotent: bool,
+}
+
 /// One agent connection (listener, keep-alive or job): opened on first use, re-opened after the
 /// peer closes it or a call on it fails. Not shared: a long poll occupies it.
 pub struct Connection {
@@ -621,6 +639,12 @@ impl Connection {
     /// Send one request and read the whole answer, within the client's request timeout. Any
     /// failure closes the connection, so the next call starts on a fresh one.
     pub async fn send(&mut self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let encoded = self.client.encode(req)?;
+        self.send_encoded(&encoded).await
+    }
+
+    /// [`Connection::send`] of a request already encoded by this connection's client.
+    pub async fn send_encoded(&mut self, req: &Encoded) -> Result<WireResponse, ClientError> {
         let timeout = self.client.opts.request_timeout;
         let result = tokio::time::timeout(timeout, self.send_inner(req))
             .await
@@ -644,7 +668,7 @@ impl Connection {
         self.sender.is_some()
     }
 
-    async fn send_inner(&mut self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+    async fn send_inner(&mut self, req: &Encoded) -> Result<WireResponse, ClientError> {
         if self.sender.as_mut().is_some_and(Conn::peer_closed) {
             self.sender = None;
         }
@@ -694,9 +718,20 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// The client whose connections this pool holds (it encodes the pool's requests).
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
     /// Send one request on a pooled connection, within the client's request timeout (waiting for
     /// a free slot counts against it).
     pub async fn send(&self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let encoded = self.client.encode(req)?;
+        self.send_encoded(&encoded).await
+    }
+
+    /// [`Pool::send`] of a request already encoded by this pool's client.
+    pub async fn send_encoded(&self, req: &Encoded) -> Result<WireResponse, ClientError> {
         let timeout = self.client.opts.request_timeout;
         tokio::time::timeout(timeout, self.send_inner(req))
             .await
@@ -708,7 +743,7 @@ impl Pool {
         self.idle.lock().len()
     }
 
-    async fn send_inner(&self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+    async fn send_inner(&self, req: &Encoded) -> Result<WireResponse, ClientError> {
         let _permit = self
             .in_use
             .acquire()
