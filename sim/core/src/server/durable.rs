@@ -19,7 +19,10 @@
 //! minutes).
 //!
 //! On restore, an active job whose message was never acknowledged nor its lease renewed goes
-//! back to the queue (its message died with the session: nobody runs it); one whose agent
+//! back to the queue (its message died with the session). Nobody runs it twice: an agent that
+//! did read the message starts the job only after its first lease renewal succeeds (the real
+//! agent's `JobDispatcher` waits for `firstJobRequestRenewed`; `agent::job` does the same),
+//! and that renewal now fails with `JobNotFound`. One whose agent
 //! acknowledged or renewed keeps its agent and lease, and its lease timer runs as before, so
 //! a lease that ran out while the server was down requeues the job at once. Lease renewals
 //! are written only once the lease moved half a lease past the stored one, so a renewing
@@ -341,7 +344,9 @@ impl Server {
         s.instance_id = meta.instance_id;
         s.deployment_id = meta.deployment_id;
         s.scope_identifier = meta.scope_identifier;
-        s.pools = meta.pools.into_iter().collect();
+        // The configured pools stay (a pool added to server.toml appears); stored ones come
+        // back over them with their runtime names.
+        s.pools.extend(meta.pools);
         s.next_agent_id = meta.next_agent_id;
         s.next_request_id = meta.next_request_id;
         s.next_message_id = meta.next_message_id;
