@@ -160,3 +160,32 @@ fn a_killed_emulator_restarts_with_its_state_and_the_run_loses_nothing() {
     assert!(n(&jobs["succeeded"]) > before["jobsCompleted"].as_u64().unwrap_or(0));
     drop(second);
 }
+
+// Goal: a state dir written with another seed is refused at start (exit 2) with the fix, and
+// is left as it was: the right seed still opens it.
+#[test]
+fn a_state_dir_of_another_seed_is_refused() {
+    let dir = scratch("durable", "seed");
+    let state = dir.join("state");
+    let state = state.to_str().expect("utf-8 path");
+    let first = Serve::start_with(PAT, &["--listen", "127.0.0.1:0", "--state-dir", state]);
+    drop(first);
+    let serve = |seed: &str| {
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir", state])
+            .args(["--seed", seed])
+            .env("FLEETSIM_PAT", PAT)
+            .output()
+            .expect("fleetsim serve runs")
+    };
+    let refused = serve("5");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("seed 1") && stderr.contains("--seed 1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("seed 5").count(), 1, "said once: {stderr}");
+    let again = Serve::start_with(PAT, &["--listen", "127.0.0.1:0", "--state-dir", state]);
+    assert_eq!(stats(&again.url)["agents"], 0);
+}

@@ -121,9 +121,18 @@ impl Core {
             metrics,
             store,
         });
-        // What a restore changed (requeues, expired leases) is written before any answer.
-        core.drain(&mut core.state.lock());
         Ok(core)
+    }
+
+    /// With a state dir: write what the start produced (the server's own record, what a
+    /// restore changed: requeues, expired leases) and wait for it, so that once the emulator
+    /// listens its state dir holds its seed and format.
+    pub(crate) async fn initial_commit(&self) -> Result<(), String> {
+        let upto = self.drain(&mut self.state.lock());
+        match &self.store {
+            Some(store) => store.durable(upto).await,
+            None => Ok(()),
+        }
     }
 
     /// Run time now.

@@ -150,7 +150,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     /// The state dir holds records this emulator must not use (another format or seed).
-    #[error("cannot restore the emulator state: {0}")]
+    #[error(transparent)]
     Restore(#[from] fleetsim_core::server::durable::RestoreError),
     /// A front limit that cannot work (a zero deadline, an impossible body budget).
     #[error("invalid emulator option: {0}")]
@@ -251,6 +251,9 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
         None => None,
     };
     let core = Core::new(config, opts.seed, metrics.clone(), state)?;
+    core.initial_commit()
+        .await
+        .map_err(store::StoreError::Commit)?;
     // Never below one maximum-size body, or such a body could never be accepted.
     let max_inflight_body_bytes = opts
         .max_inflight_body_bytes

@@ -44,18 +44,13 @@ fn definition(table: Table) -> TableDefinition<'static, u64, &'static [u8]> {
 /// The state dir cannot be used.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("cannot create the state dir {dir}: {source}")]
-    Dir {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the state database {path}: {source}")]
-    Db {
-        path: PathBuf,
-        #[source]
-        source: redb::Error,
-    },
+    // The cause is in the message and not a `source`, so a printed chain says it once.
+    #[error("cannot create the state dir {dir}: {cause}")]
+    Dir { dir: PathBuf, cause: std::io::Error },
+    #[error("the state database {path}: {cause}")]
+    Db { path: PathBuf, cause: redb::Error },
+    #[error("the emulator's first state write failed: {0}")]
+    Commit(String),
 }
 
 /// The open database.
@@ -74,24 +69,24 @@ impl Store {
     /// Open (or create) `dir/state.redb` and read every record back. Another process holding
     /// it open is refused by redb's file lock.
     pub fn open(dir: &Path) -> Result<(Store, Vec<StoredRecord>), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        std::fs::create_dir_all(dir).map_err(|cause| StoreError::Dir {
             dir: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let path = dir.join(STATE_FILE);
         let db = Database::create(&path).map_err(|e| StoreError::Db {
             path: path.clone(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         let store = Store { db, path };
-        let records = store.load().map_err(|source| store.error(source))?;
+        let records = store.load().map_err(|cause| store.error(cause))?;
         Ok((store, records))
     }
 
-    fn error(&self, source: redb::Error) -> StoreError {
+    fn error(&self, cause: redb::Error) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 
