@@ -62,7 +62,9 @@ pub enum ApiRequest {
     },
     AddAgent {
         pool_id: u32,
-        agent: TaskAgent,
+        /// Boxed: a `TaskAgent` is ~1.1 KB and registration is rare, while every request of
+        /// every kind is moved through the drivers at this enum's size.
+        agent: Box<TaskAgent>,
     },
     GetAgent {
         pool_id: u32,
@@ -71,7 +73,7 @@ pub enum ApiRequest {
     ReplaceAgent {
         pool_id: u32,
         agent_id: u64,
-        agent: TaskAgent,
+        agent: Box<TaskAgent>,
     },
     DeleteAgent {
         pool_id: u32,
@@ -349,7 +351,9 @@ pub enum ApiResponse {
     Message(TaskAgentMessage),
     /// 202 with an empty body: the long poll ended with nothing to deliver.
     NoMessage,
-    JobRequest(TaskAgentJobRequest),
+    /// Boxed (~420 bytes, and only lock renewals and admin calls get it): the enum is moved
+    /// through the drivers at its largest variant's size.
+    JobRequest(Box<TaskAgentJobRequest>),
     JobRequests(ListOf<TaskAgentJobRequest>),
     QueuedJobs(QueueJobsResponse),
     Stats(EmulatorStats),

@@ -231,7 +231,7 @@ fn put_replaces_and_ends_the_old_session() {
     let replace = ApiRequest::ReplaceAgent {
         pool_id: 1,
         agent_id: old.id,
-        agent: agent_body("new", &[("new", "1")]),
+        agent: Box::new(agent_body("new", &[("new", "1")])),
     };
     let new = agent(h.call(pat(), replace));
     assert_eq!((new.id, new.name.as_str()), (old.id, "new"));
@@ -315,7 +315,7 @@ fn pools_are_listed_created_renamed_and_deleted() {
         pat(),
         ApiRequest::AddAgent {
             pool_id: created.id,
-            agent: body,
+            agent: Box::new(body),
         },
     ));
     let delete = ApiRequest::DeletePool {

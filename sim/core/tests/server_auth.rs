@@ -42,7 +42,7 @@ fn basic(password: &str) -> Credential {
 fn add(name: &str) -> ApiRequest {
     ApiRequest::AddAgent {
         pool_id: 1,
-        agent: agent_body(name, &[]),
+        agent: Box::new(agent_body(name, &[])),
     }
 }
 
@@ -344,7 +344,7 @@ fn delete_revokes_and_replace_keeps_identity() {
     let replace = ApiRequest::ReplaceAgent {
         pool_id: 1,
         agent_id: b.id,
-        agent: body,
+        agent: Box::new(body),
     };
     let ApiResponse::Agent(r) = h.call(pat(), replace) else {
         panic!("replace")

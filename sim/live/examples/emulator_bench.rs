@@ -210,7 +210,13 @@ async fn register(
         ..Default::default()
     };
     let ApiResponse::Agent(agent) = conn
-        .call(pat, ApiRequest::AddAgent { pool_id: 1, agent })
+        .call(
+            pat,
+            ApiRequest::AddAgent {
+                pool_id: 1,
+                agent: Box::new(agent),
+            },
+        )
         .await
     else {
         panic!("registration of bench-{i} failed")

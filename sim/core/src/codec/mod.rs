@@ -1284,7 +1284,7 @@ pub fn decode_answer(kind: AnswerKind, resp: &WireResponse) -> ApiResponse {
         K::Session => parse(resp).map(R::Session),
         K::Message if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
         K::Message => parse(resp).map(R::Message),
-        K::JobRequest => parse(resp).map(R::JobRequest),
+        K::JobRequest => parse(resp).map(|j| R::JobRequest(Box::new(j))),
         K::QueuedJobs => parse(resp).map(R::QueuedJobs),
         K::JobRequests => parse(resp).map(R::JobRequests),
         K::Stats => parse(resp).map(R::Stats),

@@ -737,7 +737,7 @@ impl Server {
             ));
         }
         self.cancel_request(now, request_id);
-        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+        Ok(ApiResponse::JobRequest(Box::new(self.job_view(request_id))))
     }
 
     /// Cancel one job request. Queued: finished as canceled now. Active: a `JobCancellation`
@@ -851,7 +851,7 @@ impl Server {
             Some(result) => self.finish(now, request_id, result),
             None => self.renew(now, request_id),
         }
-        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+        Ok(ApiResponse::JobRequest(Box::new(self.job_view(request_id))))
     }
 
     fn renew(&mut self, now: SimTime, request_id: u64) {

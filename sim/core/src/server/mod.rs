@@ -422,7 +422,7 @@ impl Server {
             A::QueryAgents { pool_id, query } => {
                 respond(self.query_agents(now, &cred, pool_id, query)?)
             }
-            A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, agent)?),
+            A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, *agent)?),
             A::GetAgent { pool_id, agent_id } => {
                 let include = api::AgentInclude::default();
                 respond(self.get_agent(now, &cred, pool_id, agent_id, &include)?)
@@ -441,7 +441,7 @@ impl Server {
                 pool_id,
                 agent_id,
                 agent,
-            } => respond(self.replace_agent(now, &cred, pool_id, agent_id, agent)?),
+            } => respond(self.replace_agent(now, &cred, pool_id, agent_id, *agent)?),
             A::DeleteAgent { pool_id, agent_id } => {
                 respond(self.delete_agent(now, &cred, pool_id, agent_id)?)
             }

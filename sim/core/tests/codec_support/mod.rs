@@ -74,7 +74,7 @@ pub fn every_call() -> Vec<ApiRequest> {
         },
         A::AddAgent {
             pool_id: 1,
-            agent: agent.clone(),
+            agent: Box::new(agent.clone()),
         },
         A::GetAgent {
             pool_id: 1,
@@ -83,7 +83,7 @@ pub fn every_call() -> Vec<ApiRequest> {
         A::ReplaceAgent {
             pool_id: 1,
             agent_id: 77,
-            agent,
+            agent: Box::new(agent),
         },
         A::DeleteAgent {
             pool_id: 1,

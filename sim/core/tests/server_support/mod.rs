@@ -253,7 +253,7 @@ pub fn register(h: &mut Harness, name: &str, capabilities: &[(&str, &str)]) -> T
         pat(),
         ApiRequest::AddAgent {
             pool_id: 1,
-            agent: body,
+            agent: Box::new(body),
         },
     ) {
         ApiResponse::Agent(a) => a,
