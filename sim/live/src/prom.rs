@@ -415,6 +415,8 @@ impl PromSink {
                 self.token_rotations.increment(1);
             }
             Event::SecretsMasked { count, .. } => self.secrets_masked.increment(u64::from(count)),
+            // Faults are listed in the report; no series yet (it would need a dashboard panel).
+            Event::Fault { start, .. } => self.advance(start),
             Event::Crypto {
                 side: Side::Agents,
                 op,

@@ -157,7 +157,13 @@ pub struct Recorder {
     pub(crate) interval_pickup: Histogram<u64>,
     /// The latest event time seen: the run length when the driver does not give one.
     pub(crate) last_event: SimTime,
+    /// Faults the driver applied, in the order they were sent (at most [`MAX_FAULTS`]; a
+    /// scenario's faults are bounded by its validation, this guards a driver loop).
+    pub(crate) faults: Vec<crate::report::FaultReport>,
 }
+
+/// Faults a recorder keeps; more are dropped (the scenario limit is far below).
+pub const MAX_FAULTS: usize = 1_024;
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -199,6 +205,7 @@ impl Recorder {
             series_dropped: 0,
             interval_pickup: new_interval_histogram(),
             last_event: SimTime::ZERO,
+            faults: Vec::new(),
         }
     }
 
@@ -269,6 +276,22 @@ impl Recorder {
                 c.ops += u64::from(count);
                 c.bytes += bytes;
                 c.nanos += nanos;
+            }
+            Event::Fault {
+                kind,
+                start,
+                end,
+                agents,
+            } => {
+                if self.faults.len() < MAX_FAULTS {
+                    self.faults.push(crate::report::FaultReport {
+                        kind: kind.name().to_string(),
+                        start_s: start.as_secs_f64(),
+                        end_s: end.map(SimTime::as_secs_f64),
+                        agents: u64::from(agents),
+                    });
+                }
+                self.touch(start);
             }
         }
     }

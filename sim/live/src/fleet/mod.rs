@@ -35,6 +35,7 @@
 
 mod child;
 mod driver;
+mod faults;
 mod jobs;
 mod ledger;
 pub mod limits;
@@ -78,7 +79,8 @@ use crate::keycache::{KeyCache, KeyCacheError, KeySet};
 use crate::proxy::{ProxyConfig, ProxyError};
 use crate::server::{self, EmulatorOptions, RunningEmulator, ServeError};
 use child::{ChildEmulator, ChildSpec};
-use driver::{AgentTask, Clock, Transport};
+use driver::{AgentTask, Clock, Rebirth, Transport};
+use fleetsim_core::faults::ScheduledFault;
 use fleetsim_core::workload::Workload;
 use jobs::WorkloadTask;
 use ledger::JobLedger;
@@ -279,7 +281,6 @@ pub async fn run(
         wall: Instant::now(),
         at: SystemTime::now(),
     };
-    refuse_faults(scenario)?;
     crate::tls::install_default_provider();
     // Everything sized by the fleet is sized by this shard's part of it.
     let agents = opts.slice().agent_count(scenario.fleet.agents);
@@ -291,10 +292,19 @@ pub async fn run(
     });
     let mut warnings = Vec::new();
     let in_process = match opts.emulator {
+        // A stall or restart stops the emulator's process: it must be a child.
+        EmulatorPlacement::Auto if faults::wants_child(scenario) => false,
         EmulatorPlacement::Auto => embedded_fits(scenario, agents, &mut warnings),
         EmulatorPlacement::InProcess => true,
         EmulatorPlacement::ChildProcess => false,
     };
+    let server_kind = match (&scenario.target, in_process) {
+        (Some(_), _) => faults::ServerKind::Foreign,
+        (None, true) => faults::ServerKind::InProcess,
+        (None, false) => faults::ServerKind::Child,
+    };
+    // Before anything starts: a fault this run cannot apply is refused, never ignored.
+    faults::refuse(scenario, server_kind, opts.slice().count)?;
     let dest = destination(scenario, in_process, opts.child_metrics_addr).await?;
     board.update(|p| p.emulator = dest.placement());
     let mut budget = fd_budget(agents, dest.emulator.is_some(), "fleet", &mut warnings);
@@ -371,9 +381,18 @@ pub async fn run(
     };
     let epoch_unix_ms = anchor.unix_us / 1_000;
     let transport = transport(scenario, agents, &http)?;
-    let mut tasks = fleet.agents(&agent_config, &keys, transport, epoch_unix_ms);
+    let schedule: Arc<[ScheduledFault]> =
+        fleetsim_core::faults::schedule(scenario.run.seed, &scenario.faults).into();
+    let mut tasks = fleet.agents(&agent_config, &keys, transport, epoch_unix_ms, &schedule);
     drop(keys);
     let generator = tokio::spawn(fleet.workload(&http, &dest).run());
+    let fault_task = (!schedule.is_empty()).then(|| {
+        tokio::spawn(
+            fleet
+                .faults(schedule, &http, &dest, agent_config.name_prefix.clone())
+                .run(),
+        )
+    });
 
     let interrupted = tokio::select! {
         // The run ends at start + duration, also for a shard that started late.
@@ -387,6 +406,10 @@ pub async fn run(
         .saturating_sub(scenario.run.warmup);
     board.update(|p| p.phase = Phase::Draining);
     let _ = stop_tx.send(true);
+    // Faults first: a stalled emulator is continued before agents say goodbye to it.
+    if let Some(task) = fault_task {
+        warnings.extend(task.await.unwrap_or_default());
+    }
     while tasks.join_next().await.is_some() {}
     let generator = join_generator(generator, drain(agents, &opts)).await;
 
@@ -473,8 +496,14 @@ impl Spawn<'_> {
         keys: &KeySet,
         transport: Transport,
         epoch_unix_ms: u64,
+        schedule: &[ScheduledFault],
     ) -> JoinSet<()> {
         let agents = self.scenario.fleet.agents;
+        // A crashed agent comes back registering with `--replace`, as a reinstalled one does.
+        let reborn_config = Arc::new(fleetsim_core::agent::AgentConfig {
+            register_mode: fleetsim_core::agent::RegisterMode::Replace,
+            ..(**config).clone()
+        });
         let ramp_us = u64::try_from(self.scenario.fleet.ramp_up.as_micros()).unwrap_or(u64::MAX);
         let mut tasks = JoinSet::new();
         for index in self.shard.agents(agents) {
@@ -489,6 +518,13 @@ impl Spawn<'_> {
             );
             let task = AgentTask {
                 agent,
+                faults: faults::AgentFaults::new(schedule, index),
+                rebirth: Rebirth {
+                    config: Arc::clone(&reborn_config),
+                    key: Some(keys.key_for(index)),
+                    seed: self.scenario.run.seed,
+                    epoch_unix_ms,
+                },
                 clock: self.clock,
                 transport: transport.clone(),
                 events: self.events.clone(),
@@ -499,6 +535,30 @@ impl Spawn<'_> {
             tasks.spawn(task.run());
         }
         tasks
+    }
+
+    /// The task applying server faults and reporting every fault, on its own connection (past
+    /// the workload's slot).
+    fn faults(
+        &self,
+        schedule: Arc<[ScheduledFault]>,
+        http: &Arc<HttpClient>,
+        dest: &Destination,
+        name_prefix: String,
+    ) -> faults::FaultTask {
+        faults::FaultTask {
+            schedule,
+            clock: self.clock,
+            events: self.events.clone(),
+            stop: self.stop.clone(),
+            child_pid: dest.child.as_ref().map(|c| c.pid),
+            http: Arc::clone(http),
+            base_path: Arc::clone(self.base_path),
+            pat: dest.pat.clone(),
+            name_prefix,
+            agents: self.shard.agents(self.scenario.fleet.agents).collect(),
+            slot: u64::from(self.scenario.fleet.agents) * 3 + 2,
+        }
     }
 
     /// The job workload, on its own connection (the slot after the agents').
@@ -1013,31 +1073,6 @@ async fn check_job_source(
          jobs someone else queues",
         dest.url,
         codec::STATS_PATH,
-    )))
-}
-
-/// Refuse a scenario with faults: `simulate` applies every `[[faults]]` kind, a live run none
-/// yet, and a fault that would silently not happen makes a run look more robust than it is.
-fn refuse_faults(scenario: &Scenario) -> Result<(), FleetError> {
-    if scenario.faults.is_empty() {
-        return Ok(());
-    }
-    let listed: Vec<String> = scenario
-        .faults
-        .iter()
-        .map(|f| {
-            format!(
-                "{} at {}",
-                f.kind.name(),
-                fleetsim_core::dist::format_duration(f.at)
-            )
-        })
-        .collect();
-    Err(FleetError::Unsupported(format!(
-        "the scenario has faults ({}), and faults are applied only by `fleetsim simulate` today; \
-         `fleetsim run` does not ignore them: run it with `fleetsim simulate`, or remove \
-         [[faults]] and [[network.partitions]] to run it live",
-        listed.join(", ")
     )))
 }
 
