@@ -1,8 +1,9 @@
 //! The live fleet (`fleetsim run`): thousands of virtual agents, each a core `Agent` driven by its
 //! own tokio task over real HTTP(S), against the embedded emulator or any compatible target.
 //!
-//! [`run`] does, in order: refuse `[[faults]]` (applied only in virtual time so far: a fault a
-//! live run would ignore is refused, exit 2, never dropped in silence); raise the open-file limit; start the embedded emulator when the
+//! [`run`] does, in order: refuse the `[[faults]]` this run cannot apply (`faults`: a fault a
+//! live run would ignore is refused, exit 2, never dropped in silence); raise the open-file
+//! limit; start the embedded emulator when the
 //! scenario names no target — in this process when both ends of the fleet's connections fit in
 //! the limit, otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
 //! target's PAT, TLS trust and proxy, and refuse a job source the target cannot serve; load or
@@ -26,7 +27,8 @@
 //! the same machine the virtual-time driver drives), `origins` (one client per origin the
 //! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
 //! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
-//! (RLIMIT_NOFILE), `child` (the emulator as a child process), `start` (run time zero:
+//! (RLIMIT_NOFILE), `child` (the emulator as a child process), `faults` (`[[faults]]` in real
+//! time: refusals, each agent's windows, the task that acts on the emulator), `start` (run time zero:
 //! `--start-at`), `processes` (`run --processes N`: one run as N shard children of this
 //! executable against one emulator).
 //!
