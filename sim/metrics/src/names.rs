@@ -201,6 +201,15 @@ pub const PROM_TOKENS_ROTATED: PromMetric = PromMetric {
     help: "Job-token rotations the virtual agents performed.",
 };
 
+/// Faults the driver applied (`[[faults]]`), by kind.
+pub const PROM_FAULTS: PromMetric = PromMetric {
+    name: "fleetsim_faults_total",
+    kind: "counter",
+    labels: &["kind"],
+    help: "Scenario faults ([[faults]]) the driver applied, by kind, counted as each one's \
+           effect ends.",
+};
+
 /// Run time of the latest event the exporter saw (virtual time in `simulate`).
 pub const PROM_RUN_ELAPSED: PromMetric = PromMetric {
     name: "fleetsim_run_elapsed_seconds",
@@ -230,6 +239,7 @@ pub const PROMETHEUS: &[PromMetric] = &[
     PROM_CRYPTO_SECONDS,
     PROM_SECRETS_MASKED,
     PROM_TOKENS_ROTATED,
+    PROM_FAULTS,
     PROM_RUN_ELAPSED,
 ];
 
