@@ -250,3 +250,26 @@ fn split_runs_refuse_server_faults() {
     assert!(stderr.contains("server_stall at 1s"), "{stderr}");
     assert!(stderr.contains("split over 2 processes"), "{stderr}");
 }
+
+// Goal: agent faults are chosen by agent index, so a run split over processes applies them in
+// each shard to its own agents, and the merged report lists each fault once with every
+// shard's agents counted.
+#[test]
+fn split_runs_apply_agent_faults_per_shard_and_merge_them() {
+    let dir = scratch("live-faults", "processes-crash");
+    let s = scenario(
+        &dir,
+        2,
+        6,
+        "\n[[faults]]\nkind = \"agent_crash\"\nat = \"2s\"\nduration = \"1s\"\nagents = [0, 1]\n",
+    );
+    let report = run(&dir, &s, &["--processes", "2"]);
+    let f = fault(&report, "agent_crash");
+    assert_eq!(f["agents"], 2, "one fault, both shards' agents: {f}");
+    assert_eq!(
+        calls(&report, "replace_agent"),
+        2,
+        "{}",
+        report["operations"]
+    );
+}

@@ -593,6 +593,7 @@ impl Report {
         rec.peak_busy = self.agents.peak_busy;
         rec.tokens_rotated = self.agents.tokens_rotated;
         rec.secrets_masked = self.agents.secrets_masked;
+        rec.faults.clone_from(&self.faults);
         for (side_name, ops) in &self.crypto {
             let Some(side) = names::side_from_name(side_name) else {
                 continue;

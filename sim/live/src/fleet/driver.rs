@@ -260,8 +260,13 @@ impl AgentTask {
                     let edge = fault_at.unwrap_or(SimTime::ZERO);
                     let next = self.faults.apply(edge);
                     let now = self.clock.now().max(edge);
-                    self.change_condition(&mut slots, condition, next, now, &mut incarnation);
+                    let gone = self.change_condition(&mut slots, condition, next, now, &mut incarnation);
                     condition = next;
+                    if let Some(ev) = gone
+                        && self.events.send(ev).await.is_err()
+                    {
+                        return;
+                    }
                 }
                 () = tokio::time::sleep_until(drain_at), if drain_deadline.is_some() => return,
             }
@@ -271,7 +276,9 @@ impl AgentTask {
     /// Enter or leave a crash or a partition at `now`. A crash drops the state machine and every
     /// connection without a word (the agent is Offline to the recorder); its end starts the next
     /// incarnation. A partition drops every connection: calls in flight fail as resets, and
-    /// calls while it lasts fail to connect (`start_call`).
+    /// calls while it lasts fail to connect (`start_call`). Returns the crashed agent's move to
+    /// Offline, for the recorder.
+    #[must_use]
     fn change_condition(
         &mut self,
         slots: &mut Slots,
@@ -279,19 +286,18 @@ impl AgentTask {
         to: AgentCondition,
         now: SimTime,
         incarnation: &mut u32,
-    ) {
+    ) -> Option<Event> {
+        let mut gone = None;
         if to.down && !from.down {
             *slots = Slots::new();
             let state = self.agent.state();
             if state != AgentState::Offline {
-                let ev = Event::AgentState {
+                gone = Some(Event::AgentState {
                     agent: self.agent.index(),
                     from: state,
                     to: AgentState::Offline,
                     at: now,
-                };
-                // Best effort: a full recorder channel must not hold the crash back.
-                let _ = self.events.try_send(ev);
+                });
             }
         }
         if !to.down && from.down {
@@ -324,6 +330,7 @@ impl AgentTask {
                     .handle_transport_error(now, id, TransportError::Reset);
             }
         }
+        gone
     }
 
     /// Start every call the agent asks for and drop every call it cancels. Then, when the agent
