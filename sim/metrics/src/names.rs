@@ -540,7 +540,12 @@ pub fn catalogue_markdown() -> String {
          `emulator_lifetime.end` keep the emulator's lifetime totals at those two readings, apart:\n\
          a target that served earlier runs does not fail this one's `emulator.leaked_secrets ==\n\
          0`. Thresholds on `emulator.*` and `jobs.requeued` judge the run's figures. A\n\
-         virtual-time run starts with a fresh emulator, so its totals are the run's.\n",
+         virtual-time run starts with a fresh emulator, so its totals are the run's.\n\n\
+         ## Faults (report only)\n\n\
+         `faults` lists each `[[faults]]` entry the driver applied (absent when none): `kind`,\n\
+         `start_s` and `end_s` (run seconds; no `end_s` for an instant fault or a crash with no\n\
+         recovery) and `agents` (how many agents it hit; 0 for a server fault). Merged shards\n\
+         list each fault once with the agents of every shard.\n",
     );
     out.push_str(&format!(
         "\n## Shard reports and merged runs (report only)\n\n\
