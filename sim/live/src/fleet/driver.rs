@@ -260,7 +260,8 @@ impl AgentTask {
                     let edge = fault_at.unwrap_or(SimTime::ZERO);
                     let next = self.faults.apply(edge);
                     let now = self.clock.now().max(edge);
-                    let gone = self.change_condition(&mut slots, condition, next, now, &mut incarnation);
+                    let gone =
+                        self.change_condition(&mut slots, condition, next, now, &mut incarnation);
                     condition = next;
                     if let Some(ev) = gone
                         && self.events.send(ev).await.is_err()

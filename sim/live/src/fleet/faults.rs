@@ -312,7 +312,8 @@ impl FaultTask {
             Err(_) => format!("gave no answer within {}s", ADMIN_TIMEOUT.as_secs()),
         };
         Some(format!(
-            "token_expiry_storm at {:.3} s was not applied: the emulator's token-expiry route {failed}",
+            "token_expiry_storm at {:.3} s was not applied: the emulator's token-expiry route \
+             {failed}",
             f.start.as_secs_f64()
         ))
     }

@@ -3,9 +3,9 @@
 //!
 //! [`run`] does, in order: refuse the `[[faults]]` this run cannot apply (`faults`: a fault a
 //! live run would ignore is refused, exit 2, never dropped in silence); raise the open-file
-//! limit; start the embedded emulator when the
-//! scenario names no target — in this process when both ends of the fleet's connections fit in
-//! the limit, otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
+//! limit; start the embedded emulator when the scenario names no target — in this process
+//! when both ends of the fleet's connections fit in the limit (and no fault must stop its
+//! process), otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
 //! target's PAT, TLS trust and proxy, and refuse a job source the target cannot serve; load or
 //! generate the agents' RSA keys from the on-disk cache (off the async workers); read the
 //! emulator's counters once before the start (so the report holds what changed during the run,
@@ -28,8 +28,8 @@
 //! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
 //! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
 //! (RLIMIT_NOFILE), `child` (the emulator as a child process), `faults` (`[[faults]]` in real
-//! time: refusals, each agent's windows, the task that acts on the emulator), `start` (run time zero:
-//! `--start-at`), `processes` (`run --processes N`: one run as N shard children of this
+//! time: refusals, each agent's windows, the task that acts on the emulator), `start` (run
+//! time zero: `--start-at`), `processes` (`run --processes N`: one run as N shard children of this
 //! executable against one emulator).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
