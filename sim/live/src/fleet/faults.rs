@@ -33,6 +33,7 @@ use fleetsim_core::faults::{self, FaultKind, ScheduledFault};
 use fleetsim_scenario::Scenario;
 use tokio::sync::{mpsc, watch};
 
+use super::child::ChildEmulator;
 use super::driver::Clock;
 use super::{FleetError, pat_credential};
 use crate::client::HttpClient;
@@ -188,8 +189,9 @@ pub(super) struct FaultTask {
     pub(super) clock: Clock,
     pub(super) events: mpsc::Sender<Event>,
     pub(super) stop: watch::Receiver<bool>,
-    /// The emulator's process, when it runs as a child (stalls).
-    pub(super) child_pid: Option<u32>,
+    /// The emulator's process, when it runs as a child (stalls, restarts); handed back in
+    /// [`FaultsDone`].
+    pub(super) child: Option<ChildEmulator>,
     pub(super) http: Arc<HttpClient>,
     pub(super) base_path: Arc<str>,
     pub(super) pat: String,
@@ -199,6 +201,14 @@ pub(super) struct FaultTask {
     pub(super) agents: Vec<u32>,
     /// The admin call's connection slot (past the agents' and the workload's).
     pub(super) slot: u64,
+}
+
+/// What the fault task hands back.
+pub(super) struct FaultsDone {
+    /// Faults that could not be applied, and other things the operator should know.
+    pub(super) warnings: Vec<String>,
+    /// The emulator's child process (its pid may have changed: a restart starts a new one).
+    pub(super) child: Option<ChildEmulator>,
 }
 
 /// A fault's edge in time.
@@ -211,7 +221,7 @@ enum Edge {
 impl FaultTask {
     /// Apply and report each fault at its time until the schedule is done or the run stops;
     /// on the stop, end what is still going (a stalled emulator is continued) and report it.
-    pub(super) async fn run(mut self) -> Vec<String> {
+    pub(super) async fn run(mut self) -> FaultsDone {
         let mut warnings = Vec::new();
         let mut edges: Vec<(SimTime, Edge)> = Vec::new();
         for (i, f) in self.schedule.iter().enumerate() {
@@ -234,7 +244,9 @@ impl FaultTask {
                     started[i] = Some(now);
                     let f = &self.schedule[i];
                     match f.kind {
-                        FaultKind::ServerStall => stall.stop(self.child_pid, &mut warnings),
+                        FaultKind::ServerStall => {
+                            stall.stop(self.child.as_ref().map(|c| c.pid), &mut warnings);
+                        }
                         FaultKind::TokenExpiryStorm => {
                             if let Some(w) = self.token_storm(f).await {
                                 warnings.push(w);
@@ -268,7 +280,10 @@ impl FaultTask {
                 self.report(i, start, Some(now)).await;
             }
         }
-        warnings
+        FaultsDone {
+            warnings,
+            child: self.child,
+        }
     }
 
     /// Send fault `i`'s event: how many of this process's agents it hit.

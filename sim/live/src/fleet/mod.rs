@@ -358,6 +358,14 @@ pub async fn run(
     let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let telemetry = telemetry(scenario, agents, rx, &board, clock, opts.prom);
     let telemetry = tokio::spawn(telemetry.run());
+    // The fault task holds the emulator's child process while the run lasts (it stops and
+    // restarts it); it hands it back when it ends.
+    let mut dest = dest;
+    let fault_child = if scenario.faults.is_empty() {
+        None
+    } else {
+        dest.child.take()
+    };
     // The embedded emulator's own series, exported beside the fleet's while the run lasts.
     // Never completes (hence `Infallible`): it only runs while the select below waits.
     let emulator_metrics = async {
@@ -389,11 +397,14 @@ pub async fn run(
     drop(keys);
     let generator = tokio::spawn(fleet.workload(&http, &dest).run());
     let fault_task = (!schedule.is_empty()).then(|| {
-        tokio::spawn(
-            fleet
-                .faults(schedule, &http, &dest, agent_config.name_prefix.clone())
-                .run(),
-        )
+        let task = fleet.faults(
+            schedule,
+            &http,
+            &dest,
+            fault_child,
+            &agent_config.name_prefix,
+        );
+        tokio::spawn(task.run())
     });
 
     let interrupted = tokio::select! {
@@ -409,8 +420,11 @@ pub async fn run(
     board.update(|p| p.phase = Phase::Draining);
     let _ = stop_tx.send(true);
     // Faults first: a stalled emulator is continued before agents say goodbye to it.
-    if let Some(task) = fault_task {
-        warnings.extend(task.await.unwrap_or_default());
+    if let Some(task) = fault_task
+        && let Ok(done) = task.await
+    {
+        warnings.extend(done.warnings);
+        dest.child = done.child;
     }
     while tasks.join_next().await.is_some() {}
     let generator = join_generator(generator, drain(agents, &opts)).await;
@@ -443,7 +457,6 @@ pub async fn run(
         recorder.set_jobs_lost(account.lost);
     }
     let placement = dest.placement();
-    let mut dest = dest;
     dest.stop_emulator().await;
     let mut meta = run_meta(scenario, &opts, &started, measured);
     meta.started_unix_us = Some(anchor.unix_us);
@@ -546,18 +559,19 @@ impl Spawn<'_> {
         schedule: Arc<[ScheduledFault]>,
         http: &Arc<HttpClient>,
         dest: &Destination,
-        name_prefix: String,
+        child: Option<ChildEmulator>,
+        name_prefix: &str,
     ) -> faults::FaultTask {
         faults::FaultTask {
             schedule,
             clock: self.clock,
             events: self.events.clone(),
             stop: self.stop.clone(),
-            child_pid: dest.child.as_ref().map(|c| c.pid),
+            child,
             http: Arc::clone(http),
             base_path: Arc::clone(self.base_path),
             pat: dest.pat.clone(),
-            name_prefix,
+            name_prefix: name_prefix.to_string(),
             agents: self.shard.agents(self.scenario.fleet.agents).collect(),
             slot: u64::from(self.scenario.fleet.agents) * 3 + 2,
         }
