@@ -251,6 +251,10 @@ pub struct CompareArgs {
     /// Largest tolerated regression, e.g. 10%.
     #[arg(long, default_value = "10%")]
     pub max_regression: String,
+    /// Also write a self-contained HTML page: the baseline beside the current run over time,
+    /// regressions highlighted.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

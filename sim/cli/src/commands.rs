@@ -13,7 +13,8 @@ use fleetsim_core::dist::parse_duration;
 use fleetsim_core::shard::Shard;
 use fleetsim_live::prom::{self, PromHandle, Role};
 use fleetsim_metrics::{
-    Report, compare, parse_max_regression, render_html, render_junit, render_summary,
+    Report, compare, parse_max_regression, render_compare_html, render_html, render_junit,
+    render_summary,
 };
 use fleetsim_scenario::Scenario;
 
@@ -558,6 +559,9 @@ fn compare_reports(args: CompareArgs) -> Outcome {
     let baseline = read_report(&args.baseline)?;
     let current = read_report(&args.current)?;
     let cmp = compare(&baseline, &current, max);
+    if let Some(path) = &args.html {
+        write_text(path, &render_compare_html(&baseline, &current, &cmp))?;
+    }
     print!("{}", cmp.render());
     Ok(if cmp.passed {
         exit::OK

@@ -114,7 +114,11 @@ fn passing_run_exits_0_and_writes_every_report() {
     assert!(!xml.contains("<failure"), "{xml}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
-        page.contains("<svg") && !page.contains("src=\"http"),
+        page.contains("<section class=\"chart") && page.contains("uPlot"),
+        "charts drawn by the inlined library"
+    );
+    assert!(
+        !page.contains(" src=") && !page.contains(" href="),
         "self-contained HTML"
     );
 }

@@ -1,59 +1,72 @@
 //! The HTML report (`--html FILE.html`): one self-contained page, readable offline, with the
-//! summary tables and charts over time drawn as inline SVG from the report's time series.
+//! summary tables and interactive charts over time (zoom, hover, synced cursors) drawn by the
+//! inlined uPlot from the report's timeline (see `charts`).
 //!
-//! It renders a `Report` to a `String`: no scripts, no web fonts, no external references, and
-//! every text from the report is escaped. It never writes files.
+//! It renders a `Report` to a `String`: no external references (the library, its style and the
+//! chart data are inline), and every text from the report is escaped. It never writes files.
 
 use std::fmt::Write as _;
 
-use fleetsim_core::ops::{AgentState, Operation};
+use fleetsim_core::ops::Operation;
 
+use crate::charts;
 use crate::junit::escape;
 use crate::names;
-use crate::report::{Mode, Report, TimePoint, decode_histogram};
+use crate::report::{Mode, Report};
 use crate::summary::format_seconds;
 use crate::thresholds::{self, MetricKind};
 
-/// Charts draw at most this many points; longer runs are folded into wider buckets.
-const MAX_CHART_POINTS: usize = 1_200;
-const CHART_W: f64 = 760.0;
-const CHART_H: f64 = 180.0;
-const MARGIN_L: f64 = 64.0;
-const MARGIN_B: f64 = 24.0;
-
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;\
-max-width:900px}h1{font-size:20px}h2{font-size:16px;margin-top:28px}\
+max-width:1100px}h1{font-size:20px}h2{font-size:16px;margin-top:28px}\
 table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #ddd;\
 text-align:right}td:first-child,th:first-child{text-align:left}\
-.pass{color:#1a7f37}.fail{color:#cf222e}svg{display:block;margin:6px 0}\
-.legend span{margin-right:14px}.kv td{text-align:left}h3{font-size:14px;margin:16px 0 0}";
-
-/// A line on a chart: its name, colour and one value per (bucketed) point.
-struct Line {
-    name: &'static str,
-    color: &'static str,
-    values: Vec<Option<f64>>,
-}
+.pass{color:#1a7f37}.fail{color:#cf222e}.hint{color:#57606a}\
+.legend span{margin-right:14px}.kv td{text-align:left}h3{font-size:14px;margin:16px 0 0}\
+tr.regressed td{background:#ffebe9;color:#cf222e;font-weight:600}tr.improved td{color:#1a7f37}";
 
 /// Render the report as a self-contained HTML page.
 pub fn render_html(report: &Report) -> String {
-    let mut out = String::new();
     let title = format!("fleetsim · {}", report.run.scenario);
+    let mut out = page_head(&title);
+    run_section(&mut out, report);
+    thresholds_section(&mut out, report);
+    let charts = charts::run_charts(report);
+    if !charts.is_empty() {
+        out.push_str("<h2>Over time</h2>\n");
+        out.push_str(HINT);
+        charts::write_blocks(&mut out, &charts);
+        pickup_thresholds(&mut out, report);
+    }
+    operations_section(&mut out, report);
+    crypto_section(&mut out, report);
+    page_end(&mut out, &charts);
+    out
+}
+
+/// How to use the charts, above them.
+pub(crate) const HINT: &str = "<p class=\"hint\">Drag across a chart to zoom (every time \
+chart follows), double-click to zoom out; hover to read the values.</p>\n";
+
+/// The page up to its first heading, with the page's and the charts' style.
+pub(crate) fn page_head(title: &str) -> String {
+    let mut out = String::new();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
-        escape(&title),
-        escape(&title)
+         <title>{}</title><style>{STYLE}{}</style></head><body>\n<h1>{}</h1>\n",
+        escape(title),
+        charts::style(),
+        escape(title)
     );
-    run_section(&mut out, report);
-    thresholds_section(&mut out, report);
-    charts_section(&mut out, report);
-    pickup_distribution_section(&mut out, report);
-    operations_section(&mut out, report);
-    crypto_section(&mut out, report);
-    out.push_str("</body></html>\n");
     out
+}
+
+/// The scripts that draw `charts` and the end of the page.
+pub(crate) fn page_end(out: &mut String, charts: &[charts::Chart]) {
+    if !charts.is_empty() {
+        out.push_str(&charts::scripts(charts));
+    }
+    out.push_str("</body></html>\n");
 }
 
 fn run_section(out: &mut String, r: &Report) {
@@ -152,147 +165,8 @@ fn thresholds_section(out: &mut String, r: &Report) {
     out.push_str("</table>\n");
 }
 
-fn charts_section(out: &mut String, r: &Report) {
-    if r.timeseries.is_empty() {
-        return;
-    }
-    let buckets = bucket(&r.timeseries);
-    let seconds = r.timeseries.len() as f64;
-    let rate = |f: fn(&[&TimePoint]) -> u64| -> Vec<Option<f64>> {
-        buckets
-            .iter()
-            .map(|b| Some(f(b) as f64 / b.len() as f64))
-            .collect()
-    };
-    let worst = |f: fn(&TimePoint) -> Option<f64>| -> Vec<Option<f64>> {
-        buckets
-            .iter()
-            .map(|b| b.iter().filter_map(|p| f(p)).reduce(f64::max))
-            .collect()
-    };
-    out.push_str("<h2>Over time</h2>\n");
-    let requests = vec![
-        Line {
-            name: "requests/s",
-            color: "#0969da",
-            values: rate(|b| sum(b, |p| p.requests)),
-        },
-        Line {
-            name: "errors/s",
-            color: "#cf222e",
-            values: rate(|b| sum(b, |p| p.errors)),
-        },
-    ];
-    chart(out, "Requests", &requests, seconds, |v| format!("{v:.0}/s"));
-    let pickup = vec![
-        Line {
-            name: "p50",
-            color: "#1a7f37",
-            values: worst(|p| p.pickup_p50_s),
-        },
-        Line {
-            name: "p99",
-            color: "#bf8700",
-            values: worst(|p| p.pickup_p99_s),
-        },
-    ];
-    chart(out, "Job pickup latency", &pickup, seconds, format_seconds);
-    let jobs = vec![
-        Line {
-            name: "queued/s",
-            color: "#8250df",
-            values: rate(|b| sum(b, |p| p.jobs_queued)),
-        },
-        Line {
-            name: "started/s",
-            color: "#0969da",
-            values: rate(|b| sum(b, |p| p.jobs_started)),
-        },
-        Line {
-            name: "finished/s",
-            color: "#1a7f37",
-            values: rate(|b| sum(b, |p| p.jobs_finished)),
-        },
-    ];
-    chart(out, "Jobs", &jobs, seconds, |v| format!("{v:.1}/s"));
-    const COLORS: [&str; 4] = ["#bf8700", "#0969da", "#1a7f37", "#6e7781"];
-    let agents: Vec<Line> = AgentState::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Line {
-            name: s.name(),
-            color: COLORS[i],
-            // The state at the end of each bucket.
-            values: buckets
-                .iter()
-                .map(|b| b.last().map(|p| p.agents[i] as f64))
-                .collect(),
-        })
-        .collect();
-    chart(out, "Agents by state", &agents, seconds, |v| {
-        format!("{v:.0}")
-    });
-}
-
-/// The job pickup latency distribution as a bar chart over the Prometheus pickup buckets (so the
-/// report and the dashboards bin alike), decoded from the report's exact HDR histogram. Pickup
-/// thresholds are listed under the chart.
-fn pickup_distribution_section(out: &mut String, r: &Report) {
-    let Ok(h) = decode_histogram(names::JOB_PICKUP, &r.histograms.job_pickup) else {
-        return;
-    };
-    if h.is_empty() {
-        return;
-    }
-    // Bins: (previous bound, bound] in seconds; the last bin is everything above the top bound.
-    let bounds = names::PROM_PICKUP_BUCKETS_S;
-    let mut counts = vec![0u64; bounds.len() + 1];
-    for v in h.iter_recorded() {
-        let s = v.value_iterated_to() as f64 / 1e6;
-        let bin = bounds.iter().position(|&b| s <= b).unwrap_or(bounds.len());
-        counts[bin] += v.count_since_last_iteration();
-    }
-    let total: u64 = counts.iter().sum();
-    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let (plot_w, plot_h) = (CHART_W - MARGIN_L - 8.0, CHART_H - MARGIN_B - 8.0);
-    let bar_w = plot_w / counts.len() as f64;
-    out.push_str("<h3>Job pickup latency distribution</h3>\n");
-    let _ = writeln!(
-        out,
-        "<svg width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"0 0 {CHART_W} {CHART_H}\" \
-         role=\"img\" aria-label=\"Job pickup latency distribution\">"
-    );
-    for (i, &n) in counts.iter().enumerate() {
-        let x = MARGIN_L + bar_w * i as f64;
-        let height = plot_h * n as f64 / top;
-        let _ = writeln!(
-            out,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{height:.1}\" \
-             fill=\"#0969da\"><title>{n} jobs</title></rect>",
-            x + 1.0,
-            8.0 + plot_h - height,
-            bar_w - 2.0
-        );
-        let label = match bounds.get(i) {
-            Some(&b) => format!("≤{}", format_seconds(b)),
-            None => format!(">{}", format_seconds(bounds[bounds.len() - 1])),
-        };
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
-            x + bar_w / 2.0,
-            CHART_H - 6.0,
-            escape(&label)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<text x=\"{:.1}\" y=\"20\" font-size=\"11\" text-anchor=\"start\">{} jobs, tallest bin \
-         {}</text>\n</svg>",
-        MARGIN_L + 6.0,
-        total,
-        top
-    );
+/// The pickup thresholds, under the charts.
+fn pickup_thresholds(out: &mut String, r: &Report) {
     let limits: Vec<String> = r
         .thresholds
         .iter()
@@ -374,106 +248,6 @@ fn crypto_section(out: &mut String, r: &Report) {
     out.push_str("</table>\n");
 }
 
-/// Fold the per-second series into at most `MAX_CHART_POINTS` buckets of equal width.
-fn bucket(series: &[TimePoint]) -> Vec<Vec<&TimePoint>> {
-    let width = series.len().div_ceil(MAX_CHART_POINTS).max(1);
-    series.chunks(width).map(|c| c.iter().collect()).collect()
-}
-
-fn sum(points: &[&TimePoint], f: fn(&TimePoint) -> u64) -> u64 {
-    points.iter().map(|p| f(p)).sum()
-}
-
-/// One SVG line chart with a zero-based y axis, labelled at 0 and its maximum.
-fn chart(out: &mut String, title: &str, lines: &[Line], seconds: f64, label: fn(f64) -> String) {
-    let n = lines.iter().map(|l| l.values.len()).max().unwrap_or(0);
-    let y_max = lines
-        .iter()
-        .flat_map(|l| l.values.iter().flatten())
-        .copied()
-        .fold(0.0, f64::max);
-    let y_top = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
-    let (plot_w, plot_h) = (CHART_W - MARGIN_L - 8.0, CHART_H - MARGIN_B - 8.0);
-    let x = |i: usize| MARGIN_L + plot_w * i as f64 / (n.max(2) - 1) as f64;
-    let y = |v: f64| 8.0 + plot_h * (1.0 - v / y_top);
-    let _ = writeln!(
-        out,
-        "<h3>{}</h3>\n<svg width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"0 0 {CHART_W} \
-         {CHART_H}\" role=\"img\" aria-label=\"{}\">",
-        escape(title),
-        escape(title)
-    );
-    let _ = writeln!(
-        out,
-        "<line x1=\"{MARGIN_L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#888\"/>\
-         <line x1=\"{MARGIN_L}\" y1=\"8\" x2=\"{MARGIN_L}\" y2=\"{:.1}\" stroke=\"#888\"/>",
-        y(0.0),
-        CHART_W - 8.0,
-        y(0.0),
-        y(0.0)
-    );
-    let text = |out: &mut String, tx: f64, ty: f64, anchor: &str, s: &str| {
-        let _ = writeln!(
-            out,
-            "<text x=\"{tx:.1}\" y=\"{ty:.1}\" font-size=\"11\" text-anchor=\"{anchor}\">{}</text>",
-            escape(s)
-        );
-    };
-    text(out, MARGIN_L - 4.0, y(0.0), "end", &label(0.0));
-    text(out, MARGIN_L - 4.0, y(y_max) + 4.0, "end", &label(y_max));
-    text(out, MARGIN_L, CHART_H - 6.0, "start", "0s");
-    text(
-        out,
-        CHART_W - 8.0,
-        CHART_H - 6.0,
-        "end",
-        &format_seconds(seconds),
-    );
-    for line in lines {
-        // A gap (no data) splits the line, so missing intervals are not drawn as zero.
-        let mut segment: Vec<String> = Vec::new();
-        let flush = |segment: &mut Vec<String>, out: &mut String| {
-            // A lone point between gaps (sparse samples such as pickups) would draw nothing as
-            // a polyline: draw it as a dot.
-            if let [point] = segment.as_slice()
-                && let Some((cx, cy)) = point.split_once(',')
-            {
-                let _ = writeln!(
-                    out,
-                    "<circle cx=\"{cx}\" cy=\"{cy}\" r=\"2\" fill=\"{}\"/>",
-                    line.color
-                );
-                segment.clear();
-            } else if !segment.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"/>",
-                    line.color,
-                    segment.join(" ")
-                );
-                segment.clear();
-            }
-        };
-        for (i, v) in line.values.iter().enumerate() {
-            match v {
-                Some(v) => segment.push(format!("{:.1},{:.1}", x(i), y(*v))),
-                None => flush(&mut segment, out),
-            }
-        }
-        flush(&mut segment, out);
-    }
-    out.push_str("</svg>\n<div class=\"legend\">");
-    for line in lines {
-        let _ = write!(
-            out,
-            "<span style=\"color:{}\">■ {}</span>",
-            line.color,
-            escape(line.name)
-        );
-    }
-    out.push_str("</div>\n");
-}
-
 fn percent(ratio: f64) -> String {
     thresholds::format_value(MetricKind::Ratio, ratio)
 }
@@ -522,35 +296,46 @@ mod tests {
         std::time::Duration::from_millis(v)
     }
 
-    // Goal: the page is self-contained (no script, no external reference), escapes report text,
-    // and draws one chart per time-series view.
+    // Goal: the page is self-contained (its only scripts are the inlined library, the chart
+    // data and the page script; no src or href to anywhere), escapes report text, and has one
+    // chart block per view: requests, pickup over time, pickup distribution, agents, jobs, and
+    // one per operation.
     #[test]
     fn html_is_self_contained_and_escaped() {
         let html = render_html(&report(30));
         assert!(html.starts_with("<!DOCTYPE html>"));
-        assert!(!html.contains("<script"), "report text must be escaped");
+        assert_eq!(
+            html.matches("<script").count(),
+            3,
+            "library, data, page script"
+        );
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(
-            !html.contains("http://") && !html.contains("https://"),
-            "no external refs"
+            !html.contains("alert(1)</script>"),
+            "report text must be escaped"
         );
-        // Four charts over time and the pickup distribution.
-        assert_eq!(html.matches("<svg").count(), 5);
+        for external in [" src=", " href=", "@import", "url("] {
+            assert!(!html.contains(external), "external reference {external:?}");
+        }
+        assert_eq!(html.matches("<section class=\"chart").count(), 6);
         assert!(html.contains("Job pickup latency distribution"));
-        assert_eq!(html.matches("<svg").count(), html.matches("</svg>").count());
+        assert!(html.contains("<h3>poll_message</h3>"));
         assert!(html.contains("✓ job_pickup.p99 &lt; 2s"));
         assert!(html.contains("<td>poll_message</td><td>30</td>"));
     }
 
-    // Goal: long runs fold into a bounded number of chart points.
+    // Goal: a report written before timelines existed still renders its charts from the
+    // per-second series.
     #[test]
-    fn long_series_are_bucketed() {
-        let report = report(2_500);
-        let buckets = bucket(&report.timeseries);
-        assert!(buckets.len() <= MAX_CHART_POINTS, "{}", buckets.len());
-        assert_eq!(
-            buckets.iter().map(Vec::len).sum::<usize>(),
-            report.timeseries.len()
+    fn reports_without_a_timeline_still_chart() {
+        let mut old = report(30);
+        old.timeline = None;
+        let html = render_html(&old);
+        assert!(html.contains("Job pickup latency over time"));
+        assert!(html.contains("Active agents by state"));
+        assert!(
+            !html.contains("<h3>poll_message</h3>"),
+            "no per-operation timeline"
         );
     }
 }

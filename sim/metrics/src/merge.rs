@@ -655,8 +655,8 @@ mod tests {
         assert_eq!(total(&merged), total(&whole));
     }
 
-    // Goal: with time zeros whole seconds apart, the merged per-second series is the whole
-    // run's second by second (shards line up on the wall clock).
+    // Goal: with time zeros whole seconds apart, the merged per-second series and timeline are
+    // the whole run's second by second (shards line up on the wall clock).
     #[test]
     fn merged_time_series_line_up_on_the_wall_clock() {
         let (whole, shards) = whole_and_shards([0, 1_000_000, 3_000_000]);
@@ -677,6 +677,10 @@ mod tests {
         };
         assert_eq!(counts(&merged), counts(&whole));
         assert_eq!(merged.timeseries.len(), whole.timeseries.len());
+        // The timeline too, interval by interval: per-operation sketches, errors by kind,
+        // pickups joined across shards, agents by state.
+        assert!(whole.timeline.is_some());
+        assert_eq!(merged.timeline, whole.timeline);
     }
 
     fn small(label: &str, shard: Option<Shard>) -> (String, Report) {

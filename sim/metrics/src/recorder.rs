@@ -3,13 +3,16 @@
 //! It keeps per-operation HDR histograms (3 significant digits, microseconds, latency =
 //! `done - intended`, successful calls only) and error counts by bounded label, the job pickup
 //! latency (joined by request id whichever event arrives first), job and agent counters, crypto
-//! work per side and operation, and a per-second time series for charts. `merge` adds another
+//! work per side and operation, a per-second time series, and the bounded per-interval
+//! `timeline` the HTML charts draw (per-operation percentiles, errors by kind, pickup, agents). `merge` adds another
 //! recorder exactly (HDR histograms add bucket by bucket).
 //!
 //! Hot path: `record` touches fixed arrays indexed by enum and pre-sized histograms; it
 //! allocates only when the pending pickup map or the time series grows, both bounded. It never
 //! reads a clock: every time comes from the event. One recorder holds about 250 KB per
-//! operation in use, so keep one per driver or shard, not one per agent.
+//! operation in use, plus the timeline (177 KB of dense counts for its newest interval, about
+//! 1 KB per interval and the sketches' bins, at most 1,200 intervals), so keep one per driver
+//! or shard, not one per agent.
 
 use std::collections::HashMap;
 
@@ -21,6 +24,7 @@ use fleetsim_core::proto::TaskResult;
 use hdrhistogram::Histogram;
 
 use crate::names;
+use crate::timeline::Timeline;
 
 /// The largest latency a histogram tracks: 7 days in µs. Longer values are clamped to it, so a
 /// job waiting a week in a virtual run still counts (as "at least a week").
@@ -157,6 +161,8 @@ pub struct Recorder {
     pub(crate) interval_pickup: Histogram<u64>,
     /// The latest event time seen: the run length when the driver does not give one.
     pub(crate) last_event: SimTime,
+    /// Per-interval figures for the report's charts (bounded, see `timeline`).
+    pub(crate) timeline: Timeline,
     /// Faults the driver applied, in the order they were sent (at most [`MAX_FAULTS`]; a
     /// scenario's faults are bounded by its validation, this guards a driver loop).
     pub(crate) faults: Vec<crate::report::FaultReport>,
@@ -208,6 +214,7 @@ impl Recorder {
             series_dropped: 0,
             interval_pickup: new_interval_histogram(),
             last_event: SimTime::ZERO,
+            timeline: Timeline::default(),
             faults: Vec::new(),
         }
     }
@@ -224,6 +231,7 @@ impl Recorder {
             } => self.record_op(op, intended, done, outcome),
             Event::JobQueued { request_id, at } => {
                 self.jobs.queued += 1;
+                self.timeline.job_queued(at);
                 if let Some(p) = self.point(at) {
                     p.jobs_queued += 1;
                 }
@@ -234,6 +242,7 @@ impl Recorder {
             }
             Event::JobPickedUp { request_id, at, .. } => {
                 self.jobs.started += 1;
+                self.timeline.job_started(at);
                 if let Some(p) = self.point(at) {
                     p.jobs_started += 1;
                 }
@@ -251,6 +260,7 @@ impl Recorder {
                     TaskResult::Abandoned => self.jobs.abandoned += 1,
                     TaskResult::Canceled => self.jobs.canceled += 1,
                 }
+                self.timeline.job_finished(at);
                 if let Some(p) = self.point(at) {
                     p.jobs_finished += 1;
                 }
@@ -262,6 +272,7 @@ impl Recorder {
                 self.peak_busy = self.peak_busy.max(busy);
                 self.touch(at);
                 self.snapshot_agents();
+                self.timeline.set_agents(at, self.agents_now());
             }
             Event::TokenRotated { at, .. } => {
                 self.tokens_rotated += 1;
@@ -304,6 +315,7 @@ impl Recorder {
     pub fn set_fleet_size(&mut self, agents: u64) {
         self.agents[state_index(AgentState::Offline)] += agents as i64;
         self.snapshot_agents();
+        self.timeline.set_agents_now(self.agents_now());
     }
 
     /// Store what the `pipelines` job source did with its runs (at the end of the run).
@@ -433,6 +445,7 @@ impl Recorder {
             }
         }
         self.merge_series(other);
+        self.timeline.merge(&other.timeline);
         self.last_event = self.last_event.max(other.last_event);
     }
 
@@ -526,10 +539,12 @@ impl Recorder {
                     .latency_us
                     .get_or_insert_with(new_histogram)
                     .saturating_record(latency_us);
+                self.timeline.record_op(op, done, Ok(latency_us));
                 false
             }
             Some(label) => {
                 stats.errors[label] += 1;
+                self.timeline.record_op(op, done, Err(label));
                 true
             }
         };
@@ -543,6 +558,7 @@ impl Recorder {
         let us = (picked - queued).as_micros().min(u128::from(u64::MAX)) as u64;
         self.pickup_us.saturating_record(us);
         self.interval_pickup.saturating_record(us);
+        self.timeline.record_pickup(queued.max(picked), us);
     }
 
     /// Keep one half of a pickup join until the other arrives, within the bound.
@@ -588,6 +604,7 @@ impl Recorder {
         let (q, p) = if queued { (at, other) } else { (other, at) };
         let us = (p - q).as_micros().min(u128::from(u64::MAX)) as u64;
         self.pickup_us.saturating_record(us);
+        self.timeline.record_pickup(q.max(p), us);
         joined.push((q.max(p).as_secs(), us));
     }
 
@@ -660,6 +677,7 @@ impl Recorder {
     /// of its run); the new leading seconds are empty. Held pickup halves are moved by
     /// `restore_open`, to the microsecond.
     pub(crate) fn delay_series(&mut self, secs: usize) {
+        self.timeline.delay(secs as u64);
         if secs == 0 || self.series.is_empty() {
             return;
         }

@@ -369,6 +369,11 @@ pub struct Report {
     pub runs: Option<RunsReport>,
     /// One point per run second, for charts.
     pub timeseries: Vec<TimePoint>,
+    /// Per-interval figures for the HTML charts (per-operation percentiles, errors by kind,
+    /// pickup, agents by state), at most `timeline::MAX_INTERVALS` intervals. Absent from
+    /// reports written before it existed (they still load, merge and compare).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<crate::timeline::TimelineReport>,
     /// Serialized HDR histograms, so reports merge exactly.
     pub histograms: HistogramsReport,
     /// Set when a live run never did part of its work (`crate::incomplete::check`): such a run
@@ -501,6 +506,7 @@ impl Report {
             emulator_lifetime: rec.emulator_lifetime.clone(),
             runs: rec.runs,
             timeseries: timeseries(rec),
+            timeline: rec.timeline.to_report(),
             histograms: HistogramsReport {
                 encoding: names::HISTOGRAM_ENCODING.to_string(),
                 job_pickup: encode_histogram(&rec.pickup_us),
@@ -611,6 +617,14 @@ impl Report {
             }
         }
         rec.series = self.timeseries.iter().map(point_from_report).collect();
+        if let Some(t) = &self.timeline {
+            rec.timeline = crate::timeline::Timeline::from_report(t).map_err(|reason| {
+                ReportError::Histogram {
+                    name: "timeline".to_string(),
+                    reason,
+                }
+            })?;
+        }
         rec.delay_series(offset_us.saturating_add(500_000) as usize / 1_000_000);
         rec.restore_open(queued, picked, offset_us);
         let duration_us = (self.run.duration_s * 1e6).round() as u64;
@@ -1022,6 +1036,37 @@ mod tests {
         assert_eq!(merged.crypto, expected.crypto);
         assert_eq!(merged.job_pickup.latency_s.count, 200);
         assert_eq!(merged.operations["poll_message"].count, 200);
+    }
+
+    // Goal: the timeline survives the report and merges exactly (shard by shard, interval by
+    // interval); a report written before timelines existed still loads and merges.
+    #[test]
+    fn timelines_merge_through_reports_and_old_reports_load() {
+        let (a, b) = (recorder(1), recorder(2));
+        let mut whole = a.clone();
+        whole.merge(&b);
+        let (ra, rb) = (
+            Report::from_recorder(&a, meta()),
+            Report::from_recorder(&b, meta()),
+        );
+        let merged = Report::merge(&[ra.clone(), rb.clone()]).expect("merge");
+        let expected = Report::from_recorder(&whole, meta()).timeline;
+        assert!(expected.as_ref().is_some_and(|t| !t.requests.is_empty()));
+        assert_eq!(merged.timeline, expected);
+        let t = merged.timeline.as_ref().expect("timeline");
+        let polls = &t.operations["poll_message"];
+        let calls: u64 = polls.latency.count.iter().chain(&polls.errors).sum();
+        assert_eq!(calls, merged.operations["poll_message"].count);
+
+        let mut json = serde_json::to_value(&ra).expect("json");
+        json.as_object_mut().expect("object").remove("timeline");
+        let old = Report::read_json(json.to_string().as_bytes()).expect("an old report loads");
+        assert_eq!(old.timeline, None);
+        let mixed = Report::merge(&[old, rb.clone()]).expect("old and new merge");
+        assert_eq!(
+            mixed.timeline, rb.timeline,
+            "the timeline covers what had one"
+        );
     }
 
     // Goal: a report of another schema version or with a corrupt histogram is an error value.

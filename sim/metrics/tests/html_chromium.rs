@@ -1,8 +1,10 @@
-//! The HTML report in a real browser: render a sample report, load it in headless Chromium
-//! (`chromium-headless-shell`, observability.md §4) from a file URL, and check from the DOM
-//! Chromium dumps that every chart drew (each SVG holds a non-empty line or bars) and that the
-//! browser logged no script or load error; then save a screenshot for the README
-//! (docs/img/report.png).
+//! The HTML pages in a real browser: render a sample report (and a comparison of two), load
+//! it in headless Chromium (`chromium-headless-shell`, observability.md §4) from a file URL
+//! with `#selftest`, so the page's script hovers and zooms its own charts and writes what
+//! happened into `<pre id="selftest">`; check from the DOM Chromium dumps that every chart is a
+//! uPlot with its series, that hovering shows values on every time chart (synced cursors),
+//! that a drag zooms all of them, and that the browser logged no script or load error; then
+//! save screenshots for the README (docs/img/report.png, docs/img/compare.png).
 //!
 //! Without the browser the test prints why and passes, unless `CI` is set: CI installs it, so
 //! there a missing browser is a failure.
@@ -17,11 +19,18 @@ use fleetsim_core::event::{Event, Outcome};
 use fleetsim_core::ops::{AgentState, Operation};
 use fleetsim_core::proto::TaskResult;
 use fleetsim_metrics::report::RunMeta;
-use fleetsim_metrics::{Recorder, Report, render_html, thresholds};
+use fleetsim_metrics::{Recorder, Report, compare, render_compare_html, render_html, thresholds};
+use serde_json::Value;
 
 const BROWSER: &str = "chromium-headless-shell";
-/// Charts the sample report draws: four over time and the pickup distribution.
-const CHARTS: usize = 5;
+/// Series of each chart the sample report draws: requests and errors, pickup p50/p95/p99 over
+/// time, the pickup distribution, agents by state, jobs, errors by kind (throttled), then p50/
+/// p95/p99 of each operation (poll_message, feed_post).
+const REPORT_SERIES: [u64; 8] = [2, 3, 1, 4, 3, 1, 3, 3];
+/// Series of each chart of the comparison page, baseline and current each: the regressed
+/// feed_post p99 first, then pickup p50/p99, requests, errors, busy/idle agents, poll_message
+/// p99, the pickup distribution.
+const COMPARE_SERIES: [u64; 7] = [2, 4, 2, 2, 4, 2, 2];
 /// Agents in the sample run.
 const AGENTS: usize = 20;
 
@@ -72,8 +81,9 @@ impl Fleet {
 }
 
 /// A two-minute run of 20 agents: a ramp-up, steady calls, jobs whose pickup slows down mid
-/// run, a burst of throttled calls, and thresholds (one failing) to show.
-fn sample_report() -> Report {
+/// run, a burst of throttled calls, and thresholds (one failing) to show. `feed_slowdown`
+/// scales feed_post latency (a regression for the comparison page).
+fn sample_report(feed_slowdown: u64) -> Report {
     let mut fleet = Fleet {
         events: Vec::new(),
         state: [AgentState::Offline; AGENTS],
@@ -88,7 +98,7 @@ fn sample_report() -> Report {
         let slow_phase = (50..70).contains(&s);
         for k in 0..8u64 {
             let intended = t(s * 1_000 + k * 120);
-            let base_ms = if slow_phase { 180 } else { 20 };
+            let mut base_ms = if slow_phase { 180 } else { 20 };
             let outcome = if (80..84).contains(&s) && k < 3 {
                 Outcome::Api(ErrorKind::Throttled)
             } else {
@@ -97,6 +107,7 @@ fn sample_report() -> Report {
             let op = if k % 2 == 0 {
                 Operation::PollMessage
             } else {
+                base_ms *= feed_slowdown;
                 Operation::FeedPost
             };
             let done = intended + Duration::from_millis(base_ms + (s * 7 + k * 13) % 40);
@@ -185,68 +196,62 @@ fn run_browser(extra: &[&str], url: &str) -> Output {
         .unwrap_or_else(|e| panic!("{BROWSER} did not run: {e}"))
 }
 
-/// The inner text of every `<svg …>…</svg>` in `dom`.
-fn svgs(dom: &str) -> Vec<&str> {
-    dom.split("<svg")
-        .skip(1)
-        .map(|rest| rest.split("</svg>").next().unwrap_or(""))
-        .collect()
-}
-
-/// Whether one chart drew something: a polyline with at least two points or a bar with height.
-fn drew(svg: &str) -> bool {
-    let line = svg.split("points=\"").skip(1).any(|p| {
-        p.split('"')
-            .next()
-            .is_some_and(|pts| pts.split_whitespace().count() >= 2)
-    });
-    let bar = svg.split("<rect").skip(1).any(|r| {
-        r.split("height=\"")
-            .nth(1)
-            .and_then(|h| h.split('"').next()?.parse::<f64>().ok())
-            .is_some_and(|h| h > 0.0)
-    });
-    line || bar
-}
-
-// Goal: the report renders in a real browser offline, every chart draws, nothing errors, and
-// the screenshot the README shows is produced by this very test.
-#[test]
-fn html_report_draws_its_charts_in_headless_chromium() {
-    if !browser_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{BROWSER} is missing in CI (.ci/run installs chromium-headless-shell)"
-        );
-        println!("SKIPPED: {BROWSER} is not installed (apt-get install chromium-headless-shell)");
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("fleetsim-html-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let page = dir.join("report.html");
-    std::fs::write(&page, render_html(&sample_report())).expect("write report");
-    let url = format!("file://{}", page.display());
-
+/// Load `page` with `#selftest`, check the browser logged no error, and return what the page's
+/// self test wrote: chart and series counts, hover, sync and zoom results.
+fn self_test(page: &Path) -> Value {
+    let url = format!("file://{}#selftest", page.display());
     let dump = run_browser(&["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&dump.stdout);
     let log = String::from_utf8_lossy(&dump.stderr);
     assert!(dump.status.success(), "{BROWSER} failed: {log}");
-    assert!(
-        dom.contains("html-report-sample") && dom.contains("</html>"),
-        "{dom}"
-    );
-    let charts = svgs(&dom);
-    assert_eq!(charts.len(), CHARTS, "charts in the DOM");
-    for (i, svg) in charts.iter().enumerate() {
-        assert!(drew(svg), "chart {i} drew nothing: {svg}");
-    }
     for bad in ["Uncaught", "net::ERR_", "CONSOLE"] {
         assert!(!log.contains(bad), "browser reported {bad}: {log}");
     }
+    let json = dom
+        .rsplit_once("<pre id=\"selftest\">")
+        .and_then(|(_, rest)| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("the page wrote no self test: {dom}"));
+    let json = json
+        .replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&amp;", "&");
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("self test {json}: {e}"))
+}
 
-    let shot = dir.join("report.png");
+/// Check the self test: every chart a uPlot with the expected series and points, hovering
+/// the first time chart showed values on it and moved every time chart's cursor, and a drag
+/// zoomed it and every other time chart to the same range.
+fn check_charts(result: &Value, series: &[u64]) {
+    let counts: Vec<u64> = result["series"]
+        .as_array()
+        .expect("series counts")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(counts, series, "series per chart: {result}");
+    let points = result["points"].as_array().expect("points");
+    assert!(
+        points.iter().all(|p| p.as_u64().is_some_and(|n| n >= 2)),
+        "every chart has data: {result}"
+    );
+    assert_eq!(result["hover"], true, "hover shows values: {result}");
+    assert_eq!(
+        result["synced"], true,
+        "every time chart follows the cursor: {result}"
+    );
+    assert_eq!(
+        result["zoomed"], true,
+        "a drag zooms every time chart: {result}"
+    );
+}
+
+/// Save a screenshot of `page` to `dir/name` and to docs/img/`name` (the README shows it).
+fn screenshot(page: &Path, dir: &Path, name: &str, height: u32) {
+    let url = format!("file://{}", page.display());
+    let shot = dir.join(name);
     let shot_arg = format!("--screenshot={}", shot.display());
-    let out = run_browser(&[&shot_arg, "--window-size=960,2400"], &url);
+    let size = format!("--window-size=1140,{height}");
+    let out = run_browser(&[&shot_arg, &size], &url);
     assert!(
         out.status.success(),
         "{}",
@@ -260,7 +265,68 @@ fn html_report_draws_its_charts_in_headless_chromium() {
         "screenshot too small to hold charts: {} bytes",
         png.len()
     );
-    let readme_shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img/report.png");
-    std::fs::write(&readme_shot, &png).expect("save docs/img/report.png");
+    let readme_shot = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/img")
+        .join(name);
+    std::fs::write(&readme_shot, &png).expect("save the screenshot under docs/img");
+}
+
+/// Whether the browser is there; without it, skip (fail under CI, which installs it).
+fn have_browser() -> bool {
+    if browser_available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{BROWSER} is missing in CI (.ci/run installs chromium-headless-shell)"
+    );
+    println!("SKIPPED: {BROWSER} is not installed (apt-get install chromium-headless-shell)");
+    false
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetsim-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+// Goal: the report renders in a real browser offline, every chart is drawn with its series,
+// hover and zoom work (cursors and ranges shared by the time charts), nothing errors, and the
+// screenshot the README shows is produced by this very test.
+#[test]
+fn html_report_draws_its_charts_in_headless_chromium() {
+    if !have_browser() {
+        return;
+    }
+    let dir = scratch("html");
+    let page = dir.join("report.html");
+    std::fs::write(&page, render_html(&sample_report(1))).expect("write report");
+    let result = self_test(&page);
+    assert_eq!(result["charts"], REPORT_SERIES.len(), "{result}");
+    check_charts(&result, &REPORT_SERIES);
+    screenshot(&page, &dir, "report.png", 2_500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Goal: the comparison page draws the baseline beside the current run in a real browser, with
+// the regressed metric's row and chart marked, hover and zoom working; its screenshot is the
+// README's.
+#[test]
+fn compare_page_draws_baseline_and_current_in_headless_chromium() {
+    if !have_browser() {
+        return;
+    }
+    let dir = scratch("compare");
+    let (base, cur) = (sample_report(1), sample_report(3));
+    let cmp = compare(&base, &cur, 0.1);
+    assert!(!cmp.passed, "feed_post 3× slower regresses");
+    let page = dir.join("compare.html");
+    std::fs::write(&page, render_compare_html(&base, &cur, &cmp)).expect("write page");
+    let html = std::fs::read_to_string(&page).expect("page");
+    assert!(html.contains("<tr class=\"regressed\" data-metric=\"operations.feed_post.p99\">"));
+    assert!(html.contains("<h3>feed_post<span class=\"badge\">regressed</span></h3>"));
+    let result = self_test(&page);
+    check_charts(&result, &COMPARE_SERIES);
+    screenshot(&page, &dir, "compare.png", 1_500);
     let _ = std::fs::remove_dir_all(&dir);
 }
