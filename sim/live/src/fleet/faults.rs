@@ -390,6 +390,44 @@ mod tests {
         SimTime::from_micros(s * 1_000_000)
     }
 
+    fn scenario(faults: &str) -> Scenario {
+        let text = format!("[run]\nduration = \"10s\"\n[fleet]\nagents = 4\n{faults}");
+        fleetsim_scenario::load_str("t.toml", &text, &[]).expect("scenario")
+    }
+
+    // Goal: each placement refuses exactly the faults it cannot apply, naming them: agent
+    // faults go everywhere (any target, shards); emulator faults need fleetsim's emulator;
+    // process faults need it out of this process; server faults are not repeated per shard.
+    #[test]
+    fn refusals_follow_what_each_placement_can_do() {
+        let agent = scenario(
+            "[[faults]]\nkind = \"agent_crash\"\nat = \"1s\"\n\
+             [[faults]]\nkind = \"partition\"\nat = \"2s\"\nduration = \"1s\"\n",
+        );
+        let storm = scenario("[[faults]]\nkind = \"token_expiry_storm\"\nat = \"3s\"\n");
+        let stall =
+            scenario("[[faults]]\nkind = \"server_stall\"\nat = \"4s\"\nduration = \"1s\"\n");
+        let refused = |s: &Scenario, kind, processes| match refuse(s, kind, processes) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        for kind in [
+            ServerKind::Foreign,
+            ServerKind::InProcess,
+            ServerKind::Child,
+        ] {
+            assert_eq!(refused(&agent, kind, 1), "");
+            assert_eq!(refused(&agent, kind, 3), "");
+        }
+        assert!(refused(&storm, ServerKind::Foreign, 1).contains("token_expiry_storm at 3s"));
+        assert_eq!(refused(&storm, ServerKind::InProcess, 1), "");
+        assert!(refused(&storm, ServerKind::Child, 2).contains("split over 2 processes"));
+        assert!(refused(&stall, ServerKind::Foreign, 1).contains("does not control"));
+        assert!(refused(&stall, ServerKind::InProcess, 1).contains("--emulator-process"));
+        assert_eq!(refused(&stall, ServerKind::Child, 1), "");
+        assert!(wants_child(&stall) && !wants_child(&storm) && !wants_child(&agent));
+    }
+
     // Goal: an agent's task walks its own windows edge by edge: down during a crash, back at
     // its end; cut during a partition; a crash with no end keeps it down for good; faults that
     // do not select it leave it alone.
