@@ -217,6 +217,38 @@ fn absurd_rates_are_refused_with_the_allowed_range() {
     }
 }
 
+// Goal: `[server.deadlines]` is refused (exit 2) where it cannot be honoured: by `run --target`
+// (a foreign server keeps its own deadlines), before anything is sent, and by `simulate`
+// (virtual time has no connections); `validate` of the embedded setup accepts it.
+#[test]
+fn server_deadlines_are_refused_where_they_cannot_be_honoured() {
+    let set = ["--set", "server.deadlines.keep_alive_timeout=\"30s\""];
+    let validate = fleetsim(&[&["validate", "scenarios/quickstart.toml"][..], &set].concat());
+    assert_eq!(
+        validate.status.code(),
+        Some(0),
+        "{}",
+        text(&validate.stderr)
+    );
+    let run = [
+        &["run", "scenarios/quickstart.toml", "--quiet"][..],
+        &set,
+        &["--target", "http://127.0.0.1:9"],
+    ]
+    .concat();
+    let out = fleetsim(&run);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the embedded emulator's deadlines; a target keeps its own"),
+        "{stderr}"
+    );
+    let out = fleetsim(&[&["simulate", "scenarios/quickstart.toml"][..], &set].concat());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("server.deadlines"), "{stderr}");
+}
+
 // Goal: a target that is not there is "the run could not be carried out", exit 3, not a
 // threshold failure.
 #[test]

@@ -162,6 +162,11 @@ fn run(
                 .into(),
         ));
     }
+    if scenario.server.deadlines != fleetsim_scenario::ServerDeadlines::default() {
+        return Err(DesError::Unsupported(
+            "server.deadlines (connection deadlines exist only on the wire; use live mode)".into(),
+        ));
+    }
     if scenario.jobs.source == fleetsim_core::workload::Source::Server {
         // In virtual time there is no "someone else" to queue the jobs the fleet would serve.
         return Err(DesError::Unsupported(

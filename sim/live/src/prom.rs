@@ -471,6 +471,7 @@ pub struct EmulatorSink {
     connections: Gauge,
     accepted: Counter,
     rejected: Counter,
+    timed_out: Counter,
     tls_failures: Counter,
 }
 
@@ -509,6 +510,7 @@ impl EmulatorSink {
             connections: g(PROM_EMU_CONNECTIONS),
             accepted: c(PROM_EMU_CONNECTIONS_ACCEPTED),
             rejected: c(PROM_EMU_CONNECTIONS_REJECTED),
+            timed_out: c(PROM_EMU_CONNECTIONS_TIMED_OUT),
             tls_failures: c(PROM_EMU_TLS_FAILURES),
         }
     }
@@ -554,6 +556,7 @@ impl EmulatorSink {
         self.connections.set(front.connections_open as f64);
         self.accepted.absolute(front.connections_accepted);
         self.rejected.absolute(front.connections_rejected);
+        self.timed_out.absolute(front.connections_timed_out);
         self.tls_failures.absolute(front.tls_handshake_failures);
     }
 }

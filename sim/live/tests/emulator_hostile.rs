@@ -193,7 +193,8 @@ async fn silent_clients_lock_nobody_out_past_the_deadline() {
         }
     });
     assert_eq!(served.await.expect("locked out"), 200);
-    assert!(emulator.handle.front_metrics().connections_timed_out >= 8);
+    // The first freed slot may serve the client before the other seven closes are counted.
+    wait_for_front(&emulator, |f| f.connections_timed_out >= 8).await;
     emulator.handle.shutdown().await;
 }
 
@@ -308,13 +309,7 @@ async fn broken_and_oversized_heads_get_typed_answers() {
         (many, 431, ErrorKind::HeadTooLarge),
     ];
     for (bad, status, kind) in &cases {
-        // An oversized head behind an answered request is not covered yet (see the report).
-        let repeats: &[bool] = if *status == 431 {
-            &[false]
-        } else {
-            &[false, true]
-        };
-        for &after_good in repeats {
+        for after_good in [false, true] {
             let mut stream = TcpStream::connect(emulator.local_addr).await.unwrap();
             if after_good {
                 stream.write_all(discovery(false).as_bytes()).await.unwrap();

@@ -379,6 +379,15 @@ pub const PROM_EMU_CONNECTIONS_REJECTED: PromMetric = PromMetric {
     help: "Client connections closed unserved because every connection slot stayed busy.",
 };
 
+/// Connections closed at a deadline while idle.
+pub const PROM_EMU_CONNECTIONS_TIMED_OUT: PromMetric = PromMetric {
+    name: "fleetsim_emulator_timed_out_connections_total",
+    kind: "counter",
+    labels: &[],
+    help: "Client connections closed because they stayed idle past a deadline: no complete \
+           request head within the head timeout from accept, or idle past the keep-alive timeout.",
+};
+
 /// TLS handshakes that failed or timed out.
 pub const PROM_EMU_TLS_FAILURES: PromMetric = PromMetric {
     name: "fleetsim_emulator_tls_handshake_failures_total",
@@ -407,6 +416,7 @@ pub const PROMETHEUS_EMULATOR: &[PromMetric] = &[
     PROM_EMU_CONNECTIONS,
     PROM_EMU_CONNECTIONS_ACCEPTED,
     PROM_EMU_CONNECTIONS_REJECTED,
+    PROM_EMU_CONNECTIONS_TIMED_OUT,
     PROM_EMU_TLS_FAILURES,
 ];
 

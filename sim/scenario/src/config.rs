@@ -65,6 +65,8 @@ impl Scenario {
             crypto_mode,
             meter: Meter::off(),
             mask_secrets: a.mask_secrets,
+            // Live drivers salt it per run (`AgentConfig::jti_salt`); virtual time keeps 0.
+            jti_salt: 0,
             job_token_rotate_before: a.job_token_rotate_before,
             job_token_ttl_hint: self.jobs.token_ttl,
             pacing: a.pacing.clone(),

@@ -805,6 +805,11 @@ fn found_text(v: &DeValue<'_>) -> String {
 /// The number a value holds, when it is written as `kind` is (else `None`: serde reports it).
 fn number_of(v: &DeValue<'_>, kind: Kind) -> Option<f64> {
     match (v, kind) {
+        // A bare number is no duration: serde reports the type, with the range's words.
+        (DeValue::String(s), Kind::Duration) => fleetsim_core::dist::parse_duration(s)
+            .ok()
+            .map(|d| d.as_secs_f64()),
+        (_, Kind::Duration) => None,
         (DeValue::Integer(i), _) => i128::from_str_radix(i.as_str(), i.radix())
             .ok()
             .map(|n| n as f64),

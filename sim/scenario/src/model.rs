@@ -248,6 +248,8 @@ pub struct ServerSettings {
     pub secret_scan: bool,
     /// Bounds; `None` = the emulator's default.
     pub limits: ServerLimits,
+    /// Live runs: the embedded emulator's connection deadlines (`[server.deadlines]`).
+    pub deadlines: ServerDeadlines,
     /// Virtual time: worker pools; empty = no server queueing at all (infinite capacity).
     pub stations: Vec<Station>,
     /// Virtual time: crypto done for real or charged as modelled cost.
@@ -274,6 +276,20 @@ pub struct ServerLimits {
     pub max_body_bytes: Option<u64>,
     /// Open connections at most (the HTTP front).
     pub max_connections: Option<u64>,
+}
+
+/// The embedded emulator's connection deadlines, as `fleetsim serve` takes them as flags;
+/// `None` leaves the emulator's default. Only the HTTP front has them: `simulate` and a target
+/// (whose deadlines are its own) refuse them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerDeadlines {
+    /// From the accept to a complete first request head, and from a later request's first
+    /// byte to its complete head.
+    pub head_timeout: Option<Duration>,
+    /// From a request's head to the end of its body (408 after it).
+    pub body_timeout: Option<Duration>,
+    /// Idle time between requests before the connection is closed.
+    pub keep_alive_timeout: Option<Duration>,
 }
 
 /// A worker pool of the capacity model (virtual time).

@@ -38,6 +38,8 @@ pub enum Kind {
     Number,
     /// A byte count: an integer, or a string with a unit ("64KiB").
     Bytes,
+    /// A duration, a string with a unit ("10s"), counted in seconds.
+    Duration,
 }
 
 /// One key's allowed values.
@@ -84,6 +86,22 @@ const fn bytes(key: &'static str, min: u64, max: u64) -> NumRange {
         unit: "bytes",
     }
 }
+
+const fn seconds(key: &'static str, min: f64, max: f64) -> NumRange {
+    NumRange {
+        key,
+        kind: Kind::Duration,
+        min,
+        max,
+        unit: "seconds",
+    }
+}
+
+/// The embedded emulator's connection deadlines, in seconds: from a tenth of a second (tests
+/// of clients that stall) to an hour (beyond, a stalled client holds its slot for longer than
+/// any run needs).
+const DEADLINE_MIN_S: f64 = 0.1;
+const DEADLINE_MAX_S: f64 = 3_600.0;
 
 const U32: u64 = u32::MAX as u64;
 const U64: u64 = u64::MAX;
@@ -144,6 +162,21 @@ pub const RANGES: &[NumRange] = &[
         2 * MAX_AGENTS as u64,
         "connections",
     ),
+    seconds(
+        "server.deadlines.head_timeout",
+        DEADLINE_MIN_S,
+        DEADLINE_MAX_S,
+    ),
+    seconds(
+        "server.deadlines.body_timeout",
+        DEADLINE_MIN_S,
+        DEADLINE_MAX_S,
+    ),
+    seconds(
+        "server.deadlines.keep_alive_timeout",
+        DEADLINE_MIN_S,
+        DEADLINE_MAX_S,
+    ),
     whole(
         "server.stations[].workers",
         1,
@@ -198,6 +231,7 @@ impl NumRange {
             Kind::Whole => "a whole number",
             Kind::Number => "a number",
             Kind::Bytes => "a byte count such as 4096 or \"64KiB\",",
+            Kind::Duration => "a duration such as \"10s\", in seconds",
         };
         format!("{what} ≥ {}", show_bound(self.min))
     }

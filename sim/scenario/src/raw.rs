@@ -361,6 +361,8 @@ pub struct RawServer {
     pub secret_scan: Option<bool>,
     /// Emulator bounds (default: the emulator's).
     pub limits: Option<RawLimits>,
+    /// The embedded emulator's connection deadlines (default: the emulator's).
+    pub deadlines: Option<RawDeadlines>,
     /// Worker pools of the capacity model (virtual time); none = infinite capacity.
     pub stations: Option<Vec<RawStation>>,
     /// Crypto in virtual time.
@@ -411,6 +413,20 @@ pub struct RawLayout {
     pub plan_hub_on_main: Option<bool>,
     /// Type expires_in in token answers as a JSON string (default false).
     pub expires_in_as_string: Option<bool>,
+}
+
+/// `[server.deadlines]`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Deadlines")]
+pub struct RawDeadlines {
+    /// From the accept to a complete first request head, and from a later request's first
+    /// byte to its complete head; the connection is closed after it (default 10s).
+    pub head_timeout: Option<RawDuration>,
+    /// From a request's head to the end of its body; answered 408 and closed (default 30s).
+    pub body_timeout: Option<RawDuration>,
+    /// Idle time between requests before a connection is closed (default 120s).
+    pub keep_alive_timeout: Option<RawDuration>,
 }
 
 /// `[server.limits]`.

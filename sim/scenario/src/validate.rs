@@ -72,6 +72,15 @@ pub fn validate(
     // Stable: equal start times keep file order ([[faults]] before [[network.partitions]]).
     faults.sort_by_key(|f| f.at);
     let thresholds = thresholds(raw.thresholds.unwrap_or_default(), ld);
+    assertion_lifetime(&agent, &server, ld);
+    if target.is_some() && server.deadlines != ServerDeadlines::default() {
+        ld.at(
+            &p(&["server", "deadlines"]),
+            "the embedded emulator's deadlines; a target keeps its own and fleetsim cannot set \
+             them: remove [server.deadlines], or start the target with `fleetsim serve \
+             --head-timeout/--body-timeout/--keep-alive-timeout`",
+        );
+    }
     if let Some(d) = agent.job_token_rotate_before
         && let Some(ttl) = jobs.token_ttl.filter(|ttl| d >= *ttl)
     {
@@ -96,6 +105,28 @@ pub fn validate(
         network,
         faults,
         thresholds,
+    }
+}
+
+/// The emulator, like Azure DevOps, refuses a client assertion valid for longer than its
+/// maximum lifetime (5 minutes) plus its clock skew (`server.jwt_skew`, which clients may use
+/// to back-date `nbf`): with a longer `agent.assertion_lifetime` every token exchange fails.
+fn assertion_lifetime(agent: &AgentSettings, server: &ServerSettings, ld: &mut Loader<'_>) {
+    let max_lifetime = fleetsim_core::server::ServerConfig::default().jwt_max_lifetime;
+    let bound = max_lifetime + server.jwt_skew;
+    if agent.pacing.assertion_lifetime > bound {
+        ld.at(
+            &p(&["agent", "assertion_lifetime"]),
+            format!(
+                "must be at most {} ({} plus server.jwt_skew {}): the emulator, like Azure \
+                 DevOps, refuses longer client assertions and every token exchange would fail; \
+                 write \"{}\", the real agent's lifetime",
+                fmt_d(bound),
+                fmt_d(max_lifetime),
+                fmt_d(server.jwt_skew),
+                fmt_d(max_lifetime),
+            ),
+        );
     }
 }
 
@@ -877,6 +908,7 @@ fn server(raw: RawServer, ld: &mut Loader<'_>) -> ServerSettings {
         session_idle_timeout: d(raw.session_idle_timeout, secs(120)),
         secret_scan: raw.secret_scan.unwrap_or(true),
         limits: limits(raw.limits.unwrap_or_default()),
+        deadlines: deadlines(raw.deadlines.unwrap_or_default()),
         stations: stations(raw.stations.unwrap_or_default(), ld),
         crypto: crypto(raw.crypto.unwrap_or_default()),
         pipelines: Vec::new(),
@@ -1009,6 +1041,15 @@ fn layout(raw: RawLayout, ld: &mut Loader<'_>) -> fleetsim_core::server::Layout 
         ld.at(&p(&["server", "layout"]), e.to_string());
     }
     layout
+}
+
+/// In range already (`crate::ranges`: durations out of range were reported and left out).
+fn deadlines(raw: RawDeadlines) -> ServerDeadlines {
+    ServerDeadlines {
+        head_timeout: raw.head_timeout.map(|d| d.0),
+        body_timeout: raw.body_timeout.map(|d| d.0),
+        keep_alive_timeout: raw.keep_alive_timeout.map(|d| d.0),
+    }
 }
 
 fn limits(raw: RawLimits) -> ServerLimits {

@@ -1110,3 +1110,73 @@ fn numbers_out_of_range_name_the_range() {
         );
     }
 }
+
+// Goal: an `agent.assertion_lifetime` the emulator (like Azure DevOps) would refuse, longer
+// than 5 minutes plus the server's JWT skew, is refused by `validate` at the key with what to
+// write, in the file and through `--set`; up to that bound it loads, and a longer
+// `server.jwt_skew` moves the bound.
+#[test]
+fn assertion_lifetimes_the_server_refuses_are_refused() {
+    let text = format!("{MINIMAL}[agent]\nassertion_lifetime = \"11m\"\n");
+    assert_eq!(
+        errors(&text, &[]),
+        [
+            "bad.toml:4:22: agent.assertion_lifetime: must be at most 10m (5m plus \
+          server.jwt_skew 5m): the emulator, like Azure DevOps, refuses longer client \
+          assertions and every token exchange would fail; write \"5m\", the real agent's \
+          lifetime"
+        ]
+    );
+    let set = errors(MINIMAL, &["agent.assertion_lifetime=1h"]);
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(
+        set[0].contains("--set agent.assertion_lifetime=1h: must be at most 10m"),
+        "{set:?}"
+    );
+    let at_bound = format!("{MINIMAL}[agent]\nassertion_lifetime = \"10m\"\n");
+    assert!(load_str("ok.toml", &at_bound, &[]).is_ok());
+    let skewed = format!("{text}[server]\njwt_skew = \"6m\"\n");
+    assert!(load_str("ok.toml", &skewed, &[]).is_ok());
+}
+
+// Goal: `[server.deadlines]` sets the embedded emulator's head, body and keep-alive deadlines
+// (left out: the emulator's defaults); a value outside its range is refused at the value, and
+// any of them with a target is refused, since fleetsim cannot set a foreign server's deadlines.
+#[test]
+fn server_deadlines_load_with_ranges_and_are_refused_with_a_target() {
+    let text = format!(
+        "{MINIMAL}[server.deadlines]\nhead_timeout = \"2s\"\nkeep_alive_timeout = \"90s\"\n"
+    );
+    let s = load_str("ok.toml", &text, &[]).unwrap();
+    let d = &s.server.deadlines;
+    assert_eq!(d.head_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(d.body_timeout, None);
+    assert_eq!(d.keep_alive_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(
+        load_str("ok.toml", MINIMAL, &[]).unwrap().server.deadlines,
+        fleetsim_scenario::ServerDeadlines::default()
+    );
+    assert_eq!(
+        errors(&text, &["server.deadlines.body_timeout=\"2h\""]),
+        [
+            "bad.toml: --set server.deadlines.body_timeout=\"2h\": must be between 0.1 and 3600 \
+          seconds, found 7200"
+        ]
+    );
+    assert_eq!(
+        errors(&text, &["server.deadlines.head_timeout=\"10ms\""]),
+        [
+            "bad.toml: --set server.deadlines.head_timeout=\"10ms\": must be between 0.1 and 3600 \
+          seconds, found 0.01"
+        ]
+    );
+    let got = errors(&text, &["target.url=\"http://127.0.0.1:9/\""]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(
+            "bad.toml:3:1: server.deadlines: the embedded emulator's deadlines; a target keeps \
+             its own"
+        ),
+        "{got:?}"
+    );
+}

@@ -46,6 +46,12 @@ pub struct AgentConfig {
     /// Mask secret values in log lines before sending them (the real agent always does). Turning
     /// it off is how a test proves the emulator detects leaks.
     pub mask_secrets: bool,
+    /// Mixed into every client assertion's `jti` (`rng::salted_uuid`). 0 in virtual time, so
+    /// the trace stays a function of the seed; drawn from the OS in live runs, because a server
+    /// remembers each jti until the assertion expires and refuses a repeat as a replay: without
+    /// a salt, re-running a seed against the same server within minutes would fail every token
+    /// exchange.
+    pub jti_salt: u128,
 
     /// Extension: rotate the job token this long before it expires (`None`: never rotate, as the
     /// real agent).
@@ -221,6 +227,7 @@ impl Default for AgentConfig {
             crypto_mode: CryptoMode::Real,
             meter: Meter::off(),
             mask_secrets: true,
+            jti_salt: 0,
             job_token_rotate_before: None,
             job_token_ttl_hint: None,
             pacing: Pacing::default(),

@@ -1280,7 +1280,8 @@ impl Agent {
     }
 
     /// A fresh client assertion: iss = sub = clientId, aud = authorizationUrl, nbf = now,
-    /// exp = now + 5 min, jti from the agent's RNG. Modelled crypto sends it unsigned.
+    /// exp = now + 5 min, jti from the agent's RNG salted with `jti_salt`. Modelled crypto sends
+    /// it unsigned.
     fn mint_assertion(&mut self, now: SimTime) -> String {
         let (client_id, aud) = match &self.identity {
             Some(i) => (i.client_id.clone(), i.authorization_url.to_string()),
@@ -1293,7 +1294,7 @@ impl Agent {
             aud,
             nbf,
             exp: nbf + self.config.pacing.assertion_lifetime.as_secs(),
-            jti: rng::uuid(&mut self.rng).to_string(),
+            jti: rng::salted_uuid(&mut self.rng, self.config.jti_salt).to_string(),
         };
         match self.key.clone() {
             Some(key) => {

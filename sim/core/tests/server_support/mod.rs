@@ -345,6 +345,40 @@ pub fn online_agent(h: &mut Harness, name: &str, capabilities: &[(&str, &str)]) 
     agent
 }
 
+/// Modelled crypto: the agent has no key and signs nothing; the server checks the claims only.
+pub fn online_agent_modelled(h: &mut Harness, name: &str) -> TestAgent {
+    let mut agent = register(h, name, &[]);
+    let now_s = h.now_s();
+    let claims = jwt::Claims {
+        iss: agent.client_id.clone(),
+        sub: agent.client_id.clone(),
+        aud: agent.authorization_url.clone(),
+        nbf: now_s,
+        exp: now_s + 300,
+        // One jti per agent: the replay set refuses a repeat.
+        jti: format!("modelled-{}", agent.id),
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        base64_url(br#"{"typ":"JWT","alg":"none"}"#),
+        base64_url(&serde_json::to_vec(&claims).unwrap())
+    );
+    match h.call(Credential::Anonymous, client_credentials(unsigned)) {
+        ApiResponse::Token(t) => agent.token = t.access_token,
+        other => panic!("modelled token: {other:?}"),
+    }
+    open_session(h, &mut agent);
+    assert_eq!(
+        agent.session_key, None,
+        "modelled crypto sends no session key"
+    );
+    agent
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 pub fn get_message(agent: &TestAgent, last: Option<u64>) -> ApiRequest {
     ApiRequest::GetMessage {
         pool_id: agent.pool_id,

@@ -68,6 +68,8 @@ pub(crate) struct ChildSpec {
     pub(crate) config: ServerConfig,
     pub(crate) seed: u64,
     pub(crate) max_connections: usize,
+    /// `[server.deadlines]`: passed as `serve`'s deadline flags.
+    pub(crate) deadlines: fleetsim_scenario::ServerDeadlines,
     /// Where the child serves its own Prometheus metrics (`serve --metrics-addr`), if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -94,7 +96,8 @@ impl ChildEmulator {
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .args(["--seed", &spec.seed.to_string()])
-            .args(["--max-connections", &spec.max_connections.to_string()]);
+            .args(["--max-connections", &spec.max_connections.to_string()])
+            .args(deadline_args(&spec.deadlines));
         if let Some(addr) = spec.metrics_addr {
             command.args(["--metrics-addr", &addr.to_string()]);
         }
@@ -284,6 +287,19 @@ pub(crate) fn keep_tail(stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
     }
 }
 
+/// `serve`'s flags for the deadlines the scenario sets (the others keep serve's defaults).
+fn deadline_args(d: &fleetsim_scenario::ServerDeadlines) -> Vec<String> {
+    [
+        ("--head-timeout", d.head_timeout),
+        ("--body-timeout", d.body_timeout),
+        ("--keep-alive-timeout", d.keep_alive_timeout),
+    ]
+    .into_iter()
+    .filter_map(|(flag, v)| v.map(|v| [flag.to_string(), format!("{}ms", v.as_millis())]))
+    .flatten()
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +345,22 @@ mod tests {
         assert_eq!(loaded.unwrap(), config);
     }
 
+    // Goal: the scenario's deadlines reach the child as `serve` flags, in milliseconds so a
+    // sub-second deadline survives; those left out are not passed.
+    #[test]
+    fn deadlines_become_serve_flags() {
+        let d = fleetsim_scenario::ServerDeadlines {
+            head_timeout: Some(Duration::from_millis(100)),
+            body_timeout: None,
+            keep_alive_timeout: Some(Duration::from_secs(90)),
+        };
+        assert_eq!(
+            deadline_args(&d),
+            ["--head-timeout", "100ms", "--keep-alive-timeout", "90000ms"]
+        );
+        assert!(deadline_args(&Default::default()).is_empty());
+    }
+
     // Goal: a child that exits without listening is an error carrying its stderr, and the
     // configuration file with the PAT is gone afterwards.
     #[tokio::test]
@@ -338,6 +370,7 @@ mod tests {
             config: ServerConfig::with_env_pat("p".to_string()),
             seed: 1,
             max_connections: 10,
+            deadlines: Default::default(),
             metrics_addr: None,
         };
         // `sh serve …` tries to run a script named `serve`, fails, and says so on stderr.

@@ -758,6 +758,10 @@ async fn destination(
                 let mut opts = EmulatorOptions::new(([127, 0, 0, 1], 0).into(), config);
                 opts.seed = scenario.run.seed;
                 opts.max_connections = max_connections;
+                let d = &scenario.server.deadlines;
+                opts.head_timeout = d.head_timeout.unwrap_or(opts.head_timeout);
+                opts.body_timeout = d.body_timeout.unwrap_or(opts.body_timeout);
+                opts.keep_alive_timeout = d.keep_alive_timeout.unwrap_or(opts.keep_alive_timeout);
                 let running = server::start(opts).await?;
                 (running.base_url.clone(), Some(running), None)
             } else {
@@ -769,6 +773,7 @@ async fn destination(
                     config,
                     seed: scenario.run.seed,
                     max_connections,
+                    deadlines: scenario.server.deadlines.clone(),
                     metrics_addr: child_metrics_addr,
                 };
                 let child = ChildEmulator::start(spec)

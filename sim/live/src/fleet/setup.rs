@@ -36,7 +36,22 @@ pub(crate) fn monotonic_nanos() -> u64 {
 pub fn agent_config(s: &Scenario, pat: String) -> AgentConfig {
     let mut config = s.agent_config(pat, CryptoMode::Real);
     config.meter = Meter::new(monotonic_nanos);
+    config.jti_salt = jti_salt();
     config
+}
+
+/// A salt for this run's assertion ids (`AgentConfig::jti_salt`), so a re-run of the same seed
+/// against the same server sends jtis it has not seen. From the OS RNG; should that fail, from
+/// the wall clock and process id, which also differ between runs.
+fn jti_salt() -> u128 {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u128::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    nanos ^ (u128::from(std::process::id()) << 96)
 }
 
 /// The embedded emulator's configuration: the scenario's own mapping with real crypto and one

@@ -20,6 +20,13 @@
 //! was still unflushed (a pipelining client), and HTTP/2, where h2 resets the stream or the
 //! connection with an error code instead of answering.
 //!
+//! hyper bounds a head only by its read buffer, and that buffer may hold more than
+//! `max_buf_size` once it has served a request: behind an answered request on a keep-alive
+//! connection, an 80 KiB head was read whole, served, and the connection kept open. So
+//! `Watched` counts each HTTP/1 head's bytes itself (from its first byte to the blank line that
+//! ends it) and, past `max_head_bytes`, writes the typed 431 and ends the connection, whatever
+//! hyper's buffer holds.
+//!
 //! This module makes no protocol decision: the replacement body comes from the codec.
 
 use std::io;
@@ -70,6 +77,40 @@ struct ClockState {
     /// No request in flight and every answer hyper wrote has been flushed: the next thing
     /// hyper writes can only be its own answer to a broken head.
     settled: bool,
+    /// The HTTP/1 head being read while idle.
+    head: HeadCount,
+}
+
+/// Counts one HTTP/1 request head's bytes: from its first byte (blank lines before a request
+/// are skipped, as hyper does) to the blank line that ends it (CRLF CRLF, or LF LF, which
+/// hyper accepts too).
+#[derive(Default)]
+struct HeadCount {
+    /// Bytes of the head so far.
+    bytes: usize,
+    /// The last four bytes, newest in the low byte.
+    tail: u32,
+    /// The blank line was seen: what follows is body or the next request.
+    complete: bool,
+}
+
+impl HeadCount {
+    /// Count `bytes`; whether the head is now over `max_bytes`.
+    fn count(&mut self, bytes: &[u8], max_bytes: usize) -> bool {
+        for &b in bytes {
+            if self.complete {
+                break;
+            }
+            if self.bytes == 0 && (b == b'\r' || b == b'\n') {
+                continue;
+            }
+            self.bytes += 1;
+            self.tail = (self.tail << 8) | u32::from(b);
+            self.complete =
+                self.tail == u32::from_be_bytes(*b"\r\n\r\n") || self.tail & 0xffff == 0x0a0a;
+        }
+        self.bytes > max_bytes
+    }
 }
 
 impl ConnClock {
@@ -84,6 +125,7 @@ impl ConnClock {
                 http2: None,
                 probe: Vec::new(),
                 settled: true,
+                head: HeadCount::default(),
             }),
             idle: Notify::new(),
             timeouts,
@@ -98,6 +140,7 @@ impl ConnClock {
         st.served += 1;
         st.head_started = None;
         st.settled = false;
+        st.head = HeadCount::default();
         Activity(self.clone())
     }
 
@@ -119,9 +162,11 @@ impl ConnClock {
         }
     }
 
-    fn on_read(&self, bytes: &[u8]) {
+    /// Note bytes read; whether they made the HTTP/1 head being read longer than
+    /// `max_head_bytes`.
+    fn on_read(&self, bytes: &[u8], max_head_bytes: usize) -> bool {
         if bytes.is_empty() {
-            return;
+            return false;
         }
         let mut st = self.state.lock();
         if st.http2.is_none() {
@@ -135,12 +180,16 @@ impl ConnClock {
         }
         // HTTP/2 reads frames (pings, window updates) while idle; only an HTTP/1 byte after
         // an answer starts the next request.
+        // Bytes read while a request is served are its body, or a pipelined request's head that
+        // hyper's buffer bounds.
+        let over = st.active == 0 && st.http2 != Some(true) && st.head.count(bytes, max_head_bytes);
         if st.active == 0 && st.served > 0 && st.head_started.is_none() && st.http2 == Some(false) {
             st.head_started = Some(Instant::now());
             drop(st);
             // The head deadline may come before the keep-alive one: re-arm.
             self.idle.notify_one();
         }
+        over
     }
 }
 
@@ -182,6 +231,9 @@ pub(crate) struct Watched<S> {
     replacement: Replacement,
     /// The typed answer being written in place of hyper's, and how much of it is out.
     pending: Option<(Bytes, usize)>,
+    /// A head over the limit was read: once the typed 431 is out, reads end (EOF) so hyper
+    /// drops the connection.
+    refused_head: bool,
 }
 
 /// What the typed replacement answers say.
@@ -199,6 +251,7 @@ impl<S> Watched<S> {
             clock,
             replacement,
             pending: None,
+            refused_head: false,
         }
     }
 
@@ -214,6 +267,11 @@ impl<S> Watched<S> {
             .get(9..12)
             .and_then(|s| std::str::from_utf8(s).ok())
             .and_then(|s| s.parse::<u16>().ok());
+        self.answer_broken_head(status);
+    }
+
+    /// Start writing the typed answer to a broken head (`status` 414 or 431: too large).
+    fn answer_broken_head(&mut self, status: Option<u16>) {
         let r = &self.replacement;
         let err = match status {
             Some(414 | 431) => ApiError::new(
@@ -249,6 +307,19 @@ impl<S> Watched<S> {
         }
         Poll::Ready(Ok(()))
     }
+
+    /// Write the typed 431 to an over-long head and flush it; `Ready` once it is out.
+    fn poll_refuse_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if !self.refused_head {
+            self.refused_head = true;
+            self.answer_broken_head(Some(431));
+        }
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
 }
 
 /// An HTTP/1.1 answer that closes the connection, from the codec's wire response.
@@ -270,16 +341,27 @@ fn render(wire: &fleetsim_core::wire::WireResponse) -> Bytes {
     Bytes::from(bytes)
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.refused_head {
+            // The rest of the 431, then end of input: hyper sees a head cut short and drops
+            // the connection without answering.
+            ready!(this.poll_refuse_head(cx))?;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.clock.on_read(&buf.filled()[before..]);
+        let max_head_bytes = this.replacement.max_head_bytes;
+        if this.clock.on_read(&buf.filled()[before..], max_head_bytes) {
+            // hyper never sees the bytes past the limit.
+            buf.set_filled(before);
+            ready!(this.poll_refuse_head(cx))?;
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -355,6 +437,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 mod tests {
     use super::*;
 
+    /// A head limit no test head reaches.
+    const LIMIT: usize = 1 << 20;
+
     fn timeouts() -> ConnTimeouts {
         ConnTimeouts {
             head: Duration::from_secs(10),
@@ -371,7 +456,7 @@ mod tests {
         let accepted = Instant::now();
         let deadline = || clock.state.lock().deadline(timeouts());
         assert_eq!(deadline(), Some(accepted + Duration::from_secs(10)));
-        clock.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        clock.on_read(b"GET / HTTP/1.1\r\n\r\n", LIMIT);
         assert_eq!(deadline(), Some(accepted + Duration::from_secs(10)));
         let activity = clock.begin();
         assert_eq!(deadline(), None, "no deadline while a request is served");
@@ -380,7 +465,7 @@ mod tests {
         let answered = Instant::now();
         assert_eq!(deadline(), Some(answered + Duration::from_secs(100)));
         tokio::time::advance(Duration::from_secs(50)).await;
-        clock.on_read(b"G");
+        clock.on_read(b"G", LIMIT);
         assert_eq!(deadline(), Some(Instant::now() + Duration::from_secs(10)));
     }
 
@@ -389,11 +474,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn http2_frames_keep_the_keep_alive_deadline() {
         let clock = ConnClock::new(timeouts());
-        clock.on_read(b"PR");
-        clock.on_read(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        clock.on_read(b"PR", LIMIT);
+        clock.on_read(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n", LIMIT);
         drop(clock.begin());
         let answered = Instant::now();
-        clock.on_read(b"\0\0\x08\x06\0\0\0\0\0ping-frm");
+        clock.on_read(b"\0\0\x08\x06\0\0\0\0\0ping-frm", LIMIT);
         assert_eq!(
             clock.state.lock().deadline(timeouts()),
             Some(answered + Duration::from_secs(100))
@@ -420,6 +505,26 @@ mod tests {
             waited >= Duration::from_secs(100) && waited < Duration::from_secs(101),
             "{waited:?}"
         );
+    }
+
+    // Goal: a head's bytes are counted from its first byte to the blank line that ends it
+    // (blank lines before it and body bytes after it are not), against the limit, and a
+    // request being served resets the count for the next head.
+    #[tokio::test(start_paused = true)]
+    async fn head_bytes_are_counted_to_the_blank_line() {
+        let clock = ConnClock::new(timeouts());
+        let head = b"GET / HTTP/1.1\r\nX: y\r\n\r\n";
+        assert!(!clock.on_read(b"\r\n", head.len()));
+        assert!(!clock.on_read(head, head.len()));
+        assert!(
+            !clock.on_read(&[b'b'; 4096], head.len()),
+            "body bytes are not head bytes"
+        );
+        drop(clock.begin());
+        assert!(!clock.on_read(b"GET / HTTP/1.1\n", 20));
+        assert!(clock.on_read(b"X: yy\n\n", 20), "22 bytes are over 20");
+        drop(clock.begin());
+        assert!(!clock.on_read(b"GET / HTTP/1.1\n\n", 16));
     }
 
     // Goal: the replacement is a complete HTTP/1.1 answer with the typed body that closes the
