@@ -9,11 +9,14 @@
 #
 # Knobs (environment): AGENTS, RATE (jobs/s), DURATION, WARMUP, RAMP, OUT (output directory),
 # SAMPLE (seconds between samples), PROCESSES (> 1: `--processes N --emulator-process`, the fleet
-# being the parent and its N shard children), SKIP_BUILD=1 (use the release binary as built).
+# being the parent and its N shard children), EMULATOR_PROCESS=1 (the emulator in a child process
+# even when it would fit in this one, so the fleet's figures are its own), SKIP_BUILD=1 (use the
+# release binary as built).
 # Prints the exact command, then the figures: agents, CPU % (100 % = one core) and RSS of the
 # fleet (summed over its processes; PSS too, which counts shared pages once) and of the emulator
 # averaged over the measured window (after ramp-up and warm-up), the fleet's CPU per 1,000
-# requests and RSS per agent, requests/s and job pickup p50/p99 from the report. Samples go to $OUT/samples.csv,
+# requests and RSS per agent, requests/s and job pickup p50/p99 from the report (the first two
+# also as JSON in $OUT/figures.json, for scripts/bench/score.sh). Samples go to $OUT/samples.csv,
 # the report to $OUT/report.json, progress lines to $OUT/run.log.
 #
 # Measured 2026-11-26 on the 2-core / 24 GiB build machine (shared with other builds, load ~5),
@@ -53,7 +56,11 @@ CMD=("$BIN" run scenarios/steady.toml
   --set "fleet.agents=$AGENTS" --set "jobs.rate_per_s=$RATE"
   --set "run.duration=\"$DURATION\"" --set "run.warmup=\"$WARMUP\"" --set "fleet.ramp_up=\"$RAMP\""
   --out "$OUT/report.json")
-[ "$PROCESSES" -gt 1 ] && CMD+=(--processes "$PROCESSES" --emulator-process)
+if [ "$PROCESSES" -gt 1 ]; then
+  CMD+=(--processes "$PROCESSES" --emulator-process)
+elif [ -n "${EMULATOR_PROCESS:-}" ]; then
+  CMD+=(--emulator-process)
+fi
 echo "command: ${CMD[*]}"
 
 "${CMD[@]}" >"$OUT/summary.txt" 2>"$OUT/run.log" &
@@ -72,11 +79,17 @@ start=$(date +%s.%N)
 prev_t=$start
 prev_f=$(ticks_of "$FLEET")
 prev_e=0
+run_t0=0
 EMU=""
 while kill -0 "$FLEET" 2>/dev/null; do
   sleep "$SAMPLE"
-  [ -z "$EMU" ] && EMU=$(pgrep -P "$FLEET" -f ' serve ' | head -n1 || true) && prev_e=$( [ -n "$EMU" ] && ticks_of "$EMU" || echo 0)
   now=$(date +%s.%N)
+  if [ -z "$EMU" ]; then
+    EMU=$(pgrep -P "$FLEET" -f ' serve ' | head -n1 || true)
+    prev_e=$( [ -n "$EMU" ] && ticks_of "$EMU" || echo 0)
+    # The run's clock starts when its emulator does (after key generation on a cold key cache).
+    [ -n "$EMU" ] && run_t0=$(awk -v a="$now" -v b="$start" 'BEGIN { printf "%d", a - b }')
+  fi
   # shellcheck disable=SC2046 # the pids are words
   f=$(sum_over ticks_of $(fleet_pids)); e=$( [ -n "$EMU" ] && ticks_of "$EMU" || echo 0)
   # shellcheck disable=SC2046
@@ -94,13 +107,14 @@ code=$?
 set -e
 
 # The measured window: after ramp-up and warm-up, before the run's end (drain excluded).
+# Run time counts from the emulator's start (run_t0 seconds into the samples; 0 in-process).
 from=$(( $(secs "$RAMP") > $(secs "$WARMUP") ? $(secs "$RAMP") : $(secs "$WARMUP") ))
 to=$(secs "$DURATION")
 echo "exit code $code; emulator pid ${EMU:-in-process}; outputs in $OUT"
 grep -m1 -o 'embedded emulator in [a-z ]*[0-9]*' "$OUT/summary.txt" || true
-awk -F, -v from="$from" -v to="$to" -v agents="$AGENTS" -v hz="$TICK" \
+awk -F, -v from="$from" -v to="$to" -v t0run="$run_t0" -v agents="$AGENTS" -v hz="$TICK" -v json="$OUT/figures.json" \
     -v reqs="$(jq '[.timeseries[] | select(.t_s >= '"$from"' and .t_s < '"$to"') | .requests] | add // 0' "$OUT/report.json")" \
-    'NR > 1 && $1 >= from && $1 <= to + 5 {
+    'NR > 1 && $7 > 0 && $1 - t0run >= from && $1 - t0run <= to + 5 {
     if (!n) { t0 = $1; k0 = $7 } t1 = $1; k1 = $7
     n++; fc += $2; ec += $4; if ($3 > fm) fm = $3; if ($5 > em) em = $5; if ($6 > fp) fp = $6 }
   END { if (n) {
@@ -110,7 +124,11 @@ awk -F, -v from="$from" -v to="$to" -v agents="$AGENTS" -v hz="$TICK" \
         rate = reqs / (to - from)
         if (rate > 0 && t1 > t0)
           printf "fleet: %.3f CPU-s per 1,000 requests · RSS %.1f KiB per agent (PSS %.1f KiB)\n",
-            (k1 - k0) / hz / (t1 - t0) / rate * 1000, fm * 1024 / agents, fp * 1024 / agents } }' "$OUT/samples.csv"
+            (k1 - k0) / hz / (t1 - t0) / rate * 1000, fm * 1024 / agents, fp * 1024 / agents
+        if (rate > 0 && t1 > t0)
+          printf "{\"agents\": %d, \"cpu_s_per_1k_requests\": %.5f, \"rss_kib_per_agent\": %.2f, \"pss_kib_per_agent\": %.2f, \"requests_per_s\": %.1f}\n",
+            agents, (k1 - k0) / hz / (t1 - t0) / rate * 1000, fm * 1024 / agents, fp * 1024 / agents, rate > json } }' \
+  "$OUT/samples.csv"
 jq -r --arg agents "$AGENTS" '"agents \($agents) · requests \(.requests.count) at \(.requests.rate_per_s | floor)/s · " +
   "pickup p50 \(.job_pickup.latency_s.p50 * 1000 | floor) ms p99 \(.job_pickup.latency_s.p99 * 1000 | floor) ms · " +
   "jobs queued \(.jobs.queued) ok \(.jobs.succeeded) failed \(.jobs.failed) lost \(.jobs.lost) · errors \(.errors.count)"' \

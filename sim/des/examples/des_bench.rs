@@ -15,7 +15,9 @@
 //! job arrivals).
 //!
 //! Run: `cargo run --release -p fleetsim-des --example des_bench -- [AGENTS...] [--engine |
-//! --fleet] [--hours H] [--heap]` (default: both parts at 10000 100000 1000000 agents).
+//! --fleet] [--hours H] [--heap] [--runs N] [--json PATH]` (default: both parts at 10000 100000
+//! 1000000 agents). `--runs N` keeps the median of N runs of each row; `--json` writes the rows
+//! for `scripts/bench/score.sh`.
 //! `--hours` sets the engine's virtual hours; `--heap` runs the engine on the reference binary
 //! heap instead of the wheel.
 
@@ -270,6 +272,7 @@ fn bench<Q: EventSet<Ev>>(mut engine: Engine<Ev, Q>, agents: u32, hours: f64) ->
         virtual_s: hours * 3600.0,
         events: stats.events,
         wall_s,
+        trace: None,
     }
 }
 
@@ -280,6 +283,8 @@ struct Row {
     virtual_s: f64,
     events: u64,
     wall_s: f64,
+    /// The run's trace hash (driver runs): the same for every run of one commit and seed.
+    trace: Option<String>,
 }
 
 /// The full-driver benchmark scenario (sizes, rates and horizon are set per run): agents
@@ -347,13 +352,50 @@ fn bench_fleet(agents: u32) -> Row {
         virtual_s: horizon as f64,
         events: e.events,
         wall_s,
+        trace: out.report.trace_hash.map(|h| h.to_string()),
     }
+}
+
+/// The run with the median wall time of `runs` identical runs (the same events each time).
+fn median_of(runs: usize, mut one: impl FnMut() -> Row) -> Row {
+    let mut all: Vec<Row> = (0..runs.max(1)).map(|_| one()).collect();
+    all.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+    let mid = all.len() / 2;
+    all.swap_remove(mid)
+}
+
+/// The figures as JSON for `scripts/bench/score.sh`: one metric per part and size, with the
+/// direction that counts as better, so a later run can be compared with this one.
+fn write_json(path: &str, rows: &[Row]) {
+    let metrics: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": format!("des_{}_events_per_s_{}", r.part, r.agents),
+                "value": r.events as f64 / r.wall_s,
+                "unit": "events/s",
+                "better": "higher",
+                "events": r.events,
+                "wall_s": r.wall_s,
+                "virtual_s": r.virtual_s,
+                "trace": r.trace,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "metrics": metrics });
+    std::fs::write(
+        path,
+        serde_json::to_string_pretty(&doc).expect("json") + "\n",
+    )
+    .unwrap_or_else(|e| panic!("write {path}: {e}"));
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut hours = 1.0;
     let mut heap = false;
+    let mut runs = 1usize;
+    let mut json: Option<String> = None;
     let (mut engine, mut fleet) = (true, true);
     let mut sizes = Vec::new();
     let mut it = args.iter();
@@ -362,6 +404,8 @@ fn main() {
             "--hours" => hours = it.next().and_then(|h| h.parse().ok()).expect("--hours N"),
             "--heap" => heap = true,
             "--fleet" => engine = false,
+            "--runs" => runs = it.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            "--json" => json = Some(it.next().expect("--json PATH").clone()),
             "--engine" => fleet = false,
             n => sizes.push(n.parse::<u32>().expect("agent count")),
         }
@@ -372,17 +416,22 @@ fn main() {
     let mut rows = Vec::new();
     for &n in &sizes {
         if engine {
-            rows.push(if heap {
-                bench(Engine::with_queue(HeapQueue::new()), n, hours)
-            } else {
-                bench(Engine::with_queue(TimingWheel::new()), n, hours)
-            });
+            rows.push(median_of(runs, || {
+                if heap {
+                    bench(Engine::with_queue(HeapQueue::new()), n, hours)
+                } else {
+                    bench(Engine::with_queue(TimingWheel::new()), n, hours)
+                }
+            }));
         }
     }
     for &n in &sizes {
         if fleet {
-            rows.push(bench_fleet(n));
+            rows.push(median_of(runs, || bench_fleet(n)));
         }
+    }
+    if let Some(path) = json {
+        write_json(&path, &rows);
     }
     println!();
     println!("| part | agents | virtual | events | wall | events/s |");

@@ -3,8 +3,10 @@
 //!
 //! Two ways to hold connections:
 //! - [`Connection`] (the default, like the real agent): one HTTP/1.1 connection per agent and
-//!   purpose (listener, keep-alive, job), opened lazily with hyper's `client::conn::http1`
-//!   handshake and re-opened when the server or a timeout closes it;
+//!   purpose (listener, keep-alive, job), opened lazily and re-opened when the server or a
+//!   timeout closes it. The exchange runs in the caller's task on the socket itself
+//!   ([`crate::http1`]): no driver task, channel or buffers are kept per connection between
+//!   calls, which is what lets a fleet hold many thousands of mostly idle agents;
 //! - [`Pool`] (an option for very large fleets): connections shared by all agents, bounded by a
 //!   semaphore (callers wait for a slot within their request timeout) with at most that many
 //!   idle connections kept. It reuses the same connect path as `Connection`, so TLS and proxies
@@ -22,8 +24,8 @@
 //! and close the connection; a CONNECT answer over 8 KiB is a proxy error.
 //!
 //! This module makes no protocol decisions and never retries a request that reached the server;
-//! it only re-sends once when hyper proves the request was never written (a reused connection the
-//! server had already closed).
+//! it only re-sends once when the request was never written, or when an idempotent one met a
+//! reused connection the server had already closed.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,13 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use fleetsim_core::event::{Outcome, TransportError};
 use fleetsim_core::wire::{Method, WireRequest, WireResponse};
-use http::header::{self, HeaderValue};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::header::HeaderValue;
 use rustls::pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -49,7 +47,11 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::http1::{ExchangeError, Http1Conn};
 use crate::proxy::ProxyConfig;
+
+/// An open HTTP/1.1 connection to the target (or through the proxy).
+type Conn = Http1Conn<Stream>;
 
 /// The real agent's HTTP timeout (`VstsHttpRequestTimeout`, 100 s): the long poll fits under it.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
@@ -421,10 +423,13 @@ impl HttpClient {
     }
 
     /// Open one connection: TCP (from the slot's source address), CONNECT when tunnelling, TLS
-    /// for `https`, then the HTTP/1.1 handshake. The connection's driver runs as its own task and
-    /// ends when the returned sender is dropped or the peer closes.
-    async fn connect(&self, slot: u64) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let result = tokio::time::timeout(self.opts.connect_timeout, self.connect_inner(slot))
+    /// for `https`. Nothing runs on it until the owner sends a request.
+    async fn connect(&self, slot: u64) -> Result<Conn, ClientError> {
+        // Boxed: connecting (TCP, CONNECT, TLS handshake) is rare next to calls on an open
+        // connection, and its state is ~1.3 KiB that every call's future would otherwise carry
+        // while it waits (a held long poll for 50 s).
+        let connecting = Box::pin(self.connect_inner(slot));
+        let result = tokio::time::timeout(self.opts.connect_timeout, connecting)
             .await
             .unwrap_or(Err(ClientError::Timeout(self.opts.connect_timeout)));
         let counter = if result.is_ok() {
@@ -436,7 +441,7 @@ impl HttpClient {
         result
     }
 
-    async fn connect_inner(&self, slot: u64) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn connect_inner(&self, slot: u64) -> Result<Conn, ClientError> {
         let mut tcp = self.tcp_connect(slot).await?;
         if let Hop::Tunnel { authorization } = &self.hop {
             connect_tunnel(
@@ -459,15 +464,7 @@ impl HttpClient {
                 Stream::Tls(Box::new(tls))
             }
         };
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Reset(e.to_string()))?;
-        // The driver's error (peer reset, parse failure) surfaces on the next send; nothing to
-        // report here.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Http1Conn::new(stream))
     }
 
     /// TCP to the first destination address that accepts (`localhost` may resolve to `::1`
@@ -486,60 +483,83 @@ impl HttpClient {
         }))
     }
 
-    /// Build the hyper request: origin-form URI (absolute-form through a forward proxy), `Host`,
-    /// `Authorization`, `Content-Type`, `Accept`, `User-Agent` and `Proxy-Authorization`.
-    fn build_request(&self, req: &WireRequest) -> Result<http::Request<Full<Bytes>>, ClientError> {
+    /// Encode the request: origin-form target (absolute-form through a forward proxy), `Host`,
+    /// `User-Agent`, `Accept`, `Authorization`, `Content-Type`, `Proxy-Authorization`,
+    /// `Content-Length`, then the body. Field values with control characters are refused (they
+    /// would split the head).
+    pub fn encode(&self, req: &WireRequest) -> Result<Encoded, ClientError> {
+        Ok(Encoded {
+            bytes: self.encode_request(req)?,
+            idempotent: matches!(req.method, Method::Get | Method::Options),
+        })
+    }
+
+    fn encode_request(&self, req: &WireRequest) -> Result<Vec<u8>, ClientError> {
         let bad = |what: &str| ClientError::BadRequest(what.to_string());
         let method = match req.method {
-            Method::Get => http::Method::GET,
-            Method::Post => http::Method::POST,
-            Method::Put => http::Method::PUT,
-            Method::Patch => http::Method::PATCH,
-            Method::Delete => http::Method::DELETE,
-            Method::Options => http::Method::OPTIONS,
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
             Method::Other => return Err(bad("unsupported method")),
         };
-        let mut path_and_query = if req.path.starts_with('/') {
-            req.path.clone()
-        } else {
-            format!("/{}", req.path)
-        };
-        if !req.query.is_empty() {
-            path_and_query.push('?');
-            path_and_query.push_str(&req.query);
+        // A request target is visible ASCII only (RFC 9112 §3.2); the codec percent-encodes.
+        let visible = |v: &str| v.bytes().all(|b| b.is_ascii_graphic());
+        if !visible(&req.path) || !visible(&req.query) {
+            return Err(bad("request target with spaces or control characters"));
         }
-        let uri = match &self.hop {
-            Hop::Forward { .. } => format!(
-                "{}://{}{}",
-                self.opts.target.scheme.as_str(),
-                self.opts.target.authority(),
-                path_and_query
-            ),
-            Hop::Direct | Hop::Tunnel { .. } => path_and_query,
-        };
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::HOST, self.host_header.clone())
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::ACCEPT, "application/json");
+        let field_ok = |v: &str| v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        let mut out = Vec::with_capacity(256 + req.body.len());
+        let mut put = |parts: &[&[u8]]| parts.iter().for_each(|p| out.extend_from_slice(p));
+        put(&[method.as_bytes(), b" "]);
+        if let Hop::Forward { .. } = &self.hop {
+            let t = &self.opts.target;
+            put(&[
+                t.scheme.as_str().as_bytes(),
+                b"://",
+                t.authority().as_bytes(),
+            ]);
+        }
+        if !req.path.starts_with('/') {
+            put(&[b"/"]);
+        }
+        put(&[req.path.as_bytes()]);
+        if !req.query.is_empty() {
+            put(&[b"?", req.query.as_bytes()]);
+        }
+        put(&[b" HTTP/1.1\r\nHost: ", self.host_header.as_bytes(), b"\r\n"]);
+        put(&[
+            b"User-Agent: ",
+            USER_AGENT.as_bytes(),
+            b"\r\nAccept: application/json\r\n",
+        ]);
         if let Some(auth) = &req.authorization {
-            let mut value = HeaderValue::from_str(auth).map_err(|_| bad("bad Authorization"))?;
-            value.set_sensitive(true);
-            builder = builder.header(header::AUTHORIZATION, value);
+            if !field_ok(auth) {
+                return Err(bad("bad Authorization"));
+            }
+            put(&[b"Authorization: ", auth.as_bytes(), b"\r\n"]);
         }
         if let Some(ct) = &req.content_type {
-            builder = builder.header(header::CONTENT_TYPE, ct.as_str());
+            if !field_ok(ct) {
+                return Err(bad("bad Content-Type"));
+            }
+            put(&[b"Content-Type: ", ct.as_bytes(), b"\r\n"]);
         }
         if let Hop::Forward {
             authorization: Some(auth),
         } = &self.hop
         {
-            builder = builder.header(header::PROXY_AUTHORIZATION, auth.clone());
+            put(&[b"Proxy-Authorization: ", auth.as_bytes(), b"\r\n"]);
         }
-        builder
-            .body(Full::new(Bytes::copy_from_slice(&req.body)))
-            .map_err(|e| ClientError::BadRequest(e.to_string()))
+        let has_body = matches!(req.method, Method::Post | Method::Put | Method::Patch);
+        if has_body || !req.body.is_empty() {
+            let len = req.body.len().to_string();
+            put(&[b"Content-Length: ", len.as_bytes(), b"\r\n"]);
+        }
+        put(&[b"\r\n", &req.body]);
+        Ok(out)
     }
 
     /// One request on one connection. `Ok((resp, keep))`: `keep` is false when the server said
@@ -549,59 +569,53 @@ impl HttpClient {
     /// request (GET, OPTIONS) met a connection the server closed under it.
     async fn exchange(
         &self,
-        sender: &mut SendRequest<Full<Bytes>>,
-        req: &WireRequest,
+        conn: &mut Conn,
+        req: &Encoded,
     ) -> Result<(WireResponse, bool), (ClientError, bool)> {
-        let request = self.build_request(req).map_err(|e| (e, false))?;
-        if let Err(e) = sender.ready().await {
-            return Err((ClientError::Reset(e.to_string()), true));
-        }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let response = match sender.try_send_request(request).await {
-            Ok(r) => r,
+        let max = self.opts.max_response_bytes;
+        let answer = match conn.exchange(&req.bytes, &KEPT_HEADERS, max, false).await {
+            Ok(a) => a,
             Err(e) => {
-                let unsent = e.message().is_some();
-                let error = e.into_error();
-                let idempotent = matches!(req.method, Method::Get | Method::Options);
-                let resend = unsent || (idempotent && closed_under_request(&error));
-                return Err((ClientError::Reset(error.to_string()), resend));
+                let idempotent = req.idempotent;
+                let resend = match &e {
+                    ExchangeError::Unsent(_) => true,
+                    ExchangeError::Io {
+                        error,
+                        answered_nothing: true,
+                    } => idempotent && closed_under_request(error),
+                    _ => false,
+                };
+                let error = match e {
+                    ExchangeError::TooLarge => ClientError::BodyTooLarge(max),
+                    other => ClientError::Reset(other.to_string()),
+                };
+                return Err((error, resend));
             }
         };
-        let (parts, body) = response.into_parts();
-        let keep = !parts.headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.to_ascii_lowercase().contains("close"))
-        });
-        if parts.status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED && self.via_proxy() {
+        if answer.status == 407 && self.via_proxy() {
             return Err((
                 ClientError::Proxy("the proxy answered 407 (credentials)".into()),
                 false,
             ));
         }
-        let max = self.opts.max_response_bytes;
-        let body = match Limited::new(body, max).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err((ClientError::BodyTooLarge(max), false));
-            }
-            Err(e) => return Err((ClientError::Reset(e.to_string()), false)),
-        };
-        let headers = KEPT_HEADERS
-            .iter()
-            .filter_map(|&name| {
-                let value = parts.headers.get(name)?.to_str().ok()?;
-                Some((name, value.to_string()))
-            })
-            .collect();
         Ok((
             WireResponse {
-                status: parts.status.as_u16(),
-                headers,
-                body: body.to_vec(),
+                status: answer.status,
+                headers: answer.headers,
+                body: answer.body,
             },
-            keep,
+            answer.keep_alive,
         ))
     }
+}
+
+/// A request as it goes on the wire (head and body), for one client: a caller holding a call in
+/// flight keeps these bytes (for the one safe resend) instead of the request they came from.
+#[derive(Debug)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    idempotent: bool,
 }
 
 /// One agent connection (listener, keep-alive or job): opened on first use, re-opened after the
@@ -609,14 +623,14 @@ impl HttpClient {
 pub struct Connection {
     client: Arc<HttpClient>,
     slot: u64,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    sender: Option<Conn>,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("slot", &self.slot)
-            .field("open", &self.is_open())
+            .field("open", &self.sender.is_some())
             .finish()
     }
 }
@@ -625,6 +639,12 @@ impl Connection {
     /// Send one request and read the whole answer, within the client's request timeout. Any
     /// failure closes the connection, so the next call starts on a fresh one.
     pub async fn send(&mut self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let encoded = self.client.encode(req)?;
+        self.send_encoded(&encoded).await
+    }
+
+    /// [`Connection::send`] of a request already encoded by this connection's client.
+    pub async fn send_encoded(&mut self, req: &Encoded) -> Result<WireResponse, ClientError> {
         let timeout = self.client.opts.request_timeout;
         let result = tokio::time::timeout(timeout, self.send_inner(req))
             .await
@@ -640,13 +660,16 @@ impl Connection {
         self.sender = None;
     }
 
-    /// Whether an HTTP connection is currently held open.
-    pub fn is_open(&self) -> bool {
-        self.sender.as_ref().is_some_and(|s| !s.is_closed())
+    /// Whether an HTTP connection is currently held open (and the peer has not closed it).
+    pub fn is_open(&mut self) -> bool {
+        if self.sender.as_mut().is_some_and(Conn::peer_closed) {
+            self.sender = None;
+        }
+        self.sender.is_some()
     }
 
-    async fn send_inner(&mut self, req: &WireRequest) -> Result<WireResponse, ClientError> {
-        if self.sender.as_ref().is_some_and(SendRequest::is_closed) {
+    async fn send_inner(&mut self, req: &Encoded) -> Result<WireResponse, ClientError> {
+        if self.sender.as_mut().is_some_and(Conn::peer_closed) {
             self.sender = None;
         }
         let reused = self.sender.is_some();
@@ -680,7 +703,7 @@ impl Connection {
 /// for a slot within their timeout), at most as many idle connections kept for reuse.
 pub struct Pool {
     client: Arc<HttpClient>,
-    idle: parking_lot::Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: parking_lot::Mutex<Vec<Conn>>,
     max_idle: usize,
     in_use: Semaphore,
     next_slot: AtomicU64,
@@ -695,9 +718,20 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// The client whose connections this pool holds (it encodes the pool's requests).
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
     /// Send one request on a pooled connection, within the client's request timeout (waiting for
     /// a free slot counts against it).
     pub async fn send(&self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+        let encoded = self.client.encode(req)?;
+        self.send_encoded(&encoded).await
+    }
+
+    /// [`Pool::send`] of a request already encoded by this pool's client.
+    pub async fn send_encoded(&self, req: &Encoded) -> Result<WireResponse, ClientError> {
         let timeout = self.client.opts.request_timeout;
         tokio::time::timeout(timeout, self.send_inner(req))
             .await
@@ -709,7 +743,7 @@ impl Pool {
         self.idle.lock().len()
     }
 
-    async fn send_inner(&self, req: &WireRequest) -> Result<WireResponse, ClientError> {
+    async fn send_inner(&self, req: &Encoded) -> Result<WireResponse, ClientError> {
         let _permit = self
             .in_use
             .acquire()
@@ -727,7 +761,7 @@ impl Pool {
             match self.client.exchange(&mut sender, req).await {
                 Ok((resp, keep)) => {
                     let mut idle = self.idle.lock();
-                    if keep && idle.len() < self.max_idle && !sender.is_closed() {
+                    if keep && idle.len() < self.max_idle {
                         idle.push(sender);
                     }
                     return Ok(resp);
@@ -741,10 +775,10 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock();
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
+        while let Some(mut sender) = idle.pop() {
+            if !sender.peer_closed() {
                 return Some(sender);
             }
         }
@@ -1045,23 +1079,14 @@ impl AsyncWrite for Stream {
 /// answer ended early, or the connection was reset or aborted. On a reused connection this is
 /// the server's idle close racing the request (the emulator closes connections idle for 30 s,
 /// the agent's keep-alive poll comes every 30 s), so an idempotent request may go again.
-fn closed_under_request(error: &hyper::Error) -> bool {
-    if error.is_incomplete_message() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            );
-        }
-        source = e.source();
-    }
-    false
+fn closed_under_request(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 #[cfg(test)]

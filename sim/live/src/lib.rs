@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod client;
 pub mod cryptobench;
 pub mod fleet;
+mod http1;
 pub mod keycache;
 pub mod prom;
 pub mod proxy;

@@ -1206,44 +1206,111 @@ fn hub(plan: &PlanScope) -> String {
 /// message starts with "unreadable response"; a non-2xx without a recognisable error body is
 /// typed from its status alone.
 pub fn decode_response(call: &ApiRequest, resp: &WireResponse) -> ApiResponse {
+    decode_answer(AnswerKind::of(call), resp)
+}
+
+/// The shape of answer a call expects: all that decoding needs of the call. A driver holding a
+/// call in flight (a long poll, for 50 s) keeps this one byte instead of the whole request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    ConnectionData,
+    Locations,
+    NoResourceAreas,
+    Pools,
+    Agents,
+    Agent,
+    Pool,
+    NoContent,
+    Token,
+    Session,
+    /// A message, or none (an empty body: the long poll ended without one).
+    Message,
+    JobRequest,
+    QueuedJobs,
+    JobRequests,
+    Stats,
+    TokensExpired,
+    TimelineRecords,
+    Log,
+    Attachment,
+    Ok,
+    PipelineRun,
+    PipelineRuns,
+    Build,
+}
+
+impl AnswerKind {
+    /// What `call` is answered with.
+    pub fn of(call: &ApiRequest) -> AnswerKind {
+        use AnswerKind as K;
+        use ApiRequest as A;
+        match call {
+            A::ConnectionData => K::ConnectionData,
+            A::Options { .. } => K::Locations,
+            A::ResourceAreas { .. } => K::NoResourceAreas,
+            A::ListPools { .. } | A::QueryPools { .. } => K::Pools,
+            A::ListAgents { .. } | A::QueryAgents { .. } => K::Agents,
+            A::AddAgent { .. }
+            | A::GetAgent { .. }
+            | A::GetAgentWith { .. }
+            | A::ReplaceAgent { .. }
+            | A::UpdateAgent { .. } => K::Agent,
+            A::GetPool { .. } | A::AddPool { .. } | A::UpdatePool { .. } => K::Pool,
+            A::DeleteAgent { .. }
+            | A::DeletePool { .. }
+            | A::DeleteSession { .. }
+            | A::DeleteMessage { .. } => K::NoContent,
+            A::Token(_) => K::Token,
+            A::CreateSession { .. } => K::Session,
+            A::GetMessage { .. } => K::Message,
+            A::UpdateJobRequest { .. } | A::CancelJob { .. } => K::JobRequest,
+            A::QueueJobs { .. } => K::QueuedJobs,
+            A::ListJobRequests { .. } => K::JobRequests,
+            A::AdminStats => K::Stats,
+            A::ExpireTokens(_) => K::TokensExpired,
+            A::UpdateTimelineRecords { .. } => K::TimelineRecords,
+            A::CreateLog { .. } | A::AppendLog { .. } => K::Log,
+            A::PutAttachment { .. } => K::Attachment,
+            A::AppendFeed { .. } | A::PostEvent { .. } => K::Ok,
+            A::RunPipeline { .. } | A::GetPipelineRun { .. } => K::PipelineRun,
+            A::ListPipelineRuns { .. } => K::PipelineRuns,
+            A::UpdateBuild { .. } => K::Build,
+        }
+    }
+}
+
+/// Read an answer of the expected kind (see [`decode_response`]).
+pub fn decode_answer(kind: AnswerKind, resp: &WireResponse) -> ApiResponse {
     if !(200..300).contains(&resp.status) {
         return ApiResponse::Error(decode_error(resp));
     }
-    use ApiRequest as A;
+    use AnswerKind as K;
     use ApiResponse as R;
-    let parsed = match call {
-        A::ConnectionData => parse(resp).map(R::ConnectionData),
-        A::Options { .. } => parse(resp).map(R::Locations),
-        A::ResourceAreas { .. } => Ok(R::NoResourceAreas),
-        A::ListPools { .. } => parse(resp).map(R::Pools),
-        A::ListAgents { .. } | A::QueryAgents { .. } => parse(resp).map(R::Agents),
-        A::AddAgent { .. }
-        | A::GetAgent { .. }
-        | A::GetAgentWith { .. }
-        | A::ReplaceAgent { .. }
-        | A::UpdateAgent { .. } => parse(resp).map(R::Agent),
-        A::QueryPools { .. } => parse(resp).map(R::Pools),
-        A::GetPool { .. } | A::AddPool { .. } | A::UpdatePool { .. } => parse(resp).map(R::Pool),
-        A::DeleteAgent { .. }
-        | A::DeletePool { .. }
-        | A::DeleteSession { .. }
-        | A::DeleteMessage { .. } => Ok(R::NoContent),
-        A::Token(_) => parse(resp).map(R::Token),
-        A::CreateSession { .. } => parse(resp).map(R::Session),
-        A::GetMessage { .. } if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
-        A::GetMessage { .. } => parse(resp).map(R::Message),
-        A::UpdateJobRequest { .. } | A::CancelJob { .. } => parse(resp).map(R::JobRequest),
-        A::QueueJobs { .. } => parse(resp).map(R::QueuedJobs),
-        A::ListJobRequests { .. } => parse(resp).map(R::JobRequests),
-        A::AdminStats => parse(resp).map(R::Stats),
-        A::ExpireTokens(_) => parse(resp).map(R::TokensExpired),
-        A::UpdateTimelineRecords { .. } => parse(resp).map(R::TimelineRecords),
-        A::CreateLog { .. } | A::AppendLog { .. } => parse(resp).map(R::Log),
-        A::PutAttachment { .. } => parse(resp).map(R::Attachment),
-        A::AppendFeed { .. } | A::PostEvent { .. } => Ok(R::Ok),
-        A::RunPipeline { .. } | A::GetPipelineRun { .. } => parse(resp).map(R::PipelineRun),
-        A::ListPipelineRuns { .. } => parse(resp).map(R::PipelineRuns),
-        A::UpdateBuild { .. } => parse(resp).map(R::Build),
+    let parsed = match kind {
+        K::ConnectionData => parse(resp).map(R::ConnectionData),
+        K::Locations => parse(resp).map(R::Locations),
+        K::NoResourceAreas => Ok(R::NoResourceAreas),
+        K::Pools => parse(resp).map(R::Pools),
+        K::Agents => parse(resp).map(R::Agents),
+        K::Agent => parse(resp).map(R::Agent),
+        K::Pool => parse(resp).map(R::Pool),
+        K::NoContent => Ok(R::NoContent),
+        K::Token => parse(resp).map(R::Token),
+        K::Session => parse(resp).map(R::Session),
+        K::Message if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
+        K::Message => parse(resp).map(R::Message),
+        K::JobRequest => parse(resp).map(R::JobRequest),
+        K::QueuedJobs => parse(resp).map(R::QueuedJobs),
+        K::JobRequests => parse(resp).map(R::JobRequests),
+        K::Stats => parse(resp).map(R::Stats),
+        K::TokensExpired => parse(resp).map(R::TokensExpired),
+        K::TimelineRecords => parse(resp).map(R::TimelineRecords),
+        K::Log => parse(resp).map(R::Log),
+        K::Attachment => parse(resp).map(R::Attachment),
+        K::Ok => Ok(R::Ok),
+        K::PipelineRun => parse(resp).map(R::PipelineRun),
+        K::PipelineRuns => parse(resp).map(R::PipelineRuns),
+        K::Build => parse(resp).map(R::Build),
     };
     parsed.unwrap_or_else(R::Error)
 }

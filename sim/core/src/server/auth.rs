@@ -376,6 +376,7 @@ impl Server {
         );
         self.counters.tokens_issued += 1;
         let max = self.cfg.limits.max_listener_tokens_per_agent;
+        self.journal.agent(agent);
         if let Some(rec) = self.agents.get_mut(&agent) {
             rec.listener_tokens.push_back(token.clone());
             while rec.listener_tokens.len() > max {
@@ -399,6 +400,7 @@ impl Server {
             },
         );
         self.counters.tokens_issued += 1;
+        self.journal.job(request);
         if let Some(job) = self.jobs.get_mut(&request) {
             job.tokens.push(token.clone());
         }
@@ -407,6 +409,7 @@ impl Server {
 
     /// Revoke every token of an agent's listener.
     pub(super) fn revoke_listener_tokens(&mut self, agent: u64) {
+        self.journal.agent(agent);
         if let Some(rec) = self.agents.get_mut(&agent) {
             for token in rec.listener_tokens.drain(..) {
                 self.tokens.remove(&token);
@@ -416,6 +419,7 @@ impl Server {
 
     /// Revoke every token of a job request.
     pub(super) fn revoke_job_tokens(&mut self, request: u64) {
+        self.journal.job(request);
         if let Some(job) = self.jobs.get_mut(&request) {
             for token in job.tokens.drain(..) {
                 self.tokens.remove(&token);
@@ -570,6 +574,7 @@ impl Server {
         for t in &expired {
             self.tokens.remove(t);
         }
+        self.journal.job(request);
         if let Some(job) = self.jobs.get_mut(&request) {
             job.tokens.retain(|t| !expired.contains(t));
         }

@@ -24,6 +24,7 @@
 mod agents;
 mod auth;
 pub mod config;
+pub mod durable;
 mod fasthash;
 mod idset;
 mod jobs;
@@ -164,10 +165,13 @@ pub struct Server {
     /// Set when a job or an idle agent appeared since the last dispatch.
     dispatch_pending: bool,
     counters: Counters,
+    /// The durable records changed since the last drain (`server::durable`); off unless a
+    /// driver turns durability on.
+    journal: durable::Journal,
 }
 
 /// Monotonic counters behind [`EmulatorStats`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Counters {
     jobs_completed: u64,
     jobs_canceled: u64,
@@ -237,6 +241,7 @@ impl Server {
             events: VecDeque::new(),
             dispatch_pending: false,
             counters: Counters::default(),
+            journal: durable::Journal::default(),
             cfg: config,
         })
     }

@@ -38,12 +38,13 @@ use fleetsim_core::event::Event;
 use fleetsim_core::event::TransportError;
 use fleetsim_core::ops::AgentState;
 use fleetsim_core::rng::{self, StreamKind};
+use fleetsim_core::wire::WireRequest;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::faults::{AgentCondition, AgentFaults};
 use super::origins::{OriginIndex, Origins, Route, TARGET};
-use crate::client::{self, ClientError, HttpClient};
+use crate::client::{self, ClientError, Encoded, HttpClient};
 
 /// How agents reach the target and every other origin the server names.
 #[derive(Clone, Debug)]
@@ -437,6 +438,9 @@ impl AgentTask {
             other => (None, other),
         };
         let slot = u64::from(self.agent.index()) * 3 + index as u64;
+        // The future keeps only what decoding needs, not the request (it waits up to 50 s).
+        let answer = codec::AnswerKind::of(&request.call);
+        drop(request);
         let call: CallFuture = Box::pin(async move {
             let route = match origins.route(origin).await {
                 Ok(route) => route,
@@ -454,11 +458,11 @@ impl AgentTask {
                         origin,
                         conn: http.connection(slot),
                     });
-                    let result = kept
-                        .conn
-                        .send(&wire)
-                        .await
-                        .map(|w| codec::decode_response(&request.call, &w));
+                    let result = match encode(&http, wire) {
+                        Ok(bytes) => kept.conn.send_encoded(&bytes).await,
+                        Err(e) => Err(e),
+                    };
+                    let result = result.map(|w| codec::decode_answer(answer, &w));
                     CallDone {
                         id,
                         result,
@@ -466,10 +470,11 @@ impl AgentTask {
                     }
                 }
                 Route::Pooled(pool) => {
-                    let result = pool
-                        .send(&wire)
-                        .await
-                        .map(|w| codec::decode_response(&request.call, &w));
+                    let result = match encode(pool.client(), wire) {
+                        Ok(bytes) => pool.send_encoded(&bytes).await,
+                        Err(e) => Err(e),
+                    };
+                    let result = result.map(|w| codec::decode_answer(answer, &w));
                     CallDone {
                         id,
                         result,
@@ -509,4 +514,10 @@ fn poll_calls(slots: &mut [Slot; 3], cx: &mut std::task::Context<'_>) -> Poll<(u
         }
     }
     Poll::Pending
+}
+
+/// The request's bytes for `http`; the request itself is dropped here, so a call waiting on a
+/// long poll holds only the bytes (kept for the one safe resend).
+fn encode(http: &HttpClient, wire: WireRequest) -> Result<Encoded, ClientError> {
+    http.encode(&wire)
 }

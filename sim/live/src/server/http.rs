@@ -152,7 +152,7 @@ async fn answer(front: &Arc<Front>, wire: &WireRequest) -> (&'static str, ApiRes
     if let Err(err) = front.layout.admits(front.role, &wire.path, &request.call) {
         return (route, ApiResponse::Error(err));
     }
-    let response = match front.core.dispatch(request) {
+    let response = match front.core.dispatch(request).await {
         Dispatch::Ready(response) => response,
         Dispatch::Parked(poll) => poll.answer().await,
     };
