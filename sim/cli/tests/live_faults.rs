@@ -273,3 +273,83 @@ fn split_runs_apply_agent_faults_per_shard_and_merge_them() {
         report["operations"]
     );
 }
+
+/// The emulator's process: the one child of the run's process (`fleetsim run` starts its
+/// emulator as a child for a scenario with server faults), waited for up to 10 s.
+fn emulator_pid(run: u32) -> u32 {
+    let children = format!("/proc/{run}/task/{run}/children");
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next() {
+            return pid.parse().expect("a pid");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the run started no emulator process");
+}
+
+// Goal: a server restart kills the child emulator (SIGKILL) under load and starts it again on
+// its port with its state dir: no job is lost or run twice, every agent is back online
+// afterwards (new sessions, tokens re-minted as needed), jobs run on, and the emulator serving
+// at the end is a new process.
+#[test]
+fn server_restart_loses_nothing_and_every_agent_comes_back() {
+    let dir = scratch("live-faults", "restart");
+    let s = scenario(
+        &dir,
+        3,
+        12,
+        "\n[[faults]]\nkind = \"server_restart\"\nat = \"3s\"\nduration = \"1s\"\n",
+    );
+    let out_json = dir.join("report.json");
+    let child = std::process::Command::new(support::BIN)
+        .args(["run", s.to_str().unwrap(), "--out"])
+        .arg(&out_json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let first = emulator_pid(child.id());
+    let out = child.wait_with_output().expect("run ends");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: u32 = stdout
+        .split("embedded emulator in child process ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no emulator process in the summary: {stdout}"));
+    assert_ne!(
+        first, last,
+        "a new emulator process serves after the restart"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_json).expect("report")).expect("json");
+    let f = fault(&report, "server_restart");
+    let down = f["end_s"].as_f64().unwrap() - f["start_s"].as_f64().unwrap();
+    assert!(down >= 1.0, "down for its duration at least: {f}");
+    let jobs = &report["jobs"];
+    assert_eq!(jobs["lost"], 0, "{jobs}");
+    // Run twice: a second pickup of one job finds no queued half (unmatched), and more jobs
+    // start than were queued.
+    assert_eq!(
+        report["job_pickup"]["unmatched"], 0,
+        "{}",
+        report["job_pickup"]
+    );
+    assert!(
+        jobs["started"].as_u64() <= jobs["queued"].as_u64(),
+        "{jobs}"
+    );
+    assert!(started_from(&report, 6) > 0, "jobs ran after the restart");
+    // Every agent online (idle or busy, none offline or registering) in the run's last
+    // seconds.
+    let series = report["timeseries"].as_array().unwrap();
+    for p in series
+        .iter()
+        .filter(|p| (8..11).contains(&p["t_s"].as_u64().unwrap()))
+    {
+        let a = &p["agents"];
+        assert_eq!(a[1].as_u64().unwrap() + a[2].as_u64().unwrap(), 3, "{p}");
+    }
+}

@@ -13,7 +13,11 @@
 //!   open, nothing is answered, as a server stuck in a pause; a **token-expiry storm** calls the
 //!   emulator's admin route (`POST …/_apis/fleetsim/faults/tokenExpiry`), where the core decides
 //!   which listener tokens expire, so the agents meet 401 and exchange new tokens.
-//! - A **server restart** needs a restartable emulator with durable state; see [`refuse`].
+//! - A **server restart** kills the child emulator (SIGKILL: a crash, nothing flushed or
+//!   answered) and starts it again after the duration on the same address with the same state
+//!   directory (`serve --state-dir`, a private [`StateDir`] made for the run), so the agents find
+//!   the same URL and the emulator its durable state; agents whose sessions or tokens did not
+//!   survive create new ones, as the real agent does (`TaskAgentSessionExpiredException`, 401).
 //!
 //! What cannot be applied is refused before the run starts (exit 2, [`refuse`]), never ignored:
 //! server faults against a foreign target (`[target]`) or in a shard of a split run (each shard
@@ -22,8 +26,11 @@
 //! Each fault becomes one `Event::Fault` (the report's `faults` list and the terminal summary),
 //! sent when its effect is over, or at the run's end if that comes first.
 
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fleetsim_core::SimTime;
 use fleetsim_core::api::{ApiRequest, ApiResponse, Request, TokenExpiry};
@@ -35,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::child::ChildEmulator;
 use super::driver::Clock;
+use super::progress::{Placement, ProgressBoard};
 use super::{FleetError, pat_credential};
 use crate::client::HttpClient;
 
@@ -119,16 +127,47 @@ pub(super) fn refuse(
             server_faults.join(", ")
         )));
     }
-    let restarts = listed(&|k| k == FaultKind::ServerRestart);
-    if !restarts.is_empty() {
-        return Err(FleetError::Unsupported(format!(
-            "fault {} needs an emulator that keeps its state across a kill -9 (`fleetsim serve \
-             --state-dir`), which this build does not have yet: run it with `fleetsim simulate`, \
-             or remove the server_restart faults to run live",
-            restarts.join(", ")
-        )));
-    }
     Ok(())
+}
+
+/// Does the scenario restart the server (so the child emulator keeps durable state)?
+pub(super) fn wants_state(scenario: &Scenario) -> bool {
+    scenario
+        .faults
+        .iter()
+        .any(|f| f.kind == FaultKind::ServerRestart)
+}
+
+/// A private directory for the child emulator's durable state (`serve --state-dir`): mode
+/// 0700 under the temp dir, new for each run (a state dir is tied to one run's seed), removed
+/// with everything in it when dropped — after the child has stopped.
+#[derive(Debug)]
+pub(super) struct StateDir(PathBuf);
+
+impl StateDir {
+    pub(super) fn create() -> Result<StateDir, String> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("fleetsim-state-{}-{nanos}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        // `create`, not `create_all`: a path that already exists (someone else's) is an error.
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| format!("cannot create the state dir {}: {e}", path.display()))?;
+        Ok(StateDir(path))
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// One agent's fault windows, and where its task is in them.
@@ -201,6 +240,8 @@ pub(super) struct FaultTask {
     pub(super) agents: Vec<u32>,
     /// The admin call's connection slot (past the agents' and the workload's).
     pub(super) slot: u64,
+    /// Where the run shows its emulator's process (a restart changes it).
+    pub(super) board: Arc<ProgressBoard>,
 }
 
 /// What the fault task hands back.
@@ -252,10 +293,18 @@ impl FaultTask {
                                 warnings.push(w);
                             }
                         }
-                        // Agent faults are applied by the agents' tasks at the same edge;
-                        // a server restart is refused before the run.
-                        FaultKind::AgentCrash | FaultKind::Partition | FaultKind::ServerRestart => {
+                        FaultKind::ServerRestart => {
+                            let down = f
+                                .end
+                                .map_or(Duration::ZERO, |e| e.saturating_since(f.start));
+                            warnings.extend(self.restart(down).await);
+                            // Reported once the emulator is back: its real down time.
+                            self.report(i, now, Some(self.clock.now())).await;
+                            started[i] = None;
+                            continue;
                         }
+                        // Agent faults are applied by the agents' tasks at the same edge.
+                        FaultKind::AgentCrash | FaultKind::Partition => {}
                     }
                     if f.end.is_none() {
                         self.report(i, now, None).await;
@@ -283,6 +332,29 @@ impl FaultTask {
         FaultsDone {
             warnings,
             child: self.child,
+        }
+    }
+
+    /// The restart: the child emulator is killed (SIGKILL, as a crash) and started again on its
+    /// address with its state dir after `down`; a warning when it did not come back.
+    async fn restart(&mut self, down: Duration) -> Option<String> {
+        let Some(child) = self.child.as_mut() else {
+            // `refuse` lets no restart through without a child; say so if that ever breaks.
+            return Some("server_restart was not applied: no emulator process to restart".into());
+        };
+        let old = child.pid;
+        match child.restart(down).await {
+            // The report lists the restart with its real down time; the summary names the
+            // new process.
+            Ok(()) => {
+                let pid = child.pid;
+                self.board
+                    .update(|p| p.emulator = Some(Placement::ChildProcess { pid }));
+                None
+            }
+            Err(e) => Some(format!(
+                "server_restart: the emulator (process {old}) did not come back: {e}"
+            )),
         }
     }
 

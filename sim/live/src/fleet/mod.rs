@@ -250,6 +250,9 @@ struct Destination {
     emulator: Option<RunningEmulator>,
     /// The embedded emulator, when it runs in a child process.
     child: Option<ChildEmulator>,
+    /// The child's private state directory (`serve --state-dir`), when a `server_restart`
+    /// fault needs its state to survive a kill; removed after the child stops.
+    state_dir: Option<faults::StateDir>,
 }
 
 impl Destination {
@@ -270,6 +273,7 @@ impl Destination {
         if let Some(child) = self.child.take() {
             child.stop().await;
         }
+        self.state_dir = None;
     }
 }
 
@@ -403,6 +407,7 @@ pub async fn run(
             &dest,
             fault_child,
             &agent_config.name_prefix,
+            &board,
         );
         tokio::spawn(task.run())
     });
@@ -561,6 +566,7 @@ impl Spawn<'_> {
         dest: &Destination,
         child: Option<ChildEmulator>,
         name_prefix: &str,
+        board: &Arc<ProgressBoard>,
     ) -> faults::FaultTask {
         faults::FaultTask {
             schedule,
@@ -574,6 +580,7 @@ impl Spawn<'_> {
             name_prefix: name_prefix.to_string(),
             agents: self.shard.agents(self.scenario.fleet.agents).collect(),
             slot: u64::from(self.scenario.fleet.agents) * 3 + 2,
+            board: Arc::clone(board),
         }
     }
 
@@ -743,6 +750,12 @@ async fn destination(
     match &scenario.target {
         None => {
             let pat = setup::generate_pat().map_err(FleetError::Pat)?;
+            // A restart must find the emulator's state where the killed process left it.
+            let state_dir = if faults::wants_state(scenario) && !in_process {
+                Some(faults::StateDir::create().map_err(FleetError::ChildEmulator)?)
+            } else {
+                None
+            };
             let config = setup::server_config(scenario, &pat);
             // With `[server.layout] collection_path` the agents' URL is the collection's.
             let collection = config.layout.collection_path();
@@ -776,9 +789,14 @@ async fn destination(
                     deadlines: scenario.server.deadlines.clone(),
                     metrics_addr: child_metrics_addr,
                 };
-                let child = ChildEmulator::start(spec)
-                    .await
-                    .map_err(FleetError::ChildEmulator)?;
+                let child = match &state_dir {
+                    Some(dir) => ChildEmulator::start_with_state_dir(spec, dir.path().to_owned())
+                        .await
+                        .map_err(FleetError::ChildEmulator)?,
+                    None => ChildEmulator::start(spec)
+                        .await
+                        .map_err(FleetError::ChildEmulator)?,
+                };
                 (child.base_url.clone(), None, Some(child))
             };
             Ok(Destination {
@@ -789,6 +807,7 @@ async fn destination(
                 proxy: None,
                 emulator,
                 child,
+                state_dir,
             })
         }
         Some(target) => {
@@ -813,6 +832,7 @@ async fn destination(
                 proxy,
                 emulator: None,
                 child: None,
+                state_dir: None,
             })
         }
     }
