@@ -493,6 +493,7 @@ mod tests {
             seed: 1,
             max_connections: 10,
             metrics_addr: None,
+            deadlines: Default::default(),
         };
         let state = dir.join("state");
         let mut child = ChildEmulator::start_with_state_dir(spec, state.clone())
