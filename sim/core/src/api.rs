@@ -162,6 +162,9 @@ pub enum ApiRequest {
     },
     /// Emulator admin: counters (leaked secrets, requeues, …).
     AdminStats,
+    /// Emulator admin (extension): a token-expiry storm — the listener tokens of the selected
+    /// agents expire now (`POST …/_apis/fleetsim/faults/tokenExpiry`).
+    ExpireTokens(TokenExpiry),
     UpdateTimelineRecords {
         plan: PlanScope,
         timeline_id: String,
@@ -289,6 +292,29 @@ pub struct Request {
     pub call: ApiRequest,
 }
 
+/// Body of the token-expiry admin route: which of the agents named `{namePrefix}{index}` are
+/// hit (the fleet's fault schedule, `faults::Selection`). Bounded by the emulator: the prefix
+/// by [`TOKEN_EXPIRY_PREFIX_MAX`] bytes, an index list by [`TOKEN_EXPIRY_AGENTS_MAX`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenExpiry {
+    pub name_prefix: String,
+    pub agents: crate::faults::Selection,
+}
+
+/// Longest `TokenExpiry::name_prefix` the emulator accepts (agent names are capped below it).
+pub const TOKEN_EXPIRY_PREFIX_MAX: usize = 256;
+/// Most agent indices one `TokenExpiry` may list (the scenario's fleet limit).
+pub const TOKEN_EXPIRY_AGENTS_MAX: usize = 1_000_000;
+
+/// Answer of the token-expiry admin route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokensExpired {
+    /// Listener tokens that expired.
+    pub expired: u64,
+}
+
 /// The emulator's counters, readable through the admin API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -357,6 +383,7 @@ pub enum ApiResponse {
     JobRequests(ListOf<TaskAgentJobRequest>),
     QueuedJobs(QueueJobsResponse),
     Stats(EmulatorStats),
+    TokensExpired(TokensExpired),
     TimelineRecords(ListOf<TimelineRecord>),
     Log(TaskLog),
     Attachment(TaskAttachment),

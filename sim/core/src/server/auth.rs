@@ -608,6 +608,51 @@ impl Server {
         }
         expired
     }
+
+    /// The token-expiry admin route: a storm on the agents `storm` selects by name, decided
+    /// here so the emulator and the fleet's schedule agree on who is hit. Admin PAT only; the
+    /// body's sizes are bounded (a typed 400 beyond them).
+    pub(super) fn token_expiry_storm(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        storm: &crate::api::TokenExpiry,
+    ) -> Result<ApiResponse, ApiError> {
+        use crate::api::{TOKEN_EXPIRY_AGENTS_MAX, TOKEN_EXPIRY_PREFIX_MAX, TokensExpired};
+        use crate::faults::Selection;
+        self.require_pat(now, cred, Need::Admin)?;
+        if storm.name_prefix.len() > TOKEN_EXPIRY_PREFIX_MAX {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("namePrefix is longer than {TOKEN_EXPIRY_PREFIX_MAX} bytes"),
+            ));
+        }
+        match &storm.agents {
+            Selection::Agents(list) if list.len() > TOKEN_EXPIRY_AGENTS_MAX => {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!("agents lists more than {TOKEN_EXPIRY_AGENTS_MAX} indices"),
+                ));
+            }
+            Selection::Fraction { fraction, .. } if !(0.0..=1.0).contains(fraction) => {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    "fraction must be within 0 ..= 1",
+                ));
+            }
+            _ => {}
+        }
+        let mut select = storm.agents.clone();
+        if let Selection::Agents(list) = &mut select {
+            // `contains` binary-searches: a client's list need not come sorted.
+            list.sort_unstable();
+        }
+        let prefix = &storm.name_prefix;
+        let expired = self.expire_listener_tokens(now, |name| select.contains_name(prefix, name));
+        Ok(ApiResponse::TokensExpired(TokensExpired {
+            expired: expired as u64,
+        }))
+    }
 }
 
 /// The claim checks of `jwt::verify` without the signature (modelled crypto).

@@ -488,6 +488,7 @@ impl Server {
                 self.require_pat(now, &cred, auth::Need::Admin)?;
                 respond(ApiResponse::Stats(self.stats()))
             }
+            A::ExpireTokens(storm) => respond(self.token_expiry_storm(now, &cred, &storm)?),
             A::UpdateTimelineRecords {
                 plan,
                 timeline_id,

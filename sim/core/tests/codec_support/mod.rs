@@ -208,6 +208,17 @@ pub fn every_call() -> Vec<ApiRequest> {
             request_id: 9,
         },
         A::AdminStats,
+        A::ExpireTokens(fleetsim_core::api::TokenExpiry {
+            name_prefix: "fleet agent-".into(),
+            agents: fleetsim_core::faults::Selection::Fraction {
+                fraction: 0.25,
+                salt: u64::MAX,
+            },
+        }),
+        A::ExpireTokens(fleetsim_core::api::TokenExpiry {
+            name_prefix: String::new(),
+            agents: fleetsim_core::faults::Selection::Agents(vec![0, 7]),
+        }),
         A::UpdateTimelineRecords {
             plan: plan(),
             timeline_id: "t1".into(),

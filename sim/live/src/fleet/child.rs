@@ -67,10 +67,8 @@ pub(crate) struct ChildEmulator {
     /// The thread that fills `stderr_tail`; it ends when the child's stderr closes.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// How it was started, for [`ChildEmulator::restart`].
-    // Read by `restart`, which the live `server_restart` fault drives (issue 12, item 3).
-    #[allow(dead_code)]
+    // Read by `restart`, which the live `server_restart` fault drives (`fleet::faults`).
     spec: ChildSpec,
-    #[allow(dead_code)]
     state_dir: Option<PathBuf>,
 }
 
@@ -98,7 +96,6 @@ impl ChildEmulator {
     /// Start the child with `serve --state-dir state_dir`: its pools, agents, jobs and plans
     /// survive [`ChildEmulator::restart`]. The dir is created if missing; one written with
     /// another seed is refused (the child exits and this is an error with its message).
-    #[allow(dead_code)] // For the live `server_restart` fault (issue 12, item 3).
     pub(crate) async fn start_with_state_dir(
         spec: ChildSpec,
         state_dir: PathBuf,
@@ -111,7 +108,6 @@ impl ChildEmulator {
     /// `base_url` is unchanged; `pid` is the new process's. Without a state dir the new child
     /// starts empty (every registration and job is gone), as a real server without storage
     /// would. An error (the port was taken meanwhile, the child failed) leaves no child running.
-    #[allow(dead_code)] // For the live `server_restart` fault (issue 12, item 3).
     pub(crate) async fn restart(&mut self, down_time: Duration) -> Result<(), String> {
         self.kill().await;
         tokio::time::sleep(down_time).await;
