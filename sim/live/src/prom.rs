@@ -307,6 +307,8 @@ pub struct PromSink {
     crypto: Vec<CryptoSeries>,
     secrets_masked: Counter,
     token_rotations: Counter,
+    /// `fleetsim_faults_total{kind}`, in `FaultKind::ALL` order.
+    faults: [Counter; fleetsim_core::faults::FaultKind::ALL.len()],
     elapsed: Gauge,
     latest: SimTime,
     /// Half-joined pickups by job request id (a HashMap: looked up by key only, never iterated).
@@ -337,7 +339,12 @@ impl PromSink {
             .iter()
             .map(|&op| crypto_counters(Side::Agents, op))
             .collect();
+        // Every fault kind's series exists from the start at 0, so "no faults" reads as a zero
+        // rate on the dashboard rather than a missing series (five fixed labels).
+        let faults = fleetsim_core::faults::FaultKind::ALL
+            .map(|k| metrics::counter!(names::PROM_FAULTS.name, "kind" => k.name()));
         PromSink {
+            faults,
             operations,
             latency: vec![None; ops],
             pickup: metrics::histogram!(names::PROM_JOB_PICKUP.name),
@@ -417,8 +424,12 @@ impl PromSink {
             Event::SecretsMasked { count, .. } => self.secrets_masked.increment(u64::from(count)),
             Event::Fault { kind, start, .. } => {
                 self.advance(start);
-                // Bounded labels: `FaultKind` has five names; the series appear on first use.
-                metrics::counter!(names::PROM_FAULTS.name, "kind" => kind.name()).increment(1);
+                if let Some(i) = fleetsim_core::faults::FaultKind::ALL
+                    .iter()
+                    .position(|&k| k == kind)
+                {
+                    self.faults[i].increment(1);
+                }
             }
             Event::Crypto {
                 side: Side::Agents,
