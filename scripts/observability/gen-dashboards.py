@@ -200,6 +200,9 @@ def fleet_overview():
     b.panel("timeseries", "Secret occurrences masked per second", "ops",
             [q(rate("fleetsim_secrets_masked_total"), "masked")],
             description="Masked by the agents before logs leave them; the emulator counts leaks.")
+    b.panel("timeseries", "Faults applied per second by kind", "ops",
+            [q(rate("fleetsim_faults_total", by="kind"), "{{kind}}")],
+            description="Scenario [[faults]] the fleet applied, counted as each one's effect ends.")
     b.row("Crypto (agents)")
     b.panel("timeseries", "Crypto operations per second", "ops",
             [q(rate("fleetsim_crypto_operations_total", 'side="agents"', by="op"), "{{op}}")],

@@ -242,6 +242,11 @@ pub struct ServeArgs {
     /// Type `expires_in` in token answers as a JSON string.
     #[arg(long)]
     pub expires_in_as_string: bool,
+    /// Keep pools, agents, PATs, jobs and plans in DIR/state.redb and restore them at start:
+    /// after a crash (even kill -9) no answered change is lost. Sessions are not kept (agents
+    /// open new ones). A dir written with another --seed or record format is refused.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

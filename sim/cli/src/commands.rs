@@ -413,6 +413,7 @@ fn serve(args: ServeArgs) -> Outcome {
     opts.body_timeout = args.body_timeout;
     opts.keep_alive_timeout = args.keep_alive_timeout;
     opts.max_inflight_body_bytes = args.max_inflight_body_bytes;
+    opts.state_dir = args.state_dir.clone();
     if let Some(warning) = raise_serve_fd_limit(args.max_connections, listeners) {
         eprintln!("warning: {warning}");
     }
@@ -440,6 +441,9 @@ fn serve(args: ServeArgs) -> Outcome {
         let collection = &running_collection;
         if !collection.is_empty() {
             println!("fleetsim: collection at {}{collection}", running.base_url);
+        }
+        if let Some(dir) = &args.state_dir {
+            println!("fleetsim: state kept in {}", dir.display());
         }
         println!("fleetsim: emulator listening on {}", running.base_url);
         let _ = std::io::stdout().flush();
@@ -470,9 +474,10 @@ fn serve_failure(err: fleetsim_live::server::ServeError) -> Failure {
     use fleetsim_live::server::ServeError;
     use fleetsim_live::tls::TlsError;
     match err {
-        ServeError::Options(_) | ServeError::Tls(TlsError::UnsafeDir { .. }) => {
-            Failure::usage(anyhow::Error::new(err))
-        }
+        ServeError::Options(_)
+        | ServeError::Tls(TlsError::UnsafeDir { .. })
+        | ServeError::Store(_)
+        | ServeError::Restore(_) => Failure::usage(anyhow::Error::new(err)),
         err => Failure::run(anyhow::Error::new(err)),
     }
 }

@@ -249,36 +249,6 @@ fn server_deadlines_are_refused_where_they_cannot_be_honoured() {
     assert!(stderr.contains("server.deadlines"), "{stderr}");
 }
 
-// Goal: a live run of a scenario with faults is refused at start (exit 2), naming each fault
-// and where faults are applied, never run with the faults silently left out.
-#[test]
-fn live_runs_refuse_faults_they_cannot_apply() {
-    let dir = scratch("faults");
-    let scenario = tiny_scenario(&dir, "");
-    let mut body = std::fs::read_to_string(&scenario).unwrap();
-    body.push_str(
-        "\n[[faults]]\nkind = \"server_restart\"\nat = \"2s\"\n\n\
-         [[faults]]\nkind = \"agent_crash\"\nat = \"3s\"\nfraction = 0.5\n",
-    );
-    std::fs::write(&scenario, body).unwrap();
-    assert_eq!(
-        fleetsim(&["validate", scenario.to_str().unwrap()])
-            .status
-            .code(),
-        Some(0)
-    );
-    let out = fleetsim(&["run", scenario.to_str().unwrap(), "--quiet"]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    for needle in [
-        "server_restart at 2s",
-        "agent_crash at 3s",
-        "fleetsim simulate",
-    ] {
-        assert!(stderr.contains(needle), "{needle}: {stderr}");
-    }
-}
-
 // Goal: a target that is not there is "the run could not be carried out", exit 3, not a
 // threshold failure.
 #[test]

@@ -62,7 +62,9 @@ pub enum ApiRequest {
     },
     AddAgent {
         pool_id: u32,
-        agent: TaskAgent,
+        /// Boxed: a `TaskAgent` is ~1.1 KB and registration is rare, while every request of
+        /// every kind is moved through the drivers at this enum's size.
+        agent: Box<TaskAgent>,
     },
     GetAgent {
         pool_id: u32,
@@ -71,7 +73,7 @@ pub enum ApiRequest {
     ReplaceAgent {
         pool_id: u32,
         agent_id: u64,
-        agent: TaskAgent,
+        agent: Box<TaskAgent>,
     },
     DeleteAgent {
         pool_id: u32,
@@ -160,6 +162,9 @@ pub enum ApiRequest {
     },
     /// Emulator admin: counters (leaked secrets, requeues, …).
     AdminStats,
+    /// Emulator admin (extension): a token-expiry storm — the listener tokens of the selected
+    /// agents expire now (`POST …/_apis/fleetsim/faults/tokenExpiry`).
+    ExpireTokens(TokenExpiry),
     UpdateTimelineRecords {
         plan: PlanScope,
         timeline_id: String,
@@ -287,6 +292,29 @@ pub struct Request {
     pub call: ApiRequest,
 }
 
+/// Body of the token-expiry admin route: which of the agents named `{namePrefix}{index}` are
+/// hit (the fleet's fault schedule, `faults::Selection`). Bounded by the emulator: the prefix
+/// by [`TOKEN_EXPIRY_PREFIX_MAX`] bytes, an index list by [`TOKEN_EXPIRY_AGENTS_MAX`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenExpiry {
+    pub name_prefix: String,
+    pub agents: crate::faults::Selection,
+}
+
+/// Longest `TokenExpiry::name_prefix` the emulator accepts (agent names are capped below it).
+pub const TOKEN_EXPIRY_PREFIX_MAX: usize = 256;
+/// Most agent indices one `TokenExpiry` may list (the scenario's fleet limit).
+pub const TOKEN_EXPIRY_AGENTS_MAX: usize = 1_000_000;
+
+/// Answer of the token-expiry admin route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokensExpired {
+    /// Listener tokens that expired.
+    pub expired: u64,
+}
+
 /// The emulator's counters, readable through the admin API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -349,10 +377,13 @@ pub enum ApiResponse {
     Message(TaskAgentMessage),
     /// 202 with an empty body: the long poll ended with nothing to deliver.
     NoMessage,
-    JobRequest(TaskAgentJobRequest),
+    /// Boxed (~420 bytes, and only lock renewals and admin calls get it): the enum is moved
+    /// through the drivers at its largest variant's size.
+    JobRequest(Box<TaskAgentJobRequest>),
     JobRequests(ListOf<TaskAgentJobRequest>),
     QueuedJobs(QueueJobsResponse),
     Stats(EmulatorStats),
+    TokensExpired(TokensExpired),
     TimelineRecords(ListOf<TimelineRecord>),
     Log(TaskLog),
     Attachment(TaskAttachment),

@@ -5,6 +5,7 @@
 
 use crate::SimTime;
 use crate::api::ErrorKind;
+use crate::faults::FaultKind;
 use crate::ops::{AgentState, Operation};
 use crate::proto::TaskResult;
 
@@ -151,5 +152,14 @@ pub enum Event {
         count: u32,
         bytes: u64,
         nanos: u64,
+    },
+    /// The driver applied a scheduled fault: from `start` to `end` (`None`: instant, or a crash
+    /// with no recovery), hitting `agents` of this process's agents (0 for a server fault).
+    /// Drivers send it once per fault, when its effect is over (or at once if it never ends).
+    Fault {
+        kind: FaultKind,
+        start: SimTime,
+        end: Option<SimTime>,
+        agents: u32,
     },
 }

@@ -16,6 +16,7 @@ pub mod codec;
 pub mod crypto;
 pub mod dist;
 pub mod event;
+pub mod faults;
 pub mod job;
 pub mod mask;
 pub mod ops;

@@ -279,7 +279,7 @@ fn every_response() -> Vec<(ApiRequest, ApiResponse)> {
         ),
         (
             find(&|c| matches!(c, ApiRequest::UpdateJobRequest { .. })),
-            R::JobRequest(job_request.clone()),
+            R::JobRequest(Box::new(job_request.clone())),
         ),
         (
             find(&|c| matches!(c, ApiRequest::QueueJobs { .. })),

@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 use fleetsim_core::api::{
     AgentInclude, AgentQuery, ApiRequest, ApiResponse, Credential, ErrorKind, PoolQuery,
 };
-use fleetsim_core::codec::iso8601_utc;
-use fleetsim_core::proto::{
-    JobRequestUpdate, TaskAgent, TaskAgentPool, TaskAgentPoolUpdate, TaskAgentUpdate, TaskResult,
-};
+use fleetsim_core::proto::{TaskAgent, TaskAgentPool, TaskAgentPoolUpdate, TaskAgentUpdate};
 use fleetsim_core::server::{PatConfig, SCOPE_AGENTPOOLS_READ, ServerConfig};
 use server_support::*;
 
@@ -58,23 +55,6 @@ fn pools(h: &mut Harness, query: PoolQuery) -> Vec<String> {
         ApiResponse::Pools(list) => list.value.into_iter().map(|p| p.name).collect(),
         other => panic!("expected pools, got {other:?}"),
     }
-}
-
-fn finish(h: &mut Harness, agent: &TestAgent, request_id: u64, lock_token: &str) {
-    let call = ApiRequest::UpdateJobRequest {
-        pool_id: 1,
-        request_id,
-        lock_token: lock_token.into(),
-        update: JobRequestUpdate {
-            request_id,
-            finish_time: Some(iso8601_utc(0)),
-            result: Some(TaskResult::Succeeded),
-        },
-    };
-    assert!(matches!(
-        h.call(bearer(&agent.token), call),
-        ApiResponse::JobRequest(_)
-    ));
 }
 
 // Goal: PATCH `enabled: false` disables an agent: GET shows it, a queued job is not
@@ -251,7 +231,7 @@ fn put_replaces_and_ends_the_old_session() {
     let replace = ApiRequest::ReplaceAgent {
         pool_id: 1,
         agent_id: old.id,
-        agent: agent_body("new", &[("new", "1")]),
+        agent: Box::new(agent_body("new", &[("new", "1")])),
     };
     let new = agent(h.call(pat(), replace));
     assert_eq!((new.id, new.name.as_str()), (old.id, "new"));
@@ -335,7 +315,7 @@ fn pools_are_listed_created_renamed_and_deleted() {
         pat(),
         ApiRequest::AddAgent {
             pool_id: created.id,
-            agent: body,
+            agent: Box::new(body),
         },
     ));
     let delete = ApiRequest::DeletePool {

@@ -42,7 +42,7 @@ fn basic(password: &str) -> Credential {
 fn add(name: &str) -> ApiRequest {
     ApiRequest::AddAgent {
         pool_id: 1,
-        agent: agent_body(name, &[]),
+        agent: Box::new(agent_body(name, &[])),
     }
 }
 
@@ -344,7 +344,7 @@ fn delete_revokes_and_replace_keeps_identity() {
     let replace = ApiRequest::ReplaceAgent {
         pool_id: 1,
         agent_id: b.id,
-        agent: body,
+        agent: Box::new(body),
     };
     let ApiResponse::Agent(r) = h.call(pat(), replace) else {
         panic!("replace")
@@ -396,4 +396,52 @@ fn head_check_refuses_unauthenticated_clients_before_the_body() {
         head(&h, agents, Some(&basic_header(EXPIRED_PAT))),
         unauthorized
     );
+}
+
+// Goal: the token-expiry admin route (a live token-expiry storm) expires the listener tokens of
+// exactly the agents its selection names — by the fleet's `{prefix}{index}` names — so their
+// next listener call meets 401; others keep working; only the admin PAT may call it, and an
+// oversized body is a typed 400 that changes nothing.
+#[test]
+fn token_expiry_route_expires_the_selected_agents_tokens_only() {
+    use fleetsim_core::api::{TOKEN_EXPIRY_PREFIX_MAX, TokenExpiry};
+    use fleetsim_core::faults::Selection;
+    let mut h = Harness::new(matrix_config());
+    let mut hit = online_agent(&mut h, "fleet-1", &[]);
+    let spared = online_agent(&mut h, "fleet-2", &[]);
+    let storm = |agents| {
+        ApiRequest::ExpireTokens(TokenExpiry {
+            name_prefix: "fleet-".into(),
+            agents,
+        })
+    };
+    h.expect_error(
+        basic(READ_PAT),
+        storm(Selection::All),
+        ErrorKind::AccessDenied,
+    );
+    let long = ApiRequest::ExpireTokens(TokenExpiry {
+        name_prefix: "x".repeat(TOKEN_EXPIRY_PREFIX_MAX + 1),
+        agents: Selection::All,
+    });
+    h.expect_error(pat(), long, ErrorKind::BadRequest);
+    match h.call(pat(), storm(Selection::Agents(vec![1]))) {
+        ApiResponse::TokensExpired(t) => assert_eq!(t.expired, 1),
+        other => panic!("storm: {other:?}"),
+    }
+    h.expect_error(
+        bearer(&hit.token),
+        get_message(&hit, None),
+        ErrorKind::Unauthorized,
+    );
+    let (_, spared_poll) = h.send(bearer(&spared.token), get_message(&spared, None));
+    assert!(
+        !matches!(spared_poll, Some(ApiResponse::Error(_))),
+        "the spared agent's token still works: {spared_poll:?}"
+    );
+    // A new token (the agent's answer to the 401) works again.
+    h.advance(Duration::from_secs(1));
+    fetch_token(&mut h, &mut hit);
+    let (_, poll) = h.send(bearer(&hit.token), get_message(&hit, None));
+    assert!(!matches!(poll, Some(ApiResponse::Error(_))), "{poll:?}");
 }

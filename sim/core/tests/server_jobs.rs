@@ -325,7 +325,7 @@ fn limits_refuse_without_changing_state() {
     let a = online_agent(&mut h, "only", &[]);
     let add = ApiRequest::AddAgent {
         pool_id: 1,
-        agent: agent_body("second", &[]),
+        agent: Box::new(agent_body("second", &[])),
     };
     h.expect_error(pat(), add, ErrorKind::Throttled);
     assert_eq!(h.server.stats().agents, 1);

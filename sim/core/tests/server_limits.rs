@@ -34,7 +34,7 @@ fn an_agent_with_8_mib_of_capabilities_is_refused_and_nothing_is_kept() {
     let huge = "x".repeat(8 * 1024 * 1024);
     let add = ApiRequest::AddAgent {
         pool_id: 1,
-        agent: agent_body("bloat", &[("PATH", &huge)]),
+        agent: Box::new(agent_body("bloat", &[("PATH", &huge)])),
     };
     let err = h.expect_error(pat(), add, ErrorKind::BadRequest);
     assert_names(
@@ -48,7 +48,7 @@ fn an_agent_with_8_mib_of_capabilities_is_refused_and_nothing_is_kept() {
     let replace = ApiRequest::ReplaceAgent {
         pool_id: 1,
         agent_id: a.id,
-        agent: agent_body("fine", &[("PATH", &huge)]),
+        agent: Box::new(agent_body("fine", &[("PATH", &huge)])),
     };
     h.expect_error(pat(), replace, ErrorKind::BadRequest);
     let many: BTreeMap<String, String> = (0..2000)
@@ -95,7 +95,10 @@ fn agent_name_and_version_beyond_their_limits_are_refused() {
     let add = |name: &str, version: &str| {
         let mut agent = agent_body(name, &[]);
         agent.version = version.to_string();
-        ApiRequest::AddAgent { pool_id: 1, agent }
+        ApiRequest::AddAgent {
+            pool_id: 1,
+            agent: Box::new(agent),
+        }
     };
     let err = h.expect_error(
         pat(),

@@ -344,7 +344,7 @@ fn bench_fleet(agents: u32) -> Row {
         e.events as f64 / wall_s / 1e6,
         out.report.jobs.succeeded,
         out.report.job_pickup.latency_s.p99,
-        out.report.trace_hash.unwrap_or_default(),
+        out.report.trace_hash.as_deref().unwrap_or_default(),
     );
     Row {
         part: "driver",
@@ -352,7 +352,7 @@ fn bench_fleet(agents: u32) -> Row {
         virtual_s: horizon as f64,
         events: e.events,
         wall_s,
-        trace: out.report.trace_hash.map(|h| h.to_string()),
+        trace: out.report.trace_hash.clone(),
     }
 }
 

@@ -53,7 +53,7 @@ fn main() {
     for (i, body) in bodies.iter().enumerate() {
         let add = ApiRequest::AddAgent {
             pool_id: 1,
-            agent: body.clone(),
+            agent: Box::new(body.clone()),
         };
         call(&mut server, i as u64, add);
     }

@@ -34,13 +34,13 @@ use fleetsim_metrics::report::{EngineStats, Mode, Report, RunMeta};
 use fleetsim_scenario::Scenario;
 
 use crate::engine::{Engine, EngineError, Model, Scheduler, SimEvent};
-use crate::faults::{self, FaultKind, ScheduledFault};
 use crate::invariants::{InvariantChecker, InvariantReport};
 use crate::network::{Network, Partition, Transit};
 use crate::queue::EventSet;
 use crate::setup::{self, CryptoCharge};
 use crate::station::{Admission, Routes, Station, StationStats};
 use crate::stats::{BatchMeans, JobWatch, LittleStats};
+use fleetsim_core::faults::{self, FaultKind, ScheduledFault};
 
 /// The wall time `SimTime::ZERO` stands for: 2026-01-01T00:00:00Z. Fixed, so JWT times and
 /// record timestamps are part of the deterministic run.
@@ -464,7 +464,7 @@ impl<'s> Sim<'s> {
             .collect();
         let mut network =
             Network::new(setup::network(s), rng::stream(seed, StreamKind::Network, 0));
-        let faults = faults::schedule(s);
+        let faults = faults::schedule(s.run.seed, &s.faults);
         for f in faults.iter().filter(|f| f.kind == FaultKind::Partition) {
             let end = f.end.unwrap_or(SimTime::NEVER);
             network.add_partition(Partition {
@@ -941,6 +941,20 @@ impl<'s> Sim<'s> {
     fn fault_start<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>, i: usize) {
         let f = self.faults[i].clone();
         let now = s.now();
+        // The report lists every fault, as a live run's does (same schedule, same agents).
+        let agents = if f.kind.server_side() {
+            0
+        } else {
+            (0..self.agents.len() as u32)
+                .filter(|&a| f.select.contains(a))
+                .count() as u32
+        };
+        self.record(&Event::Fault {
+            kind: f.kind,
+            start: now,
+            end: f.end,
+            agents,
+        });
         match f.kind {
             FaultKind::AgentCrash => {
                 for a in 0..self.agents.len() as u32 {
@@ -956,13 +970,10 @@ impl<'s> Sim<'s> {
             }
             FaultKind::ServerRestart => self.restart_server(s, f.end.unwrap_or(now)),
             FaultKind::TokenExpiryStorm => {
-                // Agent names are `{name_prefix}{index}`: select by the index.
+                // Agent names are `{name_prefix}{index}`: the core selects by the index.
                 let prefix = self.config.name_prefix.clone();
-                let index = |name: &str| name.strip_prefix(&prefix)?.parse::<u32>().ok();
-                let select = &f.select;
-                self.server.expire_listener_tokens(now, |name| {
-                    index(name).is_some_and(|a| select.contains(a))
-                });
+                self.server
+                    .expire_listener_tokens(now, |name| f.select.contains_name(&prefix, name));
             }
         }
     }

@@ -4,7 +4,7 @@
 //! its own single-threaded next-event loop ([`engine`]) over a hierarchical timing wheel
 //! ([`queue`]), a virtual network ([`network`]) and a server capacity model ([`station`]:
 //! worker pools with per-operation service times, pure delays for long-poll holds, optional
-//! bounded queues that shed with 429/503), faults ([`faults`]) and invariant checks
+//! bounded queues that shed with 429/503), faults (the schedule is `fleetsim_core::faults`) and invariant checks
 //! ([`invariants`]). [`simulate`] turns a `Scenario` into the same `Report` live mode writes,
 //! plus engine figures and a trace hash; [`plan`] sweeps a scenario over one key and searches
 //! for the largest value that meets its thresholds; [`theory`] holds the queueing formulas the
@@ -16,7 +16,6 @@
 
 pub mod driver;
 pub mod engine;
-pub mod faults;
 pub mod invariants;
 pub mod network;
 pub mod plan;

@@ -15,7 +15,7 @@ use fleetsim_core::dist::{DurationDist, Shape};
 use fleetsim_core::rng::Rng;
 use rand::Rng as _;
 
-use crate::faults::Selection;
+use fleetsim_core::faults::Selection;
 
 /// The network's configuration.
 #[derive(Clone, Debug, PartialEq)]

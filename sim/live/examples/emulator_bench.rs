@@ -8,6 +8,8 @@
 //!    → finish (PATCH jobrequest with a result) until `--jobs` queued jobs are done.
 //!
 //! Every loop is bounded in count and by `--max-secs`; only loopback addresses are accepted.
+//! `--state-dir DIR` gives the in-process emulator a state dir (`serve --state-dir`: every
+//! answer waits for its changes to be committed), to measure what durability costs.
 //!
 //! ```text
 //! cargo run --release -p fleetsim-live --example emulator_bench -- \
@@ -49,6 +51,7 @@ struct Settings {
     agents: u64,
     jobs: u64,
     max_secs: u64,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -61,6 +64,7 @@ impl Settings {
             agents: 32,
             jobs: 4_000,
             max_secs: 60,
+            state_dir: None,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         for pair in args.chunks(2) {
@@ -80,6 +84,7 @@ impl Settings {
                 "--agents" => s.agents = number()?.max(1),
                 "--jobs" => s.jobs = number()?,
                 "--max-secs" => s.max_secs = number()?.clamp(1, 600),
+                "--state-dir" => s.state_dir = Some(value.into()),
                 other => return Err(format!("unknown flag {other}")),
             }
         }
@@ -112,9 +117,9 @@ async fn main() -> Result<(), String> {
             let mut config = ServerConfig::with_env_pat(settings.pat.clone());
             config.long_poll_hold = Duration::from_secs(1);
             let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            let running = server::start(EmulatorOptions::new(listen, config))
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut opts = EmulatorOptions::new(listen, config);
+            opts.state_dir = settings.state_dir.clone();
+            let running = server::start(opts).await.map_err(|e| e.to_string())?;
             (Target::plain(running.local_addr), Some(running))
         }
     };
@@ -205,7 +210,13 @@ async fn register(
         ..Default::default()
     };
     let ApiResponse::Agent(agent) = conn
-        .call(pat, ApiRequest::AddAgent { pool_id: 1, agent })
+        .call(
+            pat,
+            ApiRequest::AddAgent {
+                pool_id: 1,
+                agent: Box::new(agent),
+            },
+        )
         .await
     else {
         panic!("registration of bench-{i} failed")

@@ -415,6 +415,11 @@ impl PromSink {
                 self.token_rotations.increment(1);
             }
             Event::SecretsMasked { count, .. } => self.secrets_masked.increment(u64::from(count)),
+            Event::Fault { kind, start, .. } => {
+                self.advance(start);
+                // Bounded labels: `FaultKind` has five names; the series appear on first use.
+                metrics::counter!(names::PROM_FAULTS.name, "kind" => kind.name()).increment(1);
+            }
             Event::Crypto {
                 side: Side::Agents,
                 op,
@@ -749,6 +754,12 @@ mod tests {
                 at: t(3_000),
             },
             Event::SecretsMasked { agent: 0, count: 3 },
+            Event::Fault {
+                kind: fleetsim_core::faults::FaultKind::Partition,
+                start: t(4_000),
+                end: Some(t(5_000)),
+                agents: 2,
+            },
             Event::JobFinished {
                 agent: 0,
                 request_id: 7,
@@ -884,6 +895,13 @@ mod tests {
         assert_eq!(
             sample(&text, "fleetsim_secrets_masked_total{shard=\"0\"}"),
             3.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "fleetsim_faults_total{shard=\"0\",kind=\"partition\"}"
+            ),
+            1.0
         );
         assert_eq!(
             sample(&text, "fleetsim_run_elapsed_seconds{shard=\"0\"}"),

@@ -104,7 +104,13 @@ async fn register_and_connect(target: &Target, name: &str) -> Agent {
         ..Default::default()
     };
     let ApiResponse::Agent(registered) = target
-        .call(&pat(), ApiRequest::AddAgent { pool_id: 1, agent })
+        .call(
+            &pat(),
+            ApiRequest::AddAgent {
+                pool_id: 1,
+                agent: Box::new(agent),
+            },
+        )
         .await
     else {
         panic!("registration failed")

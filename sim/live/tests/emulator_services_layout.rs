@@ -139,7 +139,10 @@ async fn each_part_is_served_where_services_serves_it() {
         &main,
         ORG,
         &pat(),
-        ApiRequest::AddAgent { pool_id: 1, agent },
+        ApiRequest::AddAgent {
+            pool_id: 1,
+            agent: Box::new(agent),
+        },
     )
     .await
     else {

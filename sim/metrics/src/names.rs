@@ -201,6 +201,15 @@ pub const PROM_TOKENS_ROTATED: PromMetric = PromMetric {
     help: "Job-token rotations the virtual agents performed.",
 };
 
+/// Faults the driver applied (`[[faults]]`), by kind.
+pub const PROM_FAULTS: PromMetric = PromMetric {
+    name: "fleetsim_faults_total",
+    kind: "counter",
+    labels: &["kind"],
+    help: "Scenario faults ([[faults]]) the driver applied, by kind, counted as each one's \
+           effect ends.",
+};
+
 /// Run time of the latest event the exporter saw (virtual time in `simulate`).
 pub const PROM_RUN_ELAPSED: PromMetric = PromMetric {
     name: "fleetsim_run_elapsed_seconds",
@@ -230,6 +239,7 @@ pub const PROMETHEUS: &[PromMetric] = &[
     PROM_CRYPTO_SECONDS,
     PROM_SECRETS_MASKED,
     PROM_TOKENS_ROTATED,
+    PROM_FAULTS,
     PROM_RUN_ELAPSED,
 ];
 
@@ -540,7 +550,12 @@ pub fn catalogue_markdown() -> String {
          `emulator_lifetime.end` keep the emulator's lifetime totals at those two readings, apart:\n\
          a target that served earlier runs does not fail this one's `emulator.leaked_secrets ==\n\
          0`. Thresholds on `emulator.*` and `jobs.requeued` judge the run's figures. A\n\
-         virtual-time run starts with a fresh emulator, so its totals are the run's.\n",
+         virtual-time run starts with a fresh emulator, so its totals are the run's.\n\n\
+         ## Faults (report only)\n\n\
+         `faults` lists each `[[faults]]` entry the driver applied (absent when none): `kind`,\n\
+         `start_s` and `end_s` (run seconds; no `end_s` for an instant fault or a crash with no\n\
+         recovery) and `agents` (how many agents it hit; 0 for a server fault). Merged shards\n\
+         list each fault once with the agents of every shard.\n",
     );
     out.push_str(&format!(
         "\n## Shard reports and merged runs (report only)\n\n\

@@ -163,7 +163,16 @@ pub struct Recorder {
     pub(crate) last_event: SimTime,
     /// Per-interval figures for the report's charts (bounded, see `timeline`).
     pub(crate) timeline: Timeline,
+    /// Faults the driver applied, in the order they were sent (at most [`MAX_FAULTS`]; a
+    /// scenario's faults are bounded by its validation, this guards a driver loop).
+    pub(crate) faults: Vec<crate::report::FaultReport>,
 }
+
+/// Faults a recorder keeps; more are dropped (the scenario limit is far below).
+pub const MAX_FAULTS: usize = 1_024;
+/// Shards' reports of one fault start this close (their clocks share run time zero; each
+/// applies the fault at its own wake-up).
+const FAULT_MERGE_WINDOW_S: f64 = 0.5;
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -206,6 +215,7 @@ impl Recorder {
             interval_pickup: new_interval_histogram(),
             last_event: SimTime::ZERO,
             timeline: Timeline::default(),
+            faults: Vec::new(),
         }
     }
 
@@ -281,6 +291,22 @@ impl Recorder {
                 c.bytes += bytes;
                 c.nanos += nanos;
             }
+            Event::Fault {
+                kind,
+                start,
+                end,
+                agents,
+            } => {
+                if self.faults.len() < MAX_FAULTS {
+                    self.faults.push(crate::report::FaultReport {
+                        kind: kind.name().to_string(),
+                        start_s: start.as_secs_f64(),
+                        end_s: end.map(SimTime::as_secs_f64),
+                        agents: u64::from(agents),
+                    });
+                }
+                self.touch(start);
+            }
         }
     }
 
@@ -319,6 +345,33 @@ impl Recorder {
     /// (queued, never finished, not running and not waiting). Without it the report says 0.
     pub fn set_jobs_lost(&mut self, lost: u64) {
         self.jobs_lost = Some(lost);
+    }
+
+    /// Shards of one run apply one schedule, each to its own agents: a fault of the same kind
+    /// that started within [`FAULT_MERGE_WINDOW_S`] is the same fault, hitting the sum of both
+    /// shards' agents; any other is another fault.
+    fn merge_faults(&mut self, other: &Recorder) {
+        for theirs in &other.faults {
+            let same = self.faults.iter_mut().find(|mine| {
+                mine.kind == theirs.kind
+                    && (mine.start_s - theirs.start_s).abs() < FAULT_MERGE_WINDOW_S
+            });
+            match same {
+                Some(mine) => {
+                    mine.agents += theirs.agents;
+                    mine.start_s = mine.start_s.min(theirs.start_s);
+                    mine.end_s = match (mine.end_s, theirs.end_s) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                None => {
+                    if self.faults.len() < MAX_FAULTS {
+                        self.faults.push(theirs.clone());
+                    }
+                }
+            }
+        }
     }
 
     /// Add another recorder exactly: histograms add bucket by bucket, counters add, pending
@@ -383,6 +436,7 @@ impl Recorder {
         self.peak_busy += other.peak_busy;
         self.tokens_rotated += other.tokens_rotated;
         self.secrets_masked += other.secrets_masked;
+        self.merge_faults(other);
         for (side_a, side_b) in self.crypto.iter_mut().zip(&other.crypto) {
             for (a, b) in side_a.iter_mut().zip(side_b) {
                 a.ops += b.ops;

@@ -380,6 +380,23 @@ pub struct Report {
     /// fails with exit code 3 whatever its thresholds say. Absent when the run was complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<crate::incomplete::Incomplete>,
+    /// The `[[faults]]` the driver applied, in the order they ended (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultReport>,
+}
+
+/// One applied fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// `fleetsim_core::faults::FaultKind::name`.
+    pub kind: String,
+    /// Run time it started, seconds.
+    pub start_s: f64,
+    /// Run time it ended, seconds; absent for an instant fault or a crash with no recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_s: Option<f64>,
+    /// Agents of this process it hit (0 for a server fault).
+    pub agents: u64,
 }
 
 /// Why a report could not be read or merged.
@@ -496,6 +513,7 @@ impl Report {
                 operations: histograms,
             },
             incomplete: None,
+            faults: rec.faults.clone(),
             run,
         }
     }
@@ -581,6 +599,7 @@ impl Report {
         rec.peak_busy = self.agents.peak_busy;
         rec.tokens_rotated = self.agents.tokens_rotated;
         rec.secrets_masked = self.agents.secrets_masked;
+        rec.faults.clone_from(&self.faults);
         for (side_name, ops) in &self.crypto {
             let Some(side) = names::side_from_name(side_name) else {
                 continue;

@@ -182,6 +182,20 @@ fn jobs(out: &mut String, r: &Report) {
         "              tokens rotated {} · secrets masked {}",
         a.tokens_rotated, a.secrets_masked
     );
+    for (i, f) in r.faults.iter().enumerate() {
+        let head = if i == 0 { "  faults" } else { "" };
+        let until = f.end_s.map_or(String::new(), |e| format!("–{e:.1} s"));
+        let hit = if f.agents > 0 {
+            format!(" · {} agents", f.agents)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{head:<14}{} at {:.1} s{until}{hit}",
+            f.kind, f.start_s
+        );
+    }
     if let Some(e) = &r.emulator {
         let _ = writeln!(
             out,

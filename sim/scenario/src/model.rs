@@ -380,55 +380,6 @@ pub struct Network {
     pub loss: f64,
 }
 
-/// One scheduled fault.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Fault {
-    /// What goes wrong.
-    pub kind: FaultKind,
-    /// When (run time).
-    pub at: Duration,
-    /// How long it lasts; `None` for instant faults (a restart, a storm) or a crash with no
-    /// recovery.
-    pub duration: Option<Duration>,
-    /// Which agents it hits (`All` for server-side faults).
-    pub agents: AgentSelection,
-}
-
-/// Kinds of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    /// Agents die mid-job (no goodbye); with a duration they come back after it.
-    AgentCrash,
-    /// The agents' network to the server is cut for `duration`.
-    Partition,
-    /// The server stops answering for `duration` (requests queue up).
-    ServerStall,
-    /// The server restarts: sessions and parked polls are lost; down for `duration` if given.
-    ServerRestart,
-    /// The agents' tokens expire at once.
-    TokenExpiryStorm,
-}
-
-impl FaultKind {
-    /// The name scenario files use.
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::AgentCrash => "agent_crash",
-            FaultKind::Partition => "partition",
-            FaultKind::ServerStall => "server_stall",
-            FaultKind::ServerRestart => "server_restart",
-            FaultKind::TokenExpiryStorm => "token_expiry_storm",
-        }
-    }
-}
-
-/// Which agents a fault hits.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AgentSelection {
-    /// Every agent (and the server side, for server faults).
-    All,
-    /// This fraction of agents (0 < f ≤ 1), chosen with the Faults RNG stream.
-    Fraction(f64),
-    /// These agent indices (each < fleet.agents), sorted and unique.
-    Agents(Vec<u32>),
-}
+/// `[[faults]]`: the fault model is the core's (one `FaultKind` for scenarios, both drivers and
+/// reports; `fleetsim_core::faults::schedule` resolves it for a run).
+pub use fleetsim_core::faults::{AgentSelection, Fault, FaultKind};

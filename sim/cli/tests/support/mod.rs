@@ -11,7 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fleetsim");
 
-/// `fleetsim serve` on 127.0.0.1 (port 0) with PAT `pat`. Dropping it kills the process.
+/// `fleetsim serve` on 127.0.0.1 (port 0) with PAT `pat`. Dropping it kills the process
+/// (SIGKILL: a crash, nothing is flushed).
 pub struct Serve {
     child: Child,
     /// The collection URL it printed, without a trailing slash.
@@ -20,8 +21,14 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(pat: &str) -> Serve {
+        Serve::start_with(pat, &["--listen", "127.0.0.1:0"])
+    }
+
+    /// `fleetsim serve ARGS` with PAT `pat` (ARGS name the address to listen on).
+    pub fn start_with(pat: &str, args: &[&str]) -> Serve {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(args)
             .env("FLEETSIM_PAT", pat)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -92,4 +99,62 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A free port on 127.0.0.1 (bound and released: for a server that must come back on the same
+/// address after a restart).
+pub fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    socket.local_addr().expect("bound address").port()
+}
+
+/// `GET {base}{path}` with `pat` as Basic credentials: the status and the body.
+pub fn get(base: &str, path: &str, pat: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let host = host.split('/').next().unwrap_or(host);
+    let mut s = std::net::TcpStream::connect(host).expect("server accepts");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("read timeout");
+    let auth = base64(format!("fleetsim:{pat}").as_bytes());
+    let prefix = base.trim_start_matches("http://").trim_start_matches(host);
+    write!(
+        s,
+        "GET {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer read");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// Standard base64 with padding (for a Basic credential).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -468,7 +468,7 @@ impl Agent {
                 Purpose::Register,
                 ApiRequest::AddAgent {
                     pool_id: self.pool_id(),
-                    agent: self.agent_body(None),
+                    agent: Box::new(self.agent_body(None)),
                 },
                 pat(),
             ),
@@ -480,7 +480,7 @@ impl Agent {
                     ApiRequest::ReplaceAgent {
                         pool_id: self.pool_id(),
                         agent_id: existing.id,
-                        agent,
+                        agent: Box::new(agent),
                     },
                     pat(),
                 )

@@ -232,7 +232,7 @@ fn happy(_now: SimTime, req: &Request) -> Option<ApiResponse> {
             let auth = agent.authorization.get_or_insert_with(Default::default);
             auth.client_id = Some("client-7".into());
             auth.authorization_url = Some("http://emu/_apis/oauth2/token".into());
-            ApiResponse::Agent(Box::new(agent))
+            ApiResponse::Agent(agent)
         }
         ApiRequest::Token(_) => ApiResponse::Token(TokenResponse {
             access_token: "listener-token".into(),
@@ -252,10 +252,10 @@ fn happy(_now: SimTime, req: &Request) -> Option<ApiResponse> {
             ApiResponse::NoContent
         }
         ApiRequest::UpdateJobRequest { request_id, .. } => {
-            ApiResponse::JobRequest(TaskAgentJobRequest {
+            ApiResponse::JobRequest(Box::new(TaskAgentJobRequest {
                 request_id: *request_id,
                 ..Default::default()
-            })
+            }))
         }
         ApiRequest::CreateLog { log, .. } => ApiResponse::Log(TaskLog {
             id: 5,

@@ -36,6 +36,8 @@ pub use url::{Origin, Url, UrlError, UrlScheme, resolve};
 pub const TOKEN_PATH: &str = "/_apis/oauth2/token";
 /// Emulator extension: the admin counters route below the base URL.
 pub const STATS_PATH: &str = "/_apis/fleetsim/stats";
+/// Emulator extension: the token-expiry storm route below the base URL.
+pub const TOKEN_EXPIRY_PATH: &str = "/_apis/fleetsim/faults/tokenExpiry";
 /// `client_assertion_type` of the JWT-bearer client assertion.
 pub const JWT_BEARER_ASSERTION_TYPE: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -183,6 +185,9 @@ fn decode_call(req: &WireRequest) -> Result<ApiRequest, ApiError> {
         }),
         ["oauth2", "token"] => ctx.only(Method::Post, || ctx.token_grant().map(ApiRequest::Token)),
         ["fleetsim", "stats"] => ctx.only(Method::Get, || Ok(ApiRequest::AdminStats)),
+        ["fleetsim", "faults", "tokenexpiry"] => {
+            ctx.only(Method::Post, || ctx.json().map(ApiRequest::ExpireTokens))
+        }
         [_] => ctx.only(Method::Options, || {
             Ok(ApiRequest::Options {
                 area: Some(rest[0].to_string()),
@@ -629,6 +634,7 @@ pub fn encode_response(resp: &ApiResponse, ctx: &ResponseContext) -> WireRespons
         ApiResponse::JobRequests(v) => ok_json(v),
         ApiResponse::QueuedJobs(v) => ok_json(v),
         ApiResponse::Stats(v) => ok_json(v),
+        ApiResponse::TokensExpired(v) => ok_json(v),
         ApiResponse::TimelineRecords(v) => ok_json(v),
         ApiResponse::Log(v) => ok_json(v),
         ApiResponse::Attachment(v) => ok_json(v),
@@ -922,6 +928,13 @@ fn encode_call(call: &ApiRequest) -> Encoded {
             JSON,
         ),
         A::AdminStats => (Method::Get, STATS_PATH.into(), none(), None, JSON),
+        A::ExpireTokens(body) => (
+            Method::Post,
+            TOKEN_EXPIRY_PATH.into(),
+            none(),
+            Some(to_json(body)),
+            JSON,
+        ),
         A::UpdateTimelineRecords {
             plan,
             timeline_id,
@@ -1216,6 +1229,7 @@ pub enum AnswerKind {
     QueuedJobs,
     JobRequests,
     Stats,
+    TokensExpired,
     TimelineRecords,
     Log,
     Attachment,
@@ -1253,6 +1267,7 @@ impl AnswerKind {
             A::QueueJobs { .. } => K::QueuedJobs,
             A::ListJobRequests { .. } => K::JobRequests,
             A::AdminStats => K::Stats,
+            A::ExpireTokens(_) => K::TokensExpired,
             A::UpdateTimelineRecords { .. } => K::TimelineRecords,
             A::CreateLog { .. } | A::AppendLog { .. } => K::Log,
             A::PutAttachment { .. } => K::Attachment,
@@ -1284,10 +1299,11 @@ pub fn decode_answer(kind: AnswerKind, resp: &WireResponse) -> ApiResponse {
         K::Session => parse(resp).map(R::Session),
         K::Message if resp.body.iter().all(u8::is_ascii_whitespace) => Ok(R::NoMessage),
         K::Message => parse(resp).map(R::Message),
-        K::JobRequest => parse(resp).map(R::JobRequest),
+        K::JobRequest => parse(resp).map(|j| R::JobRequest(Box::new(j))),
         K::QueuedJobs => parse(resp).map(R::QueuedJobs),
         K::JobRequests => parse(resp).map(R::JobRequests),
         K::Stats => parse(resp).map(R::Stats),
+        K::TokensExpired => parse(resp).map(R::TokensExpired),
         K::TimelineRecords => parse(resp).map(R::TimelineRecords),
         K::Log => parse(resp).map(R::Log),
         K::Attachment => parse(resp).map(R::Attachment),
@@ -1377,6 +1393,7 @@ pub fn route_label(call: &ApiRequest) -> &'static str {
         A::ListJobRequests { .. } => "list_job_requests",
         A::CancelJob { .. } => "cancel_job",
         A::AdminStats => "admin_stats",
+        A::ExpireTokens(_) => "admin_expire_tokens",
         A::UpdateTimelineRecords { .. } => "timeline_records",
         A::AppendFeed { .. } => "feed",
         A::CreateLog { .. } => "create_log",
@@ -1450,6 +1467,10 @@ mod tests {
         let calls = [
             ApiRequest::ConnectionData,
             ApiRequest::AdminStats,
+            ApiRequest::ExpireTokens(crate::api::TokenExpiry {
+                name_prefix: "a-".into(),
+                agents: crate::faults::Selection::All,
+            }),
             ApiRequest::ListJobRequests { pool_id: 1 },
             ApiRequest::CancelJob {
                 pool_id: 1,

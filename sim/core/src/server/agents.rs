@@ -34,19 +34,24 @@ use crate::proto::{
 /// is 684 characters. Real crypto parses the key anyway; modelled crypto stores it unparsed.
 const PUBLIC_KEY_PART_MAX: usize = 1024;
 
-/// One registered agent.
+/// One registered agent. Serialised as a durable record (`server::durable`) without what is
+/// rebuilt on restore (folded capabilities, parsed key, rank) or is not durable (the session).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct AgentRecord {
     pub pool_id: u32,
     /// As registered (the response adds status, authorization and assigned request).
     pub agent: TaskAgent,
     /// Its capabilities folded for matching, rebuilt whenever they change
     /// (`server::matching`).
+    #[serde(skip)]
     pub caps: CapSet,
     pub client_id: String,
     /// Parsed once at registration (real crypto); `None` in modelled mode.
+    #[serde(skip)]
     pub public_key: Option<PublicKey>,
     pub enabled: bool,
     pub created_on: String,
+    #[serde(skip)]
     pub session: Option<Session>,
     /// The job request it holds, if any.
     pub assigned: Option<u64>,
@@ -54,6 +59,7 @@ pub(super) struct AgentRecord {
     pub last_completed: Option<u64>,
     pub listener_tokens: VecDeque<String>,
     /// Its rank in `Server::ready` (the parked polls counted when it entered), 0 when absent.
+    #[serde(skip)]
     pub ready_rank: u32,
 }
 
@@ -282,6 +288,7 @@ impl Server {
             .insert((pool_id, record.agent.name.to_ascii_lowercase()), id);
         self.clients.insert(client_id, id);
         self.agents.insert(id, record);
+        self.journal.agent(id);
         let caps = self.agents.get(&id).map(|r| &r.caps);
         self.demand_index.agent_changed(pool_id, None, caps);
         *self.pool_sizes.entry(pool_id).or_default() += 1;
@@ -314,6 +321,7 @@ impl Server {
         let public_key = self.parse_public_key(&agent)?;
         self.end_session(now, agent_id, ErrorKind::SessionExpired);
         self.revoke_listener_tokens(agent_id);
+        self.journal.agent(agent_id);
         let rec = self
             .agents
             .get_mut(&agent_id)
@@ -371,6 +379,7 @@ impl Server {
             a.user_capabilities = caps;
         }
         check_agent(&self.cfg.limits, &a)?;
+        self.journal.agent(agent_id);
         let rec = self
             .agents
             .get_mut(&agent_id)
@@ -396,6 +405,7 @@ impl Server {
     /// The agent's capabilities changed: fold them again and move the agent between the
     /// supporters of its pool's demand sets.
     fn capabilities_changed(&mut self, agent_id: u64) {
+        self.journal.agent(agent_id);
         let Some(rec) = self.agents.get_mut(&agent_id) else {
             return;
         };
@@ -439,6 +449,7 @@ impl Server {
         }
         self.end_session(now, agent_id, ErrorKind::AccessTokenExpired);
         self.revoke_listener_tokens(agent_id);
+        self.journal.agent(agent_id);
         if let Some(rec) = self.agents.remove(&agent_id) {
             self.demand_index
                 .agent_changed(rec.pool_id, Some(&rec.caps), None);
@@ -467,7 +478,10 @@ impl Server {
 
     /// The registration's public key: required and validated with real crypto; carried but not
     /// parsed in modelled mode (a virtual agent has no key).
-    fn parse_public_key(&self, agent: &TaskAgent) -> Result<Option<PublicKey>, ApiError> {
+    pub(super) fn parse_public_key(
+        &self,
+        agent: &TaskAgent,
+    ) -> Result<Option<PublicKey>, ApiError> {
         if !self.real_crypto() {
             return Ok(None);
         }
@@ -605,6 +619,7 @@ impl Server {
         let (key, encryption_key) = self.new_session_key(agent_id)?;
         let session_id = self.new_uuid();
         let idle_deadline = now + self.cfg.session_idle_timeout;
+        self.journal.agent(agent_id);
         let rec = self
             .agents
             .get_mut(&agent_id)

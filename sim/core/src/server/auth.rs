@@ -376,6 +376,7 @@ impl Server {
         );
         self.counters.tokens_issued += 1;
         let max = self.cfg.limits.max_listener_tokens_per_agent;
+        self.journal.agent(agent);
         if let Some(rec) = self.agents.get_mut(&agent) {
             rec.listener_tokens.push_back(token.clone());
             while rec.listener_tokens.len() > max {
@@ -399,6 +400,7 @@ impl Server {
             },
         );
         self.counters.tokens_issued += 1;
+        self.journal.job(request);
         if let Some(job) = self.jobs.get_mut(&request) {
             job.tokens.push(token.clone());
         }
@@ -407,6 +409,7 @@ impl Server {
 
     /// Revoke every token of an agent's listener.
     pub(super) fn revoke_listener_tokens(&mut self, agent: u64) {
+        self.journal.agent(agent);
         if let Some(rec) = self.agents.get_mut(&agent) {
             for token in rec.listener_tokens.drain(..) {
                 self.tokens.remove(&token);
@@ -416,6 +419,7 @@ impl Server {
 
     /// Revoke every token of a job request.
     pub(super) fn revoke_job_tokens(&mut self, request: u64) {
+        self.journal.job(request);
         if let Some(job) = self.jobs.get_mut(&request) {
             for token in job.tokens.drain(..) {
                 self.tokens.remove(&token);
@@ -570,6 +574,7 @@ impl Server {
         for t in &expired {
             self.tokens.remove(t);
         }
+        self.journal.job(request);
         if let Some(job) = self.jobs.get_mut(&request) {
             job.tokens.retain(|t| !expired.contains(t));
         }
@@ -602,6 +607,51 @@ impl Server {
             }
         }
         expired
+    }
+
+    /// The token-expiry admin route: a storm on the agents `storm` selects by name, decided
+    /// here so the emulator and the fleet's schedule agree on who is hit. Admin PAT only; the
+    /// body's sizes are bounded (a typed 400 beyond them).
+    pub(super) fn token_expiry_storm(
+        &mut self,
+        now: SimTime,
+        cred: &Credential,
+        storm: &crate::api::TokenExpiry,
+    ) -> Result<ApiResponse, ApiError> {
+        use crate::api::{TOKEN_EXPIRY_AGENTS_MAX, TOKEN_EXPIRY_PREFIX_MAX, TokensExpired};
+        use crate::faults::Selection;
+        self.require_pat(now, cred, Need::Admin)?;
+        if storm.name_prefix.len() > TOKEN_EXPIRY_PREFIX_MAX {
+            return Err(ApiError::new(
+                ErrorKind::BadRequest,
+                format!("namePrefix is longer than {TOKEN_EXPIRY_PREFIX_MAX} bytes"),
+            ));
+        }
+        match &storm.agents {
+            Selection::Agents(list) if list.len() > TOKEN_EXPIRY_AGENTS_MAX => {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!("agents lists more than {TOKEN_EXPIRY_AGENTS_MAX} indices"),
+                ));
+            }
+            Selection::Fraction { fraction, .. } if !(0.0..=1.0).contains(fraction) => {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    "fraction must be within 0 ..= 1",
+                ));
+            }
+            _ => {}
+        }
+        let mut select = storm.agents.clone();
+        if let Selection::Agents(list) = &mut select {
+            // `contains` binary-searches: a client's list need not come sorted.
+            list.sort_unstable();
+        }
+        let prefix = &storm.name_prefix;
+        let expired = self.expire_listener_tokens(now, |name| select.contains_name(prefix, name));
+        Ok(ApiResponse::TokensExpired(TokensExpired {
+            expired: expired as u64,
+        }))
     }
 }
 

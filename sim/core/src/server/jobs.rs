@@ -52,7 +52,7 @@ const SECRET_LEN: usize = 28;
 pub const SECRET_MASK_REGEX: &str = "fss_[A-Za-z0-9]{28}";
 
 /// Where a job is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum JobState {
     Queued,
     /// Assigned to `agent`. `message_id` is `Some` until the agent deletes (acknowledges) the
@@ -66,7 +66,7 @@ pub(super) enum JobState {
 }
 
 /// How far an admin cancellation of an active job has got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum CancelState {
     /// Nobody asked to cancel the job.
     NotRequested,
@@ -78,7 +78,9 @@ pub(super) enum CancelState {
     Acknowledged,
 }
 
-/// One job request.
+/// One job request. Serialised as a durable record (`server::durable`); what is rebuilt from
+/// the rest on restore is skipped.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Job {
     pub pool_id: u32,
     pub job_id: String,
@@ -101,6 +103,7 @@ pub(super) struct Job {
     /// Job tokens that still work: the newest, plus rotated ones within their grace.
     pub tokens: Vec<String>,
     /// Built at assignment from the secrets and the job token.
+    #[serde(skip)]
     pub scanner: Option<LeakScanner>,
     pub plan: PlanStore,
     /// The agent it was last assigned to (id, name), kept after it finished so the job-request
@@ -110,6 +113,7 @@ pub(super) struct Job {
     /// jobs.
     pub pipeline: Option<super::pipelines::RunJob>,
     /// Its interned demand set while it is queued with demands (`server::matching`).
+    #[serde(skip)]
     pub demand_set: Option<DemandSetId>,
 }
 
@@ -271,13 +275,14 @@ impl Server {
         };
         self.plans.insert(job.plan_id.clone(), id);
         self.jobs.insert(id, job);
+        self.journal.job(id);
         self.enqueue(id);
         self.dispatch_pending = true;
         id
     }
 
     /// Put a job in the queue, its demand set interned so matching it costs one lookup.
-    fn enqueue(&mut self, request_id: u64) {
+    pub(super) fn enqueue(&mut self, request_id: u64) {
         self.queue.insert(request_id);
         let Some(job) = self.jobs.get(&request_id) else {
             return;
@@ -462,6 +467,8 @@ impl Server {
         let message_id = self.next_message_id;
         self.next_message_id += 1;
         self.dequeue(request_id);
+        self.journal.job(request_id);
+        self.journal.agent(agent_id);
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.state = JobState::Active {
                 agent: agent_id,
@@ -679,6 +686,7 @@ impl Server {
         request_id: u64,
         message_id: u64,
     ) {
+        self.journal.job(request_id);
         let Some(job) = self.jobs.get_mut(&request_id) else {
             return;
         };
@@ -729,12 +737,13 @@ impl Server {
             ));
         }
         self.cancel_request(now, request_id);
-        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+        Ok(ApiResponse::JobRequest(Box::new(self.job_view(request_id))))
     }
 
     /// Cancel one job request. Queued: finished as canceled now. Active: a `JobCancellation`
     /// goes to the agent's session (once). Finished or unknown: nothing happens.
     pub(super) fn cancel_request(&mut self, now: SimTime, request_id: u64) {
+        self.journal.job(request_id);
         let Some(job) = self.jobs.get_mut(&request_id) else {
             return;
         };
@@ -783,6 +792,7 @@ impl Server {
         let message_id = self.next_message_id;
         self.next_message_id += 1;
         let message = self.seal_message(agent_id, message_id, MESSAGE_JOB_CANCELLATION, &body);
+        self.journal.job(request_id);
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.cancel = CancelState::Requested {
                 message_id: Some(message_id),
@@ -794,6 +804,7 @@ impl Server {
     /// The agent's session ended with the job's `JobCancellation` still on it: the message is
     /// gone with the session, so send it again on the agent's next session.
     pub(super) fn cancellation_lost(&mut self, request_id: u64) {
+        self.journal.job(request_id);
         if let Some(job) = self.jobs.get_mut(&request_id)
             && let CancelState::Requested { message_id } = &mut job.cancel
         {
@@ -840,7 +851,7 @@ impl Server {
             Some(result) => self.finish(now, request_id, result),
             None => self.renew(now, request_id),
         }
-        Ok(ApiResponse::JobRequest(self.job_view(request_id)))
+        Ok(ApiResponse::JobRequest(Box::new(self.job_view(request_id))))
     }
 
     fn renew(&mut self, now: SimTime, request_id: u64) {
@@ -850,9 +861,18 @@ impl Server {
             return;
         };
         let old = job.locked_until.replace(until);
+        let first = job.receive_time.is_none() || !job.renewed();
         job.receive_time.get_or_insert(now);
         if let JobState::Active { renewed, .. } = &mut job.state {
             *renewed = true;
+        }
+        // The first renewal changes what the job is (running); later ones only move the
+        // lease, written once it moved half a lease past the stored one.
+        if first {
+            self.journal.job(request_id);
+        } else {
+            let half = self.cfg.lease_duration / 2;
+            self.journal.lease_moved(request_id, until, half);
         }
         if let Some(old) = old {
             self.clear_timer(old + grace, Timer::LeaseExpiry(request_id));
@@ -866,6 +886,7 @@ impl Server {
             return;
         };
         self.release_from_agent(request_id, agent_id);
+        self.journal.agent(agent_id);
         if let Some(rec) = self.agents.get_mut(&agent_id) {
             rec.last_completed = Some(request_id);
         }
@@ -878,6 +899,7 @@ impl Server {
     /// jobs hold more than `max_finished_plan_bytes`.
     fn close(&mut self, now: SimTime, request_id: u64, result: TaskResult) {
         let mut run_job = None;
+        self.journal.job(request_id);
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.state = JobState::Finished;
             job.result = Some(result);
@@ -901,6 +923,7 @@ impl Server {
             let Some(old) = self.finished.pop_front() else {
                 break;
             };
+            self.journal.job(old);
             if let Some(job) = self.jobs.remove(&old) {
                 self.plans.remove(&job.plan_id);
                 self.finished_plan_bytes = self
@@ -926,6 +949,7 @@ impl Server {
         }
         self.release_from_agent(request_id, agent_id);
         self.revoke_job_tokens(request_id);
+        self.journal.job(request_id);
         if let Some(job) = self.jobs.get_mut(&request_id) {
             job.state = JobState::Queued;
             job.locked_until = None;
@@ -969,6 +993,7 @@ impl Server {
                 .messages
                 .retain(|m| !stale.contains(&Some(m.message_id)));
         }
+        self.journal.agent(agent_id);
         if let Some(rec) = self.agents.get_mut(&agent_id)
             && rec.assigned == Some(request_id)
         {

@@ -24,6 +24,7 @@
 mod agents;
 mod auth;
 pub mod config;
+pub mod durable;
 mod fasthash;
 mod idset;
 mod jobs;
@@ -164,10 +165,13 @@ pub struct Server {
     /// Set when a job or an idle agent appeared since the last dispatch.
     dispatch_pending: bool,
     counters: Counters,
+    /// The durable records changed since the last drain (`server::durable`); off unless a
+    /// driver turns durability on.
+    journal: durable::Journal,
 }
 
 /// Monotonic counters behind [`EmulatorStats`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Counters {
     jobs_completed: u64,
     jobs_canceled: u64,
@@ -237,6 +241,7 @@ impl Server {
             events: VecDeque::new(),
             dispatch_pending: false,
             counters: Counters::default(),
+            journal: durable::Journal::default(),
             cfg: config,
         })
     }
@@ -417,7 +422,7 @@ impl Server {
             A::QueryAgents { pool_id, query } => {
                 respond(self.query_agents(now, &cred, pool_id, query)?)
             }
-            A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, agent)?),
+            A::AddAgent { pool_id, agent } => respond(self.add_agent(now, &cred, pool_id, *agent)?),
             A::GetAgent { pool_id, agent_id } => {
                 let include = api::AgentInclude::default();
                 respond(self.get_agent(now, &cred, pool_id, agent_id, &include)?)
@@ -436,7 +441,7 @@ impl Server {
                 pool_id,
                 agent_id,
                 agent,
-            } => respond(self.replace_agent(now, &cred, pool_id, agent_id, agent)?),
+            } => respond(self.replace_agent(now, &cred, pool_id, agent_id, *agent)?),
             A::DeleteAgent { pool_id, agent_id } => {
                 respond(self.delete_agent(now, &cred, pool_id, agent_id)?)
             }
@@ -483,6 +488,7 @@ impl Server {
                 self.require_pat(now, &cred, auth::Need::Admin)?;
                 respond(ApiResponse::Stats(self.stats()))
             }
+            A::ExpireTokens(storm) => respond(self.token_expiry_storm(now, &cred, &storm)?),
             A::UpdateTimelineRecords {
                 plan,
                 timeline_id,

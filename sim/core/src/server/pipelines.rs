@@ -107,7 +107,7 @@ const KNOWN_TASKS: &[KnownTask] = &[
 ];
 
 /// A job request's place in a run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct RunJob {
     pub run_id: u64,
     /// 1-based position of the job in its run.
@@ -115,6 +115,7 @@ pub(super) struct RunJob {
 }
 
 /// One run.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Run {
     pipeline_id: u32,
     /// The build number, `yyyymmdd.n`.
@@ -133,7 +134,7 @@ struct Run {
 }
 
 /// Every kept run, and what numbers the next ones.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Runs {
     runs: BTreeMap<u64, Run>,
     /// Finished run ids, oldest first: the eviction order.
@@ -350,6 +351,7 @@ impl Server {
                 "this emulator's Build API only cancels: send {\"status\":\"cancelling\"}",
             ));
         }
+        self.journal.runs();
         let run = self
             .runs
             .runs
@@ -505,6 +507,7 @@ impl Server {
             }
             jobs.push(request_id);
         }
+        self.journal.runs();
         self.runs.runs.insert(
             run_id,
             Run {
@@ -526,6 +529,7 @@ impl Server {
 
     /// A job of a run finished with `result` (called by `jobs::close`, once per job).
     pub(super) fn run_job_closed(&mut self, now: SimTime, run_job: &RunJob, result: TaskResult) {
+        self.journal.runs();
         let Some(run) = self.runs.runs.get_mut(&run_job.run_id) else {
             return;
         };

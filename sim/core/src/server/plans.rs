@@ -32,7 +32,7 @@ const FEED_LINES_MAX: usize = 1000;
 const ITEM_BYTES: usize = 64;
 
 /// What one plan stored.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct PlanStore {
     pub records: BTreeMap<String, TimelineRecord>,
     pub logs: Vec<StoredLog>,
@@ -49,6 +49,7 @@ pub(super) struct PlanStore {
     pub dropped_bytes: u64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct StoredLog {
     pub path: String,
     pub content: Vec<u8>,
@@ -56,6 +57,7 @@ pub(super) struct StoredLog {
     pub created_on: String,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct StoredAttachment {
     pub kind: String,
     pub name: String,
@@ -157,6 +159,7 @@ impl Server {
         let request = self.plan_job(now, cred, plan)?;
         let max = self.cfg.limits.max_records_per_plan;
         let max_bytes = self.cfg.limits.max_record_bytes_per_plan;
+        self.journal.job(request);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if job.timeline_id != timeline_id {
             return Err(ApiError::new(
@@ -249,6 +252,7 @@ impl Server {
             self.scan(request, line);
         }
         let max = self.cfg.limits.max_plan_bytes;
+        self.journal.job(request);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         job.plan.feed_lines += feed.value.len() as u64;
         for line in feed.value {
@@ -270,6 +274,7 @@ impl Server {
         let max = self.cfg.limits.max_logs_per_plan;
         check_name("path", &log.path, self.cfg.limits.max_plan_name_bytes)?;
         let created_on = self.wall(now);
+        self.journal.job(request);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if job.plan.logs.len() >= max {
             return Err(Self::throttled("logs for this plan", max));
@@ -298,6 +303,7 @@ impl Server {
         let index = log_index(&self.jobs[&request].plan, log_id)?;
         self.scan(request, &String::from_utf8_lossy(content));
         let max = self.cfg.limits.max_plan_bytes;
+        self.journal.job(request);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         let lines = content.iter().filter(|&&b| b == b'\n').count() as u64
             + u64::from(!content.is_empty() && !content.ends_with(b"\n"));
@@ -326,6 +332,7 @@ impl Server {
         let max_name = self.cfg.limits.max_plan_name_bytes;
         check_name("type", &att.kind, max_name)?;
         check_name("name", &att.name, max_name)?;
+        self.journal.job(request);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if job.plan.attachments.len() >= max {
             return Err(Self::throttled("attachments for this plan", max));
@@ -354,6 +361,7 @@ impl Server {
         event: JobEvent,
     ) -> Result<ApiResponse, ApiError> {
         let request = self.plan_job(now, cred, plan)?;
+        self.journal.job(request);
         let job = self.jobs.get_mut(&request).ok_or_else(plan_gone)?;
         if event.name != EVENT_JOB_COMPLETED {
             job.plan.events = job.plan.events.saturating_add(1);

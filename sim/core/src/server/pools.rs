@@ -81,6 +81,7 @@ impl Server {
         }
         let id = self.pools.keys().next_back().map_or(1, |last| last + 1);
         self.pools.insert(id, name);
+        self.journal.meta();
         Ok(ApiResponse::Pool(self.pool_view(id)))
     }
 
@@ -98,6 +99,7 @@ impl Server {
         if let Some(name) = pool.name {
             self.check_pool_name(pool_id, &name)?;
             self.pools.insert(pool_id, name);
+            self.journal.meta();
         }
         Ok(ApiResponse::Pool(self.pool_view(pool_id)))
     }
@@ -127,6 +129,7 @@ impl Server {
             ));
         }
         self.pools.remove(&pool_id);
+        self.journal.meta();
         self.pool_sizes.remove(&pool_id);
         self.idle.remove(&pool_id);
         Ok(ApiResponse::NoContent)

@@ -105,11 +105,11 @@ impl FakeServer {
                 definition: None,
             }),
             ApiRequest::CancelJob { request_id, .. } => {
-                ApiResponse::JobRequest(TaskAgentJobRequest {
+                ApiResponse::JobRequest(Box::new(TaskAgentJobRequest {
                     request_id: *request_id,
                     result: Some(TaskResult::Canceled),
                     ..TaskAgentJobRequest::default()
-                })
+                }))
             }
             _ => ApiResponse::Error(crate::api::ApiError::new(ErrorKind::RouteNotFound, "no")),
         }

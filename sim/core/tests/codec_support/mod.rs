@@ -74,7 +74,7 @@ pub fn every_call() -> Vec<ApiRequest> {
         },
         A::AddAgent {
             pool_id: 1,
-            agent: agent.clone(),
+            agent: Box::new(agent.clone()),
         },
         A::GetAgent {
             pool_id: 1,
@@ -83,7 +83,7 @@ pub fn every_call() -> Vec<ApiRequest> {
         A::ReplaceAgent {
             pool_id: 1,
             agent_id: 77,
-            agent,
+            agent: Box::new(agent),
         },
         A::DeleteAgent {
             pool_id: 1,
@@ -208,6 +208,17 @@ pub fn every_call() -> Vec<ApiRequest> {
             request_id: 9,
         },
         A::AdminStats,
+        A::ExpireTokens(fleetsim_core::api::TokenExpiry {
+            name_prefix: "fleet agent-".into(),
+            agents: fleetsim_core::faults::Selection::Fraction {
+                fraction: 0.25,
+                salt: u64::MAX,
+            },
+        }),
+        A::ExpireTokens(fleetsim_core::api::TokenExpiry {
+            name_prefix: String::new(),
+            agents: fleetsim_core::faults::Selection::Agents(vec![0, 7]),
+        }),
         A::UpdateTimelineRecords {
             plan: plan(),
             timeline_id: "t1".into(),

@@ -18,10 +18,11 @@ use fleetsim_core::crypto::{self, PrivateKey, jwt};
 use fleetsim_core::event::Event;
 use fleetsim_core::job::{QueueJobsRequest, SyntheticJob, SyntheticStep};
 use fleetsim_core::proto::{
-    ACCESS_TOKEN_PARAMETER, AgentJobRequestMessage, SYSTEM_VSS_CONNECTION, TaskAgent,
-    TaskAgentAuthorization, TaskAgentJobRequest, TaskAgentMessage, TaskAgentReference,
-    TaskAgentSession,
+    ACCESS_TOKEN_PARAMETER, AgentJobRequestMessage, JobRequestUpdate, SYSTEM_VSS_CONNECTION,
+    TaskAgent, TaskAgentAuthorization, TaskAgentJobRequest, TaskAgentMessage, TaskAgentReference,
+    TaskAgentSession, TaskResult,
 };
+use fleetsim_core::server::durable::{Change, StoredRecord, Table};
 use fleetsim_core::server::{Handled, RequestId, Server, ServerConfig, ServerOutput};
 
 /// The PAT every test config accepts, with every scope.
@@ -252,7 +253,7 @@ pub fn register(h: &mut Harness, name: &str, capabilities: &[(&str, &str)]) -> T
         pat(),
         ApiRequest::AddAgent {
             pool_id: 1,
-            agent: body,
+            agent: Box::new(body),
         },
     ) {
         ApiResponse::Agent(a) => a,
@@ -468,5 +469,78 @@ pub fn take_message(h: &mut Harness, agent: &TestAgent) -> TaskAgentMessage {
     match h.call(bearer(&agent.token), get_message(agent, None)) {
         ApiResponse::Message(m) => m,
         other => panic!("expected a message for {}: {other:?}", agent.name),
+    }
+}
+
+/// Report job `request_id` finished (succeeded) as its agent does, holding `lock_token`.
+pub fn finish(h: &mut Harness, agent: &TestAgent, request_id: u64, lock_token: &str) {
+    let call = ApiRequest::UpdateJobRequest {
+        pool_id: 1,
+        request_id,
+        lock_token: lock_token.into(),
+        update: JobRequestUpdate {
+            request_id,
+            finish_time: Some(codec::iso8601_utc(0)),
+            result: Some(TaskResult::Succeeded),
+        },
+    };
+    assert!(matches!(
+        h.call(bearer(&agent.token), call),
+        ApiResponse::JobRequest(_)
+    ));
+}
+
+/// A durable store in memory: the records a `Server` with durability on wrote, as the live
+/// store keeps them (last write of a key wins, a delete removes it).
+#[derive(Default)]
+pub struct MemoryStore {
+    pub records: std::collections::BTreeMap<(Table, u64), Vec<u8>>,
+    /// Changes written so far, per table.
+    pub writes: std::collections::BTreeMap<Table, usize>,
+}
+
+impl MemoryStore {
+    /// Drain every change the server has and apply it.
+    pub fn sync(&mut self, server: &mut Server) {
+        while let Some(Change { table, key, value }) = server.poll_durable() {
+            *self.writes.entry(table).or_default() += 1;
+            match value {
+                Some(v) => self.records.insert((table, key), v),
+                None => self.records.remove(&(table, key)),
+            };
+        }
+    }
+
+    /// The records as `Server::restore` takes them.
+    pub fn load(&self) -> Vec<StoredRecord> {
+        self.records
+            .iter()
+            .map(|(&(table, key), value)| StoredRecord {
+                table,
+                key,
+                value: value.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Harness {
+    /// A harness whose server writes durable records (seed 42, as `new`).
+    pub fn durable(config: ServerConfig) -> Harness {
+        let mut h = Harness::new(config);
+        h.server.enable_durable(42);
+        h
+    }
+
+    /// Crash and restart: everything written to `store` so far survives, the rest is lost;
+    /// the server comes back `down` later with `config`. Panics if the records are refused.
+    pub fn restart(&mut self, store: &mut MemoryStore, config: ServerConfig, down: Duration) {
+        let now_unix_ms = EPOCH_MS + (self.now + down).as_micros() / 1000;
+        let restored =
+            Server::restore(config, 42, now_unix_ms, store.load()).expect("records restore");
+        self.server = restored.server;
+        self.now = restored.now;
+        self.parked_calls.clear();
+        store.sync(&mut self.server);
     }
 }

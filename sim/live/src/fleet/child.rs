@@ -19,6 +19,12 @@
 //! Dropping a `ChildEmulator` kills and reaps the child, so an error path never leaves an
 //! emulator behind.
 //!
+//! For the live `server_restart` fault, [`ChildEmulator::start_with_state_dir`] starts the child
+//! with `serve --state-dir DIR`, and [`ChildEmulator::restart`] kills it with SIGKILL (a crash,
+//! not a shutdown: nothing is flushed or answered), waits the down time, and starts it again on
+//! the same address with the same state dir, so agents find the same URL and the emulator its
+//! durable state (`fleetsim_core::server::durable`).
+//!
 //! Plain `std::process` with two reader threads, not `tokio::process`: the workspace's tokio has
 //! no `process` feature, and two threads per run cost nothing.
 
@@ -38,6 +44,8 @@ use tokio::sync::oneshot;
 
 /// What the child prints once it accepts connections (see `fleetsim serve`).
 const READY_MARKER: &str = "emulator listening on ";
+/// `--listen` for a first start: any free port.
+const ANY_PORT: &str = "127.0.0.1:0";
 /// How long the child may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the child is killed.
@@ -58,6 +66,10 @@ pub(crate) struct ChildEmulator {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// The thread that fills `stderr_tail`; it ends when the child's stderr closes.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// How it was started, for [`ChildEmulator::restart`].
+    // Read by `restart`, which the live `server_restart` fault drives (`fleet::faults`).
+    spec: ChildSpec,
+    state_dir: Option<PathBuf>,
 }
 
 /// How to start the child.
@@ -78,14 +90,76 @@ impl ChildEmulator {
     /// Start the child and wait until it listens. Errors are phrased for the run log and carry
     /// the child's last stderr lines; they never contain the PAT.
     pub(crate) async fn start(spec: ChildSpec) -> Result<ChildEmulator, String> {
+        Self::launch(spec, None, ANY_PORT).await
+    }
+
+    /// Start the child with `serve --state-dir state_dir`: its pools, agents, jobs and plans
+    /// survive [`ChildEmulator::restart`]. The dir is created if missing; one written with
+    /// another seed is refused (the child exits and this is an error with its message).
+    pub(crate) async fn start_with_state_dir(
+        spec: ChildSpec,
+        state_dir: PathBuf,
+    ) -> Result<ChildEmulator, String> {
+        Self::launch(spec, Some(state_dir), ANY_PORT).await
+    }
+
+    /// Crash and restart: SIGKILL the child (no graceful anything), wait `down_time`, then start
+    /// it again on the same address with the same state dir and wait until it listens. Its
+    /// `base_url` is unchanged; `pid` is the new process's. Without a state dir the new child
+    /// starts empty (every registration and job is gone), as a real server without storage
+    /// would. An error (the port was taken meanwhile, the child failed) leaves no child running.
+    pub(crate) async fn restart(&mut self, down_time: Duration) -> Result<(), String> {
+        self.kill().await;
+        tokio::time::sleep(down_time).await;
+        let listen = self
+            .base_url
+            .strip_prefix("http://")
+            .or_else(|| self.base_url.strip_prefix("https://"))
+            .unwrap_or(&self.base_url)
+            .to_string();
+        let next = Self::launch(self.spec.clone(), self.state_dir.clone(), &listen).await?;
+        if next.base_url != self.base_url {
+            return Err(format!(
+                "the restarted emulator listens on {}, not {}",
+                next.base_url, self.base_url
+            ));
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// SIGKILL the child and reap it.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = child.kill();
+                let _ = child.wait();
+            })
+            .await;
+        }
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        }
+    }
+
+    async fn launch(
+        spec: ChildSpec,
+        state_dir: Option<PathBuf>,
+        listen: &str,
+    ) -> Result<ChildEmulator, String> {
         let dir = private_dir()?;
-        let result = Self::start_with_config_in(&dir, spec).await;
+        let result = Self::start_with_config_in(&dir, spec, state_dir, listen).await;
         // The configuration holds the PAT: gone as soon as the child has read it (or failed).
         let _ = std::fs::remove_dir_all(&dir);
         result
     }
 
-    async fn start_with_config_in(dir: &Path, spec: ChildSpec) -> Result<ChildEmulator, String> {
+    async fn start_with_config_in(
+        dir: &Path,
+        spec: ChildSpec,
+        state_dir: Option<PathBuf>,
+        listen: &str,
+    ) -> Result<ChildEmulator, String> {
         let config_path = dir.join("server.toml");
         let text = toml::to_string(&spec.config)
             .map_err(|e| format!("cannot write the emulator's configuration: {e}"))?;
@@ -93,13 +167,16 @@ impl ChildEmulator {
         let mut command = Command::new(&spec.program);
         command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--config"])
+            .args(["--listen", listen, "--config"])
             .arg(&config_path)
             .args(["--seed", &spec.seed.to_string()])
             .args(["--max-connections", &spec.max_connections.to_string()])
             .args(deadline_args(&spec.deadlines));
         if let Some(addr) = spec.metrics_addr {
             command.args(["--metrics-addr", &addr.to_string()]);
+        }
+        if let Some(state_dir) = &state_dir {
+            command.arg("--state-dir").arg(state_dir);
         }
         command
             .stdin(Stdio::null())
@@ -139,6 +216,8 @@ impl ChildEmulator {
             pid,
             stderr_tail,
             stderr_reader,
+            spec,
+            state_dir,
         };
         match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
             Ok(Ok(url)) => {
@@ -184,17 +263,9 @@ impl ChildEmulator {
 
     /// Kill the child and describe why it failed, with its last stderr lines.
     async fn failure(&mut self, what: &str) -> String {
-        if let Some(mut child) = self.child.take() {
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ = child.kill();
-                let _ = child.wait();
-            })
-            .await;
-        }
-        // The child is gone, so its stderr is closed: wait for the reader to store the last lines.
-        if let Some(reader) = self.stderr_reader.take() {
-            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        }
+        // Once the child is gone its stderr is closed: `kill` waits for the reader to store the
+        // last lines.
+        self.kill().await;
         let tail: Vec<String> = self.stderr_tail.lock().iter().cloned().collect();
         if tail.is_empty() {
             format!("the emulator child process {what}")
@@ -304,6 +375,9 @@ fn deadline_args(d: &fleetsim_scenario::ServerDeadlines) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Tests that start children create private dirs; one of them counts those left over.
+    static CHILD_DIRS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     // Goal: the base URL is found in the serve command's ready line and nowhere else.
     #[test]
     fn ready_line_yields_the_base_url() {
@@ -365,6 +439,7 @@ mod tests {
     // configuration file with the PAT is gone afterwards.
     #[tokio::test]
     async fn a_child_that_never_listens_is_reported_with_its_output() {
+        let _dirs = CHILD_DIRS.lock().await;
         let spec = ChildSpec {
             program: PathBuf::from("/bin/sh"),
             config: ServerConfig::with_env_pat("p".to_string()),
@@ -387,5 +462,59 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0, "the private config dir is removed");
+    }
+
+    // Goal: `restart` kills the child (SIGKILL) and starts it again on the address it had, with
+    // the same state dir; the base URL stays, the process is new. A stand-in program records
+    // its arguments and prints the ready line as `fleetsim serve` does.
+    #[tokio::test]
+    async fn restart_kills_and_starts_again_on_the_same_address_and_state_dir() {
+        let _dirs = CHILD_DIRS.lock().await;
+        let dir = std::env::temp_dir().join(format!("fleetsim-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let log = dir.join("args.log");
+        let program = dir.join("serve.sh");
+        let script = format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\nlisten=127.0.0.1:45678\n\
+             while [ $# -gt 0 ]; do\n  if [ \"$1\" = --listen ] && [ \"$2\" != 127.0.0.1:0 ]; then listen=$2; fi\n  shift\ndone\n\
+             echo \"fleetsim: emulator listening on http://$listen\"\nexec sleep 30\n",
+            log = log.display()
+        );
+        std::fs::write(&program, script).unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let spec = ChildSpec {
+            program,
+            config: ServerConfig::with_env_pat("p".to_string()),
+            seed: 1,
+            max_connections: 10,
+            metrics_addr: None,
+            deadlines: Default::default(),
+        };
+        let state = dir.join("state");
+        let mut child = ChildEmulator::start_with_state_dir(spec, state.clone())
+            .await
+            .unwrap();
+        assert_eq!(child.base_url, "http://127.0.0.1:45678");
+        let first = child.pid;
+        child.restart(Duration::from_millis(50)).await.unwrap();
+        assert_eq!(child.base_url, "http://127.0.0.1:45678", "same address");
+        assert_ne!(child.pid, first, "a new process");
+        // SAFETY: signal 0 only checks whether the (reaped) first child still exists.
+        let alive = unsafe { libc::kill(libc::pid_t::try_from(first).unwrap(), 0) } == 0;
+        assert!(!alive, "the first child was killed");
+        let args = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = args.lines().collect();
+        assert_eq!(lines.len(), 2, "{args}");
+        let state_arg = format!("--state-dir {}", state.display());
+        assert!(lines.iter().all(|l| l.contains(&state_arg)), "{args}");
+        assert!(lines[0].contains("--listen 127.0.0.1:0"), "{args}");
+        assert!(lines[1].contains("--listen 127.0.0.1:45678"), "{args}");
+        drop(child);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,15 +30,19 @@ use std::task::Poll;
 use std::time::Duration;
 
 use fleetsim_core::SimTime;
-use fleetsim_core::agent::{Agent, AgentOutput, CallId, Connection};
+use fleetsim_core::agent::{Agent, AgentConfig, AgentOutput, CallId, Connection};
 use fleetsim_core::api::{ApiResponse, Endpoint, Request};
 use fleetsim_core::codec;
+use fleetsim_core::crypto::PrivateKey;
 use fleetsim_core::event::Event;
+use fleetsim_core::event::TransportError;
 use fleetsim_core::ops::AgentState;
+use fleetsim_core::rng::{self, StreamKind};
 use fleetsim_core::wire::WireRequest;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::faults::{AgentCondition, AgentFaults};
 use super::origins::{OriginIndex, Origins, Route, TARGET};
 use crate::client::{self, ClientError, Encoded, HttpClient};
 
@@ -134,9 +138,22 @@ fn slot_index(conn: Connection) -> usize {
     }
 }
 
+/// What a crashed agent comes back as: a new incarnation registering with `--replace` (as a
+/// reinstalled agent does), its own RNG stream per incarnation (as in virtual time), the same key.
+#[derive(Clone)]
+pub(crate) struct Rebirth {
+    pub(crate) config: Arc<AgentConfig>,
+    pub(crate) key: Option<Arc<PrivateKey>>,
+    pub(crate) seed: u64,
+    pub(crate) epoch_unix_ms: u64,
+}
+
 /// Everything one agent's task owns.
 pub(crate) struct AgentTask {
     pub(crate) agent: Agent,
+    /// This agent's crash and partition windows (`fleet::faults`).
+    pub(crate) faults: AgentFaults,
+    pub(crate) rebirth: Rebirth,
     pub(crate) clock: Clock,
     pub(crate) transport: Transport,
     pub(crate) events: mpsc::Sender<Event>,
@@ -154,6 +171,14 @@ struct Slots {
 }
 
 impl Slots {
+    /// Three idle slots without connections, each at home on the target.
+    fn new() -> Slots {
+        Slots {
+            slots: [Slot::Idle(None), Slot::Idle(None), Slot::Idle(None)],
+            home: [TARGET; 3],
+        }
+    }
+
     fn all_idle(&self) -> bool {
         self.slots.iter().all(Slot::is_idle)
     }
@@ -174,24 +199,30 @@ impl AgentTask {
     /// Drive the agent until it stops (after the stop signal and its graceful shutdown) or the
     /// drain deadline passes.
     pub(crate) async fn run(mut self) {
-        let mut slots = Slots {
-            slots: [Slot::Idle(None), Slot::Idle(None), Slot::Idle(None)],
-            home: [TARGET; 3],
-        };
+        let mut slots = Slots::new();
         let mut drain_deadline: Option<Instant> = None;
         if *self.stop.borrow_and_update() {
             self.agent.shutdown(self.clock.now());
             drain_deadline = Some(Instant::now() + self.drain);
         }
+        let mut condition = AgentCondition::default();
+        let mut incarnation = 0u32;
         loop {
-            self.drain_outputs(&mut slots);
+            if !condition.down {
+                self.drain_outputs(&mut slots, condition.cut);
+            }
             if !self.drain_events().await {
                 return;
             }
             if self.agent.is_stopped() && slots.all_idle() {
                 return;
             }
-            let wake = self.agent.poll_timeout().map(|(at, _)| at);
+            let fault_at = self.faults.next_edge();
+            let wake = if condition.down {
+                None
+            } else {
+                self.agent.poll_timeout().map(|(at, _)| at)
+            };
             // Without a timer the sleep branch is disabled; its instant only has to exist.
             let sleep_at = wake.map_or_else(
                 || Instant::now() + Duration::from_secs(86_400),
@@ -216,8 +247,27 @@ impl AgentTask {
                 changed = self.stop.changed(), if drain_deadline.is_none() => {
                     // A dropped sender means the run is gone: stop the same way.
                     if changed.is_err() || *self.stop.borrow_and_update() {
+                        if condition.down {
+                            // A crashed agent has no session to delete.
+                            return;
+                        }
                         drain_deadline = Some(Instant::now() + self.drain);
                         self.agent.shutdown(self.clock.now());
+                    }
+                }
+                () = tokio::time::sleep_until(
+                    fault_at.map_or(sleep_at, |t| self.clock.instant(t))
+                ), if fault_at.is_some() && drain_deadline.is_none() => {
+                    let edge = fault_at.unwrap_or(SimTime::ZERO);
+                    let next = self.faults.apply(edge);
+                    let now = self.clock.now().max(edge);
+                    let gone =
+                        self.change_condition(&mut slots, condition, next, now, &mut incarnation);
+                    condition = next;
+                    if let Some(ev) = gone
+                        && self.events.send(ev).await.is_err()
+                    {
+                        return;
                     }
                 }
                 () = tokio::time::sleep_until(drain_at), if drain_deadline.is_some() => return,
@@ -225,11 +275,72 @@ impl AgentTask {
         }
     }
 
+    /// Enter or leave a crash or a partition at `now`. A crash drops the state machine and every
+    /// connection without a word (the agent is Offline to the recorder); its end starts the next
+    /// incarnation. A partition drops every connection: calls in flight fail as resets, and
+    /// calls while it lasts fail to connect (`start_call`). Returns the crashed agent's move to
+    /// Offline, for the recorder.
+    #[must_use]
+    fn change_condition(
+        &mut self,
+        slots: &mut Slots,
+        from: AgentCondition,
+        to: AgentCondition,
+        now: SimTime,
+        incarnation: &mut u32,
+    ) -> Option<Event> {
+        let mut gone = None;
+        if to.down && !from.down {
+            *slots = Slots::new();
+            let state = self.agent.state();
+            if state != AgentState::Offline {
+                gone = Some(Event::AgentState {
+                    agent: self.agent.index(),
+                    from: state,
+                    to: AgentState::Offline,
+                    at: now,
+                });
+            }
+        }
+        if !to.down && from.down {
+            *incarnation += 1;
+            let index = self.agent.index();
+            // Each incarnation draws from its own stream, as in virtual time.
+            let stream = u64::from(index) | (u64::from(*incarnation) << 32);
+            let r = &self.rebirth;
+            self.agent = Agent::new(
+                index,
+                Arc::clone(&r.config),
+                r.key.clone(),
+                rng::stream(r.seed, StreamKind::Agent, stream),
+                now,
+                r.epoch_unix_ms,
+            );
+            *slots = Slots::new();
+        }
+        if to.cut && !from.cut && !to.down {
+            let mut failed = Vec::new();
+            for slot in &mut slots.slots {
+                if let Slot::Busy { id, .. } = slot {
+                    failed.push(*id);
+                }
+                *slot = Slot::Idle(None);
+            }
+            slots.home = [TARGET; 3];
+            for id in failed {
+                self.agent
+                    .handle_transport_error(now, id, TransportError::Reset);
+            }
+        }
+        gone
+    }
+
     /// Start every call the agent asks for and drop every call it cancels. Then, when the agent
     /// has no job, close its job connection: the real agent's job calls come from a worker
-    /// process that exits with the job, taking its connections along.
-    fn drain_outputs(&mut self, slots: &mut Slots) {
-        self.start_and_cancel(slots);
+    /// process that exits with the job, taking its connections along. `cut`: a partition holds
+    /// this agent, so every call fails to connect.
+    fn drain_outputs(&mut self, slots: &mut Slots, cut: bool) {
+        self.start_and_cancel(slots, cut);
         if self.agent.state() != AgentState::Busy
             && let Slot::Idle(conn @ Some(_)) = &mut slots.slots[JOB_SLOT]
         {
@@ -238,7 +349,7 @@ impl AgentTask {
         }
     }
 
-    fn start_and_cancel(&mut self, slots: &mut Slots) {
+    fn start_and_cancel(&mut self, slots: &mut Slots, cut: bool) {
         while let Some(out) = self.agent.poll_transmit() {
             match out {
                 AgentOutput::Send {
@@ -255,8 +366,11 @@ impl AgentTask {
                         // older call is dropped rather than two sharing a socket.
                         Slot::Busy { parked, .. } => parked,
                     };
-                    let (call, parked) =
-                        self.start_call(kept, &mut slots.home[index], index, id, request, endpoint);
+                    let (call, parked) = if cut {
+                        (partitioned(id), None)
+                    } else {
+                        self.start_call(kept, &mut slots.home[index], index, id, request, endpoint)
+                    };
                     slots.slots[index] = Slot::Busy { id, call, parked };
                 }
                 AgentOutput::Cancel { id, conn } => {
@@ -371,6 +485,23 @@ impl AgentTask {
         });
         (call, parked)
     }
+}
+
+/// A call made while a partition cuts the agent off: it fails to connect at once, as a connect
+/// to an unreachable network is refused (the agent's own backoff paces the retries).
+fn partitioned(id: CallId) -> CallFuture {
+    let done = CallDone {
+        id,
+        result: Err(ClientError::Connect {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            source: std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "cut off by a [[faults]] partition",
+            ),
+        }),
+        conn: None,
+    };
+    Box::pin(std::future::ready(done))
 }
 
 /// The first finished call among the busy slots (slot order on ties), or pending.

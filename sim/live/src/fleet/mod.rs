@@ -1,10 +1,11 @@
 //! The live fleet (`fleetsim run`): thousands of virtual agents, each a core `Agent` driven by its
 //! own tokio task over real HTTP(S), against the embedded emulator or any compatible target.
 //!
-//! [`run`] does, in order: refuse `[[faults]]` (applied only in virtual time so far: a fault a
-//! live run would ignore is refused, exit 2, never dropped in silence); raise the open-file limit; start the embedded emulator when the
-//! scenario names no target — in this process when both ends of the fleet's connections fit in
-//! the limit, otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
+//! [`run`] does, in order: refuse the `[[faults]]` this run cannot apply (`faults`: a fault a
+//! live run would ignore is refused, exit 2, never dropped in silence); raise the open-file
+//! limit; start the embedded emulator when the scenario names no target — in this process
+//! when both ends of the fleet's connections fit in the limit (and no fault must stop its
+//! process), otherwise in a child process (see `child`; [`EmulatorPlacement`]) — or read the
 //! target's PAT, TLS trust and proxy, and refuse a job source the target cannot serve; load or
 //! generate the agents' RSA keys from the on-disk cache (off the async workers); read the
 //! emulator's counters once before the start (so the report holds what changed during the run,
@@ -26,8 +27,9 @@
 //! the same machine the virtual-time driver drives), `origins` (one client per origin the
 //! server names), `telemetry` (the recorder task), `ledger` (queued vs ended jobs), `progress`
 //! (the snapshot a display reads), `setup` (scenario → component settings), `limits`
-//! (RLIMIT_NOFILE), `child` (the emulator as a child process), `start` (run time zero:
-//! `--start-at`), `processes` (`run --processes N`: one run as N shard children of this
+//! (RLIMIT_NOFILE), `child` (the emulator as a child process), `faults` (`[[faults]]` in real
+//! time: refusals, each agent's windows, the task that acts on the emulator), `start` (run
+//! time zero: `--start-at`), `processes` (`run --processes N`: one run as N shard children of this
 //! executable against one emulator).
 //!
 //! Architecture Invariant: nothing here decides protocol behaviour. Agents decide what to send
@@ -35,6 +37,7 @@
 
 mod child;
 mod driver;
+mod faults;
 mod jobs;
 mod ledger;
 pub mod limits;
@@ -78,7 +81,8 @@ use crate::keycache::{KeyCache, KeyCacheError, KeySet};
 use crate::proxy::{ProxyConfig, ProxyError};
 use crate::server::{self, EmulatorOptions, RunningEmulator, ServeError};
 use child::{ChildEmulator, ChildSpec};
-use driver::{AgentTask, Clock, Transport};
+use driver::{AgentTask, Clock, Rebirth, Transport};
+use fleetsim_core::faults::ScheduledFault;
 use fleetsim_core::workload::Workload;
 use jobs::WorkloadTask;
 use ledger::JobLedger;
@@ -250,6 +254,9 @@ struct Destination {
     emulator: Option<RunningEmulator>,
     /// The embedded emulator, when it runs in a child process.
     child: Option<ChildEmulator>,
+    /// The child's private state directory (`serve --state-dir`), when a `server_restart`
+    /// fault needs its state to survive a kill; removed after the child stops.
+    state_dir: Option<faults::StateDir>,
 }
 
 impl Destination {
@@ -270,6 +277,7 @@ impl Destination {
         if let Some(child) = self.child.take() {
             child.stop().await;
         }
+        self.state_dir = None;
     }
 }
 
@@ -283,7 +291,6 @@ pub async fn run(
         wall: Instant::now(),
         at: SystemTime::now(),
     };
-    refuse_faults(scenario)?;
     crate::tls::install_default_provider();
     // Everything sized by the fleet is sized by this shard's part of it.
     let agents = opts.slice().agent_count(scenario.fleet.agents);
@@ -295,10 +302,19 @@ pub async fn run(
     });
     let mut warnings = Vec::new();
     let in_process = match opts.emulator {
+        // A stall or restart stops the emulator's process: it must be a child.
+        EmulatorPlacement::Auto if faults::wants_child(scenario) => false,
         EmulatorPlacement::Auto => embedded_fits(scenario, agents, &mut warnings),
         EmulatorPlacement::InProcess => true,
         EmulatorPlacement::ChildProcess => false,
     };
+    let server_kind = match (&scenario.target, in_process) {
+        (Some(_), _) => faults::ServerKind::Foreign,
+        (None, true) => faults::ServerKind::InProcess,
+        (None, false) => faults::ServerKind::Child,
+    };
+    // Before anything starts: a fault this run cannot apply is refused, never ignored.
+    faults::refuse(scenario, server_kind, opts.slice().count)?;
     let dest = destination(scenario, in_process, opts.child_metrics_addr).await?;
     board.update(|p| p.emulator = dest.placement());
     let mut budget = fd_budget(agents, dest.emulator.is_some(), "fleet", &mut warnings);
@@ -350,6 +366,14 @@ pub async fn run(
     let (events, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let telemetry = telemetry(scenario, agents, rx, &board, clock, opts.prom);
     let telemetry = tokio::spawn(telemetry.run());
+    // The fault task holds the emulator's child process while the run lasts (it stops and
+    // restarts it); it hands it back when it ends.
+    let mut dest = dest;
+    let fault_child = if scenario.faults.is_empty() {
+        None
+    } else {
+        dest.child.take()
+    };
     // The embedded emulator's own series, exported beside the fleet's while the run lasts.
     // Never completes (hence `Infallible`): it only runs while the select below waits.
     let emulator_metrics = async {
@@ -375,9 +399,22 @@ pub async fn run(
     };
     let epoch_unix_ms = anchor.unix_us / 1_000;
     let transport = transport(scenario, agents, &http)?;
-    let mut tasks = fleet.agents(&agent_config, &keys, transport, epoch_unix_ms);
+    let schedule: Arc<[ScheduledFault]> =
+        fleetsim_core::faults::schedule(scenario.run.seed, &scenario.faults).into();
+    let mut tasks = fleet.agents(&agent_config, &keys, transport, epoch_unix_ms, &schedule);
     drop(keys);
     let generator = tokio::spawn(fleet.workload(&http, &dest).run());
+    let fault_task = (!schedule.is_empty()).then(|| {
+        let task = fleet.faults(
+            schedule,
+            &http,
+            &dest,
+            fault_child,
+            &agent_config.name_prefix,
+            &board,
+        );
+        tokio::spawn(task.run())
+    });
 
     let interrupted = tokio::select! {
         // The run ends at start + duration, also for a shard that started late.
@@ -391,6 +428,13 @@ pub async fn run(
         .saturating_sub(scenario.run.warmup);
     board.update(|p| p.phase = Phase::Draining);
     let _ = stop_tx.send(true);
+    // Faults first: a stalled emulator is continued before agents say goodbye to it.
+    if let Some(task) = fault_task
+        && let Ok(done) = task.await
+    {
+        warnings.extend(done.warnings);
+        dest.child = done.child;
+    }
     while tasks.join_next().await.is_some() {}
     let generator = join_generator(generator, drain(agents, &opts)).await;
 
@@ -423,7 +467,6 @@ pub async fn run(
         recorder.set_jobs_lost(account.lost);
     }
     let placement = dest.placement();
-    let mut dest = dest;
     dest.stop_emulator().await;
     let mut meta = run_meta(scenario, &opts, &started, measured);
     meta.started_unix_us = Some(anchor.unix_us);
@@ -479,8 +522,14 @@ impl Spawn<'_> {
         keys: &KeySet,
         transport: Transport,
         epoch_unix_ms: u64,
+        schedule: &[ScheduledFault],
     ) -> JoinSet<()> {
         let agents = self.scenario.fleet.agents;
+        // A crashed agent comes back registering with `--replace`, as a reinstalled one does.
+        let reborn_config = Arc::new(fleetsim_core::agent::AgentConfig {
+            register_mode: fleetsim_core::agent::RegisterMode::Replace,
+            ..(**config).clone()
+        });
         let ramp_us = u64::try_from(self.scenario.fleet.ramp_up.as_micros()).unwrap_or(u64::MAX);
         let mut tasks = JoinSet::new();
         for index in self.shard.agents(agents) {
@@ -495,6 +544,13 @@ impl Spawn<'_> {
             );
             let task = AgentTask {
                 agent,
+                faults: faults::AgentFaults::new(schedule, index),
+                rebirth: Rebirth {
+                    config: Arc::clone(&reborn_config),
+                    key: Some(keys.key_for(index)),
+                    seed: self.scenario.run.seed,
+                    epoch_unix_ms,
+                },
                 clock: self.clock,
                 transport: transport.clone(),
                 events: self.events.clone(),
@@ -505,6 +561,33 @@ impl Spawn<'_> {
             tasks.spawn(task.run());
         }
         tasks
+    }
+
+    /// The task applying server faults and reporting every fault, on its own connection (past
+    /// the workload's slot).
+    fn faults(
+        &self,
+        schedule: Arc<[ScheduledFault]>,
+        http: &Arc<HttpClient>,
+        dest: &Destination,
+        child: Option<ChildEmulator>,
+        name_prefix: &str,
+        board: &Arc<ProgressBoard>,
+    ) -> faults::FaultTask {
+        faults::FaultTask {
+            schedule,
+            clock: self.clock,
+            events: self.events.clone(),
+            stop: self.stop.clone(),
+            child,
+            http: Arc::clone(http),
+            base_path: Arc::clone(self.base_path),
+            pat: dest.pat.clone(),
+            name_prefix: name_prefix.to_string(),
+            agents: self.shard.agents(self.scenario.fleet.agents).collect(),
+            slot: u64::from(self.scenario.fleet.agents) * 3 + 2,
+            board: Arc::clone(board),
+        }
     }
 
     /// The job workload, on its own connection (the slot after the agents').
@@ -674,6 +757,12 @@ async fn destination(
     match &scenario.target {
         None => {
             let pat = setup::generate_pat().map_err(FleetError::Pat)?;
+            // A restart must find the emulator's state where the killed process left it.
+            let state_dir = if faults::wants_state(scenario) && !in_process {
+                Some(faults::StateDir::create().map_err(FleetError::ChildEmulator)?)
+            } else {
+                None
+            };
             let config = setup::server_config(scenario, &pat);
             // With `[server.layout] collection_path` the agents' URL is the collection's.
             let collection = config.layout.collection_path();
@@ -707,9 +796,14 @@ async fn destination(
                     deadlines: scenario.server.deadlines.clone(),
                     metrics_addr: child_metrics_addr,
                 };
-                let child = ChildEmulator::start(spec)
-                    .await
-                    .map_err(FleetError::ChildEmulator)?;
+                let child = match &state_dir {
+                    Some(dir) => ChildEmulator::start_with_state_dir(spec, dir.path().to_owned())
+                        .await
+                        .map_err(FleetError::ChildEmulator)?,
+                    None => ChildEmulator::start(spec)
+                        .await
+                        .map_err(FleetError::ChildEmulator)?,
+                };
                 (child.base_url.clone(), None, Some(child))
             };
             Ok(Destination {
@@ -720,6 +814,7 @@ async fn destination(
                 proxy: None,
                 emulator,
                 child,
+                state_dir,
             })
         }
         Some(target) => {
@@ -744,6 +839,7 @@ async fn destination(
                 proxy,
                 emulator: None,
                 child: None,
+                state_dir: None,
             })
         }
     }
@@ -1025,31 +1121,6 @@ async fn check_job_source(
          jobs someone else queues",
         dest.url,
         codec::STATS_PATH,
-    )))
-}
-
-/// Refuse a scenario with faults: `simulate` applies every `[[faults]]` kind, a live run none
-/// yet, and a fault that would silently not happen makes a run look more robust than it is.
-fn refuse_faults(scenario: &Scenario) -> Result<(), FleetError> {
-    if scenario.faults.is_empty() {
-        return Ok(());
-    }
-    let listed: Vec<String> = scenario
-        .faults
-        .iter()
-        .map(|f| {
-            format!(
-                "{} at {}",
-                f.kind.name(),
-                fleetsim_core::dist::format_duration(f.at)
-            )
-        })
-        .collect();
-    Err(FleetError::Unsupported(format!(
-        "the scenario has faults ({}), and faults are applied only by `fleetsim simulate` today; \
-         `fleetsim run` does not ignore them: run it with `fleetsim simulate`, or remove \
-         [[faults]] and [[network.partitions]] to run it live",
-        listed.join(", ")
     )))
 }
 

@@ -53,7 +53,7 @@ use super::child::{MAX_LINE, STDERR_TAIL, keep_tail};
 use super::progress::{Phase, Placement, Progress, ProgressBoard};
 use super::{
     EmulatorPlacement, FleetError, RunOptions, destination, emulator_reading, final_stats,
-    http_client, load_keys, preflight, refuse_faults,
+    http_client, load_keys, preflight,
 };
 use super::{fd_budget, held_descriptors, limits, setup};
 
@@ -181,7 +181,8 @@ pub async fn run(
 ) -> Result<ProcessesOutcome, ProcessesError> {
     let started = Instant::now();
     check_options(scenario, &opts)?;
-    refuse_faults(scenario)?;
+    // The emulator is this parent's; the shards' agents reach it as a target.
+    super::faults::refuse(scenario, super::faults::ServerKind::Child, opts.processes)?;
     crate::tls::install_default_provider();
     let board = opts.progress.clone().unwrap_or_default();
     board.update(|p| {

@@ -26,12 +26,15 @@ use fleetsim_core::SimTime;
 use fleetsim_core::api::{ApiError, ApiResponse, EmulatorStats, ErrorKind, Request};
 use fleetsim_core::crypto::Meter;
 use fleetsim_core::event::Event;
+use fleetsim_core::server::durable::StoredRecord;
 use fleetsim_core::server::{Handled, RequestId, Server, ServerConfig, ServerOutput};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
+use super::ServeError;
 use super::metrics::FrontMetrics;
+use super::store::{Committer, Store};
 
 /// Shortest time the timer sleeps; keeps a core that keeps answering "now" from spinning.
 const MIN_TIMER_SLEEP: Duration = Duration::from_millis(1);
@@ -41,16 +44,20 @@ pub(crate) struct Core {
     state: Mutex<CoreState>,
     /// Wakes the timer task when the core's next deadline moved earlier.
     rearm: Notify,
-    /// Run start: `SimTime::ZERO` is this instant.
+    /// `base` is this instant: the core's run time when this process built it (zero, or the
+    /// run time a restored core resumes at).
     start: Instant,
+    base: SimTime,
     metrics: Arc<FrontMetrics>,
+    /// With `--state-dir`: the group committer every answer waits for.
+    store: Option<Arc<Committer>>,
 }
 
 struct CoreState {
     server: Server,
     /// Parked long polls: where to send each one's answer. A HashMap is fine here: it is only
     /// looked up by key, and drained in any order at shutdown.
-    waiters: HashMap<RequestId, oneshot::Sender<ApiResponse>>,
+    waiters: HashMap<RequestId, oneshot::Sender<(ApiResponse, u64)>>,
     next_id: RequestId,
     /// The deadline the timer task currently sleeps until (`None` = no deadline).
     armed: Option<SimTime>,
@@ -74,24 +81,33 @@ pub(crate) enum Dispatch {
 pub(crate) struct ParkedPoll {
     core: Arc<Core>,
     id: RequestId,
-    rx: oneshot::Receiver<ApiResponse>,
+    rx: oneshot::Receiver<(ApiResponse, u64)>,
     answered: bool,
 }
 
 impl Core {
     /// Build the core at the current instant; `epoch_unix_ms` anchors `SimTime::ZERO` to the
-    /// wall clock for the timestamps the protocol shows.
+    /// wall clock for the timestamps the protocol shows. With a `state`, the core is restored
+    /// from its records (keeping their epoch) and writes its changes through the store.
     pub(crate) fn new(
         config: ServerConfig,
         seed: u64,
         metrics: Arc<FrontMetrics>,
-    ) -> Result<Arc<Core>, fleetsim_core::server::ConfigError> {
-        let epoch_unix_ms = SystemTime::now()
+        state: Option<(Store, Vec<StoredRecord>)>,
+    ) -> Result<Arc<Core>, ServeError> {
+        let now_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut server = Server::new(config, seed, epoch_unix_ms)?;
+        let (mut server, base, store) = match state {
+            None => (Server::new(config, seed, now_unix_ms)?, SimTime::ZERO, None),
+            Some((store, records)) => {
+                let restored = Server::restore(config, seed, now_unix_ms, records)?;
+                let committer = Committer::start(store);
+                (restored.server, restored.now, Some(committer))
+            }
+        };
         server.set_meter(Meter::new(monotonic_ns));
-        Ok(Arc::new(Core {
+        let core = Arc::new(Core {
             state: Mutex::new(CoreState {
                 server,
                 waiters: HashMap::new(),
@@ -101,17 +117,40 @@ impl Core {
             }),
             rearm: Notify::new(),
             start: Instant::now(),
+            base,
             metrics,
-        }))
+            store,
+        });
+        Ok(core)
+    }
+
+    /// With a state dir: write what the start produced (the server's own record, what a
+    /// restore changed: requeues, expired leases) and wait for it, so that once the emulator
+    /// listens its state dir holds its seed and format.
+    pub(crate) async fn initial_commit(&self) -> Result<(), String> {
+        let upto = self.drain(&mut self.state.lock());
+        match &self.store {
+            Some(store) => store.durable(upto).await,
+            None => Ok(()),
+        }
     }
 
     /// Run time now.
     pub(crate) fn now(&self) -> SimTime {
-        SimTime::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.base + self.start.elapsed()
     }
 
-    /// Hand one decoded request to the core.
-    pub(crate) fn dispatch(self: &Arc<Self>, request: Request) -> Dispatch {
+    /// Hand one decoded request to the core; the answer is ready when the state it shows is
+    /// durable (with a state dir).
+    pub(crate) async fn dispatch(self: &Arc<Self>, request: Request) -> Dispatch {
+        let (dispatch, upto) = self.dispatch_now(request);
+        match dispatch {
+            Dispatch::Ready(response) => Dispatch::Ready(self.when_durable(response, upto).await),
+            parked => parked,
+        }
+    }
+
+    fn dispatch_now(self: &Arc<Self>, request: Request) -> (Dispatch, u64) {
         let now = self.now();
         let mut st = self.state.lock();
         let id = st.next_id;
@@ -134,8 +173,29 @@ impl Core {
                 })
             }
         };
-        self.drain(&mut st);
-        dispatch
+        let upto = self.drain(&mut st);
+        (dispatch, upto)
+    }
+
+    /// `response` once batch `upto` is on disk; a 503 naming the cause if the store broke.
+    async fn when_durable(&self, response: ApiResponse, upto: u64) -> ApiResponse {
+        let Some(store) = &self.store else {
+            return response;
+        };
+        match store.durable(upto).await {
+            Ok(()) => response,
+            Err(why) => ApiResponse::Error(ApiError::new(
+                ErrorKind::Unavailable,
+                format!("the emulator cannot write its state dir ({why}); restart it"),
+            )),
+        }
+    }
+
+    /// Stop the state writer after committing what is pending (shutdown). Blocks.
+    pub(crate) fn stop_store(&self) {
+        if let Some(store) = &self.store {
+            store.stop();
+        }
     }
 
     /// The core's verdict on a request head alone (`Server::check_head`), asked before the
@@ -167,7 +227,7 @@ impl Core {
         for (id, tx) in waiters {
             st.server.handle_disconnect(now, id);
             // The handler may be gone already; nothing to do then.
-            let _ = tx.send(ApiResponse::NoMessage);
+            let _ = tx.send((ApiResponse::NoMessage, 0));
         }
         self.drain(&mut st);
     }
@@ -182,13 +242,18 @@ impl Core {
                 st.armed
             };
             let wake_at = deadline.map(|t| {
-                let at = self.start + Duration::from_micros(t.as_micros());
+                let at = self.start + (t - self.base);
                 at.max(Instant::now() + MIN_TIMER_SLEEP)
             });
             tokio::select! {
                 _ = sleep_until_opt(wake_at) => self.fire_timeout(),
                 _ = self.rearm.notified() => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    if let Some(store) = &self.store {
+                        store.request_stop();
+                    }
+                    return;
+                }
             }
         }
     }
@@ -200,14 +265,20 @@ impl Core {
         self.drain(&mut st);
     }
 
-    /// The drain contract: outputs to their waiters, events to the metrics, then re-arm.
-    fn drain(&self, st: &mut CoreState) {
+    /// The drain contract: durable changes to the open batch, outputs to their waiters
+    /// (each with the batch to wait for), events to the metrics, then re-arm. Returns the
+    /// batch an answer produced now must wait for (0: none).
+    fn drain(&self, st: &mut CoreState) -> u64 {
+        let upto = match &self.store {
+            Some(store) => store.append(std::iter::from_fn(|| st.server.poll_durable())),
+            None => 0,
+        };
         while let Some(output) = st.server.poll_output() {
             match output {
                 ServerOutput::Respond { id, response } => {
                     if let Some(tx) = st.waiters.remove(&id) {
                         // A dropped receiver means the client left; its drop guard reports it.
-                        let _ = tx.send(response);
+                        let _ = tx.send((response, upto));
                     }
                 }
             }
@@ -229,6 +300,7 @@ impl Core {
             st.armed = next;
             self.rearm.notify_one();
         }
+        upto
     }
 
     fn disconnect(&self, id: RequestId) {
@@ -254,14 +326,17 @@ impl ParkedPoll {
     pub(crate) async fn answer(mut self) -> ApiResponse {
         let response = (&mut self.rx).await;
         self.answered = true;
-        response.unwrap_or_else(|_| {
-            // Only reachable if the waiter map dropped the sender without answering, which no
-            // path does; answer as an overloaded server would rather than panic.
-            ApiResponse::Error(ApiError::new(
-                ErrorKind::Unavailable,
-                "the emulator is stopping",
-            ))
-        })
+        match response {
+            Ok((response, upto)) => self.core.when_durable(response, upto).await,
+            Err(_) => {
+                // Only reachable if the waiter map dropped the sender without answering, which no
+                // path does; answer as an overloaded server would rather than panic.
+                ApiResponse::Error(ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the emulator is stopping",
+                ))
+            }
+        }
     }
 }
 

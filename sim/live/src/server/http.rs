@@ -163,7 +163,9 @@ async fn answer(front: &Arc<Front>, wire: &WireRequest) -> (&'static str, ApiRes
     if let Err(err) = front.layout.admits(front.role, &wire.path, &request.call) {
         return (route, ApiResponse::Error(err), Duration::ZERO);
     }
-    match front.core.dispatch(request) {
+    // A durable core's dispatch may wait for its journal: that wait counts as busy time (the
+    // request holds the server until it is written), unlike a parked poll's hold.
+    match front.core.dispatch(request).await {
         Dispatch::Ready(response) => (route, response, Duration::ZERO),
         Dispatch::Parked(poll) => {
             let parked = std::time::Instant::now();

@@ -9,7 +9,8 @@
 //! Code map: `driver` owns the core (mutex, parked polls, timer task), `http` turns one HTTP
 //! exchange into a core call through the codec, `listen` accepts connections under the limits,
 //! `conn` keeps each connection's deadlines and types hyper's own error answers, `config`
-//! loads `server.toml`, `metrics` counts requests by route and status.
+//! loads `server.toml`, `metrics` counts requests by route and status, `store` keeps the durable
+//! state (`--state-dir`) with group commit.
 //!
 //! Architecture Invariant: this module makes no protocol decision. It decodes with
 //! `codec::decode_request`, lets the core answer, and encodes with `codec::encode_response`.
@@ -20,6 +21,7 @@ mod driver;
 mod http;
 mod listen;
 pub mod metrics;
+pub mod store;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -104,6 +106,10 @@ pub struct EmulatorOptions {
     pub max_inflight_body_bytes: usize,
     /// The run seed: the core derives every token, id and key from it.
     pub seed: u64,
+    /// Keep the durable state (pools, agents, jobs, plans) in `DIR/state.redb` and restore it
+    /// at start (`fleetsim_core::server::durable`); every answer leaves after the state it
+    /// shows is on disk. `None`: memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl EmulatorOptions {
@@ -121,6 +127,7 @@ impl EmulatorOptions {
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
             seed: 0,
+            state_dir: None,
         }
     }
 }
@@ -139,6 +146,12 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error("invalid server configuration: {0}")]
     Config(#[from] fleetsim_core::server::ConfigError),
+    /// The state dir cannot be opened or read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The state dir holds records this emulator must not use (another format or seed).
+    #[error(transparent)]
+    Restore(#[from] fleetsim_core::server::durable::RestoreError),
     /// A front limit that cannot work (a zero deadline, an impossible body budget).
     #[error("invalid emulator option: {0}")]
     Options(String),
@@ -179,6 +192,8 @@ impl EmulatorHandle {
         // A panicked task has nothing left to drain; the counters are still readable.
         let _ = self.listener.await;
         let _ = self.timer.await;
+        let core = self.core.clone();
+        let _ = tokio::task::spawn_blocking(move || core.stop_store()).await;
         self.core.stats()
     }
 
@@ -231,7 +246,14 @@ pub async fn start(opts: EmulatorOptions) -> Result<RunningEmulator, ServeError>
     let (token_url, plan_url) = (layout.token_url.clone(), layout.plan_url.clone());
     let max_body_bytes = config.limits.max_body_bytes;
     let metrics = Arc::new(FrontMetrics::default());
-    let core = Core::new(config, opts.seed, metrics.clone())?;
+    let state = match &opts.state_dir {
+        Some(dir) => Some(store::Store::open(dir)?),
+        None => None,
+    };
+    let core = Core::new(config, opts.seed, metrics.clone(), state)?;
+    core.initial_commit()
+        .await
+        .map_err(store::StoreError::Commit)?;
     // Never below one maximum-size body, or such a body could never be accepted.
     let max_inflight_body_bytes = opts
         .max_inflight_body_bytes
