@@ -244,6 +244,7 @@ def emulator_server():
         q(rate("fleetsim_emulator_accepted_connections_total"), "accepted/s"),
         q(rate("fleetsim_emulator_rejected_connections_total"), "rejected/s"),
         q(rate("fleetsim_emulator_tls_handshake_failures_total"), "TLS failures/s"),
+        q(rate("fleetsim_emulator_timed_out_connections_total"), "timed out/s"),
     ])
     b.row("Queue, sessions, leases")
     b.panel("timeseries", "Queue depth", "short", [
@@ -270,6 +271,11 @@ def emulator_server():
             [q(rate("fleetsim_crypto_operations_total", 'side="emulator"', by="op"), "{{op}}")])
     b.panel("timeseries", "Cores busy with crypto", "short",
             [q(rate("fleetsim_crypto_busy_seconds", 'side="emulator"', by="op"), "{{op}}")])
+    b.row("Service demand")
+    b.panel("timeseries", "Cores busy serving, by route", "short",
+            [q(rate("fleetsim_emulator_route_busy_seconds", by="route"), "{{route}}")], w=24,
+            description="Decode, core and encode time per route (long-poll holds excluded): "
+                        "what fleetsim calibrate turns into each route group's service demand.")
     return b
 
 

@@ -84,11 +84,38 @@ pub fn render(p: &Profile) -> String {
         s.low_load_latency_s * 1e3,
         s.busy_workers
     ));
-    for st in &p.stations {
-        out.push_str(&format!(
-            " → station {:?}: {} workers\n",
-            st.name, st.workers
-        ));
+    match &p.demand {
+        // One station per route group, sized by the emulator's busy time.
+        Some(d) => {
+            out.push_str(&format!(
+                "\n\n  service demand ({} cores, capacity {:.0} requests/s at this mix)\n",
+                d.cores, d.capacity_per_s
+            ));
+            out.push_str("    station        requests   demand µs    scv   share   workers\n");
+            for st in &p.stations {
+                let (requests, mean, scv, share) =
+                    d.groups.get(&st.name).map_or((0, 0.0, 0.0, 0.0), |g| {
+                        (g.requests, g.mean_s, g.scv, g.share)
+                    });
+                out.push_str(&format!(
+                    "    {:<13} {:>9}   {:>9.1}   {:>4.1}   {:>4.0}%   {:>7}\n",
+                    st.name,
+                    requests,
+                    mean * 1e6,
+                    scv,
+                    share * 100.0,
+                    st.workers
+                ));
+            }
+        }
+        None => {
+            for st in &p.stations {
+                out.push_str(&format!(
+                    " → station {:?}: {} workers\n",
+                    st.name, st.workers
+                ));
+            }
+        }
     }
     out.push_str(
         "\n  low-load round trips\n    operation              count     p50 ms     p90 ms\n",

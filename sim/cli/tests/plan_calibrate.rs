@@ -229,6 +229,16 @@ fn a_calibrated_simulation_predicts_a_live_run() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let written = std::fs::read_to_string(&profile).expect("profile written");
     assert!(written.contains("[[stations]]"), "{written}");
+    // The embedded emulator's per-route busy time gives one station per route group, and the
+    // terminal shows the demand table they were sized from.
+    assert!(written.contains("[demand]"), "{written}");
+    for group in ["poll", "job", "timeline", "token", "registration"] {
+        assert!(
+            written.contains(&format!("name = \"{group}\"")),
+            "{written}"
+        );
+    }
+    assert!(text(&out).contains("service demand"), "{}", text(&out));
 
     let scenario = write(&dir, "check.toml", VALIDATION);
     let live_json = dir.join("live.json").display().to_string();

@@ -31,14 +31,16 @@ use fleetsim_core::codec;
 use fleetsim_core::dist::{DurationDist, Shape};
 use fleetsim_core::ops::Operation;
 use fleetsim_metrics::Report;
-use fleetsim_scenario::profile::{MeasuredOp, ProfileStation, RampStep, Saturation};
+use fleetsim_scenario::profile::{
+    Demand, GroupDemand, MeasuredOp, ProfileStation, RampStep, Saturation,
+};
 use fleetsim_scenario::{PROFILE_VERSION, Profile, Scenario};
 use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::client::{ClientError, ClientOptions, HttpClient, Target};
-use crate::fleet::{self, FleetError, RunOptions, setup};
-use crate::server::{self, EmulatorOptions, ServeError};
+use crate::fleet::{self, EmulatorPlacement, FleetError, RunOptions, setup};
+use crate::server::{self, BusyTotals, EmulatorOptions, FrontSnapshot, ServeError};
 
 /// The operation the saturation ramp sends.
 pub const PROBE: Operation = Operation::PoolLookup;
@@ -170,27 +172,161 @@ pub async fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, Calibrate
     }
     let scenario = low_load_scenario(opts)?;
     let (saturation, probe_fit) = saturate(&scenario, opts).await?;
-    let outcome = fleet::run(&scenario, RunOptions::default(), std::future::pending()).await?;
+    // In this process, so the emulator's per-route busy time can be read at the end.
+    let run_opts = RunOptions {
+        emulator: EmulatorPlacement::InProcess,
+        ..RunOptions::default()
+    };
+    let outcome = fleet::run(&scenario, run_opts, std::future::pending()).await?;
     let report = outcome.report;
-    let profile = build_profile(opts, saturation, probe_fit, &report);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let profile = build_profile(
+        opts,
+        saturation,
+        probe_fit,
+        &report,
+        outcome.emulator_front.as_ref(),
+        cores,
+    );
     Ok(Calibration {
         profile,
         fleet_report: report,
     })
 }
 
-/// The profile from the two measurements.
+/// The route groups a profile gives a station each, with the operations each serves. Every
+/// operation is in exactly one group, so a profile with demand routes every request.
+pub const ROUTE_GROUPS: &[(&str, &[Operation])] = &[
+    (
+        "poll",
+        &[
+            Operation::SessionCreate,
+            Operation::SessionDelete,
+            Operation::PollMessage,
+            Operation::PollEmpty,
+            Operation::KeepAlive,
+            Operation::MessageAck,
+        ],
+    ),
+    (
+        "job",
+        &[
+            Operation::LockRenew,
+            Operation::JobRequestFinish,
+            Operation::JobCompleted,
+            Operation::QueueJobs,
+        ],
+    ),
+    (
+        "timeline",
+        &[
+            Operation::TimelineUpdate,
+            Operation::FeedPost,
+            Operation::LogCreate,
+            Operation::LogAppend,
+            Operation::AttachmentUpload,
+        ],
+    ),
+    (
+        "token",
+        &[
+            Operation::AuthChallenge,
+            Operation::TokenExchange,
+            Operation::TokenRotate,
+        ],
+    ),
+    (
+        "registration",
+        &[
+            Operation::ConnectionData,
+            Operation::PoolLookup,
+            Operation::AgentLookup,
+            Operation::Register,
+            Operation::ReplaceAgent,
+            Operation::DeleteAgent,
+        ],
+    ),
+];
+
+/// The route group of an emulator route label (`codec::route_label`); `None` for routes no
+/// agent operation uses (admin statistics, unrouted refusals).
+pub fn route_group(route: &str) -> Option<&'static str> {
+    Some(match route {
+        "create_session" | "delete_session" | "get_message" | "delete_message" => "poll",
+        "update_job_request" | "queue_jobs" | "list_job_requests" | "cancel_job" | "event"
+        | "run_pipeline" | "get_pipeline_run" | "list_pipeline_runs" | "update_build" => "job",
+        "timeline_records" | "feed" | "create_log" | "append_log" | "attachment" => "timeline",
+        "token" | "token_refresh" => "token",
+        "connection_data" | "options" | "resource_areas" | "list_pools" | "list_agents"
+        | "add_agent" | "get_agent" | "replace_agent" | "delete_agent" | "query_agents"
+        | "get_agent_with" | "update_agent" | "get_pool" | "query_pools" | "add_pool"
+        | "update_pool" | "delete_pool" => "registration",
+        _ => return None,
+    })
+}
+
+/// The emulator's busy time summed per route group.
+pub fn group_busy(front: &FrontSnapshot) -> BTreeMap<&'static str, BusyTotals> {
+    let mut groups: BTreeMap<&'static str, BusyTotals> = BTreeMap::new();
+    for (route, totals) in &front.busy {
+        if let Some(g) = route_group(route) {
+            groups.entry(g).or_default().add(totals);
+        }
+    }
+    groups
+}
+
+/// A log-normal with the given mean and squared coefficient of variation (seconds), in µs,
+/// σ capped like [`lognormal_fit`]; a constant when the spread is nil.
+pub fn lognormal_moments(mean_s: f64, scv: f64) -> DurationDist {
+    let mean = (mean_s * 1e6).max(1e-3);
+    let sigma2 = (1.0 + scv.max(0.0)).ln().min(MAX_SIGMA * MAX_SIGMA);
+    if sigma2 <= 1e-12 || !sigma2.is_finite() {
+        return DurationDist(Shape::Constant(mean));
+    }
+    DurationDist(Shape::LogNormal {
+        mu: mean.ln() - sigma2 / 2.0,
+        sigma: sigma2.sqrt(),
+    })
+}
+
+/// The polls' round trips hold the long poll: not service time.
+fn is_poll(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::PollMessage | Operation::PollEmpty | Operation::KeepAlive
+    )
+}
+
+/// An operation's measured round trip as a service time: a log-normal on its median and 90th
+/// percentile, or the median alone when a handful of samples gives no tail worth fitting.
+fn round_trip_fit(l: &fleetsim_metrics::report::LatencySummary) -> DurationDist {
+    if l.count >= MIN_FIT_SAMPLES {
+        lognormal_fit(l.p50, l.p90)
+    } else {
+        lognormal_fit(l.p50, l.p50)
+    }
+}
+
+/// The profile from the measurements: with the emulator's per-route busy time (`front`), one
+/// station per route group ([`demand_stations`]); without it (any other target), the single
+/// station of the saturation ramp.
 fn build_profile(
     opts: &CalibrateOptions,
     saturation: Saturation,
     probe_fit: DurationDist,
     report: &Report,
+    front: Option<&FrontSnapshot>,
+    cores: u32,
 ) -> Profile {
     let mut operations = BTreeMap::new();
     let mut service_by_op = BTreeMap::new();
     for (name, op) in &report.operations {
         let l = &op.latency_s;
-        if l.count == 0 || Operation::from_name(name).is_none() {
+        let Some(operation) = Operation::from_name(name) else {
+            continue;
+        };
+        if l.count == 0 {
             continue;
         }
         operations.insert(
@@ -203,38 +339,128 @@ fn build_profile(
                 p99_s: l.p99,
             },
         );
-        // A poll's round trip (the long poll and the keep-alive poll) is mostly its hold,
-        // which is not service time: those fall back to the station's `service` (the probe's
-        // low-load fit). A handful of samples gives no tail worth fitting: the median alone.
-        let is_poll = matches!(
-            Operation::from_name(name),
-            Some(Operation::PollMessage | Operation::PollEmpty | Operation::KeepAlive)
-        );
-        if !is_poll {
-            let fit = if l.count >= MIN_FIT_SAMPLES {
-                lognormal_fit(l.p50, l.p90)
-            } else {
-                lognormal_fit(l.p50, l.p50)
-            };
-            service_by_op.insert(name.clone(), fit);
+        // A poll's round trip is mostly its hold: those fall back to the station's `service`.
+        if !is_poll(operation) {
+            service_by_op.insert(name.clone(), round_trip_fit(l));
         }
     }
-    let workers = (saturation.busy_workers.round() as u32).max(1);
+    let demand = front
+        .map(group_busy)
+        .filter(|g| g.values().any(|t| t.count > 0));
+    let (demand, stations) = match demand {
+        Some(groups) => {
+            let (demand, stations) = demand_stations(&groups, &operations, &service_by_op, cores);
+            (Some(demand), stations)
+        }
+        None => {
+            let workers = (saturation.busy_workers.round() as u32).max(1);
+            let station = ProfileStation {
+                name: "server".into(),
+                workers,
+                queue_limit: None,
+                shed: None,
+                ops: None,
+                service: probe_fit,
+                service_by_op,
+            };
+            (None, vec![station])
+        }
+    };
     Profile {
         version: PROFILE_VERSION,
         target: opts.target.clone().unwrap_or_else(|| "embedded".into()),
         saturation,
         operations,
-        stations: vec![ProfileStation {
-            name: "server".into(),
+        demand,
+        stations,
+    }
+}
+
+/// One station per route group from the emulator's busy time.
+///
+/// The model: a request's service time is what the client measured at low load (its round
+/// trip, `service_by_op`; polls: the group's busy time, their hold being the core's pure
+/// delay), so a simulation without load predicts the live latencies. The server's CPU is what
+/// runs out under load: group g, with share s_g of all busy time and mean demand D_g, gets
+/// s_g of the cores, and c_g = s_g · cores · E[S_g] / D_g workers, so the station saturates at
+/// s_g · cores / D_g requests/s — the demand law — however long its round trips are. A group
+/// gets at least `cores` workers: alone, it can have every core.
+pub fn demand_stations(
+    groups: &BTreeMap<&'static str, BusyTotals>,
+    operations: &BTreeMap<String, MeasuredOp>,
+    service_by_op: &BTreeMap<String, DurationDist>,
+    cores: u32,
+) -> (Demand, Vec<ProfileStation>) {
+    let cores = cores.max(1);
+    let total_busy: f64 = groups
+        .values()
+        .map(|t| t.nanos as f64)
+        .sum::<f64>()
+        .max(1.0);
+    let total_requests: u64 = groups.values().map(|t| t.count).sum();
+    let mut table = BTreeMap::new();
+    let mut stations = Vec::new();
+    for (name, ops) in ROUTE_GROUPS {
+        let busy = groups.get(name).copied().unwrap_or_default();
+        let share = busy.nanos as f64 / total_busy;
+        let demand_s = busy.mean_s();
+        let busy_fit = lognormal_moments(demand_s, busy.scv());
+        let mut by_op = BTreeMap::new();
+        // E[S_g]: the group's service times weighted by how often the fleet called them.
+        let (mut weighted, mut calls) = (0.0, 0u64);
+        for op in *ops {
+            let name = op.name();
+            let count = operations.get(name).map_or(0, |m| m.count);
+            let mean = match service_by_op.get(name) {
+                Some(fit) => {
+                    by_op.insert(name.to_string(), fit.clone());
+                    fit.0.mean() * 1e-6
+                }
+                None => demand_s,
+            };
+            weighted += mean * count as f64;
+            calls += count;
+        }
+        let service_s = if calls == 0 {
+            demand_s
+        } else {
+            weighted / calls as f64
+        };
+        let workers = if demand_s > 0.0 {
+            (share * f64::from(cores) * service_s / demand_s).round()
+        } else {
+            0.0
+        };
+        let workers =
+            (workers.min(f64::from(fleetsim_scenario::MAX_STATION_SIZE)) as u32).max(cores);
+        if busy.count > 0 {
+            table.insert(
+                name.to_string(),
+                GroupDemand {
+                    requests: busy.count,
+                    mean_s: demand_s,
+                    scv: busy.scv(),
+                    share,
+                },
+            );
+        }
+        stations.push(ProfileStation {
+            name: name.to_string(),
             workers,
             queue_limit: None,
             shed: None,
-            ops: None,
-            service: probe_fit,
-            service_by_op,
-        }],
+            ops: Some(ops.iter().map(|o| o.name().to_string()).collect()),
+            service: busy_fit,
+            service_by_op: by_op,
+        });
     }
+    let mean_demand = total_busy * 1e-9 / total_requests.max(1) as f64;
+    let demand = Demand {
+        cores,
+        capacity_per_s: f64::from(cores) / mean_demand,
+        groups: table,
+    };
+    (demand, stations)
 }
 
 /// A log-normal with the given median and 90th percentile (seconds), in µs, σ capped at 1.5;
@@ -456,6 +682,99 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_is_in_exactly_one_route_group() {
+        // Goal: a demand profile routes every operation the DES can send to one station, and
+        // the emulator's agent-facing routes all land in a group.
+        for op in Operation::ALL {
+            let homes = ROUTE_GROUPS
+                .iter()
+                .filter(|(_, ops)| ops.contains(op))
+                .count();
+            assert_eq!(homes, 1, "{op:?} is in {homes} groups");
+        }
+        assert_eq!(route_group("get_message"), Some("poll"));
+        assert_eq!(route_group("update_job_request"), Some("job"));
+        assert_eq!(route_group("feed"), Some("timeline"));
+        assert_eq!(route_group("token_refresh"), Some("token"));
+        assert_eq!(route_group("add_agent"), Some("registration"));
+        assert_eq!(route_group("admin_stats"), None);
+        assert_eq!(route_group(crate::server::metrics::UNROUTED), None);
+    }
+
+    #[test]
+    fn the_moment_fit_keeps_mean_and_spread() {
+        // Goal: the busy-time fit has the measured mean and SCV; no spread gives a constant.
+        let DurationDist(Shape::LogNormal { mu, sigma }) = lognormal_moments(0.0001, 1.0) else {
+            panic!("expected a log-normal");
+        };
+        let mean = (mu + sigma * sigma / 2.0).exp();
+        assert!((mean - 100.0).abs() < 1e-9);
+        assert!(((sigma * sigma).exp() - 1.0 - 1.0).abs() < 1e-9);
+        assert_eq!(
+            lognormal_moments(0.0001, 0.0),
+            DurationDist(Shape::Constant(100.0))
+        );
+    }
+
+    #[test]
+    fn demand_stations_saturate_where_the_demand_law_says() {
+        // Goal: each group's station serves its operations with the low-load round trip but
+        // has as many workers as make it saturate at share · cores / demand; a group with
+        // little demand still gets every core; the demand table states the capacity.
+        let busy = |count: u64, each_us: u64| BusyTotals {
+            count,
+            nanos: count * each_us * 1000,
+            nanos_sq: u128::from(count) * u128::from(each_us * 1000).pow(2),
+        };
+        // timeline: 3,000 calls of 100 µs (0.3 s, 3/4 of the busy time); poll: 1,000 of 100 µs.
+        let groups = BTreeMap::from([("timeline", busy(3000, 100)), ("poll", busy(1000, 100))]);
+        let measured = |count| MeasuredOp {
+            count,
+            mean_s: 0.002,
+            p50_s: 0.002,
+            p90_s: 0.002,
+            p99_s: 0.002,
+        };
+        let operations = BTreeMap::from([
+            ("feed_post".to_string(), measured(3000)),
+            ("poll_message".to_string(), measured(1000)),
+        ]);
+        let by_op = BTreeMap::from([(
+            "feed_post".to_string(),
+            DurationDist(Shape::Constant(2000.0)),
+        )]);
+        let (demand, stations) = demand_stations(&groups, &operations, &by_op, 2);
+        assert_eq!(demand.cores, 2);
+        assert!((demand.capacity_per_s - 20_000.0).abs() < 1e-6);
+        assert!((demand.groups["timeline"].share - 0.75).abs() < 1e-12);
+        let names: Vec<_> = stations.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["poll", "job", "timeline", "token", "registration"]);
+        let timeline = &stations[2];
+        // 0.75 · 2 cores · 2 ms / 100 µs = 30 workers → 30 / 2 ms = 15,000/s = 0.75 · 20,000.
+        assert_eq!(timeline.workers, 30);
+        assert_eq!(
+            timeline.service_by_op["feed_post"],
+            DurationDist(Shape::Constant(2000.0))
+        );
+        assert!(
+            timeline
+                .ops
+                .as_ref()
+                .unwrap()
+                .contains(&"log_append".to_string())
+        );
+        // Polls are served for their busy time (their round trip is a hold): E[S] = D, so the
+        // group gets max(0.25 · 2, 2) = 2 workers.
+        let poll = &stations[0];
+        assert_eq!(poll.workers, 2);
+        assert_eq!(poll.service, DurationDist(Shape::Constant(100.0)));
+        assert!(poll.service_by_op.is_empty());
+        // A group the run never called keeps every core and no demand row.
+        assert_eq!(stations[3].workers, 2);
+        assert!(!demand.groups.contains_key("token"));
+    }
+
+    #[test]
     fn bad_options_are_refused_before_any_io() {
         // Goal: nonsense sizes are typed errors, not panics or endless ramps.
         let zero = CalibrateOptions {
@@ -502,14 +821,37 @@ mod tests {
         assert_eq!(p.saturation.ramp[0].concurrency, 1);
         assert!(p.saturation.throughput_per_s > 0.0);
         assert!(p.saturation.low_load_latency_s > 0.0);
-        assert!(p.stations[0].workers >= 1);
-        for op in ["register", "token_exchange", "session_create"] {
+        // The embedded emulator reports its busy time: one station per route group, each
+        // operation's round trip in its group's station, the polls' hold in none.
+        let demand = p
+            .demand
+            .as_ref()
+            .expect("the emulator's busy time was read");
+        for group in ["poll", "timeline", "token", "registration"] {
+            let d = &demand.groups[group];
+            assert!(d.requests > 0 && d.mean_s > 0.0, "{group}: {d:?}");
+        }
+        assert!(demand.capacity_per_s > 0.0);
+        let station = |op: &str| {
+            p.stations
+                .iter()
+                .find(|s| s.ops.as_ref().is_some_and(|o| o.iter().any(|n| n == op)))
+                .unwrap_or_else(|| panic!("no station serves {op}"))
+        };
+        for (op, group) in [
+            ("register", "registration"),
+            ("token_exchange", "token"),
+            ("session_create", "poll"),
+            ("feed_post", "timeline"),
+        ] {
             assert!(p.operations.contains_key(op), "{op} missing: {p:?}");
-            assert!(p.stations[0].service_by_op.contains_key(op));
+            assert_eq!(station(op).name, group);
+            assert!(station(op).service_by_op.contains_key(op));
+            assert!(station(op).workers >= 1);
         }
         for held in ["poll_empty", "poll_message", "keep_alive"] {
             assert!(
-                !p.stations[0].service_by_op.contains_key(held),
+                !station(held).service_by_op.contains_key(held),
                 "{held} is a hold"
             );
         }

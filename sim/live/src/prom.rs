@@ -464,6 +464,9 @@ impl PromSink {
 pub struct EmulatorSink {
     /// (route, status) → counter; bounded by the route table times the codec's statuses.
     requests: BTreeMap<(&'static str, u16), Counter>,
+    /// Route → seconds served (a gauge set to the front's running total, like crypto busy
+    /// time); bounded by the route table.
+    route_busy: BTreeMap<&'static str, Gauge>,
     /// Per `CryptoOp::ALL`: operations, bytes, busy seconds (emulator side).
     crypto: Vec<CryptoSeries>,
     shed: Counter,
@@ -501,6 +504,7 @@ impl EmulatorSink {
         let g = |m: PromMetric| metrics::gauge!(m.name);
         EmulatorSink {
             requests: BTreeMap::new(),
+            route_busy: BTreeMap::new(),
             crypto: CryptoOp::ALL
                 .iter()
                 .map(|&op| crypto_counters(Side::Emulator, op))
@@ -558,6 +562,14 @@ impl EmulatorSink {
                 .absolute(row.count);
         }
         self.shed.absolute(shed);
+        for (route, totals) in &front.busy {
+            self.route_busy
+                .entry(route)
+                .or_insert_with(
+                    || metrics::gauge!(names::PROM_EMU_ROUTE_BUSY.name, "route" => *route),
+                )
+                .set(totals.nanos as f64 / 1e9);
+        }
         for (op, totals) in &front.crypto {
             let series = &self.crypto[crypto_index(*op)];
             series.ops.absolute(totals.count);
@@ -815,6 +827,14 @@ mod tests {
                     nanos: 2_000_000,
                 },
             )],
+            busy: vec![(
+                "feed",
+                crate::server::BusyTotals {
+                    count: 3,
+                    nanos: 1_500_000,
+                    nanos_sq: 0,
+                },
+            )],
             connections_accepted: 5,
             connections_open: 2,
             ..FrontSnapshot::default()
@@ -963,6 +983,9 @@ mod tests {
         let wrap =
             "fleetsim_crypto_operations_total{shard=\"0\",side=\"emulator\",op=\"oaep_wrap\"}";
         assert_eq!(sample(&text, wrap), 4.0);
+        // Busy time per route, for calibrating against a `fleetsim serve` from outside.
+        let busy = "fleetsim_emulator_route_busy_seconds{shard=\"0\",route=\"feed\"}";
+        assert!((sample(&text, busy) - 0.0015).abs() < 1e-12);
     }
 
     // Goal: every exported metric carries the catalogue's help text, and every catalogue

@@ -396,6 +396,15 @@ pub const PROM_EMU_TLS_FAILURES: PromMetric = PromMetric {
     help: "TLS handshakes with clients that failed or timed out.",
 };
 
+/// Time the emulator spent serving each route (decode, core, encode; a long poll's hold left
+/// out): what `fleetsim calibrate` derives each route group's service demand from.
+pub const PROM_EMU_ROUTE_BUSY: PromMetric = PromMetric {
+    name: "fleetsim_emulator_route_busy_seconds",
+    kind: "gauge",
+    labels: &["route"],
+    help: "Seconds the emulator spent serving each route since it started (decode, core, encode; long-poll holds excluded).",
+};
+
 /// Every Prometheus metric the emulator (`serve`) exports besides the shared crypto metrics
 /// (`PROM_CRYPTO_*` with `side="emulator"`) and `PROM_BUILD_INFO`.
 pub const PROMETHEUS_EMULATOR: &[PromMetric] = &[
@@ -418,6 +427,7 @@ pub const PROMETHEUS_EMULATOR: &[PromMetric] = &[
     PROM_EMU_CONNECTIONS_REJECTED,
     PROM_EMU_CONNECTIONS_TIMED_OUT,
     PROM_EMU_TLS_FAILURES,
+    PROM_EMU_ROUTE_BUSY,
 ];
 
 /// Every metric fleetsim exports anywhere, in catalogue order: build info, fleet, emulator.

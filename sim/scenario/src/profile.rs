@@ -49,8 +49,41 @@ pub struct Profile {
     /// Low-load round trips per operation (report names), as measured.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operations: BTreeMap<String, MeasuredOp>,
+    /// Server-side service demand per route group, where the target reported it (fleetsim's
+    /// emulator); absent in profiles of other targets and in older profiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<Demand>,
     /// The capacity model, in `[[server.stations]]` form.
     pub stations: Vec<ProfileStation>,
+}
+
+/// What each route group cost the server during the calibration's fleet run, from the
+/// emulator's own per-route busy time (decode, core, encode; a long poll's hold left out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Demand {
+    /// Cores the server had (its process's available parallelism).
+    pub cores: u32,
+    /// Requests per second the server could answer at the measured mix with every core busy:
+    /// `cores / mean demand` (the demand-law bound; the live saturation point is lower when
+    /// clients share the cores).
+    pub capacity_per_s: f64,
+    /// Route group (station name) → its measured demand.
+    pub groups: BTreeMap<String, GroupDemand>,
+}
+
+/// One route group's measured demand.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDemand {
+    /// Requests timed.
+    pub requests: u64,
+    /// Mean busy time per request, seconds.
+    pub mean_s: f64,
+    /// Squared coefficient of variation of the busy time.
+    pub scv: f64,
+    /// This group's share of all busy time (the share of the cores its station is given).
+    pub share: f64,
 }
 
 /// The closed-loop saturation ramp on the probe operation.
@@ -343,6 +376,20 @@ mod tests {
                 }],
             },
             operations: BTreeMap::new(),
+            // The demand table round-trips too (the validation script reads its capacity).
+            demand: Some(Demand {
+                cores: 2,
+                capacity_per_s: 40_000.0,
+                groups: BTreeMap::from([(
+                    "poll".to_string(),
+                    GroupDemand {
+                        requests: 10,
+                        mean_s: 0.00005,
+                        scv: 0.5,
+                        share: 1.0,
+                    },
+                )]),
+            }),
             stations: vec![ProfileStation {
                 name: "server".into(),
                 workers: 2,

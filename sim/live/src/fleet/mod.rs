@@ -218,6 +218,10 @@ pub struct RunOutcome {
     pub recorder: Recorder,
     /// The emulator's counters at the end (embedded, or a remote emulator's admin API).
     pub emulator: Option<EmulatorStats>,
+    /// The in-process embedded emulator's front counters at the end (per-route requests and
+    /// busy time: what `fleetsim calibrate` derives service demand from); `None` for a child
+    /// process or a remote target.
+    pub emulator_front: Option<crate::server::FrontSnapshot>,
     /// The run was stopped by the shutdown future before its length.
     pub interrupted: bool,
     /// The collection URL the agents used.
@@ -446,6 +450,7 @@ pub async fn run(
         None => None,
     };
     let emulator = final_stats(scenario, &dest, &http, &base_path, &events).await;
+    let emulator_front = dest.emulator.as_ref().map(|r| r.handle.front_metrics());
     drop(events);
     let (mut recorder, ledger) = telemetry.await.unwrap_or_default();
     if let Some(stats) = &emulator {
@@ -472,6 +477,7 @@ pub async fn run(
         report,
         recorder,
         emulator,
+        emulator_front,
         interrupted,
         target_url: dest.url,
         embedded: placement.is_some(),
@@ -709,6 +715,7 @@ async fn interrupted_before_start(
         report,
         recorder,
         emulator,
+        emulator_front: None,
         interrupted: true,
         target_url: dest.url,
         embedded: placement.is_some(),

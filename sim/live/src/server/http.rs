@@ -101,15 +101,25 @@ pub(crate) async fn serve(
     let activity = clock.begin();
     let body_deadline = Instant::now() + front.body_timeout;
     let http1 = req.version() < http::Version::HTTP_2;
-    let (route, response, after) = match read_request(&front, req, body_deadline).await {
-        Ok(read) => {
-            let (route, response) = answer(&front, &read.wire).await;
-            (route, response, AfterRefusal::Nothing)
-        }
-        Err(refused) => (UNROUTED, ApiResponse::Error(refused.error), refused.after),
-    };
+    let (route, response, after, work_started, held) =
+        match read_request(&front, req, body_deadline).await {
+            Ok(read) => {
+                // Busy time starts once the body is in: reading it is waiting on the client.
+                let work_started = std::time::Instant::now();
+                let (route, response, held) = answer(&front, &read.wire).await;
+                (route, response, AfterRefusal::Nothing, work_started, held)
+            }
+            Err(refused) => {
+                let now = std::time::Instant::now();
+                let error = ApiResponse::Error(refused.error);
+                (UNROUTED, error, refused.after, now, Duration::ZERO)
+            }
+        };
     let wire = codec::encode_response(&response, &front.ctx);
     front.metrics.record_request(route, wire.status);
+    front
+        .metrics
+        .record_busy(route, work_started.elapsed().saturating_sub(held));
     let mut response = to_hyper(wire);
     match after {
         AfterRefusal::Nothing => {}
@@ -142,21 +152,27 @@ async fn drain(mut body: Incoming, limit: usize, deadline: Instant, _activity: A
     let _ = tokio::time::timeout_at(deadline, discard).await;
 }
 
-/// Decode, dispatch and await the core's answer, with the route label for metrics.
-async fn answer(front: &Arc<Front>, wire: &WireRequest) -> (&'static str, ApiResponse) {
+/// Decode, dispatch and await the core's answer, with the route label for metrics and how
+/// long a parked poll was held (not busy time).
+async fn answer(front: &Arc<Front>, wire: &WireRequest) -> (&'static str, ApiResponse, Duration) {
     let request = match codec::decode_request(wire, front.max_body_bytes) {
         Ok(request) => request,
-        Err(err) => return (UNROUTED, ApiResponse::Error(err)),
+        Err(err) => return (UNROUTED, ApiResponse::Error(err), Duration::ZERO),
     };
     let route = codec::route_label(&request.call);
     if let Err(err) = front.layout.admits(front.role, &wire.path, &request.call) {
-        return (route, ApiResponse::Error(err));
+        return (route, ApiResponse::Error(err), Duration::ZERO);
     }
-    let response = match front.core.dispatch(request).await {
-        Dispatch::Ready(response) => response,
-        Dispatch::Parked(poll) => poll.answer().await,
-    };
-    (route, response)
+    // A durable core's dispatch may wait for its journal: that wait counts as busy time (the
+    // request holds the server until it is written), unlike a parked poll's hold.
+    match front.core.dispatch(request).await {
+        Dispatch::Ready(response) => (route, response, Duration::ZERO),
+        Dispatch::Parked(poll) => {
+            let parked = std::time::Instant::now();
+            let response = poll.answer().await;
+            (route, response, parked.elapsed())
+        }
+    }
 }
 
 /// Reduce a hyper request to a `WireRequest`: the head's checks first, then the body under

@@ -23,6 +23,8 @@ pub struct FrontMetrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Crypto work the core reported: op → (operations, bytes, nanoseconds).
     crypto: Mutex<BTreeMap<CryptoOp, CryptoTotals>>,
+    /// Route label → time the front spent serving it (see [`BusyTotals`]).
+    busy: Mutex<BTreeMap<&'static str, BusyTotals>>,
     connections_accepted: AtomicU64,
     connections_rejected: AtomicU64,
     connections_open: AtomicU64,
@@ -39,6 +41,48 @@ pub struct CryptoTotals {
     pub bytes: u64,
     /// Time spent, measured by the core's meter (0 when crypto is modelled).
     pub nanos: u64,
+}
+
+/// Time one route kept the server busy: decoding, the core's dispatch and encoding the answer,
+/// a parked long poll's hold left out (the hold is waiting, not work). `fleetsim calibrate`
+/// turns it into each route's service demand; the sum of squares gives the spread, so a
+/// distribution can be fitted and not only a mean.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusyTotals {
+    /// Requests timed.
+    pub count: u64,
+    /// Sum of their busy times, nanoseconds.
+    pub nanos: u64,
+    /// Sum of the squares of their busy times, ns² (u128: 10^6 requests of 1 s each fit).
+    pub nanos_sq: u128,
+}
+
+impl BusyTotals {
+    /// Mean busy time in seconds (0 without requests).
+    pub fn mean_s(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        self.nanos as f64 / self.count as f64 * 1e-9
+    }
+
+    /// Squared coefficient of variation, Var/mean² (0 without two requests).
+    pub fn scv(&self) -> f64 {
+        if self.count < 2 || self.nanos == 0 {
+            return 0.0;
+        }
+        let n = self.count as f64;
+        let mean = self.nanos as f64 / n;
+        let var = (self.nanos_sq as f64 / n - mean * mean).max(0.0);
+        var / (mean * mean)
+    }
+
+    /// Add `other`'s requests (route groups sum their routes).
+    pub fn add(&mut self, other: &BusyTotals) {
+        self.count += other.count;
+        self.nanos += other.nanos;
+        self.nanos_sq += other.nanos_sq;
+    }
 }
 
 /// One row of the request table.
@@ -60,6 +104,8 @@ pub struct FrontSnapshot {
     pub requests: Vec<RouteCount>,
     /// Crypto totals by operation, in `CryptoOp` order.
     pub crypto: Vec<(CryptoOp, CryptoTotals)>,
+    /// Busy time by route label, sorted by route.
+    pub busy: Vec<(&'static str, BusyTotals)>,
     /// Connections that got a slot and were served.
     pub connections_accepted: u64,
     /// Connections closed unserved because every slot stayed busy past the wait.
@@ -88,6 +134,18 @@ impl FrontMetrics {
     /// Count one answered request.
     pub fn record_request(&self, route: &'static str, status: u16) {
         *self.requests.lock().entry((route, status)).or_insert(0) += 1;
+    }
+
+    /// Count `busy` of server work for one request of `route`.
+    pub fn record_busy(&self, route: &'static str, busy: std::time::Duration) {
+        let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+        let mut table = self.busy.lock();
+        let t = table.entry(route).or_default();
+        t.count += 1;
+        t.nanos = t.nanos.saturating_add(nanos);
+        t.nanos_sq = t
+            .nanos_sq
+            .saturating_add(u128::from(nanos) * u128::from(nanos));
     }
 
     /// Add crypto work the core reported.
@@ -133,9 +191,11 @@ impl FrontMetrics {
             })
             .collect();
         let crypto = self.crypto.lock().iter().map(|(&op, &t)| (op, t)).collect();
+        let busy = self.busy.lock().iter().map(|(&r, &t)| (r, t)).collect();
         FrontSnapshot {
             requests,
             crypto,
+            busy,
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_rejected: self.connections_rejected.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
@@ -173,6 +233,28 @@ mod tests {
             ]
         );
         assert_eq!(s.requests_with_status(202), 2);
+    }
+
+    // Goal: busy time sums per route with its squares, so calibration gets a mean and a spread
+    // per route (1 ms and 3 ms: mean 2 ms, variance 1 ms², SCV 1/4).
+    #[test]
+    fn busy_time_sums_per_route_with_its_spread() {
+        use std::time::Duration;
+        let m = FrontMetrics::default();
+        m.record_busy("feed", Duration::from_millis(1));
+        m.record_busy("feed", Duration::from_millis(3));
+        m.record_busy("token", Duration::from_micros(50));
+        let s = m.snapshot();
+        let routes: Vec<_> = s.busy.iter().map(|(r, t)| (*r, t.count, t.nanos)).collect();
+        assert_eq!(routes, vec![("feed", 2, 4_000_000), ("token", 1, 50_000)]);
+        let feed = s.busy[0].1;
+        assert_eq!(feed.nanos_sq, 10_000_000_000_000);
+        assert!((feed.mean_s() - 0.002).abs() < 1e-12);
+        assert!((feed.scv() - 0.25).abs() < 1e-12);
+        let mut group = feed;
+        group.add(&s.busy[1].1);
+        assert_eq!((group.count, group.nanos), (3, 4_050_000));
+        assert_eq!(BusyTotals::default().mean_s(), 0.0);
     }
 
     // Goal: connection gauges move in pairs and crypto totals accumulate per operation.

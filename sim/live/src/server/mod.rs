@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::tls::{self, TlsError};
-pub use metrics::{FrontMetrics, FrontSnapshot};
+pub use metrics::{BusyTotals, FrontMetrics, FrontSnapshot};
 
 use conn::ConnTimeouts;
 use driver::Core;
