@@ -143,8 +143,9 @@
       pre.textContent = JSON.stringify(out);
       document.body.appendChild(pre);
     };
-    if (timePlots.length === 0) return done();
-    var u = timePlots[0];
+    if (plots.length === 0) return done();
+    // A plan page has no time charts: test its first (value) chart alone.
+    var u = timePlots[0] || plots[0];
     var r = u.over.getBoundingClientRect();
     var at = function (type, fx, target) {
       (target || u.over).dispatchEvent(
@@ -174,7 +175,7 @@
       at("mousemove", 0.6);
       at("mouseup", 0.6);
       setTimeout(function () {
-        var last = timePlots[timePlots.length - 1];
+        var last = timePlots.length ? timePlots[timePlots.length - 1] : u;
         out.range = [full, [u.scales.x.min, u.scales.x.max], [last.scales.x.min, last.scales.x.max]];
         out.zoomed =
           u.scales.x.min > full[0] &&
