@@ -837,10 +837,12 @@ pub fn render_html(
             hi: ivs.iter().map(|i| i.map(|i| i.hi)).collect(),
         }
     };
-    let threshold = |prefix: &str| {
-        thresholds
+    // The first threshold matching the earliest of `prefixes` (a p99 bound before a p50 one:
+    // the tail is what usually binds).
+    let threshold = |prefixes: &[&str]| {
+        prefixes
             .iter()
-            .find(|t| t.metric.starts_with(prefix))
+            .find_map(|p| thresholds.iter().find(|t| t.metric.starts_with(p)))
             .map(|t| (format!("{} {}", t.metric, t.condition), t.limit))
     };
     let names = station_names(rows);
@@ -853,7 +855,7 @@ pub fn render_html(
                 band("pickup p50", &|r| Some(r.pickup_p50())),
                 band("pickup p99", &|r| Some(r.pickup_p99())),
             ],
-            threshold: threshold("job_pickup."),
+            threshold: threshold(&["job_pickup.p99", "job_pickup."]),
         },
         Curve {
             title: "Jobs succeeded per second".into(),
@@ -867,7 +869,7 @@ pub fn render_html(
             note: "failed calls / all calls".into(),
             unit: CurveUnit::Ratio,
             bands: vec![band("errors", &|r| Some(r.error_rate()))],
-            threshold: threshold("errors."),
+            threshold: threshold(&["errors."]),
         },
     ];
     if !names.is_empty() {
@@ -1026,7 +1028,11 @@ empty_poll_gap = "0s"
         let svg = render_svg("jobs.rate_per_s", &rows);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<circle").count(), 2);
-        let thresholds = loader(&[]).expect("loads").thresholds;
+        // With a p50 and a p99 bound on pickup, the line is the p99's (the tail binds).
+        let thresholds = loader(&["thresholds.\"job_pickup.p50\"=\"< 30s\"".into()])
+            .expect("loads")
+            .thresholds;
+        assert_eq!(thresholds.len(), 2);
         let html = render_html("jobs.rate_per_s", &rows, &thresholds, vec!["ran".into()]);
         assert!(html.contains("\"x\":[0.02,0.08]"), "the values, ascending");
         let p99 = rows[1].pickup_p99();
@@ -1036,6 +1042,7 @@ empty_poll_gap = "0s"
             "the threshold line's label"
         );
         assert!(html.contains("[20.0,20.0]"), "the threshold line");
+        assert!(!html.contains("[30.0,30.0]"), "not the p50 bound");
     }
 
     #[test]
