@@ -402,13 +402,17 @@ fn answer_lines(key: &str, m: &plan::Found, integer: bool, seeds: usize) -> Vec<
         } else {
             (m.some_pass, m.best)
         };
+        let past = match m.direction {
+            plan::Direction::Max => "above",
+            plan::Direction::Min => "below",
+        };
         let beyond = match m.none_pass {
             Some(n) => format!("; no seed passes at {}", fmt(n)),
             None => String::new(),
         };
         lines.push(if a == b {
             format!(
-                "interval: {key} = {} — every seed passes there and none beyond{beyond}",
+                "interval: {key} = {} — every seed passes there and none {past}{beyond}",
                 fmt(m.best)
             )
         } else {
