@@ -313,21 +313,32 @@ pub struct PlanArgs {
     /// Scenario file (TOML).
     #[arg(required_unless_present = "merge")]
     pub scenario: Option<PathBuf>,
-    /// Sweep: one simulation per value, e.g. --vary fleet.agents=1000,2000,4000.
-    #[arg(long, value_name = "KEY=V1,V2,...", conflicts_with = "find_max")]
+    /// Sweep: one point per value (each runs --seeds seeds), e.g. --vary
+    /// fleet.agents=1000,2000,4000.
+    #[arg(long, value_name = "KEY=V1,V2,...", conflicts_with_all = ["find_max", "find_min"])]
     pub vary: Option<String>,
-    /// Search the largest value of KEY that passes the thresholds (more is assumed worse).
-    #[arg(long, value_name = "KEY", requires_all = ["lo", "hi"])]
+    /// Search the largest value of KEY that every seed passes (more is worse, e.g. agents on
+    /// one server); --lo must pass.
+    #[arg(long, value_name = "KEY", requires_all = ["lo", "hi"], conflicts_with = "find_min")]
     pub find_max: Option<String>,
-    /// Low end of the --find-max bracket (must pass). Whole numbers make an integer search.
-    #[arg(long, value_name = "A", requires = "find_max")]
+    /// Search the smallest value of KEY that every seed passes (less is worse, e.g. agents for
+    /// a surge); --hi must pass.
+    #[arg(long, value_name = "KEY", requires_all = ["lo", "hi"])]
+    pub find_min: Option<String>,
+    /// Low end of the search bracket. Whole numbers make an integer search.
+    #[arg(long, value_name = "A")]
     pub lo: Option<String>,
-    /// High end of the --find-max bracket.
-    #[arg(long, value_name = "B", requires = "find_max")]
+    /// High end of the search bracket.
+    #[arg(long, value_name = "B")]
     pub hi: Option<String>,
-    /// At most this many simulations in a --find-max search.
+    /// At most this many points in a --find-max/--find-min search (each runs --seeds seeds).
     #[arg(long, default_value_t = 12)]
     pub runs: usize,
+    /// Seeds per point: the run seed and the next N-1; each metric is reported as the mean
+    /// with a 95 % Student-t interval over them. --seeds 1 is one run per point.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub seeds: u16,
     /// Scale KEY in proportion to the varied value (repeatable), e.g. --scale-with
     /// jobs.rate_per_s keeps the load per agent while fleet.agents varies.
     #[arg(long = "scale-with", value_name = "KEY")]
@@ -338,7 +349,7 @@ pub struct PlanArgs {
     /// Override any scenario field: --set fleet.ramp_up=5m (repeatable).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     pub overrides: Vec<String>,
-    /// Run seed (overrides run.seed); every point uses it.
+    /// Run seed (overrides run.seed): the first of the --seeds seeds.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Calibration profile written by `fleetsim calibrate` (replaces [[server.stations]]).
@@ -350,6 +361,10 @@ pub struct PlanArgs {
     /// Write an SVG chart of pickup p50/p99 here.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Write an HTML page here: the capacity curves (each metric against the value, with its
+    /// 95 % interval band and the threshold line) and the table; one self-contained file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Simulations at once (default: the machine's cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: Option<u16>,
@@ -369,8 +384,8 @@ pub struct PlanArgs {
         value_name = "PLAN.json",
         num_args = 1..,
         conflicts_with_all = [
-            "scenario", "vary", "find_max", "shard", "out", "overrides", "thresholds",
-            "scale_with", "seed", "profile", "threads", "lo", "hi",
+            "scenario", "vary", "find_max", "find_min", "shard", "out", "overrides",
+            "thresholds", "scale_with", "seed", "seeds", "profile", "threads", "lo", "hi",
         ]
     )]
     pub merge: Vec<PathBuf>,

@@ -1,13 +1,16 @@
 //! `fleetsim plan`: capacity planning from the command line. It turns the flags into scenario
 //! overrides (profile, seed, thresholds, proportional scaling) and calls `fleetsim_des::plan`
-//! (sweep or find-max), then prints the table and writes the CSV and SVG.
+//! (sweep, find-max or find-min) with `--seeds` seeds per point (the run seed and the next
+//! N-1), then prints the table (each metric's mean ± its 95 % interval over the seeds) and
+//! writes the CSV, SVG and HTML page.
 //!
 //! With `--shard I/N` it runs one machine's share of a `--vary` sweep and writes it with `--out`;
 //! `--merge` reads every shard's file and prints the table one machine would have printed
 //! (`fleetsim_des::plan::merge_plan_shards` checks the set).
 //!
 //! It never simulates by itself and holds no search logic; a plan's exit code says whether the
-//! plan could be made (0), not whether every row passed — failing rows are the answer.
+//! plan could be made (0), not whether every row passed — failing rows are the answer. A search
+//! whose good end already fails (find-max: --lo; find-min: --hi) exits 1.
 
 use std::path::Path;
 
@@ -144,18 +147,23 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
                 .map_err(|e| usage(format!("--shard {s:?}: {e}")))
         })
         .transpose()?;
-    if shard.is_some() && args.find_max.is_some() {
+    let search_key = match (&args.find_max, &args.find_min) {
+        (Some(k), None) => Some((k, plan::Direction::Max)),
+        (None, Some(k)) => Some((k, plan::Direction::Min)),
+        _ => None,
+    };
+    if shard.is_some() && search_key.is_some() {
         return Err(usage(
-            "--find-max cannot be split with --shard: the bisection is sequential (each point \
-             depends on the last); shard a --vary sweep instead, e.g. --vary KEY=V1,V2,… \
-             --shard I/N --out plan-I.json"
+            "--find-max/--find-min cannot be split with --shard: the bisection is sequential \
+             (each point depends on the last); shard a --vary sweep instead, e.g. --vary \
+             KEY=V1,V2,… --shard I/N --out plan-I.json"
                 .into(),
         ));
     }
-    if args.out.is_some() && args.find_max.is_some() {
+    if args.out.is_some() && search_key.is_some() {
         return Err(usage(
-            "--out writes a --vary sweep's result for `plan --merge`; a --find-max search has \
-             none: write its table with --csv"
+            "--out writes a --vary sweep's result for `plan --merge`; a --find-max/--find-min \
+             search has none: write its table with --csv"
                 .into(),
         ));
     }
@@ -170,15 +178,22 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
     if let Some(seed) = args.seed {
         overrides.push(format!("run.seed={seed}"));
     }
-    let (key, sweep_values, bracket) = match (&args.vary, &args.find_max) {
+    let (key, sweep_values, bracket) = match (&args.vary, search_key) {
         (Some(spec), None) => {
+            if args.lo.is_some() || args.hi.is_some() {
+                return Err(usage(
+                    "--lo/--hi bound a --find-max or --find-min search; a --vary sweep runs \
+                     exactly its values"
+                        .into(),
+                ));
+            }
             let (key, values) = parse_vary(spec).map_err(usage)?;
             (key, values, None)
         }
-        (None, Some(key)) => {
+        (None, Some((key, direction))) => {
             let (lo, hi) = match (&args.lo, &args.hi) {
                 (Some(lo), Some(hi)) => (lo, hi),
-                _ => return Err(usage("--find-max KEY needs --lo A and --hi B".into())),
+                _ => return Err(usage(format!("--{direction} KEY needs --lo A and --hi B"))),
             };
             let integer = lo.parse::<i64>().is_ok() && hi.parse::<i64>().is_ok();
             let num = |flag: &str, v: &str| {
@@ -191,16 +206,30 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
             if lo >= hi {
                 return Err(usage(format!("--lo {lo} must be below --hi {hi}")));
             }
-            (key.trim().to_string(), Vec::new(), Some((lo, hi, integer)))
+            (
+                key.trim().to_string(),
+                Vec::new(),
+                Some((lo, hi, integer, direction)),
+            )
         }
         _ => {
             return Err(usage(
-                "give either --vary KEY=V1,V2,… or --find-max KEY --lo A --hi B".into(),
+                "give either --vary KEY=V1,V2,…, --find-max KEY --lo A --hi B or --find-min KEY \
+                 --lo A --hi B"
+                    .into(),
             ));
         }
     };
+    if key == "run.seed" {
+        return Err(usage(
+            "the plan sets run.seed itself (--seed S --seeds N runs S … S+N-1 at every point); \
+             vary another key"
+                .into(),
+        ));
+    }
     // Check the scenario and the overrides once, before any thread starts.
     let base = crate::commands::load_with(scenario_path, &overrides)?;
+    let seeds = plan::seeds_from(base.run.seed, usize::from(args.seeds));
     let scaled = scaled_keys(&args, scenario_path, &key, &overrides)?;
     let loader = PlanLoader {
         path: scenario_path.to_path_buf(),
@@ -212,14 +241,15 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
     let threads = args.threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    println!(
-        "plan {} ({} agents, {} virtual, seed {}) on {threads} thread{}",
+    let heading = format!(
+        "plan {} ({} agents, {} virtual, {}) on {threads} thread{}",
         scenario_path.display(),
         base.fleet.agents,
         fleetsim_core::dist::format_duration(base.run.duration),
-        base.run.seed,
+        describe_seeds(&seeds),
         if threads == 1 { "" } else { "s" }
     );
+    println!("{heading}");
     if base.thresholds.is_empty() {
         eprintln!(
             "warning: the scenario has no thresholds, so every point passes; add some with \
@@ -253,50 +283,60 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
     let (rows, answer) = match bracket {
         None => {
             let mine: Vec<String> = share.iter().map(|&i| sweep_values[i].clone()).collect();
-            let rows = plan::sweep(&load, &key, &mine, threads).map_err(plan_failure)?;
+            let rows = plan::sweep(&load, &key, &mine, &seeds, threads).map_err(plan_failure)?;
             (rows, None)
         }
-        Some((lo, hi, integer)) => {
-            let m = plan::find_max_parallel(&load, &key, lo, hi, integer, args.runs, threads)
-                .map_err(plan_failure)?;
+        Some((lo, hi, integer, direction)) => {
+            let spec = plan::SearchSpec {
+                key: &key,
+                low: lo,
+                high: hi,
+                integer,
+                max_points: args.runs,
+                threads,
+                seeds: &seeds,
+                direction,
+            };
+            let m = plan::search(&load, &spec).map_err(plan_failure)?;
             let mut rows = m.tried.clone();
             rows.sort_by(|a, b| {
                 let v = |r: &plan::PlanRow| r.value.parse::<f64>().unwrap_or(f64::NAN);
                 v(a).total_cmp(&v(b))
             });
-            (rows, Some(m))
+            (rows, Some((m, integer)))
         }
     };
     print!("{}", plan::render_table(&key, &rows));
-    if let Some(m) = &answer {
-        let fmt = |v: f64| {
-            if bracket.is_some_and(|(_, _, i)| i) {
-                format!("{}", v as i64)
-            } else {
-                format!("{v}")
-            }
-        };
-        match m.first_failing {
-            Some(f) => println!(
-                "largest passing {key} = {} (fails at {}; {} runs)",
-                fmt(m.best),
-                fmt(f),
-                m.tried.len()
-            ),
-            None => println!(
-                "{key} = {} (--hi) still passes; raise --hi to find the limit",
-                fmt(m.best)
-            ),
+    let mut lines = vec![heading];
+    if seeds.len() > 1 {
+        let note = format!(
+            "each figure: mean ± half-width of its 95 % Student-t interval over {} seeds; \
+             verdict: pass = every seed, k/{} = k seeds passed",
+            seeds.len(),
+            seeds.len()
+        );
+        println!("{note}");
+        lines.push(note);
+    }
+    if let Some((m, integer)) = &answer {
+        for line in answer_lines(&key, m, *integer, seeds.len()) {
+            println!("{line}");
+            lines.push(line);
         }
     }
     write_out(args.csv.as_deref(), &plan::render_csv(&key, &rows), "csv")?;
     write_out(args.svg.as_deref(), &plan::render_svg(&key, &rows), "svg")?;
+    if args.html.is_some() {
+        let html = plan::render_html(&key, &rows, &base.thresholds, lines);
+        write_out(args.html.as_deref(), &html, "html")?;
+    }
     if let Some(path) = &args.out {
         let result = PlanShard {
             schema_version: plan::PLAN_SCHEMA_VERSION,
             scenario: base.run.name.clone(),
             scenario_digest: base.digest(),
             seed: base.run.seed,
+            seeds: seeds.clone(),
             key: key.clone(),
             values: sweep_values,
             scale_with: args.scale_with.clone(),
@@ -313,6 +353,80 @@ pub fn run(args: PlanArgs) -> Result<u8, Failure> {
         write_out(Some(path), &(text + "\n"), "plan")?;
     }
     Ok(exit::OK)
+}
+
+/// `seed 7` or `seeds 7…11`.
+fn describe_seeds(seeds: &[u64]) -> String {
+    match seeds {
+        [one] => format!("seed {one}"),
+        [first, .., last] => format!("{} seeds {first}…{last}", seeds.len()),
+        [] => "no seeds".into(),
+    }
+}
+
+/// The search's answer: the value every seed passes, where some seed first fails, and the
+/// range where the seeds disagree.
+fn answer_lines(key: &str, m: &plan::Found, integer: bool, seeds: usize) -> Vec<String> {
+    let fmt = |v: f64| {
+        if integer {
+            format!("{}", v as i64)
+        } else {
+            format!("{v}")
+        }
+    };
+    let (word, end) = match m.direction {
+        plan::Direction::Max => ("largest", "--hi"),
+        plan::Direction::Min => ("smallest", "--lo"),
+    };
+    let Some(f) = m.first_failing else {
+        let raise = if m.direction == plan::Direction::Max {
+            "raise --hi"
+        } else {
+            "lower --lo"
+        };
+        return vec![format!(
+            "{key} = {} ({end}) still passes every seed; {raise} to find the limit",
+            fmt(m.best)
+        )];
+    };
+    let mut lines = vec![format!(
+        "{word} passing {key} = {} (fails at {}; {} points × {seeds} seed{})",
+        fmt(m.best),
+        fmt(f),
+        m.tried.len(),
+        if seeds == 1 { "" } else { "s" }
+    )];
+    if seeds > 1 {
+        let (a, b) = if m.best <= m.some_pass {
+            (m.best, m.some_pass)
+        } else {
+            (m.some_pass, m.best)
+        };
+        let past = match m.direction {
+            plan::Direction::Max => "above",
+            plan::Direction::Min => "below",
+        };
+        let beyond = match m.none_pass {
+            Some(n) => format!("; no seed passes at {}", fmt(n)),
+            None => String::new(),
+        };
+        lines.push(if a == b {
+            format!(
+                "interval: {key} = {} — every seed passes there and none {past}{beyond}",
+                fmt(m.best)
+            )
+        } else {
+            format!(
+                "interval: {key} in {}…{} — every seed passes at {}, some seed still passes \
+                 at {}{beyond}",
+                fmt(a),
+                fmt(b),
+                fmt(m.best),
+                fmt(m.some_pass)
+            )
+        });
+    }
+    lines
 }
 
 /// `fleetsim plan --merge`: the shards' results → the table one machine would print.
@@ -332,9 +446,9 @@ fn merge(args: &PlanArgs) -> Result<u8, Failure> {
         .map_err(|e| Failure::usage(anyhow!("the plan results are not one sweep's shards: {e}")))?;
     let first = &inputs[0].1;
     println!(
-        "plan {} (seed {}) merged from {} shard{}: {}",
+        "plan {} ({}) merged from {} shard{}: {}",
         first.scenario,
-        first.seed,
+        describe_seeds(&first.seeds),
         first.shard.count,
         if first.shard.count == 1 { "" } else { "s" },
         inputs
@@ -346,6 +460,17 @@ fn merge(args: &PlanArgs) -> Result<u8, Failure> {
     print!("{}", plan::render_table(&key, &rows));
     write_out(args.csv.as_deref(), &plan::render_csv(&key, &rows), "csv")?;
     write_out(args.svg.as_deref(), &plan::render_svg(&key, &rows), "svg")?;
+    if args.html.is_some() {
+        let lines = vec![format!(
+            "plan {} ({}) merged from {} shards",
+            first.scenario,
+            describe_seeds(&first.seeds),
+            first.shard.count
+        )];
+        // The shard files carry the rows, not the scenario's thresholds: no threshold line.
+        let html = plan::render_html(&key, &rows, &[], lines);
+        write_out(args.html.as_deref(), &html, "html")?;
+    }
     Ok(exit::OK)
 }
 

@@ -56,45 +56,85 @@ empty_poll_gap = "0s"
 #[test]
 fn a_sweep_gives_one_row_per_value_in_the_order_given() {
     let _serial = serial();
-    // Goal: the table, the CSV and the SVG hold every value once, in the order of --vary (not
-    // the order threads finished), and heavier load shows as a longer p99 pickup.
+    // Goal: the table, the CSV, the SVG and the HTML page hold every value once, in the order
+    // of --vary (not the order threads finished); each point ran 3 seeds (--seed 11 → 11…13)
+    // and shows its 95 % interval; heavier load shows as a longer p99 pickup.
     let dir = scratch("sweep");
     let scenario = write(&dir, "dd4.toml", DD4);
     let csv = dir.join("plan.csv").display().to_string();
     let svg = dir.join("plan.svg").display().to_string();
+    let html = dir.join("plan.html").display().to_string();
     let out = fleetsim(&[
         "plan",
         &scenario,
         "--vary",
         "jobs.rate_per_s=0.1,0.3,0.05",
+        "--seed",
+        "11",
+        "--seeds",
+        "3",
         "--csv",
         &csv,
         "--svg",
         &svg,
+        "--html",
+        &html,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("pickup p99"), "{}", text(&out));
+    assert!(table.contains("3 seeds 11…13"), "{}", text(&out));
+    assert!(
+        table.contains("95 % Student-t interval over 3 seeds"),
+        "{}",
+        text(&out)
+    );
     let csv = std::fs::read_to_string(&csv).expect("csv written");
-    let rows: Vec<Vec<&str>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no column {name}: {header:?}"))
+    };
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     let values: Vec<&str> = rows.iter().map(|r| r[0]).collect();
     assert_eq!(values, ["0.1", "0.3", "0.05"], "{csv}");
-    // passed is column 6: 0.1 and 0.05 keep up, 0.3 jobs/s overloads four 20 s agents.
-    let passed: Vec<&str> = rows.iter().map(|r| r[6]).collect();
+    // 0.1 and 0.05 keep up, 0.3 jobs/s overloads four 20 s agents, for every seed.
+    let passed: Vec<&str> = rows.iter().map(|r| r[col("passed")]).collect();
     assert_eq!(passed, ["true", "false", "true"], "{csv}");
+    for r in &rows {
+        assert_eq!(r[col("seeds")], "3", "{csv}");
+        assert_eq!(r[col("trace_hashes")].split(';').count(), 3, "{csv}");
+        let f = |c: &str| r[col(c)].parse::<f64>().expect("a number");
+        let (lo, mean, hi) = (
+            f("pickup_p99_s_lo"),
+            f("pickup_p99_s"),
+            f("pickup_p99_s_hi"),
+        );
+        assert!(lo <= mean && mean <= hi, "{csv}");
+    }
+    let f = |r: usize, c: &str| rows[r][col(c)].parse::<f64>().expect("a number");
+    assert!(f(1, "pickup_p99_s") > f(0, "pickup_p99_s"), "{csv}");
     let svg = std::fs::read_to_string(&svg).expect("svg written");
     assert_eq!(svg.matches("<circle").count(), 3);
+    let html = std::fs::read_to_string(&html).expect("html written");
+    // The curve runs in ascending value order, with the threshold line at 2 s.
+    assert!(html.contains("\"x\":[0.05,0.1,0.3]"), "curve data");
+    assert!(html.contains("[2.0,2.0,2.0]"), "threshold line");
+    assert!(
+        html.contains("\"bands\":[[1,2],[4,5]]"),
+        "p50 and p99 bands"
+    );
 }
 
 #[test]
 fn find_max_brackets_the_known_capacity() {
     let _serial = serial();
-    // Goal: the search returns a passing rate just below the D/D/4 capacity (0.2 jobs/s) and a
-    // failing one just above what passes, within its run budget, using two threads.
+    // Goal: the search returns a rate every seed passes just below the D/D/4 capacity (0.2
+    // jobs/s) and a failing one just above it, within its point budget, using two threads,
+    // and states its interval across the (default 5) seeds.
     let dir = scratch("findmax");
     let scenario = write(&dir, "dd4.toml", DD4);
     let out = fleetsim(&[
@@ -125,10 +165,82 @@ fn find_max_brackets_the_known_capacity() {
     };
     let (best, fails) = (num("= "), num("fails at "));
     assert!(best < fails, "{line}");
-    assert!((0.15..=0.2).contains(&best), "{line}");
+    // Constant arrivals queue slowly at exactly 0.2 jobs/s: a hair above still meets 2 s.
+    assert!((0.15..=0.21).contains(&best), "{line}");
     assert!(
-        fails - best <= 0.01 + 1e-9,
-        "bracket closes to 1% of --hi: {line}"
+        fails - best <= 0.0035 + 1e-9,
+        "bracket closes to 1% of the bracket: {line}"
+    );
+    assert!(line.ends_with("× 5 seeds)"), "{line}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("interval: jobs.rate_per_s")),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn find_min_finds_the_fewest_agents_and_exits_1_when_the_high_end_fails() {
+    let _serial = serial();
+    // Goal: --find-min mirrors --find-max: 0.3 jobs/s of 20 s jobs keep 6 agents busy (with
+    // constant arrivals exactly 6 keep up), so the fewest passing is 6 or 7 with a failing
+    // count just below;
+    // when even --hi fails the search exits 1 and says so.
+    let dir = scratch("findmin");
+    let scenario = write(&dir, "dd4.toml", DD4);
+    let html = dir.join("min.html").display().to_string();
+    let out = fleetsim(&[
+        "plan",
+        &scenario,
+        "--set",
+        "jobs.rate_per_s=0.3",
+        "--find-min",
+        "fleet.agents",
+        "--lo",
+        "1",
+        "--hi",
+        "16",
+        "--seeds",
+        "3",
+        "--html",
+        &html,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("smallest passing fleet.agents = "))
+        .unwrap_or_else(|| panic!("no answer line\n{}", text(&out)));
+    let rest = &line["smallest passing fleet.agents = ".len()..];
+    let best: u32 = rest[..rest.find(' ').expect("space")]
+        .parse()
+        .expect("a count");
+    assert!((6..=7).contains(&best), "{line}");
+    assert!(line.contains(&format!("(fails at {}", best - 1)), "{line}");
+    let page = std::fs::read_to_string(&html).expect("html written");
+    assert!(page.contains(line), "the answer is on the page");
+
+    let out = fleetsim(&[
+        "plan",
+        &scenario,
+        "--set",
+        "jobs.rate_per_s=0.3",
+        "--find-min",
+        "fleet.agents",
+        "--lo",
+        "1",
+        "--hi",
+        "3",
+        "--seeds",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the high end 3 already fails"),
+        "{}",
+        text(&out)
     );
 }
 
@@ -138,10 +250,13 @@ fn bad_plan_flags_exit_2_with_a_clear_message() {
     // errors (exit 2) whose message names the flag and shows the right form.
     let dir = scratch("badflags");
     let scenario = write(&dir, "dd4.toml", DD4);
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--vary", "fleet.agents"], "expected KEY=V1,V2"),
         (&["--vary", "fleet.agents=1,,3"], "empty value"),
         (&["--find-max", "fleet.agents", "--hi", "9"], "--lo"),
+        (&["--find-min", "fleet.agents", "--lo", "9"], "--hi"),
+        (&["--vary", "fleet.agents=2", "--seeds", "0"], "--seeds"),
+        (&["--vary", "run.seed=1,2"], "--seeds N"),
         (
             &["--find-max", "jobs.rate_per_s", "--lo", "3", "--hi", "1"],
             "must be below",

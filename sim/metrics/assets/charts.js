@@ -56,11 +56,15 @@
     var el = document.getElementById(c.id);
     if (!el) return;
     var bars = c.kind === "bars";
+    // "value": x is a plain number (a capacity plan's varied key), not run time.
+    var plain = c.kind === "value";
     var fmt = formats[c.unit] || count;
     var xValue = bars
       ? function (u, v) { return v == null ? "–" : c.x_labels[v]; }
-      : function (u, v) { return clock(v); };
-    var series = [{ label: bars ? "bin" : "time", value: xValue }];
+      : plain
+        ? function (u, v) { return count(v); }
+        : function (u, v) { return clock(v); };
+    var series = [{ label: bars ? "bin" : plain ? c.x_name || "value" : "time", value: xValue }];
     c.series.forEach(function (s) {
       var one = {
         label: s.label,
@@ -93,7 +97,7 @@
         },
       },
       axes: [
-        {
+        plain ? { values: function (u, ticks) { return ticks.map(count); } } : {
           values: bars
             ? function (u, ticks) {
                 return ticks.map(function (i) { return Number.isInteger(i) ? c.x_labels[i] || "" : ""; });
@@ -106,13 +110,21 @@
       ],
       cursor: bars
         ? { drag: { x: false, y: false } }
-        : { sync: { key: "fleetsim" }, drag: { x: true, y: false } },
+        : plain
+          ? { drag: { x: true, y: false } }
+          : { sync: { key: "fleetsim" }, drag: { x: true, y: false } },
       hooks: { setScale: [shareRange] },
     };
+    if (c.bands) {
+      // uPlot numbers series from 1 (0 is x); a band fills between [upper, lower].
+      opts.bands = c.bands.map(function (b) {
+        return { series: [b[0] + 1, b[1] + 1], fill: c.series[b[0]].color + "33" };
+      });
+    }
     var data = [c.x].concat(c.series.map(function (s) { return s.values; }));
     var u = new uPlot(opts, data, el);
     plots.push(u);
-    if (!bars) timePlots.push(u);
+    if (!bars && !plain) timePlots.push(u);
   });
   window.fleetsimPlots = plots;
 
@@ -131,8 +143,9 @@
       pre.textContent = JSON.stringify(out);
       document.body.appendChild(pre);
     };
-    if (timePlots.length === 0) return done();
-    var u = timePlots[0];
+    if (plots.length === 0) return done();
+    // A plan page has no time charts: test its first (value) chart alone.
+    var u = timePlots[0] || plots[0];
     var r = u.over.getBoundingClientRect();
     var at = function (type, fx, target) {
       (target || u.over).dispatchEvent(
@@ -162,7 +175,7 @@
       at("mousemove", 0.6);
       at("mouseup", 0.6);
       setTimeout(function () {
-        var last = timePlots[timePlots.length - 1];
+        var last = timePlots.length ? timePlots[timePlots.length - 1] : u;
         out.range = [full, [u.scales.x.min, u.scales.x.max], [last.scales.x.min, last.scales.x.max]];
         out.zoomed =
           u.scales.x.min > full[0] &&

@@ -50,6 +50,8 @@ pub(crate) enum Kind {
     Time,
     /// x is a bin index labelled by `x_labels`.
     Bars,
+    /// x is a plain number (a plan's varied value): zoom and hover, no shared cursor.
+    Value,
 }
 
 /// One series of a chart.
@@ -84,13 +86,20 @@ pub(crate) struct Chart {
     /// Half width, two to a row (per-operation charts).
     #[serde(skip)]
     pub(crate) half: bool,
+    /// Shaded areas between two series, `[upper, lower]` indices into `series` (an
+    /// interval band).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) bands: Vec<[usize; 2]>,
+    /// The x axis' name in the hover read-out (`Value` charts).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) x_name: String,
 }
 
-const BLUE: &str = "#0969da";
-const RED: &str = "#cf222e";
-const GREEN: &str = "#1a7f37";
+pub(crate) const BLUE: &str = "#0969da";
+pub(crate) const RED: &str = "#cf222e";
+pub(crate) const GREEN: &str = "#1a7f37";
 const YELLOW: &str = "#bf8700";
-const PURPLE: &str = "#8250df";
+pub(crate) const PURPLE: &str = "#8250df";
 const GREY: &str = "#6e7781";
 const PALETTE: [&str; 8] = [RED, YELLOW, PURPLE, BLUE, GREEN, GREY, "#e16f24", "#1b7c83"];
 const AGENT_COLORS: [&str; 4] = [YELLOW, BLUE, GREEN, GREY];
@@ -195,7 +204,11 @@ impl Frame {
     }
 }
 
-fn series(label: impl Into<String>, color: &'static str, values: Vec<Option<f64>>) -> Series {
+pub(crate) fn series(
+    label: impl Into<String>,
+    color: &'static str,
+    values: Vec<Option<f64>>,
+) -> Series {
     Series {
         label: label.into(),
         color,
@@ -220,6 +233,8 @@ fn time_chart(title: &str, unit: Unit, x: Vec<f64>, series: Vec<Series>) -> Char
             .collect(),
         regressed: false,
         half: false,
+        bands: Vec::new(),
+        x_name: String::new(),
     }
 }
 
@@ -357,6 +372,8 @@ fn pickup_histogram_chart(sides: &[(&Report, &str, &'static str, bool)]) -> Opti
         series: out,
         regressed: false,
         half: false,
+        bands: Vec::new(),
+        x_name: String::new(),
     })
 }
 

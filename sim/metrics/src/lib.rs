@@ -18,6 +18,7 @@
 pub(crate) mod charts;
 pub mod compare;
 pub mod compare_html;
+pub mod curve;
 pub mod html;
 pub mod incomplete;
 pub mod junit;

@@ -330,3 +330,55 @@ fn compare_page_draws_baseline_and_current_in_headless_chromium() {
     screenshot(&page, &dir, "compare.png", 1_500);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Goal: the capacity plan's page (curves against the varied value, interval bands, the
+// threshold line) draws in a real browser offline with hover and zoom on its value charts;
+// its screenshot is the README's.
+#[test]
+fn plan_page_draws_its_capacity_curves_in_headless_chromium() {
+    use fleetsim_metrics::curve::{Curve, CurveBand, CurvePage, CurveUnit, render_curve_page};
+    if !have_browser() {
+        return;
+    }
+    let x: Vec<f64> = vec![1000.0, 1250.0, 1500.0, 1750.0, 2000.0];
+    let band = |label: &str, mean: &[f64], half: f64| CurveBand {
+        label: label.into(),
+        mean: mean.iter().map(|&m| Some(m)).collect(),
+        lo: mean.iter().map(|&m| Some((m - half).max(0.0))).collect(),
+        hi: mean.iter().map(|&m| Some(m + half)).collect(),
+    };
+    let page = CurvePage {
+        title: "fleetsim plan · fleet.agents".into(),
+        lines: vec!["largest passing fleet.agents = 1500 (fails at 1750)".into()],
+        x_name: "fleet.agents".into(),
+        x: x.clone(),
+        curves: vec![
+            Curve {
+                title: "Job pickup latency".into(),
+                note: String::new(),
+                unit: CurveUnit::Seconds,
+                bands: vec![
+                    band("pickup p50", &[0.1, 0.2, 0.4, 1.5, 4.0], 0.1),
+                    band("pickup p99", &[0.5, 1.2, 3.1, 7.5, 16.0], 0.8),
+                ],
+                threshold: Some(("job_pickup.p99 < 5s".into(), 5.0)),
+            },
+            Curve {
+                title: "Server station utilisation".into(),
+                note: String::new(),
+                unit: CurveUnit::Ratio,
+                bands: vec![band("server", &[0.5, 0.62, 0.75, 0.88, 0.97], 0.02)],
+                threshold: None,
+            },
+        ],
+        table: vec![vec!["fleet.agents".into()], vec!["1000".into()]],
+    };
+    let dir = scratch("plan");
+    let file = dir.join("plan.html");
+    std::fs::write(&file, render_curve_page(&page)).expect("write page");
+    let result = self_test(&file);
+    // Pickup: two bands of three lines and the threshold; utilisation: one band.
+    check_charts(&result, &[7, 3]);
+    screenshot(&file, &dir, "plan.png", 900);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,11 +1,11 @@
 //! Sweeps across machines: each machine runs its share of a `--vary` sweep (`fleetsim plan …
 //! --shard I/N --out plan-I.json`, point j when j mod N = I) and writes a `PlanShard`; merging
 //! the files (`fleetsim plan --merge plan-*.json`) gives back the rows one machine would have
-//! computed, in value order. Points are independent, seeded simulations, so where a point ran
-//! changes nothing in its row.
+//! computed, in value order. Points are independent, seeded simulations (every seed of a point
+//! runs on the point's machine), so where a point ran changes nothing in its row.
 //!
 //! The merge checks that the files are one sweep's shards — same scenario (digest, with every
-//! override), seed, key, values and scaled keys, the same shard count, every index once, each
+//! override), seeds, key, values and scaled keys, the same shard count, every index once, each
 //! file holding exactly its share — and names the files when they are not. Pure: the caller
 //! reads and writes the files.
 
@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::PlanRow;
 
 /// The plan shard file's format version (`schema_version`).
-pub const PLAN_SCHEMA_VERSION: u32 = 1;
+/// 2: a point holds one run per seed (`seeds`), not one run.
+pub const PLAN_SCHEMA_VERSION: u32 = 2;
 
 /// One point of a sweep with its place in the whole sweep.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,8 +37,10 @@ pub struct PlanShard {
     /// `Scenario::digest` of the scenario with every override but the varied value (profile,
     /// `--set`, `--threshold`, `--seed`): the shards of one sweep share it.
     pub scenario_digest: String,
-    /// The run seed every point used.
+    /// The run seed the plan's seeds derive from.
     pub seed: u64,
+    /// The seeds every point ran, in order.
+    pub seeds: Vec<u64>,
     /// The varied key.
     pub key: String,
     /// Every value of the sweep, in order (not only this shard's).
@@ -202,13 +205,15 @@ fn check_same(
     other: &str,
     b: &PlanShard,
 ) -> Result<(), PlanMergeError> {
-    let checks: [(&'static str, String, String); 6] = [
+    let join = |s: &[u64]| s.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let checks: [(&'static str, String, String); 7] = [
         (
             "scenario digest",
             a.scenario_digest.clone(),
             b.scenario_digest.clone(),
         ),
         ("seed", a.seed.to_string(), b.seed.to_string()),
+        ("seeds", join(&a.seeds), join(&b.seeds)),
         ("key", a.key.clone(), b.key.clone()),
         ("values", a.values.join(","), b.values.join(",")),
         (
@@ -236,7 +241,8 @@ fn check_same(
     Ok(())
 }
 
-/// A file holds exactly its shard's points, each with the value of its index.
+/// A file holds exactly its shard's points, each with the value of its index and a run for
+/// every seed.
 fn check_share(label: &str, p: &PlanShard) -> Result<(), PlanMergeError> {
     let want: Vec<usize> = PlanShard::share(p.shard, p.values.len()).collect();
     let got: Vec<usize> = p.points.iter().map(|pt| pt.index).collect();
@@ -258,6 +264,13 @@ fn check_share(label: &str, p: &PlanShard) -> Result<(), PlanMergeError> {
                 pt.index, pt.row.value, p.values[pt.index]
             )));
         }
+        let seeds: Vec<u64> = pt.row.runs.iter().map(|r| r.seed).collect();
+        if seeds != p.seeds {
+            return Err(bad(format!(
+                "point {} ran seeds {seeds:?}, the sweep's seeds are {:?}",
+                pt.index, p.seeds
+            )));
+        }
     }
     Ok(())
 }
@@ -267,17 +280,22 @@ mod tests {
     use super::*;
 
     fn row(value: &str) -> PlanRow {
-        PlanRow {
-            value: value.into(),
+        let run = |seed: u64| crate::plan::PlanRun {
+            seed,
             pickup_p50_s: 0.1,
             pickup_p99_s: 0.2,
             error_rate: 0.0,
             jobs_succeeded: 1,
+            jobs_per_s: 0.01,
             jobs_lost: 0,
             utilisation: vec![],
             station_wait_s: vec![],
             passed: true,
-            trace_hash: format!("h{value}"),
+            trace_hash: format!("h{value}-{seed}"),
+        };
+        PlanRow {
+            value: value.into(),
+            runs: vec![run(1), run(2)],
         }
     }
 
@@ -297,6 +315,7 @@ mod tests {
                     scenario: "plan".into(),
                     scenario_digest: "abcd".into(),
                     seed: 1,
+                    seeds: vec![1, 2],
                     key: "fleet.agents".into(),
                     values: values.clone(),
                     scale_with: vec![],
@@ -334,6 +353,17 @@ mod tests {
             err.to_string(),
             "plan-1.json has seed 2 but plan-0.json has seed 1: they are not shards of one sweep"
         );
+        let mut seeds = shards(2);
+        seeds[1].1.seeds = vec![1, 2, 3];
+        let err = merge_plan_shards(&seeds).unwrap_err();
+        assert!(
+            matches!(err, PlanMergeError::Mismatch { what: "seeds", .. }),
+            "{err}"
+        );
+        let mut one_run = shards(2);
+        one_run[0].1.points[0].row.runs.pop();
+        let err = merge_plan_shards(&one_run).unwrap_err();
+        assert!(err.to_string().contains("ran seeds [1]"), "{err}");
         let mut short = shards(2);
         short[0].1.points.pop();
         let err = merge_plan_shards(&short).unwrap_err();
