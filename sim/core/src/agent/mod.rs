@@ -219,6 +219,11 @@ pub struct Agent {
     conflict_since: Option<SimTime>,
     next_call_id: CallId,
     job: Option<Box<JobRun>>,
+    /// A job message that arrived while a job was still finishing (the server may assign the
+    /// next job as soon as it has the previous one's completion, and deliver it on the listener
+    /// before the completion's answer is read here). The real agent's JobDispatcher waits for
+    /// the previous dispatch to finish and then runs it; so does this one.
+    next_job: Option<Box<AgentJobRequestMessage>>,
     outbox: VecDeque<AgentOutput>,
     events: VecDeque<Event>,
 }
@@ -263,6 +268,7 @@ impl Agent {
             conflict_since: None,
             next_call_id: 1,
             job: None,
+            next_job: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -1111,15 +1117,23 @@ impl Agent {
         match message {
             Inbound::Job(msg) => {
                 if self.job.is_some() {
-                    // maxParallelism is 1: the server never sends a second job; ignore one.
+                    // maxParallelism is 1: the server sends the next job only once it has the
+                    // running one's completion, so at most one waits here.
+                    if self.next_job.is_none() {
+                        self.next_job = Some(msg);
+                    }
                     return;
                 }
-                self.events.push_back(Event::JobPickedUp {
-                    agent: self.index,
-                    request_id: msg.request_id,
-                    at: now,
-                });
-                self.job = Some(JobRun::start(&ctx, now, *msg, &mut self.rng));
+                self.start_job(now, msg);
+            }
+            Inbound::Cancel(cancel)
+                if self
+                    .next_job
+                    .as_ref()
+                    .is_some_and(|next| next.job_id == cancel.job_id) =>
+            {
+                // Canceled before it started: never run.
+                self.next_job = None;
             }
             Inbound::Cancel(cancel) => {
                 if let Some(job) = self.job.as_mut() {
@@ -1133,6 +1147,22 @@ impl Agent {
         }
     }
 
+    fn start_job(&mut self, now: SimTime, msg: Box<AgentJobRequestMessage>) {
+        let ctx = job_ctx(
+            self.pool_id(),
+            self.index,
+            &self.config,
+            &self.auth,
+            self.epoch_unix_ms,
+        );
+        self.events.push_back(Event::JobPickedUp {
+            agent: self.index,
+            request_id: msg.request_id,
+            at: now,
+        });
+        self.job = Some(JobRun::start(&ctx, now, *msg, &mut self.rng));
+    }
+
     fn after_job(&mut self, now: SimTime, status: JobStatus) {
         if let JobStatus::Finished { request_id, result } = status {
             self.events.push_back(Event::JobFinished {
@@ -1144,6 +1174,9 @@ impl Agent {
             // Dropping the job discards the job token with it.
             self.job = None;
             self.cancel(Connection::Job);
+            if let Some(next) = self.next_job.take() {
+                self.start_job(now, next);
+            }
         }
     }
 
@@ -1151,6 +1184,8 @@ impl Agent {
     /// server requeues it when the lease runs out. Recorded as abandoned so no job goes missing
     /// from the fleet's counts.
     fn abandon_job(&mut self, now: SimTime) {
+        // A job waiting behind it was never started: the server requeues it with its lease.
+        self.next_job = None;
         if let Some(job) = self.job.take() {
             self.events.push_back(Event::JobFinished {
                 agent: self.index,

@@ -737,6 +737,44 @@ fn job_runs_to_completion_with_every_plan_call() {
     assert!(ack, "the message is acknowledged");
 }
 
+// Goal: a job message that arrives while the previous job is still finishing (the server
+// assigns the next one as soon as it has the completion, and the listener can read it before
+// the completion's answer) is run after the current job, as the real agent's JobDispatcher
+// does — never acknowledged and dropped, which left the server holding a job nobody ran.
+#[test]
+fn a_job_delivered_while_one_is_finishing_runs_next() {
+    let mut rig = listening(modelled());
+    answer_poll(&mut rig, job_delivery(&job_message(2_000, 5, 0, false)));
+    assert_eq!(rig.agent.state(), AgentState::Busy);
+    rig.run_until(rig.now + Duration::from_millis(500), &mut holding);
+    let mut second = job_message(2_000, 5, 0, false);
+    second.request_id = 12;
+    second.job_id = "job-12".into();
+    let delivery = ApiResponse::Message(TaskAgentMessage {
+        message_id: 2,
+        message_type: proto::MESSAGE_JOB_REQUEST.into(),
+        iv: String::new(),
+        body: serde_json::to_string(&second).unwrap(),
+    });
+    answer_poll(&mut rig, delivery);
+    rig.run_until(SimTime::from_secs(120), &mut holding);
+    let finished: Vec<_> = rig
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobFinished {
+                request_id, result, ..
+            } => Some((*request_id, *result)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        finished,
+        vec![(11, TaskResult::Succeeded), (12, TaskResult::Succeeded)]
+    );
+    assert_eq!(rig.agent.state(), AgentState::Idle);
+}
+
 /// Every line the agent sent in feeds and log uploads.
 fn sent_text(rig: &Rig) -> String {
     let mut text = String::new();
