@@ -343,29 +343,44 @@ async fn the_shared_body_budget_answers_503_when_spent() {
     opts.max_inflight_body_bytes = 64 * 1024;
     opts.body_timeout = Duration::from_secs(600);
     let emulator = start(opts).await;
-    let mut holder = TcpStream::connect(emulator.local_addr).await.unwrap();
-    let mut request = post_head(Some(&basic(PAT)), 60 * 1024).into_bytes();
-    request.extend_from_slice(&[b' '; 50 * 1024]);
-    holder.write_all(&request).await.unwrap();
-    let other = |status: u16| async move {
-        let bounded = tokio::time::timeout(WAIT_LIMIT, async {
-            loop {
-                let mut stream = TcpStream::connect(emulator.local_addr).await.unwrap();
-                let mut request = post_head(Some(&basic(PAT)), 20 * 1024).into_bytes();
-                request.extend_from_slice(&[b' '; 20 * 1024]);
-                let _ = stream.write_all(&request).await;
-                let answer = read_answer(&mut stream).await;
-                let (got, key) = status_and_type_key(&answer);
-                if got == status {
-                    return (answer, key);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        bounded.await.expect("the expected answer never came")
+    // Holds most of the budget: 50 KiB of a 60 KiB body, never finished.
+    let open_holder = || async move {
+        let mut holder = TcpStream::connect(emulator.local_addr).await.unwrap();
+        let mut request = post_head(Some(&basic(PAT)), 60 * 1024).into_bytes();
+        request.extend_from_slice(&[b' '; 50 * 1024]);
+        holder.write_all(&request).await.unwrap();
+        holder
     };
-    // Until the holder's bytes have been read the other body may still fit: retry until not.
-    let (answer, key) = other(503).await;
+    // One 20 KiB body from another client: its status, answer and typeKey.
+    let other = || async move {
+        let mut stream = TcpStream::connect(emulator.local_addr).await.unwrap();
+        let mut request = post_head(Some(&basic(PAT)), 20 * 1024).into_bytes();
+        request.extend_from_slice(&[b' '; 20 * 1024]);
+        let _ = stream.write_all(&request).await;
+        let answer = read_answer(&mut stream).await;
+        let (got, key) = status_and_type_key(&answer);
+        (got, answer, key)
+    };
+    let mut holder = open_holder().await;
+    // Until the holder's bytes have been read the other body may still fit, and while the other
+    // body holds its share the holder's own later bytes may be the ones refused (503 and a
+    // close): retry until the other is refused, opening a new holder whenever the old one was
+    // answered.
+    let bounded = tokio::time::timeout(WAIT_LIMIT, async {
+        loop {
+            let (got, answer, key) = other().await;
+            if got == 503 {
+                return (answer, key);
+            }
+            let mut probe = [0u8; 1];
+            if !matches!(holder.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                holder = open_holder().await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let (answer, key) = bounded.await.expect("the other body was never refused");
     assert_eq!(key, ErrorKind::Unavailable.type_key());
     assert!(
         String::from_utf8_lossy(&answer).contains("retry-after: 1"),
@@ -373,7 +388,16 @@ async fn the_shared_body_budget_answers_503_when_spent() {
     );
     drop(holder);
     // A body of blanks is not JSON: 400 means it was read in full, the budget is free again.
-    let (_, key) = other(400).await;
+    let bounded = tokio::time::timeout(WAIT_LIMIT, async {
+        loop {
+            let (got, _, key) = other().await;
+            if got == 400 {
+                return key;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let key = bounded.await.expect("the budget was never whole again");
     assert_eq!(key, ErrorKind::BadRequest.type_key());
     emulator.handle.shutdown().await;
 }
