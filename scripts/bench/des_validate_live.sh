@@ -10,17 +10,18 @@
 #   PROFILE=p.toml scripts/bench/des_validate_live.sh   # reuse a profile, skip calibrating
 #   CAPACITY=3000 scripts/bench/des_validate_live.sh    # fractions of 3,000 agents instead
 #
-# Capacity: the profile's `[demand] capacity_per_s` (cores / mean server demand, from the
-# emulator's per-route busy time) divided by the requests/s one agent of this scenario makes
-# (from a 100-agent simulation). The live saturation point is estimated the same way from the
-# live process's CPU per request (user + system time / requests, clients included), so the two
-# capacities differ exactly by the CPU the model does not charge to the server.
+# Capacity: the profile's `[demand] capacity_per_s` (for the embedded emulator: the cores the
+# calibrating process obtained / its CPU per request, clients included) divided by the
+# requests/s one agent of this scenario makes (from a 100-agent simulation). At the end, the
+# saturation point of each side: the first fraction whose requests/s per agent fell more than
+# 10 % below the lowest fraction's (the fleet no longer gets the service it asks for).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 pcts=("$@"); [[ ${#pcts[@]} -gt 0 ]] || pcts=(25 50 75 90)
 duration="${DURATION:-30s}"
 out="${OUT:-target/des-validate-live}"
 mkdir -p "$out"
+rm -f "$out/points.txt"
 cargo build --release -q -p fleetsim
 bin="${CARGO_TARGET_DIR:-target}/release/fleetsim"
 
@@ -111,8 +112,32 @@ for op in sorted(set(live["operations"]) & set(sim["operations"])):
 rate = live["requests"]["rate_per_s"]
 if rate and wall:
     cpu_ms = (user + system) / wall / rate * 1e3
-    server_ms = demand["cores"] / demand["capacity_per_s"] * 1e3
-    print(f"| CPU per request (ms): live process vs profile's server demand | {cpu_ms:.3f} "
-          f"| {server_ms:.3f} | ×{cpu_ms / server_ms:.1f} |")
+    charged = demand.get("cpu_per_request_s")
+    what = "profile's process CPU per request"
+    if charged is None:
+        charged, what = demand["cores"] / demand["capacity_per_s"], "profile's server demand"
+    print(f"| CPU per request (ms): live process vs {what} | {cpu_ms:.3f} "
+          f"| {charged * 1e3:.3f} | ×{cpu_ms / (charged * 1e3):.2f} |")
+    print(f"| cores used by the live process | {(user + system) / wall:.2f} | "
+          f"{demand.get('cores_obtained', demand['cores'])} (profile) | |")
 PY
+  echo "$pct $n $out/live-$n.json $out/sim-$n.json" >> "$out/points.txt"
 done
+
+# Where each side saturates: requests/s per agent more than 10 % below the lowest fraction's.
+python3 - "$out/points.txt" "$capacity" <<'PY'
+import json, sys
+points = [l.split() for l in open(sys.argv[1]) if l.strip()]
+points = sorted({int(p[1]): p for p in points}.values(), key=lambda p: int(p[1]))
+def saturation(which):
+    base, last = None, None
+    for pct, n, live, sim in points:
+        r = json.load(open(live if which == "live" else sim))["requests"]["rate_per_s"] / int(n)
+        base = base or r
+        if r < 0.9 * base:
+            return f"between {last} and {n} agents" if last else f"at or below {n} agents"
+        last = n
+    return f"above {last} agents (every point kept up)"
+print(f"\nsaturation — predicted capacity {sys.argv[2]} agents; "
+      f"live: {saturation('live')}; simulated: {saturation('sim')}")
+PY

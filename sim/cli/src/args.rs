@@ -399,9 +399,12 @@ pub struct CalibrateArgs {
     /// Environment variable holding the target's PAT.
     #[arg(long, value_name = "NAME", default_value = "FLEETSIM_PAT")]
     pub pat_env: String,
-    /// Agents of the low-load fleet run (per-operation service times).
-    #[arg(long, default_value_t = 8)]
-    pub agents: u32,
+    /// Agents of the low-load fleet run (per-operation service times and, for the embedded
+    /// emulator, the process's CPU per request). Default: 8 against a target, 200 against the
+    /// embedded emulator, where enough requests make the run's fixed CPU (timers, telemetry)
+    /// a small part of the CPU per request.
+    #[arg(long)]
+    pub agents: Option<u32>,
     /// Length of the low-load fleet run.
     #[arg(long, value_name = "DURATION", default_value = "20s")]
     pub duration: String,

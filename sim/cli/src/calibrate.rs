@@ -16,6 +16,13 @@ use fleetsim_scenario::Profile;
 use crate::args::CalibrateArgs;
 use crate::{Failure, exit};
 
+/// Default `--agents` against a remote target: a light, polite load.
+const TARGET_AGENTS: u32 = 8;
+/// Default `--agents` against the embedded emulator: measured, the run's fixed CPU (~8 ms a
+/// second) added ~40 % to the CPU per request at 64 agents and ~200 % at 8; at 200 agents
+/// (~600 requests/s) it adds a few per cent while the load stays low (~10 % of a core).
+const EMBEDDED_AGENTS: u32 = 200;
+
 /// `overrides` with the profile at `path` in front (see `Profile::apply`).
 pub fn with_profile(path: &Path, overrides: &[String]) -> Result<Vec<String>, Failure> {
     let profile = Profile::load(path)
@@ -33,7 +40,11 @@ pub fn run(args: CalibrateArgs) -> Result<u8, Failure> {
     let opts = CalibrateOptions {
         target: args.target.clone(),
         pat_env: args.pat_env.clone(),
-        agents: args.agents,
+        agents: args.agents.unwrap_or(if args.target.is_some() {
+            TARGET_AGENTS
+        } else {
+            EMBEDDED_AGENTS
+        }),
         duration: dur("--duration", &args.duration)?,
         step: dur("--step", &args.step)?,
         max_concurrency: args.max_concurrency,
@@ -67,14 +78,18 @@ pub fn run(args: CalibrateArgs) -> Result<u8, Failure> {
 pub fn render(p: &Profile) -> String {
     let s = &p.saturation;
     let mut out = format!("\n  saturation ramp ({})\n", s.probe);
-    out.push_str("    clients   throughput/s   mean latency   errors\n");
+    out.push_str("    clients   throughput/s   mean latency   errors   process cores\n");
     for r in &s.ramp {
+        let cores = r
+            .process_cores
+            .map_or("-".to_string(), |c| format!("{c:.2}"));
         out.push_str(&format!(
-            "    {:>7}   {:>12.1}   {:>11.3}ms   {:>6}\n",
+            "    {:>7}   {:>12.1}   {:>11.3}ms   {:>6}   {:>13}\n",
             r.concurrency,
             r.throughput_per_s,
             r.mean_latency_s * 1e3,
-            r.errors
+            r.errors,
+            cores
         ));
     }
     out.push_str(&format!(
@@ -91,6 +106,15 @@ pub fn render(p: &Profile) -> String {
                 "\n\n  service demand ({} cores, capacity {:.0} requests/s at this mix)\n",
                 d.cores, d.capacity_per_s
             ));
+            if let (Some(cores), Some(cpu)) = (d.cores_obtained, d.cpu_per_request_s) {
+                out.push_str(&format!(
+                    "    clients share the process: {cores:.2} cores obtained, {:.2} used whatever \
+                     the load, {:.1} µs of CPU per added request (×{:.2} the emulator's demand)\n",
+                    d.fixed_cores.unwrap_or(0.0),
+                    cpu * 1e6,
+                    d.client_factor
+                ));
+            }
             out.push_str("    station        requests   demand µs    scv   share   workers\n");
             for st in &p.stations {
                 let (requests, mean, scv, share) =

@@ -13,6 +13,12 @@
 //! 2. **Low-load fleet run** — a few real agents (`fleet::run`) with short jobs for a short
 //!    while, which exercises every operation of the protocol; each operation's round trip
 //!    (median, 90th percentile) becomes its service time, fitted as a log-normal.
+//! 3. **The process's CPU** (embedded emulator only, where agents and emulator share this
+//!    process and its cores): the cores the process used at each ramp step (the most is what
+//!    the machine gives it under a saturating load), and the process's CPU over the steady
+//!    part of the fleet run and of a second run four times busier. The line through the two
+//!    gives the CPU per added request and the fixed use; the capacity is where that line meets
+//!    the cores obtained ([`SharedCpu`]).
 //!
 //! Nothing is subtracted from a round trip: client encode, loopback and decode are inside every
 //! service time, and the simulation runs with no network latency of its own (the scenario
@@ -39,7 +45,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::client::{ClientError, ClientOptions, HttpClient, Target};
-use crate::fleet::{self, EmulatorPlacement, FleetError, RunOptions, setup};
+use crate::fleet::{self, EmulatorPlacement, FleetError, Phase, ProgressBoard, RunOptions, setup};
 use crate::server::{self, BusyTotals, EmulatorOptions, FrontSnapshot, ServeError};
 
 /// The operation the saturation ramp sends.
@@ -139,12 +145,15 @@ pub fn low_load_scenario(opts: &CalibrateOptions) -> Result<Scenario, CalibrateE
     let mut text = format!(
         "[run]\nname = \"calibrate\"\nduration = \"{secs}s\"\nseed = {seed}\n\
          [fleet]\nagents = {agents}\nramp_up = \"{ramp}s\"\nname_prefix = \"calibrate-\"\n\
+         distinct_keys = {keys}\n\
          [jobs]\nrate_per_s = {rate}\nduration = {{ dist = \"uniform\", min = \"2s\", max = \"4s\" }}\n\
          steps = 2\nlog_lines_per_s = 10\nartifact_bytes = \"4KiB\"\ntoken_ttl = \"20s\"\n\
          [agent]\njob_token_rotate_before = \"10s\"\n\
          [server]\nlong_poll_hold = \"5s\"\n",
         seed = opts.seed,
         agents = opts.agents,
+        // Keys are generated before the run; 16 keep start-up short at any fleet size.
+        keys = opts.agents.min(16),
         ramp = (secs / 10.0).min(2.0),
     );
     if let Some(url) = &opts.target {
@@ -172,14 +181,27 @@ pub async fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, Calibrate
     }
     let scenario = low_load_scenario(opts)?;
     let (saturation, probe_fit) = saturate(&scenario, opts).await?;
-    // In this process, so the emulator's per-route busy time can be read at the end.
-    let run_opts = RunOptions {
-        emulator: EmulatorPlacement::InProcess,
-        ..RunOptions::default()
-    };
-    let outcome = fleet::run(&scenario, run_opts, std::future::pending()).await?;
+    let (outcome, low) = measured_run(&scenario).await?;
     let report = outcome.report;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // Where clients and server share the process, what runs out is the process's CPU on the
+    // cores it obtains, not the server's own demand on every core (docs/PLANNING.md). Its CPU
+    // per request falls as the load rises (more requests per wake-up), so a second, busier run
+    // gives the marginal cost and the fixed part apart.
+    let high = match low {
+        Some(_) => {
+            let busier = CalibrateOptions {
+                agents: opts.agents.saturating_mul(BUSIER).min(MAX_AGENTS),
+                duration: (opts.duration / 2).max(Duration::from_secs(2)),
+                ..opts.clone()
+            };
+            measured_run(&low_load_scenario(&busier)?).await?.1
+        }
+        None => None,
+    };
+    let shared = top_step_cores(&saturation)
+        .zip(low)
+        .and_then(|(obtained, low)| SharedCpu::fit(obtained.min(f64::from(cores)), low, high));
     let profile = build_profile(
         opts,
         saturation,
@@ -187,11 +209,174 @@ pub async fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, Calibrate
         &report,
         outcome.emulator_front.as_ref(),
         cores,
+        shared,
     );
     Ok(Calibration {
         profile,
         fleet_report: report,
     })
+}
+
+/// How many times the low-load run's agents the second run has.
+const BUSIER: u32 = 4;
+
+/// Largest fleet a calibration runs.
+const MAX_AGENTS: u32 = 10_000;
+
+/// One fleet run of the calibration scenario, its emulator in this process (so its per-route
+/// busy time can be read at the end); for the embedded emulator also the process's load over
+/// the run's steady part.
+async fn measured_run(
+    scenario: &Scenario,
+) -> Result<(fleet::RunOutcome, Option<Load>), CalibrateError> {
+    let board = ProgressBoard::new();
+    let run_opts = RunOptions {
+        emulator: EmulatorPlacement::InProcess,
+        progress: Some(board.clone()),
+        ..RunOptions::default()
+    };
+    let sampler = scenario
+        .target
+        .is_none()
+        .then(|| tokio::spawn(steady_load(board, steady_window(scenario))));
+    let outcome = fleet::run(scenario, run_opts, std::future::pending()).await?;
+    let load = match sampler {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
+    Ok((outcome, load))
+}
+
+/// What the process spent and served over a steady stretch of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Load {
+    /// CPU time per second of wall time (cores in use).
+    pub cores: f64,
+    /// Requests finished per second.
+    pub requests_per_s: f64,
+}
+
+/// The CPU a process that holds both the clients and the server spends, and the cores it gets:
+/// what limits a live run against the embedded emulator. The process's CPU is modelled as
+/// `fixed_cores + cpu_per_request_s · requests/s`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SharedCpu {
+    /// Cores the process obtained at the ramp's saturated step.
+    pub cores_obtained: f64,
+    /// Process CPU time per additional request (the marginal cost at the calibration's mix).
+    pub cpu_per_request_s: f64,
+    /// Cores the process uses whatever its load (timers, telemetry, the runtime).
+    pub fixed_cores: f64,
+}
+
+impl SharedCpu {
+    /// The line through the two runs' loads; with one run (or two too close to tell apart,
+    /// or a slope that is not positive) its average cost per request and no fixed part.
+    pub fn fit(cores_obtained: f64, low: Load, high: Option<Load>) -> Option<SharedCpu> {
+        if cores_obtained <= 0.0 || low.requests_per_s <= 0.0 || low.cores <= 0.0 {
+            return None;
+        }
+        let average = SharedCpu {
+            cores_obtained,
+            cpu_per_request_s: low.cores / low.requests_per_s,
+            fixed_cores: 0.0,
+        };
+        let Some(high) = high else {
+            return Some(average);
+        };
+        let slope = (high.cores - low.cores) / (high.requests_per_s - low.requests_per_s);
+        if high.requests_per_s < 1.5 * low.requests_per_s || slope.is_nan() || slope <= 0.0 {
+            return Some(SharedCpu {
+                cpu_per_request_s: high.cores.max(low.cores) / high.requests_per_s.max(1e-9),
+                ..average
+            });
+        }
+        Some(SharedCpu {
+            cores_obtained,
+            cpu_per_request_s: slope,
+            fixed_cores: (low.cores - slope * low.requests_per_s).clamp(0.0, cores_obtained / 2.0),
+        })
+    }
+
+    /// Requests per second at which the process's CPU reaches the cores it obtains.
+    pub fn capacity_per_s(&self) -> f64 {
+        (self.cores_obtained - self.fixed_cores).max(1e-9) / self.cpu_per_request_s
+    }
+}
+
+/// CPU time this process has used so far (user + system, every thread).
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct we own and reads nothing.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The part of the fleet run (run time, from, to) that is steady: after the ramp-up and one
+/// more second, until one second before the end, so key generation, ramp-up and the drain's
+/// session deletes are not charged to the requests.
+fn steady_window(scenario: &Scenario) -> (Duration, Duration) {
+    let from = scenario.fleet.ramp_up + Duration::from_secs(1);
+    let to = scenario.run.duration.saturating_sub(Duration::from_secs(1));
+    (from, to.max(from))
+}
+
+/// The process's load over `window` of the run `board` reports on; `None` when the window
+/// saw no request (a run too short or interrupted). The board publishes its request count on
+/// a tick; the CPU and the clock are read when a new count appears, so the ends of each ratio
+/// are read together.
+async fn steady_load(board: Arc<ProgressBoard>, (from, to): (Duration, Duration)) -> Option<Load> {
+    type Sample = (Instant, Duration, u64);
+    let load = |a: Sample, b: Sample| {
+        let wall = (b.0 - a.0).as_secs_f64();
+        let requests = b.2.saturating_sub(a.2);
+        (requests > 0 && wall > 0.0).then(|| Load {
+            cores: b.1.saturating_sub(a.1).as_secs_f64() / wall,
+            requests_per_s: requests as f64 / wall,
+        })
+    };
+    let (mut start, mut end): (Option<Sample>, Option<Sample>) = (None, None);
+    let mut last_seen = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let p = board.snapshot();
+        match p.phase {
+            Phase::Running => {}
+            // Ended before the window's end (a short run): the window up to the last count.
+            Phase::Draining | Phase::Done => return load(start?, end?),
+            _ => continue,
+        }
+        if p.requests == last_seen {
+            continue;
+        }
+        last_seen = p.requests;
+        let sample = (Instant::now(), process_cpu(), p.requests);
+        match start {
+            None if p.elapsed >= from => start = Some(sample),
+            Some(first) if p.elapsed >= to => return load(first, sample),
+            Some(_) => end = Some(sample),
+            None => {}
+        }
+    }
+}
+
+/// The most cores the process used in a step of the ramp, where it measured them: the ramp
+/// keeps adding clients until throughput stops rising, so its busiest step is what the machine
+/// gave the process under a saturating load.
+fn top_step_cores(saturation: &Saturation) -> Option<f64> {
+    saturation
+        .ramp
+        .iter()
+        .filter_map(|step| step.process_cores)
+        .max_by(f64::total_cmp)
 }
 
 /// The route groups a profile gives a station each, with the operations each serves. Every
@@ -318,6 +503,7 @@ fn build_profile(
     report: &Report,
     front: Option<&FrontSnapshot>,
     cores: u32,
+    shared: Option<SharedCpu>,
 ) -> Profile {
     let mut operations = BTreeMap::new();
     let mut service_by_op = BTreeMap::new();
@@ -349,7 +535,8 @@ fn build_profile(
         .filter(|g| g.values().any(|t| t.count > 0));
     let (demand, stations) = match demand {
         Some(groups) => {
-            let (demand, stations) = demand_stations(&groups, &operations, &service_by_op, cores);
+            let (demand, stations) =
+                demand_stations(&groups, &operations, &service_by_op, cores, shared);
             (Some(demand), stations)
         }
         None => {
@@ -384,12 +571,20 @@ fn build_profile(
 /// runs out under load: group g, with share s_g of all busy time and mean demand D_g, gets
 /// s_g of the cores, and c_g = s_g · cores · E[S_g] / D_g workers, so the station saturates at
 /// s_g · cores / D_g requests/s — the demand law — however long its round trips are. A group
-/// gets at least `cores` workers: alone, it can have every core.
+/// gets at least `cores` workers (rounded): alone, it can have every core.
+///
+/// With `shared` (clients in the server's process, the embedded emulator) the cores are the
+/// ones the process obtained less its fixed use, and every demand is multiplied by the client
+/// factor k = process CPU per request / mean server demand: the clients' CPU for a request
+/// comes from the same cores, in proportion to the server's (an assumption: the split of the
+/// clients' CPU over the groups is not measured). The capacity is then
+/// (cores obtained − fixed cores) / process CPU per request.
 pub fn demand_stations(
     groups: &BTreeMap<&'static str, BusyTotals>,
     operations: &BTreeMap<String, MeasuredOp>,
     service_by_op: &BTreeMap<String, DurationDist>,
     cores: u32,
+    shared: Option<SharedCpu>,
 ) -> (Demand, Vec<ProfileStation>) {
     let cores = cores.max(1);
     let total_busy: f64 = groups
@@ -398,6 +593,15 @@ pub fn demand_stations(
         .sum::<f64>()
         .max(1.0);
     let total_requests: u64 = groups.values().map(|t| t.count).sum();
+    let mean_demand = total_busy * 1e-9 / total_requests.max(1) as f64;
+    let (usable_cores, client_factor) = match shared {
+        Some(s) => (
+            (s.cores_obtained - s.fixed_cores).clamp(0.01, f64::from(cores)),
+            (s.cpu_per_request_s / mean_demand).max(1.0),
+        ),
+        None => (f64::from(cores), 1.0),
+    };
+    let min_workers = (usable_cores.round() as u32).max(1);
     let mut table = BTreeMap::new();
     let mut stations = Vec::new();
     for (name, ops) in ROUTE_GROUPS {
@@ -427,12 +631,12 @@ pub fn demand_stations(
             weighted / calls as f64
         };
         let workers = if demand_s > 0.0 {
-            (share * f64::from(cores) * service_s / demand_s).round()
+            (share * usable_cores * service_s / (client_factor * demand_s)).round()
         } else {
             0.0
         };
         let workers =
-            (workers.min(f64::from(fleetsim_scenario::MAX_STATION_SIZE)) as u32).max(cores);
+            (workers.min(f64::from(fleetsim_scenario::MAX_STATION_SIZE)) as u32).max(min_workers);
         if busy.count > 0 {
             table.insert(
                 name.to_string(),
@@ -454,10 +658,13 @@ pub fn demand_stations(
             service_by_op: by_op,
         });
     }
-    let mean_demand = total_busy * 1e-9 / total_requests.max(1) as f64;
     let demand = Demand {
         cores,
-        capacity_per_s: f64::from(cores) / mean_demand,
+        capacity_per_s: usable_cores / (client_factor * mean_demand),
+        cores_obtained: shared.map(|s| s.cores_obtained),
+        fixed_cores: shared.map(|s| s.fixed_cores),
+        cpu_per_request_s: shared.map(|s| s.cpu_per_request_s),
+        client_factor,
         groups: table,
     };
     (demand, stations)
@@ -482,7 +689,8 @@ pub fn lognormal_fit(p50_s: f64, p90_s: f64) -> DurationDist {
 struct ProbeTarget {
     client: Arc<HttpClient>,
     request: fleetsim_core::wire::WireRequest,
-    _emulator: Option<server::RunningEmulator>,
+    /// The embedded emulator the probe runs against (in this process), kept alive.
+    emulator: Option<server::RunningEmulator>,
 }
 
 async fn probe_target(
@@ -526,7 +734,7 @@ async fn probe_target(
     Ok(ProbeTarget {
         client,
         request,
-        _emulator: emulator,
+        emulator,
     })
 }
 
@@ -588,6 +796,7 @@ async fn saturate(
             throughput_per_s: 0.0,
             mean_latency_s: 0.0,
             errors: 0,
+            process_cores: None,
         });
     let saturation = Saturation {
         probe: PROBE.name().into(),
@@ -603,6 +812,7 @@ async fn saturate(
 /// One step: `k` closed-loop clients for `length`; the first fifth warms up and is not counted.
 async fn ramp_step(probe: &ProbeTarget, k: u32, length: Duration) -> (RampStep, Vec<Duration>) {
     let start = Instant::now();
+    let cpu_at_start = process_cpu();
     let counted_from = start + length / 5;
     let end = start + length;
     let per_task = MAX_SAMPLES / k as usize;
@@ -648,7 +858,13 @@ async fn ramp_step(probe: &ProbeTarget, k: u32, length: Duration) -> (RampStep, 
         }
     }
     // The window ends when the last answer arrives, which may be after `end`.
-    let window = (Instant::now().max(end) - counted_from).as_secs_f64();
+    let finished = Instant::now();
+    let window = (finished.max(end) - counted_from).as_secs_f64();
+    // Only where this process holds the server too: a remote target's cores are not ours.
+    let process_cores = probe.emulator.as_ref().map(|_| {
+        process_cpu().saturating_sub(cpu_at_start).as_secs_f64()
+            / (finished - start).as_secs_f64().max(1e-9)
+    });
     let step = RampStep {
         concurrency: k,
         throughput_per_s: ok as f64 / window.max(1e-9),
@@ -658,6 +874,7 @@ async fn ramp_step(probe: &ProbeTarget, k: u32, length: Duration) -> (RampStep, 
             total.as_secs_f64() / ok as f64
         },
         errors,
+        process_cores,
     };
     (step, samples)
 }
@@ -743,7 +960,7 @@ mod tests {
             "feed_post".to_string(),
             DurationDist(Shape::Constant(2000.0)),
         )]);
-        let (demand, stations) = demand_stations(&groups, &operations, &by_op, 2);
+        let (demand, stations) = demand_stations(&groups, &operations, &by_op, 2, None);
         assert_eq!(demand.cores, 2);
         assert!((demand.capacity_per_s - 20_000.0).abs() < 1e-6);
         assert!((demand.groups["timeline"].share - 0.75).abs() < 1e-12);
@@ -772,6 +989,59 @@ mod tests {
         // A group the run never called keeps every core and no demand row.
         assert_eq!(stations[3].workers, 2);
         assert!(!demand.groups.contains_key("token"));
+        assert_eq!(demand.client_factor, 1.0);
+        assert_eq!(demand.cores_obtained, None);
+
+        // Goal: where the clients share the process, the same groups are charged the
+        // process's CPU per request on the cores it obtained. Mean demand 100 µs, process CPU
+        // 200 µs a request → k = 2; 1.25 cores obtained, 0.05 of them used whatever the load →
+        // capacity 1.2 / 200 µs = 6,000/s, and timeline
+        // gets 0.75 · 1.2 · 2 ms / (2 · 100 µs) = 9 workers → 9 / 2 ms = 4,500/s = 0.75 · 6,000.
+        let shared = SharedCpu {
+            cores_obtained: 1.25,
+            cpu_per_request_s: 0.0002,
+            fixed_cores: 0.05,
+        };
+        let (demand, stations) = demand_stations(&groups, &operations, &by_op, 2, Some(shared));
+        assert!((demand.client_factor - 2.0).abs() < 1e-9);
+        assert!((demand.capacity_per_s - 6_000.0).abs() < 1e-6);
+        assert_eq!(demand.cores_obtained, Some(1.25));
+        assert_eq!(demand.fixed_cores, Some(0.05));
+        assert_eq!(demand.cpu_per_request_s, Some(0.0002));
+        assert_eq!(stations[2].workers, 9);
+        // Below one worker's worth, a group keeps the cores obtained, rounded (1).
+        assert_eq!(stations[0].workers, 1);
+    }
+
+    #[test]
+    fn the_process_cost_is_the_line_through_two_loads() {
+        // Goal: the CPU per request is the marginal cost between the two runs, the intercept
+        // is the fixed use, and the capacity is where the line meets the cores obtained.
+        let low = Load {
+            cores: 0.1,
+            requests_per_s: 500.0,
+        };
+        let high = Load {
+            cores: 0.28,
+            requests_per_s: 2_000.0,
+        };
+        let fit = SharedCpu::fit(1.0, low, Some(high)).unwrap();
+        assert!((fit.cpu_per_request_s - 0.00012).abs() < 1e-12, "{fit:?}");
+        assert!((fit.fixed_cores - 0.04).abs() < 1e-9, "{fit:?}");
+        assert!((fit.capacity_per_s() - 8_000.0).abs() < 1e-6, "{fit:?}");
+        // One run: its average cost, nothing fixed.
+        let one = SharedCpu::fit(1.0, low, None).unwrap();
+        assert!((one.cpu_per_request_s - 0.0002).abs() < 1e-12);
+        assert_eq!(one.fixed_cores, 0.0);
+        // A busier run that cost less in all (noise) gives no slope: the busier average.
+        let cheaper = Load {
+            cores: 0.09,
+            requests_per_s: 2_000.0,
+        };
+        let flat = SharedCpu::fit(1.0, low, Some(cheaper)).unwrap();
+        assert!((flat.cpu_per_request_s - 0.1 / 2_000.0).abs() < 1e-12);
+        // Nothing measured: no model.
+        assert_eq!(SharedCpu::fit(0.0, low, None), None);
     }
 
     #[test]
@@ -832,6 +1102,28 @@ mod tests {
             assert!(d.requests > 0 && d.mean_s > 0.0, "{group}: {d:?}");
         }
         assert!(demand.capacity_per_s > 0.0);
+        // Clients and emulator share this process: its cores and CPU per request were
+        // measured, and they set the capacity.
+        let cores = demand
+            .cores_obtained
+            .expect("the ramp measured the process's cores");
+        let cpu = demand
+            .cpu_per_request_s
+            .expect("the fleet run measured CPU per request");
+        assert!(
+            cores > 0.0 && cores <= f64::from(demand.cores),
+            "{demand:?}"
+        );
+        assert!(cpu > 0.0 && demand.client_factor >= 1.0, "{demand:?}");
+        let fixed = demand
+            .fixed_cores
+            .expect("two runs measured the fixed part");
+        assert!((0.0..cores).contains(&fixed), "{demand:?}");
+        assert!(
+            (demand.capacity_per_s - (cores - fixed).max(0.01) / cpu).abs()
+                < 1e-6 * demand.capacity_per_s
+        );
+        assert!(p.saturation.ramp.iter().all(|s| s.process_cores.is_some()));
         let station = |op: &str| {
             p.stations
                 .iter()

@@ -64,12 +64,39 @@ pub struct Profile {
 pub struct Demand {
     /// Cores the server had (its process's available parallelism).
     pub cores: u32,
-    /// Requests per second the server could answer at the measured mix with every core busy:
-    /// `cores / mean demand` (the demand-law bound; the live saturation point is lower when
-    /// clients share the cores).
+    /// Requests per second the target can answer at the measured mix: `cores / mean demand`
+    /// (the demand-law bound) for a server with its cores to itself; where the clients share
+    /// the server's process (the embedded emulator),
+    /// `(cores_obtained − fixed_cores) / cpu_per_request_s`.
     pub capacity_per_s: f64,
+    /// Cores the calibrating process obtained at the ramp's saturated step (CPU time over
+    /// wall time): what a shared or busy machine actually gives, at most `cores`. Embedded
+    /// emulator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores_obtained: Option<f64>,
+    /// CPU time the whole process (agents and emulator) spends per additional request at the
+    /// fleet runs' mix: the slope between the low-load run and one four times busier (their
+    /// steady parts). Embedded emulator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_per_request_s: Option<f64>,
+    /// Cores the process uses whatever its load (the same line's intercept). Embedded
+    /// emulator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_cores: Option<f64>,
+    /// `cpu_per_request_s` over the emulator's own mean demand: what every group's demand is
+    /// multiplied by when the clients' CPU comes from the same cores (1 when it does not).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub client_factor: f64,
     /// Route group (station name) → its measured demand.
     pub groups: BTreeMap<String, GroupDemand>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// One route group's measured demand.
@@ -118,6 +145,10 @@ pub struct RampStep {
     /// Requests that failed (any error).
     #[serde(default)]
     pub errors: u64,
+    /// Cores the calibrating process used during the step (CPU time over wall time), where
+    /// clients and server share it (the embedded emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_cores: Option<f64>,
 }
 
 /// One operation's low-load round trip.
@@ -373,6 +404,7 @@ mod tests {
                     throughput_per_s: 2500.0,
                     mean_latency_s: 0.0004,
                     errors: 0,
+                    process_cores: Some(1.5),
                 }],
             },
             operations: BTreeMap::new(),
@@ -380,6 +412,10 @@ mod tests {
             demand: Some(Demand {
                 cores: 2,
                 capacity_per_s: 40_000.0,
+                cores_obtained: Some(1.5),
+                cpu_per_request_s: Some(0.0001),
+                fixed_cores: Some(0.01),
+                client_factor: 2.0,
                 groups: BTreeMap::from([(
                     "poll".to_string(),
                     GroupDemand {
