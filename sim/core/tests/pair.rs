@@ -188,7 +188,7 @@ impl Pair {
                 AgentOutput::Send { id, request, .. } => self.send(Packet::ToServer {
                     agent: a,
                     call: id,
-                    request: Box::new(request),
+                    request,
                 }),
                 AgentOutput::Cancel { id, .. } => {
                     self.cancelled.insert((a, id));

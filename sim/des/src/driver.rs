@@ -298,7 +298,7 @@ impl Calls {
         id: CallId,
         conn: Connection,
         op: Operation,
-        request: Request,
+        request: Box<Request>,
     ) -> u32 {
         let fresh = |generation| Call {
             generation,
@@ -307,7 +307,7 @@ impl Calls {
             id,
             conn,
             op,
-            request: Some(Box::new(request)),
+            request: Some(request),
             reply: None,
             parked: false,
             abandoned: false,
@@ -441,8 +441,6 @@ struct Sim<'s> {
     watch: JobWatch,
     /// Every event, warm-up included, for a live exporter (`simulate --metrics-addr`).
     tap: Option<EventTap>,
-    /// Reused buffer for an agent's outputs.
-    outbox: Vec<AgentOutput>,
     notes: Vec<String>,
 }
 
@@ -516,7 +514,6 @@ impl<'s> Sim<'s> {
             },
             watch: JobWatch::new(SimTime::ZERO + s.run.warmup, SimTime::ZERO + s.run.duration),
             tap: None,
-            outbox: Vec::new(),
             notes: Vec::new(),
         })
     }
@@ -580,14 +577,12 @@ impl<'s> Sim<'s> {
 
     /// The drain contract: send every output, record every event, re-arm the timer.
     fn drain_agent<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>, a: u32) {
-        let Some(agent) = self.agents[a as usize].agent.as_mut() else {
+        // Held out of its slot while its outputs are sent (sending reads only the slot's
+        // bookkeeping, never the agent), so each output moves once, straight into its call.
+        let Some(mut agent) = self.agents[a as usize].agent.take() else {
             return;
         };
-        let mut outbox = std::mem::take(&mut self.outbox);
         while let Some(out) = agent.poll_transmit() {
-            outbox.push(out);
-        }
-        for out in outbox.drain(..) {
             match out {
                 // The endpoint is not read: the modelled server is the whole service (its
                 // token service, collection and plan hub alike), so every origin a call names
@@ -603,14 +598,10 @@ impl<'s> Sim<'s> {
                 AgentOutput::Cancel { id, conn } => self.cancel(s.now(), a, id, conn),
             }
         }
-        self.outbox = outbox;
-        while let Some(e) = self.agents[a as usize]
-            .agent
-            .as_mut()
-            .and_then(|ag| ag.poll_event())
-        {
+        while let Some(e) = agent.poll_event() {
             self.record(&e);
         }
+        self.agents[a as usize].agent = Some(agent);
         self.arm_agent_timer(s, a);
     }
 
@@ -657,7 +648,7 @@ impl<'s> Sim<'s> {
         id: CallId,
         conn: Connection,
         op: Operation,
-        request: Request,
+        request: Box<Request>,
     ) {
         let incarnation = self.agents[a as usize].incarnation;
         let slot = self.calls.alloc(a, incarnation, id, conn, op, request);
@@ -1206,7 +1197,7 @@ mod tests {
             1,
             Connection::Listener,
             Operation::ConnectionData,
-            req.clone(),
+            Box::new(req.clone()),
         );
         let id = calls.server_id(a);
         assert_eq!(calls.slot_of(id), Some(a));
@@ -1217,7 +1208,7 @@ mod tests {
             2,
             Connection::Listener,
             Operation::ConnectionData,
-            req,
+            Box::new(req),
         );
         assert_eq!(a, b);
         assert_eq!(calls.slot_of(id), None);

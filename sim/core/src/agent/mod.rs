@@ -78,7 +78,9 @@ pub enum AgentOutput {
         id: CallId,
         conn: Connection,
         op: Operation,
-        request: Request,
+        /// Boxed: a `Request` is ~250 bytes, and outputs queue and move by value (an output is
+        /// 48 bytes this way, so the agent's small output queue stays a small allocation).
+        request: Box<Request>,
         /// Where the call goes ([`crate::codec::resolve`] turns it into origin and path).
         endpoint: Endpoint,
     },
@@ -743,7 +745,7 @@ impl Agent {
             id,
             conn,
             op,
-            request,
+            request: Box::new(request),
             endpoint,
         });
         id

@@ -92,7 +92,7 @@ impl Rig {
                         conn,
                         op,
                         at: self.now,
-                        request,
+                        request: *request,
                         endpoint,
                     };
                     self.sent.push(s.clone());

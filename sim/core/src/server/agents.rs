@@ -632,7 +632,8 @@ impl Server {
             idle_deadline,
             idle_timer: idle_deadline,
         });
-        self.sessions.insert(session_id.clone(), agent_id);
+        self.sessions
+            .insert(super::fasthash::InlineKey::new(&session_id), agent_id);
         self.set_timer(idle_deadline, Timer::SessionIdle(agent_id));
         self.refresh_idle(agent_id);
         // A job still running from before, canceled while the agent had no session.
@@ -707,7 +708,7 @@ impl Server {
     ) -> Result<u64, ApiError> {
         let caller = self.listener_agent(now, cred)?;
         self.pool_exists(pool_id)?;
-        let Some(&owner) = self.sessions.get(session_id) else {
+        let Some(&owner) = self.sessions.get(session_id.as_bytes()) else {
             return Err(session_expired(session_id));
         };
         if owner != caller {
@@ -730,7 +731,7 @@ impl Server {
         else {
             return;
         };
-        self.sessions.remove(&session.id);
+        self.sessions.remove(session.id.as_bytes());
         self.clear_timer(session.idle_timer, Timer::SessionIdle(agent_id));
         for id in session.parked {
             if let Some(poll) = self.parked.remove(&id) {

@@ -44,21 +44,23 @@ pub(super) struct TokenEntry {
 /// The token table.
 #[derive(Default)]
 pub(super) struct Tokens {
-    map: super::fasthash::FastMap<String, TokenEntry>,
+    /// Keyed inline: a lookup reads the bucket, not a second allocation for the key.
+    map: super::fasthash::FastMap<super::fasthash::InlineKey, TokenEntry>,
 }
 
 impl Tokens {
     pub fn get(&self, token: &str) -> Option<&TokenEntry> {
-        self.map.get(token)
+        self.map.get(token.as_bytes())
     }
     pub fn insert(&mut self, token: String, entry: TokenEntry) {
-        self.map.insert(token, entry);
+        self.map
+            .insert(super::fasthash::InlineKey::new(&token), entry);
     }
     pub fn remove(&mut self, token: &str) {
-        self.map.remove(token);
+        self.map.remove(token.as_bytes());
     }
     pub fn shorten(&mut self, token: &str, until: SimTime) {
-        if let Some(e) = self.map.get_mut(token) {
+        if let Some(e) = self.map.get_mut(token.as_bytes()) {
             e.expires_at = e.expires_at.min(until);
         }
     }

@@ -125,7 +125,7 @@ pub struct Server {
     clients: fasthash::FastMap<String, u64>,
     next_agent_id: u64,
     /// session id → agent id.
-    sessions: fasthash::FastMap<String, u64>,
+    sessions: fasthash::FastMap<fasthash::InlineKey, u64>,
     /// Agents with a live session, enabled and without a job, per pool: who can take work.
     idle: BTreeMap<u32, idset::IdSet>,
     /// The idle agents of `idle` that have long polls parked right now, per (pool, parked

@@ -369,7 +369,7 @@ impl AgentTask {
                     let (call, parked) = if cut {
                         (partitioned(id), None)
                     } else {
-                        self.start_call(kept, &mut slots.home[index], index, id, request, endpoint)
+                        self.start_call(kept, &mut slots.home[index], index, id, *request, endpoint)
                     };
                     slots.slots[index] = Slot::Busy { id, call, parked };
                 }
