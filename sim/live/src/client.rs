@@ -71,6 +71,11 @@ const USER_AGENT: &str = concat!(
     " (fleetsim agent)"
 );
 
+/// The most bytes of an encoded request that are not a variable field: method, `HTTP/1.1`,
+/// the field names with their CRLFs, `User-Agent`, the forward proxy's `scheme://` and port, a
+/// 20-digit `Content-Length` and the blank line (`encode_request` adds the variable lengths).
+const ENCODED_FIXED_BYTES: usize = 192 + USER_AGENT.len();
+
 /// Response headers copied into `WireResponse` (the codec reads no others).
 const KEPT_HEADERS: [&str; 9] = [
     "content-type",
@@ -511,7 +516,26 @@ impl HttpClient {
             return Err(bad("request target with spaces or control characters"));
         }
         let field_ok = |v: &str| v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-        let mut out = Vec::with_capacity(256 + req.body.len());
+        // Sized for the whole request up front: a held long poll keeps these bytes for its one
+        // safe resend, so slack from doubling growth (a ~1.1 KB head in a 2 KiB buffer) would be
+        // held by every parked agent; and no reallocation while encoding.
+        let optional = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        let proxy_auth = match &self.hop {
+            Hop::Forward {
+                authorization: Some(auth),
+            } => auth.len(),
+            _ => 0,
+        };
+        let capacity = ENCODED_FIXED_BYTES
+            + self.opts.target.host.len()
+            + self.host_header.len()
+            + req.path.len()
+            + req.query.len()
+            + optional(&req.authorization)
+            + optional(&req.content_type)
+            + proxy_auth
+            + req.body.len();
+        let mut out = Vec::with_capacity(capacity);
         let mut put = |parts: &[&[u8]]| parts.iter().for_each(|p| out.extend_from_slice(p));
         put(&[method.as_bytes(), b" "]);
         if let Hop::Forward { .. } = &self.hop {
@@ -559,6 +583,7 @@ impl HttpClient {
             put(&[b"Content-Length: ", len.as_bytes(), b"\r\n"]);
         }
         put(&[b"\r\n", &req.body]);
+        debug_assert!(out.len() <= capacity, "ENCODED_FIXED_BYTES is too small");
         Ok(out)
     }
 
@@ -1071,6 +1096,17 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+impl crate::http1::ReadReady for Stream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            // Decrypted bytes may already wait inside the TLS session, where the socket's
+            // readiness cannot see them; the TLS session keeps its own buffers anyway.
+            Stream::Tls(_) => Poll::Ready(Ok(())),
         }
     }
 }

@@ -27,9 +27,19 @@ pub(crate) const HEAD_MAX_BYTES: usize = 64 * 1024;
 pub(crate) const MAX_HEADERS: usize = 128;
 /// The longest chunk-size line, and the most trailer bytes, accepted.
 pub(crate) const LINE_MAX_BYTES: usize = 8 * 1024;
-/// How much the read buffer grows by at a time: a 204 or a small JSON answer fits in one read,
-/// a held long poll costs no more than this while it waits.
+/// How much the read buffer grows by at a time: a 204 or a small JSON answer fits in one read.
+/// The buffer is taken only once the stream is readable ([`ReadReady`]), so a held long poll
+/// costs no buffer at all while it waits.
 const READ_CHUNK: usize = 2 * 1024;
+
+/// A stream that tells when a read would find something (bytes, end of stream or an error),
+/// before a buffer is taken for it: an agent's long poll waits up to 50 s for its answer, and a
+/// buffer taken at the start of that wait is memory held by every parked agent.
+pub(crate) trait ReadReady {
+    /// Ready when a read may complete without waiting. A stream that cannot tell says ready at
+    /// once (the read then waits in its buffer, as before).
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
 
 /// The most body capacity reserved ahead of the bytes that fill it.
 const EXACT_RESERVE: usize = 64 * 1024;
@@ -87,7 +97,7 @@ impl<S> std::fmt::Debug for Http1Conn<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Http1Conn<S> {
+impl<S: AsyncRead + AsyncWrite + ReadReady + Unpin> Http1Conn<S> {
     pub(crate) fn new(io: S) -> Self {
         Http1Conn { io }
     }
@@ -207,7 +217,7 @@ struct Reader<'a, S> {
     pos: usize,
 }
 
-impl<S: AsyncRead + Unpin> Reader<'_, S> {
+impl<S: AsyncRead + ReadReady + Unpin> Reader<'_, S> {
     /// Read more bytes into the buffer; end of stream is an error (`what` names where).
     async fn fill(&mut self, what: &str) -> Result<(), ExchangeError> {
         // Drop consumed bytes before growing, so a long chunked body does not pile up.
@@ -215,8 +225,17 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        self.buf.reserve(READ_CHUNK);
         let before_any = self.buf.is_empty() && self.pos == 0;
+        if self.buf.capacity() == self.buf.len() {
+            // Wait for the answer before taking memory for it (a long poll waits up to 50 s).
+            std::future::poll_fn(|cx| self.io.poll_read_ready(cx))
+                .await
+                .map_err(|error| ExchangeError::Io {
+                    error,
+                    answered_nothing: before_any,
+                })?;
+        }
+        self.buf.reserve(READ_CHUNK);
         match self.io.read_buf(&mut self.buf).await {
             Ok(0) => Err(ExchangeError::Io {
                 error: io::Error::new(
@@ -457,7 +476,14 @@ fn parse_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+    /// The in-memory stream cannot tell readiness: its reads wait in their buffer.
+    impl ReadReady for DuplexStream {
+        fn poll_read_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
 
     const KEEP: &[&str] = &["content-type", "retry-after"];
 

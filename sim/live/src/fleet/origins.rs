@@ -113,6 +113,13 @@ impl Origins {
         Ok((entries.len() - 1) as OriginIndex)
     }
 
+    /// The route to origin `index` when its client is built already (every call but the first
+    /// to a new origin): no allocation, no wait.
+    pub(crate) fn built_route(&self, index: OriginIndex) -> Option<Route> {
+        let entries = self.entries.lock();
+        entries.get(usize::from(index))?.route.get().cloned()
+    }
+
     /// The route to origin `index`, building its client on first use (a failed build, e.g. a
     /// name that does not resolve, is not kept: the next call tries again).
     pub(crate) async fn route(&self, index: OriginIndex) -> Result<Route, ClientError> {
