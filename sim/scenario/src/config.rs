@@ -9,6 +9,7 @@ use std::sync::Arc;
 use fleetsim_core::agent::{AgentConfig, RegisterMode as CoreRegisterMode};
 use fleetsim_core::api::Credential;
 use fleetsim_core::crypto::{CryptoMode, Meter};
+use fleetsim_core::mask::RegexCache;
 use fleetsim_core::server::{Limits, PoolConfig, ServerConfig};
 use fleetsim_core::shard::Shard;
 use fleetsim_core::workload::WorkloadConfig;
@@ -71,6 +72,7 @@ impl Scenario {
             job_token_ttl_hint: self.jobs.token_ttl,
             pacing: a.pacing.clone(),
             steps: Arc::new(self.jobs.tasks.clone()),
+            mask_regexes: RegexCache::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::crypto::{CryptoMode, Meter};
 use crate::dist::{DurationDist, NumberDist};
+use crate::mask::RegexCache;
 
 /// What the agent does when an agent of the same name is already registered in the pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +65,10 @@ pub struct AgentConfig {
     /// What the steps of a real job message (any task but `FleetsimSynthetic`) do: how long
     /// they run, what they print, whether they fail. Shared by the whole fleet.
     pub steps: Arc<StepModel>,
+    /// The jobs' compiled regex mask hints, shared by every agent built with this configuration
+    /// (and its clones): the emulator sends one hint with every job, and compiled per job it
+    /// was most of a running job's memory. Sharing changes no masked line (`mask::RegexCache`).
+    pub mask_regexes: RegexCache,
 }
 
 /// The work of real task steps, by task name. A job message from a real pipeline names tasks
@@ -232,6 +237,7 @@ impl Default for AgentConfig {
             job_token_ttl_hint: None,
             pacing: Pacing::default(),
             steps: Arc::new(StepModel::default()),
+            mask_regexes: RegexCache::new(),
         }
     }
 }

@@ -223,7 +223,7 @@ impl JobRun {
             .unwrap_or_default();
         let server = job_server(endpoint.map(|e| e.url.as_str()), &msg.variables);
         let token_expires = config.job_token_ttl_hint.map(|ttl| now + ttl);
-        let secrets = JobSecrets::from_message(&msg, config.mask_secrets);
+        let secrets = JobSecrets::from_message(&msg, config.mask_secrets, &config.mask_regexes);
         let steps = msg
             .steps
             .iter()

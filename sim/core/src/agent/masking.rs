@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::mask::{RegexCache, SecretMasker};
 use crate::proto::AgentJobRequestMessage;
 
 /// Endpoint authorization parameters the real agent does not mask
@@ -43,8 +44,13 @@ pub(crate) struct JobSecrets {
 
 impl JobSecrets {
     /// Collect the job's secrets. `enabled = false` builds a masker that masks nothing (the
-    /// leak-detection test switch); the values are still known so lines can print them.
-    pub(crate) fn from_message(msg: &AgentJobRequestMessage, enabled: bool) -> JobSecrets {
+    /// leak-detection test switch); the values are still known so lines can print them. Regex
+    /// hints are compiled once per pattern in `regexes` and shared with the fleet's other jobs.
+    pub(crate) fn from_message(
+        msg: &AgentJobRequestMessage,
+        enabled: bool,
+        regexes: &RegexCache,
+    ) -> JobSecrets {
         let mut masker = Masker::new(enabled);
         let mut values = Vec::new();
         // Value → whether its base64 form is masked too (false for regex hints, which the
@@ -68,7 +74,7 @@ impl JobSecrets {
         for hint in &msg.mask {
             if hint.kind.eq_ignore_ascii_case("regex") {
                 // A hint the masker cannot compile is skipped, as the real agent logs and skips.
-                masker.add_regex(&hint.value);
+                masker.add_regex(&hint.value, regexes);
                 // A pattern without metacharacters matches exactly itself: printing it proves
                 // the regex hint is applied.
                 if regex::escape(&hint.value) == hint.value {
@@ -121,13 +127,13 @@ pub(crate) struct Printable {
 
 /// Thin adapter over `mask::SecretMasker` with an off switch.
 struct Masker {
-    inner: Option<crate::mask::SecretMasker>,
+    inner: Option<SecretMasker>,
 }
 
 impl Masker {
     fn new(enabled: bool) -> Masker {
         Masker {
-            inner: enabled.then(crate::mask::SecretMasker::new),
+            inner: enabled.then(SecretMasker::new),
         }
     }
 
@@ -139,9 +145,9 @@ impl Masker {
         }
     }
 
-    fn add_regex(&mut self, pattern: &str) {
+    fn add_regex(&mut self, pattern: &str, regexes: &RegexCache) {
         if let Some(m) = &mut self.inner {
-            let _ = m.add_regex(pattern);
+            let _ = m.add_shared_regex(pattern, regexes);
         }
     }
 
@@ -156,17 +162,69 @@ impl Masker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::MaskHint;
+    use crate::proto::{MaskHint, VariableValue};
+
+    /// A job message without secrets or hints.
+    fn message() -> AgentJobRequestMessage {
+        let text = r#"{"messageType": "PipelineAgentJobRequest",
+            "plan": {"scopeIdentifier": "s", "planType": "Build", "planId": "p"},
+            "timeline": {"id": "t"}, "jobId": "j", "jobDisplayName": "J", "jobName": "j",
+            "requestId": 1, "resources": {}}"#;
+        serde_json::from_str(text).expect("message")
+    }
+
+    /// A job message with one secret variable and the emulator's regex hint.
+    fn job_with(secret: &str) -> AgentJobRequestMessage {
+        let mut msg = message();
+        msg.variables.insert(
+            "fleetsim.secret0".into(),
+            VariableValue {
+                value: secret.into(),
+                is_secret: true,
+                is_read_only: false,
+            },
+        );
+        msg.mask = vec![MaskHint {
+            kind: "regex".into(),
+            value: "fss_[A-Za-z0-9]{28}".into(),
+        }];
+        msg
+    }
+
+    // Goal: two jobs of a fleet that carry the same regex hint hold one compiled regex, and
+    // each masks its lines byte for byte as a job whose hint was compiled for it alone.
+    #[test]
+    fn jobs_with_the_same_hint_share_one_compiled_regex() {
+        let fleet = RegexCache::new();
+        let secrets = ["first-job-secret", "second-job-secret"];
+        let jobs: Vec<JobSecrets> = secrets
+            .iter()
+            .map(|s| JobSecrets::from_message(&job_with(s), true, &fleet))
+            .collect();
+        assert_eq!(fleet.len(), 1);
+        for (secret, job) in secrets.iter().zip(&jobs) {
+            let alone = JobSecrets::from_message(&job_with(secret), true, &RegexCache::new());
+            for line in [
+                format!("echo {secret} fss_0123456789abcdefghijABCDEFGH done"),
+                "nothing secret here".to_string(),
+                "first-job-secret second-job-secret".to_string(),
+            ] {
+                assert_eq!(job.mask(&line), alone.mask(&line), "{line}");
+            }
+        }
+        assert_eq!(
+            jobs[1]
+                .mask("x fss_0123456789abcdefghijABCDEFGH second-job-secret")
+                .0,
+            "x *** ***"
+        );
+    }
 
     // Goal: what real steps print is every secret known by value, once, with base64 only where
     // the masker masks that form: a literal regex hint is printable raw, a pattern is not.
     #[test]
     fn printable_secrets_are_the_values_the_masker_knows() {
-        let text = r#"{"messageType": "PipelineAgentJobRequest",
-            "plan": {"scopeIdentifier": "s", "planType": "Build", "planId": "p"},
-            "timeline": {"id": "t"}, "jobId": "j", "jobDisplayName": "J", "jobName": "j",
-            "requestId": 1, "resources": {}}"#;
-        let mut msg: AgentJobRequestMessage = serde_json::from_str(text).expect("message");
+        let mut msg = message();
         msg.mask = vec![
             MaskHint {
                 kind: "regex".into(),
@@ -181,7 +239,7 @@ mod tests {
                 value: "plainHint".into(),
             },
         ];
-        let secrets = JobSecrets::from_message(&msg, true);
+        let secrets = JobSecrets::from_message(&msg, true, &RegexCache::new());
         let got: Vec<(&str, bool)> = secrets
             .printable()
             .iter()
