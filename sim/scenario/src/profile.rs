@@ -53,6 +53,14 @@ pub struct Profile {
     /// emulator); absent in profiles of other targets and in older profiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demand: Option<Demand>,
+    /// One saturation ramp per route group (station name), where calibrate ran them against a
+    /// target that reports no busy time; `registration` is the ramp of `saturation`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Saturation>,
+    /// Route groups that could not be ramped, with the reason; their operations are served
+    /// by the `server` station.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unramped: BTreeMap<String, String>,
     /// The capacity model, in `[[server.stations]]` form.
     pub stations: Vec<ProfileStation>,
 }
@@ -301,7 +309,15 @@ impl Profile {
             out.push_str(&generated.replace('\n', " "));
         }
         out.push_str(").\n# Use it with `fleetsim simulate --profile FILE` or `fleetsim plan --profile FILE`;\n");
-        out.push_str("# its [[stations]] replace the scenario's [[server.stations]].\n\n");
+        out.push_str("# its [[stations]] replace the scenario's [[server.stations]].\n");
+        for (group, why) in &self.unramped {
+            out.push_str(&format!(
+                "# Route group {group:?} was not ramped ({}); its operations are served by \
+                 station \"server\".\n",
+                why.replace('\n', " ")
+            ));
+        }
+        out.push('\n');
         out.push_str(&body);
         Ok(out)
     }
@@ -408,6 +424,8 @@ mod tests {
                 }],
             },
             operations: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            unramped: BTreeMap::from([("job".to_string(), "no job source".to_string())]),
             // The demand table round-trips too (the validation script reads its capacity).
             demand: Some(Demand {
                 cores: 2,
