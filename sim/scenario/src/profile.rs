@@ -15,6 +15,11 @@
 //! - long polls (`poll_message`, `poll_empty`) are measured with their hold, which is not
 //!   service time, so they get the probe's low-load latency instead.
 //!
+//! Where more was measured, the stations are one per route group instead: from the emulator's
+//! per-route busy time (`demand`), or from one saturation ramp per group against a target
+//! (`routes`, each group's workers by the utilisation law; groups that could not be ramped are
+//! listed in `unramped` and keep the single `server` station).
+//!
 //! Applying a profile is done with a scenario override (`server.stations=[…]`, see
 //! [`Profile::overrides`]) placed before the user's own `--set`s, so the scenario's validation
 //! rules check the profile's stations exactly as they check a file's, and a `--set` on

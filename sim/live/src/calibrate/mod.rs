@@ -1,7 +1,7 @@
 //! `fleetsim calibrate`: measure a live target and derive the capacity model a simulation reads
 //! (a `fleetsim_scenario::Profile`).
 //!
-//! Two measurements, in order:
+//! The measurements, in order:
 //!
 //! 1. **Saturation ramp** — closed-loop clients, each on its own keep-alive connection, send the
 //!    probe operation (`pool_lookup`: PAT check plus a core lookup, what every registration
@@ -19,6 +19,10 @@
 //!    part of the fleet run and of a second run four times busier. The line through the two
 //!    gives the CPU per added request and the fixed use; the capacity is where that line meets
 //!    the cores obtained ([`SharedCpu`]).
+//!
+//! 4. **Per-route ramps** (a target only, `routes`): one ramp per route group with requests
+//!    the calibration agents sent, so a target that reports no busy time still gets one
+//!    station per group ([`ramp_stations`]).
 //!
 //! Nothing is subtracted from a round trip: client encode, loopback and decode are inside every
 //! service time, and the simulation runs with no network latency of its own (the scenario

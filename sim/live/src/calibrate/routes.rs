@@ -106,7 +106,7 @@ pub async fn ramp_routes(
     };
     let listeners = agents.listeners().await;
     let held = agents.hold_job().await;
-    let mut targets: Vec<(&'static str, Result<(Probe, u32), String>)> = Vec::new();
+    let mut targets: Vec<(&'static str, Planned)> = Vec::new();
     let sessions: Vec<SessionCall> = listeners.iter().filter_map(|l| l.session.clone()).collect();
     let tokens: Vec<TokenCall> = listeners.iter().filter_map(|l| l.token.clone()).collect();
     let n_sessions = sessions.len() as u32;
@@ -184,6 +184,9 @@ pub async fn ramp_routes(
     agents.clean_up().await;
     out
 }
+
+/// A group's probe and the ramp's ceiling, or why the group cannot be ramped.
+type Planned = Result<(Probe, u32), String>;
 
 /// The first listener's failure, or `otherwise`.
 fn first_error(listeners: &[Captured], otherwise: &str) -> String {
