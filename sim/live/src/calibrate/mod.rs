@@ -913,6 +913,75 @@ mod tests {
     }
 
     #[test]
+    fn ramped_groups_get_a_station_each_and_the_rest_stay_with_server() {
+        // Goal: each ramped group's station has its ramp's workers (utilisation law, at
+        // least 1), its group's operations, the ramp's fit as its service and as the time of
+        // the operation it sent, and the fleet run's round trips for its other operations; a
+        // group that was not ramped has no station, and `server` (every other operation)
+        // comes last; with every group ramped there is no `server`.
+        let saturation = |probe: &str, x: f64, s: f64| Saturation {
+            probe: probe.into(),
+            low_load_latency_s: s,
+            throughput_per_s: x,
+            concurrency: 4,
+            busy_workers: x * s,
+            ramp: Vec::new(),
+        };
+        let fit = |us: f64| DurationDist(Shape::Constant(us));
+        let mut routes = RouteRamps::default();
+        // 3,000/s at 1 ms → 3 workers; 500/s at 0.4 ms → 0.2, still 1 worker.
+        routes.ramped.insert(
+            "poll",
+            (saturation("session_create", 3000.0, 0.001), fit(1000.0)),
+        );
+        routes.ramped.insert(
+            "registration",
+            (saturation("pool_lookup", 500.0, 0.0004), fit(400.0)),
+        );
+        routes.unramped.insert("token", "refused".into());
+        let server = ProfileStation {
+            name: "server".into(),
+            workers: 2,
+            queue_limit: None,
+            shed: None,
+            ops: None,
+            service: fit(300.0),
+            service_by_op: BTreeMap::from([
+                ("session_create".to_string(), fit(5000.0)),
+                ("session_delete".to_string(), fit(700.0)),
+                ("token_exchange".to_string(), fit(900.0)),
+            ]),
+        };
+        let stations = ramp_stations(&routes, server.clone());
+        let names: Vec<_> = stations.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["poll", "registration", "server"]);
+        let poll = &stations[0];
+        assert_eq!(poll.workers, 3);
+        assert_eq!(poll.service, fit(1000.0));
+        assert_eq!(poll.service_by_op["session_create"], fit(1000.0));
+        assert_eq!(poll.service_by_op["session_delete"], fit(700.0));
+        assert!(!poll.service_by_op.contains_key("token_exchange"));
+        assert!(
+            poll.ops
+                .as_ref()
+                .unwrap()
+                .contains(&"keep_alive".to_string())
+        );
+        assert_eq!(stations[1].workers, 1);
+        assert_eq!(stations[2], server);
+
+        for (name, _) in ROUTE_GROUPS {
+            routes
+                .ramped
+                .entry(name)
+                .or_insert_with(|| (saturation("pool_lookup", 100.0, 0.01), fit(10_000.0)));
+        }
+        let all = ramp_stations(&routes, server);
+        assert_eq!(all.len(), ROUTE_GROUPS.len());
+        assert!(all.iter().all(|s| s.name != "server" && s.ops.is_some()));
+    }
+
+    #[test]
     fn the_moment_fit_keeps_mean_and_spread() {
         // Goal: the busy-time fit has the measured mean and SCV; no spread gives a constant.
         let DurationDist(Shape::LogNormal { mu, sigma }) = lognormal_moments(0.0001, 1.0) else {
