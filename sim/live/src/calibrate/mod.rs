@@ -845,19 +845,19 @@ async fn saturate(
     opts: &CalibrateOptions,
 ) -> Result<(Saturation, DurationDist), CalibrateError> {
     let connected = connect(scenario, opts).await?;
-    let request = codec::encode_request(
-        &Request {
-            credential: fleet::pat_credential(&connected.pat),
-            call: ApiRequest::ListPools {
-                pool_name: Some(scenario.pool_name().to_string()),
-            },
+    let request = Request {
+        credential: fleet::pat_credential(&connected.pat),
+        call: ApiRequest::ListPools {
+            pool_name: Some(scenario.pool_name().to_string()),
         },
-        &connected.client.options().target.base_path,
-    );
+    };
     let target = Arc::new(RampTarget {
         client: Arc::clone(&connected.client),
         collection: connected.collection.clone(),
-        probe: Probe::Fixed(request),
+        probe: Probe::Fixed(codec::encode_request(
+            &request,
+            &connected.client.options().target.base_path,
+        )),
         measure_cores: connected.emulator.is_some(),
         clients: Default::default(),
     });

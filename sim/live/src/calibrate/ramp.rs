@@ -26,7 +26,8 @@ use crate::client::{Connection, HttpClient};
 
 /// What one closed-loop client sends each turn.
 pub(crate) enum Probe {
-    /// The same request every time (pool lookup, lock renewal, timeline update).
+    /// The same request every time (pool lookup, lock renewal, timeline update), encoded
+    /// once.
     Fixed(WireRequest),
     /// A token exchange with a fresh client assertion each time (the server refuses a replayed
     /// `jti`), signed with the registered agent's key; client `i` uses `calls[i % len]`.

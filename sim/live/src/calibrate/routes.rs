@@ -106,68 +106,14 @@ pub async fn ramp_routes(
     };
     let listeners = agents.listeners().await;
     let held = agents.hold_job().await;
-    let mut targets: Vec<(&'static str, Planned)> = Vec::new();
-    let sessions: Vec<SessionCall> = listeners.iter().filter_map(|l| l.session.clone()).collect();
-    let tokens: Vec<TokenCall> = listeners.iter().filter_map(|l| l.token.clone()).collect();
-    let n_sessions = sessions.len() as u32;
-    targets.push((
-        "poll",
-        if sessions.is_empty() {
-            Err(first_error(
-                &listeners,
-                "no calibration agent opened a session",
-            ))
-        } else {
-            Ok((
-                Probe::Session(sessions),
-                n_sessions.min(opts.max_concurrency),
-            ))
-        },
-    ));
-    targets.push((
-        "token",
-        if tokens.is_empty() {
-            Err(first_error(
-                &listeners,
-                "no calibration agent obtained a token",
-            ))
-        } else {
-            Ok((Probe::Token(tokens), opts.max_concurrency))
-        },
-    ));
-    for (group, op) in [
-        ("job", Operation::LockRenew),
-        ("timeline", Operation::TimelineUpdate),
-    ] {
-        let probe = held.as_ref().map_err(Clone::clone).and_then(|h| {
-            let (request, endpoint) = h
-                .sent
-                .get(&op)
-                .ok_or_else(|| format!("the job holder sent no {} on its job", op.name()))?;
-            codec::resolve(request, endpoint, &connected.collection)
-                .map(|(_, wire)| (Probe::Fixed(wire), opts.max_concurrency))
-                .map_err(|e| format!("{}: {}", e.url, e.reason))
-        });
-        targets.push((group, probe));
-    }
-    for (group, probe) in targets {
-        let result = match probe {
-            Ok((probe, ceiling)) => {
-                let client = agents.client_for(&probe).await;
-                match client {
-                    Ok(client) => {
-                        let target = Arc::new(RampTarget {
-                            client,
-                            collection: connected.collection.clone(),
-                            probe,
-                            measure_cores: false,
-                            clients: Default::default(),
-                        });
-                        ramp::ramp(&target, opts.step, ceiling.max(1)).await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+    for (group, plan) in plans(
+        &listeners,
+        &held,
+        opts.max_concurrency,
+        &connected.collection,
+    ) {
+        let result = match plan {
+            Ok(plan) => agents.ramp(plan, connected, opts.step).await,
             Err(e) => Err(e),
         };
         match result {
@@ -185,8 +131,67 @@ pub async fn ramp_routes(
     out
 }
 
-/// A group's probe and the ramp's ceiling, or why the group cannot be ramped.
-type Planned = Result<(Probe, u32), String>;
+/// A group's ramp as planned: what each client sends, how many clients at most, and one
+/// request of the probe (with its endpoint) to find the origin it goes to.
+struct Plan {
+    probe: Probe,
+    ceiling: u32,
+    origin_of: (Request, Endpoint),
+}
+
+/// Each group's plan (poll, token, job, timeline), or why it cannot be ramped.
+fn plans(
+    listeners: &[Captured],
+    held: &Result<Held, String>,
+    max_concurrency: u32,
+    collection: &codec::Url,
+) -> Vec<(&'static str, Result<Plan, String>)> {
+    let sessions: Vec<SessionCall> = listeners.iter().filter_map(|l| l.session.clone()).collect();
+    let tokens: Vec<TokenCall> = listeners.iter().filter_map(|l| l.token.clone()).collect();
+    let poll = match sessions.first() {
+        None => Err(first_error(
+            listeners,
+            "no calibration agent opened a session",
+        )),
+        Some(first) => Ok(Plan {
+            origin_of: (first.create.clone(), first.endpoint.clone()),
+            // One agent per client: an agent holds one session at a time.
+            ceiling: (sessions.len() as u32).min(max_concurrency),
+            probe: Probe::Session(sessions),
+        }),
+    };
+    let token = match tokens.first() {
+        None => Err(first_error(
+            listeners,
+            "no calibration agent obtained a token",
+        )),
+        Some(first) => Ok(Plan {
+            origin_of: (first.request.clone(), first.endpoint.clone()),
+            ceiling: max_concurrency,
+            probe: Probe::Token(tokens),
+        }),
+    };
+    let held_call = |op: Operation| -> Result<Plan, String> {
+        let held = held.as_ref().map_err(Clone::clone)?;
+        let (request, endpoint) = held
+            .sent
+            .get(&op)
+            .ok_or_else(|| format!("the job holder sent no {} on its job", op.name()))?;
+        let (_, wire) = codec::resolve(request, endpoint, collection)
+            .map_err(|e| format!("{}: {}", e.url, e.reason))?;
+        Ok(Plan {
+            probe: Probe::Fixed(wire),
+            ceiling: max_concurrency,
+            origin_of: (request.clone(), endpoint.clone()),
+        })
+    };
+    vec![
+        ("poll", poll),
+        ("token", token),
+        ("job", held_call(Operation::LockRenew)),
+        ("timeline", held_call(Operation::TimelineUpdate)),
+    ]
+}
 
 /// The first listener's failure, or `otherwise`.
 fn first_error(listeners: &[Captured], otherwise: &str) -> String {
@@ -405,17 +410,26 @@ impl Agents {
         }
     }
 
-    /// The client of the origin `probe` goes to (the token exchange may go to another host).
-    async fn client_for(&self, probe: &Probe) -> Result<Arc<HttpClient>, String> {
-        let (request, endpoint) = match probe {
-            Probe::Token(calls) => (&calls[0].request, &calls[0].endpoint),
-            Probe::Session(calls) => (&calls[0].create, &calls[0].endpoint),
-            Probe::Fixed(_) => return self.route_client(0).await,
-        };
+    /// Run `plan`'s ramp on a client of the origin its requests go to (a token exchange or
+    /// a plan hub may be on another host than the target).
+    async fn ramp(
+        &self,
+        plan: Plan,
+        connected: &Connected,
+        step: Duration,
+    ) -> Result<ramp::Ramp, String> {
+        let (request, endpoint) = &plan.origin_of;
         let (origin, _) = codec::resolve(request, endpoint, self.origins.target())
             .map_err(|e| format!("{}: {}", e.url, e.reason))?;
         let index = self.origins.index(&origin).map_err(|e| e.to_string())?;
-        self.route_client(index).await
+        let target = Arc::new(RampTarget {
+            client: self.route_client(index).await?,
+            collection: connected.collection.clone(),
+            probe: plan.probe,
+            measure_cores: false,
+            clients: Default::default(),
+        });
+        ramp::ramp(&target, step, plan.ceiling.max(1)).await
     }
 
     async fn route_client(&self, index: u8) -> Result<Arc<HttpClient>, String> {
