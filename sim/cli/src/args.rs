@@ -417,6 +417,13 @@ pub struct CalibrateArgs {
     /// Seed of the fleet run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Against --target: after the other measurements, one saturation ramp per route group
+    /// (token exchange, session create/delete, lock renewal, timeline update) with calibration
+    /// agents that register, hold one job and are deleted at the end, so the profile has one
+    /// station per group. `false` skips them (each ramp loads the target up to
+    /// --max-concurrency clients)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub per_route: bool,
     /// Write the profile here.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

@@ -49,6 +49,7 @@ pub fn run(args: CalibrateArgs) -> Result<u8, Failure> {
         step: dur("--step", &args.step)?,
         max_concurrency: args.max_concurrency,
         seed: args.seed,
+        per_route: args.per_route,
     };
     // Options are checked before the runtime starts, so usage errors exit 2.
     fleetsim_live::calibrate::low_load_scenario(&opts)
@@ -132,6 +133,9 @@ pub fn render(p: &Profile) -> String {
                 ));
             }
         }
+        None if !p.routes.is_empty() => {
+            out.push_str(&render_routes(p));
+        }
         None => {
             for st in &p.stations {
                 out.push_str(&format!(
@@ -150,6 +154,34 @@ pub fn render(p: &Profile) -> String {
             m.count,
             m.p50_s * 1e3,
             m.p90_s * 1e3
+        ));
+    }
+    out
+}
+
+/// The per-route ramps: each group's X_max, E[S] and workers, and each group that could not
+/// be ramped with its reason.
+fn render_routes(p: &Profile) -> String {
+    let mut out = String::from(
+        "\n\n  per-route ramps\n    station        probe             E[S] ms   X_max/s   clients   workers\n",
+    );
+    for st in &p.stations {
+        let Some(s) = p.routes.get(&st.name) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "    {:<13}  {:<16} {:>8.3}   {:>7.1}   {:>7}   {:>7}\n",
+            st.name,
+            s.probe,
+            s.low_load_latency_s * 1e3,
+            s.throughput_per_s,
+            s.concurrency,
+            st.workers
+        ));
+    }
+    for (group, why) in &p.unramped {
+        out.push_str(&format!(
+            "    not ramped: {group} ({why}); its operations stay with station \"server\"\n"
         ));
     }
     out

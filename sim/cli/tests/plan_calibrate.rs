@@ -423,3 +423,100 @@ fn a_calibrated_simulation_predicts_a_live_run() {
     let p50 = (sim.job_pickup.latency_s.p50 - live.job_pickup.latency_s.p50).abs();
     assert!(p50 <= 0.5, "pickup p50 off by {p50:.3} s");
 }
+
+#[test]
+fn calibrating_a_target_ramps_each_route_group() {
+    let _serial = serial();
+    // Goal: against a separate `fleetsim serve` (a target: no busy time is read in-process),
+    // calibrate runs one saturation ramp per route group and writes one station per group it
+    // could ramp, with workers ≥ 1 and a service time fitted from that ramp; the group it
+    // could not ramp is named, with its reason, on the terminal and in the profile, and its
+    // operations fall back to the `server` station; `simulate --profile` accepts the profile.
+    // The token group is the one refused here: the emulator remembers at most 64 assertion ids
+    // per agent for their lifetime (5 min), and the ramp's first steps send more than that.
+    let dir = scratch("routes");
+    let pat = "calibrate-routes-pat";
+    let serve = support::Serve::start(pat);
+    let profile = dir.join("profile.toml").display().to_string();
+    let out = std::process::Command::new(support::BIN)
+        .args([
+            "calibrate",
+            "--target",
+            &serve.url,
+            "--agents",
+            "3",
+            "--duration",
+            "3s",
+            "--step",
+            "300ms",
+            "--max-concurrency",
+            "4",
+            "--out",
+            &profile,
+        ])
+        .env("FLEETSIM_PAT", pat)
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("per-route ramps"), "{}", text(&out));
+    assert!(stdout.contains("not ramped: token ("), "{}", text(&out));
+    let written = std::fs::read_to_string(&profile).expect("profile written");
+    assert!(
+        written.contains("# Route group \"token\" was not ramped ("),
+        "{written}"
+    );
+    let p = fleetsim_scenario::Profile::from_toml(&written).expect("a valid profile");
+    assert!(p.demand.is_none(), "a target reports no busy time");
+    assert!(p.unramped.contains_key("token"), "{written}");
+    for (group, probe) in [
+        ("registration", "pool_lookup"),
+        ("poll", "session_create"),
+        ("job", "lock_renew"),
+        ("timeline", "timeline_update"),
+    ] {
+        let ramp = &p.routes[group];
+        assert_eq!(ramp.probe, probe);
+        assert_eq!(ramp.ramp[0].concurrency, 1, "{group}: {ramp:?}");
+        assert!(
+            ramp.low_load_latency_s > 0.0 && ramp.throughput_per_s > 0.0,
+            "{group}: {ramp:?}"
+        );
+        let station = p
+            .stations
+            .iter()
+            .find(|s| s.name == group)
+            .unwrap_or_else(|| panic!("no station {group}: {written}"));
+        assert!(station.workers >= 1);
+        assert!(station.service.mean() > std::time::Duration::ZERO);
+        // The ramp's single-client fit is the service time of the operation it sent.
+        assert_eq!(station.service_by_op[probe], station.service, "{group}");
+        let ops = station.ops.as_ref().expect("a group station lists its ops");
+        assert!(ops.iter().any(|o| o == probe), "{group}: {ops:?}");
+    }
+    // The refused group's operations go to the fallback station, which names no ops.
+    let server = p
+        .stations
+        .iter()
+        .find(|s| s.name == "server")
+        .expect("a fallback station");
+    assert!(server.ops.is_none() && server.workers >= 1, "{written}");
+    assert!(
+        p.stations
+            .iter()
+            .all(|s| s.ops.iter().flatten().all(|o| o != "token_exchange")),
+        "{written}"
+    );
+
+    let scenario = write(&dir, "check.toml", VALIDATION);
+    let out = fleetsim(&[
+        "simulate",
+        &scenario,
+        "--quiet",
+        "--profile",
+        &profile,
+        "--set",
+        "run.duration=\"10s\"",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

@@ -15,6 +15,11 @@
 //! - long polls (`poll_message`, `poll_empty`) are measured with their hold, which is not
 //!   service time, so they get the probe's low-load latency instead.
 //!
+//! Where more was measured, the stations are one per route group instead: from the emulator's
+//! per-route busy time (`demand`), or from one saturation ramp per group against a target
+//! (`routes`, each group's workers by the utilisation law; groups that could not be ramped are
+//! listed in `unramped` and keep the single `server` station).
+//!
 //! Applying a profile is done with a scenario override (`server.stations=[…]`, see
 //! [`Profile::overrides`]) placed before the user's own `--set`s, so the scenario's validation
 //! rules check the profile's stations exactly as they check a file's, and a `--set` on
@@ -53,6 +58,14 @@ pub struct Profile {
     /// emulator); absent in profiles of other targets and in older profiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demand: Option<Demand>,
+    /// One saturation ramp per route group (station name), where calibrate ran them against a
+    /// target that reports no busy time; `registration` is the ramp of `saturation`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Saturation>,
+    /// Route groups that could not be ramped, with the reason; their operations are served
+    /// by the `server` station.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unramped: BTreeMap<String, String>,
     /// The capacity model, in `[[server.stations]]` form.
     pub stations: Vec<ProfileStation>,
 }
@@ -301,7 +314,15 @@ impl Profile {
             out.push_str(&generated.replace('\n', " "));
         }
         out.push_str(").\n# Use it with `fleetsim simulate --profile FILE` or `fleetsim plan --profile FILE`;\n");
-        out.push_str("# its [[stations]] replace the scenario's [[server.stations]].\n\n");
+        out.push_str("# its [[stations]] replace the scenario's [[server.stations]].\n");
+        for (group, why) in &self.unramped {
+            out.push_str(&format!(
+                "# Route group {group:?} was not ramped ({}); its operations are served by \
+                 station \"server\".\n",
+                why.replace('\n', " ")
+            ));
+        }
+        out.push('\n');
         out.push_str(&body);
         Ok(out)
     }
@@ -408,6 +429,8 @@ mod tests {
                 }],
             },
             operations: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            unramped: BTreeMap::from([("job".to_string(), "no job source".to_string())]),
             // The demand table round-trips too (the validation script reads its capacity).
             demand: Some(Demand {
                 cores: 2,

@@ -36,12 +36,12 @@
 //! and when; this module moves their calls, answers, timers and events.
 
 mod child;
-mod driver;
+pub(crate) mod driver;
 mod faults;
 mod jobs;
 mod ledger;
 pub mod limits;
-mod origins;
+pub(crate) mod origins;
 pub mod processes;
 pub mod progress;
 pub mod setup;

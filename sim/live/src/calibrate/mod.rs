@@ -1,7 +1,7 @@
 //! `fleetsim calibrate`: measure a live target and derive the capacity model a simulation reads
 //! (a `fleetsim_scenario::Profile`).
 //!
-//! Two measurements, in order:
+//! The measurements, in order:
 //!
 //! 1. **Saturation ramp** — closed-loop clients, each on its own keep-alive connection, send the
 //!    probe operation (`pool_lookup`: PAT check plus a core lookup, what every registration
@@ -20,6 +20,10 @@
 //!    gives the CPU per added request and the fixed use; the capacity is where that line meets
 //!    the cores obtained ([`SharedCpu`]).
 //!
+//! 4. **Per-route ramps** (a target only, `routes`): one ramp per route group with requests
+//!    the calibration agents sent, so a target that reports no busy time still gets one
+//!    station per group ([`ramp_stations`]).
+//!
 //! Nothing is subtracted from a round trip: client encode, loopback and decode are inside every
 //! service time, and the simulation runs with no network latency of its own (the scenario
 //! default). Against the embedded emulator both measurements start their own emulator in this
@@ -37,9 +41,7 @@ use fleetsim_core::codec;
 use fleetsim_core::dist::{DurationDist, Shape};
 use fleetsim_core::ops::Operation;
 use fleetsim_metrics::Report;
-use fleetsim_scenario::profile::{
-    Demand, GroupDemand, MeasuredOp, ProfileStation, RampStep, Saturation,
-};
+use fleetsim_scenario::profile::{Demand, GroupDemand, MeasuredOp, ProfileStation, Saturation};
 use fleetsim_scenario::{PROFILE_VERSION, Profile, Scenario};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -47,6 +49,11 @@ use tokio::time::Instant;
 use crate::client::{ClientError, ClientOptions, HttpClient, Target};
 use crate::fleet::{self, EmulatorPlacement, FleetError, Phase, ProgressBoard, RunOptions, setup};
 use crate::server::{self, BusyTotals, EmulatorOptions, FrontSnapshot, ServeError};
+use ramp::{Probe, RampTarget};
+pub use routes::RouteRamps;
+
+mod ramp;
+mod routes;
 
 /// The operation the saturation ramp sends.
 pub const PROBE: Operation = Operation::PoolLookup;
@@ -84,6 +91,9 @@ pub struct CalibrateOptions {
     pub max_concurrency: u32,
     /// Seed of the fleet run.
     pub seed: u64,
+    /// Against a target: one saturation ramp per route group after the other measurements
+    /// (`routes`), so the profile has one station per group.
+    pub per_route: bool,
 }
 
 impl Default for CalibrateOptions {
@@ -96,6 +106,7 @@ impl Default for CalibrateOptions {
             step: Duration::from_secs(1),
             max_concurrency: 64,
             seed: 1,
+            per_route: true,
         }
     }
 }
@@ -202,12 +213,25 @@ pub async fn calibrate(opts: &CalibrateOptions) -> Result<Calibration, Calibrate
     let shared = top_step_cores(&saturation)
         .zip(low)
         .and_then(|(obtained, low)| SharedCpu::fit(obtained.min(f64::from(cores)), low, high));
+    // Per-route ramps: against a target only (the embedded emulator reports its per-route
+    // busy time instead), after the fleet run so they do not load it.
+    let routes = match &scenario.target {
+        Some(_) if opts.per_route => {
+            let connected = connect(&scenario, opts).await?;
+            let registration = (saturation.clone(), probe_fit.clone());
+            Some(routes::ramp_routes(&scenario, opts, &connected, registration).await)
+        }
+        _ => None,
+    };
     let profile = build_profile(
         opts,
-        saturation,
-        probe_fit,
-        &report,
-        outcome.emulator_front.as_ref(),
+        Measured {
+            saturation,
+            probe_fit,
+            report: &report,
+            front: outcome.emulator_front.as_ref(),
+            routes,
+        },
         cores,
         shared,
     );
@@ -493,18 +517,36 @@ fn round_trip_fit(l: &fleetsim_metrics::report::LatencySummary) -> DurationDist 
     }
 }
 
-/// The profile from the measurements: with the emulator's per-route busy time (`front`), one
-/// station per route group ([`demand_stations`]); without it (any other target), the single
-/// station of the saturation ramp.
-fn build_profile(
-    opts: &CalibrateOptions,
+/// What `build_profile` is made from.
+struct Measured<'a> {
+    /// The registration ramp and its single-client fit.
     saturation: Saturation,
     probe_fit: DurationDist,
-    report: &Report,
-    front: Option<&FrontSnapshot>,
+    /// The low-load fleet run.
+    report: &'a Report,
+    /// The in-process emulator's per-route busy time, where it was read.
+    front: Option<&'a FrontSnapshot>,
+    /// The per-route ramps against a target, where they ran.
+    routes: Option<RouteRamps>,
+}
+
+/// The profile from the measurements: with the emulator's per-route busy time (`front`), one
+/// station per route group ([`demand_stations`]); with per-route ramps (a target), one station
+/// per ramped group ([`ramp_stations`]); with neither, the single station of the saturation
+/// ramp.
+fn build_profile(
+    opts: &CalibrateOptions,
+    measured: Measured<'_>,
     cores: u32,
     shared: Option<SharedCpu>,
 ) -> Profile {
+    let Measured {
+        saturation,
+        probe_fit,
+        report,
+        front,
+        routes,
+    } = measured;
     let mut operations = BTreeMap::new();
     let mut service_by_op = BTreeMap::new();
     for (name, op) in &report.operations {
@@ -540,27 +582,88 @@ fn build_profile(
             (Some(demand), stations)
         }
         None => {
-            let workers = (saturation.busy_workers.round() as u32).max(1);
             let station = ProfileStation {
                 name: "server".into(),
-                workers,
+                workers: workers_of(&saturation),
                 queue_limit: None,
                 shed: None,
                 ops: None,
                 service: probe_fit,
                 service_by_op,
             };
-            (None, vec![station])
+            match &routes {
+                Some(r) => (None, ramp_stations(r, station)),
+                None => (None, vec![station]),
+            }
         }
     };
+    let (routes, unramped) = routes.map_or_else(Default::default, |r| {
+        let name = |g: &str| g.to_string();
+        (
+            r.ramped
+                .into_iter()
+                .map(|(g, (s, _))| (name(g), s))
+                .collect(),
+            r.unramped
+                .into_iter()
+                .map(|(g, why)| (name(g), why))
+                .collect(),
+        )
+    });
     Profile {
         version: PROFILE_VERSION,
         target: opts.target.clone().unwrap_or_else(|| "embedded".into()),
         saturation,
         operations,
         demand,
+        routes,
+        unramped,
         stations,
     }
+}
+
+/// The utilisation law: c = round(X_max · E[S]), at least 1, at most a station's bound.
+fn workers_of(s: &Saturation) -> u32 {
+    (s.busy_workers
+        .round()
+        .min(f64::from(fleetsim_scenario::MAX_STATION_SIZE)) as u32)
+        .max(1)
+}
+
+/// One station per ramped route group, in `ROUTE_GROUPS` order: its ramp's workers
+/// (utilisation law), its operations, the ramp's single-client fit as the service time of the
+/// operation it sent and of those the fleet run did not time (the polls' holds among them),
+/// and the fleet run's round trips for the others. The operations of groups that could not be
+/// ramped stay with `server` (the single station of the registration ramp), listed last as
+/// the station of every operation no other station names.
+pub fn ramp_stations(routes: &RouteRamps, server: ProfileStation) -> Vec<ProfileStation> {
+    let mut stations = Vec::new();
+    for (name, ops) in ROUTE_GROUPS {
+        let Some((saturation, fit)) = routes.ramped.get(name) else {
+            continue;
+        };
+        let mut by_op: BTreeMap<String, DurationDist> = ops
+            .iter()
+            .filter_map(|op| {
+                let fit = server.service_by_op.get(op.name())?;
+                Some((op.name().to_string(), fit.clone()))
+            })
+            .collect();
+        by_op.insert(saturation.probe.clone(), fit.clone());
+        stations.push(ProfileStation {
+            name: name.to_string(),
+            workers: workers_of(saturation),
+            queue_limit: None,
+            shed: None,
+            ops: Some(ops.iter().map(|o| o.name().to_string()).collect()),
+            service: fit.clone(),
+            service_by_op: by_op,
+        });
+    }
+    if stations.len() < ROUTE_GROUPS.len() {
+        stations.push(server);
+    }
+    stations
 }
 
 /// One station per route group from the emulator's busy time.
@@ -685,18 +788,21 @@ pub fn lognormal_fit(p50_s: f64, p90_s: f64) -> DurationDist {
     })
 }
 
-/// Where the probe goes, and the emulator kept alive for it (dropped = stopped).
-struct ProbeTarget {
-    client: Arc<HttpClient>,
-    request: fleetsim_core::wire::WireRequest,
-    /// The embedded emulator the probe runs against (in this process), kept alive.
-    emulator: Option<server::RunningEmulator>,
+/// The target's client, its PAT and collection URL, and the embedded emulator kept alive for
+/// it (dropped = stopped).
+pub(crate) struct Connected {
+    pub(crate) client: Arc<HttpClient>,
+    pub(crate) pat: String,
+    pub(crate) collection: codec::Url,
+    /// The embedded emulator the probes run against (in this process), kept alive.
+    pub(crate) emulator: Option<server::RunningEmulator>,
 }
 
-async fn probe_target(
+/// A client of the scenario's target, or of an embedded emulator started for the ramp.
+pub(crate) async fn connect(
     scenario: &Scenario,
     opts: &CalibrateOptions,
-) -> Result<ProbeTarget, CalibrateError> {
+) -> Result<Connected, CalibrateError> {
     let (url, pat, tls, emulator) = match &scenario.target {
         None => {
             let pat = setup::generate_pat().map_err(CalibrateError::Probe)?;
@@ -722,161 +828,49 @@ async fn probe_target(
     co.tls = tls;
     co.request_timeout = Duration::from_secs(10);
     let client = HttpClient::new(co).await?;
-    let request = codec::encode_request(
-        &Request {
-            credential: fleet::pat_credential(&pat),
-            call: ApiRequest::ListPools {
-                pool_name: Some(scenario.pool_name().to_string()),
-            },
-        },
-        &client.options().target.base_path,
-    );
-    Ok(ProbeTarget {
+    let collection = codec::url::parse(&client.options().target.url())
+        .map_err(|e| CalibrateError::Options(format!("{}: {}", e.url, e.reason)))?;
+    Ok(Connected {
         client,
-        request,
+        pat,
+        collection,
         emulator,
     })
 }
 
-/// The ramp; returns the saturation figures and the single-client round-trip fit.
+/// The registration ramp (`pool_lookup`); returns the saturation figures and the
+/// single-client round-trip fit.
 async fn saturate(
     scenario: &Scenario,
     opts: &CalibrateOptions,
 ) -> Result<(Saturation, DurationDist), CalibrateError> {
-    let probe = probe_target(scenario, opts).await?;
-    // One call first: a wrong PAT or pool fails here with its status, not as a flat ramp.
-    let mut first = probe.client.connection(0);
-    let resp = first.send(&probe.request).await?;
-    if !(200..300).contains(&resp.status) {
-        return Err(CalibrateError::Probe(format!(
-            "{} answered HTTP {} (check the PAT and the pool)",
-            PROBE.name(),
-            resp.status
-        )));
-    }
-    drop(first);
-    // One uncounted single-client step first: connections, caches and the allocator warm up,
-    // so the single-client step that yields E[S] measures the steady state.
-    let _ = ramp_step(&probe, 1, opts.step).await;
-    let mut ramp = Vec::new();
-    let mut low_load = (0.0, DurationDist::constant(Duration::ZERO));
-    let (mut best, mut flat) = (0.0f64, 0u32);
-    let mut k = 1u32;
-    loop {
-        let (step, mut samples) = ramp_step(&probe, k, opts.step).await;
-        if k == 1 {
-            if samples.is_empty() {
-                return Err(CalibrateError::Probe(
-                    "no successful answer in the single-client step".into(),
-                ));
-            }
-            samples.sort_unstable();
-            let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize].as_secs_f64();
-            low_load = (step.mean_latency_s, lognormal_fit(q(0.5), q(0.9)));
-        }
-        // Throughput must rise by 5% to count as still climbing; two flat steps end the ramp.
-        if step.throughput_per_s > best * 1.05 {
-            flat = 0;
-        } else {
-            flat += 1;
-        }
-        best = best.max(step.throughput_per_s);
-        ramp.push(step);
-        if flat >= 2 || k >= opts.max_concurrency {
-            break;
-        }
-        k = (k * 2).min(opts.max_concurrency);
-    }
-    let top = ramp
-        .iter()
-        .max_by(|a, b| a.throughput_per_s.total_cmp(&b.throughput_per_s))
-        .cloned()
-        .unwrap_or(RampStep {
-            concurrency: 1,
-            throughput_per_s: 0.0,
-            mean_latency_s: 0.0,
-            errors: 0,
-            process_cores: None,
-        });
-    let saturation = Saturation {
-        probe: PROBE.name().into(),
-        low_load_latency_s: low_load.0,
-        throughput_per_s: top.throughput_per_s,
-        concurrency: top.concurrency,
-        busy_workers: top.throughput_per_s * low_load.0,
-        ramp,
-    };
-    Ok((saturation, low_load.1))
-}
-
-/// One step: `k` closed-loop clients for `length`; the first fifth warms up and is not counted.
-async fn ramp_step(probe: &ProbeTarget, k: u32, length: Duration) -> (RampStep, Vec<Duration>) {
-    let start = Instant::now();
-    let cpu_at_start = process_cpu();
-    let counted_from = start + length / 5;
-    let end = start + length;
-    let per_task = MAX_SAMPLES / k as usize;
-    let mut tasks = tokio::task::JoinSet::new();
-    for slot in 0..k {
-        let mut conn = probe.client.connection(u64::from(slot) + 1);
-        let request = probe.request.clone();
-        tasks.spawn(async move {
-            let (mut ok, mut errors, mut total) = (0u64, 0u64, Duration::ZERO);
-            let mut samples = Vec::new();
-            loop {
-                let sent = Instant::now();
-                if sent >= end {
-                    break;
-                }
-                let result = conn.send(&request).await;
-                let done = Instant::now();
-                if sent < counted_from {
-                    continue;
-                }
-                match result {
-                    Ok(r) if (200..300).contains(&r.status) => {
-                        ok += 1;
-                        let rtt = done - sent;
-                        total += rtt;
-                        if samples.len() < per_task {
-                            samples.push(rtt);
-                        }
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (ok, errors, total, samples)
-        });
-    }
-    let (mut ok, mut errors, mut total, mut samples) = (0u64, 0u64, Duration::ZERO, Vec::new());
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((o, e, t, s)) = joined {
-            ok += o;
-            errors += e;
-            total += t;
-            samples.extend(s);
-        }
-    }
-    // The window ends when the last answer arrives, which may be after `end`.
-    let finished = Instant::now();
-    let window = (finished.max(end) - counted_from).as_secs_f64();
-    // Only where this process holds the server too: a remote target's cores are not ours.
-    let process_cores = probe.emulator.as_ref().map(|_| {
-        process_cpu().saturating_sub(cpu_at_start).as_secs_f64()
-            / (finished - start).as_secs_f64().max(1e-9)
-    });
-    let step = RampStep {
-        concurrency: k,
-        throughput_per_s: ok as f64 / window.max(1e-9),
-        mean_latency_s: if ok == 0 {
-            0.0
-        } else {
-            total.as_secs_f64() / ok as f64
+    let connected = connect(scenario, opts).await?;
+    let request = Request {
+        credential: fleet::pat_credential(&connected.pat),
+        call: ApiRequest::ListPools {
+            pool_name: Some(scenario.pool_name().to_string()),
         },
-        errors,
-        process_cores,
     };
-    (step, samples)
+    let target = Arc::new(RampTarget {
+        client: Arc::clone(&connected.client),
+        collection: connected.collection.clone(),
+        probe: Probe::Fixed(codec::encode_request(
+            &request,
+            &connected.client.options().target.base_path,
+        )),
+        measure_cores: connected.emulator.is_some(),
+        clients: Default::default(),
+    });
+    let ramp = ramp::ramp(&target, opts.step, opts.max_concurrency)
+        .await
+        .map_err(|e| {
+            CalibrateError::Probe(format!(
+                "{}: {e} (check the PAT and the pool)",
+                PROBE.name()
+            ))
+        })?;
+    drop(connected);
+    Ok((ramp.saturation(PROBE.name()), ramp.fit))
 }
 
 #[cfg(test)]
@@ -916,6 +910,75 @@ mod tests {
         assert_eq!(route_group("add_agent"), Some("registration"));
         assert_eq!(route_group("admin_stats"), None);
         assert_eq!(route_group(crate::server::metrics::UNROUTED), None);
+    }
+
+    #[test]
+    fn ramped_groups_get_a_station_each_and_the_rest_stay_with_server() {
+        // Goal: each ramped group's station has its ramp's workers (utilisation law, at
+        // least 1), its group's operations, the ramp's fit as its service and as the time of
+        // the operation it sent, and the fleet run's round trips for its other operations; a
+        // group that was not ramped has no station, and `server` (every other operation)
+        // comes last; with every group ramped there is no `server`.
+        let saturation = |probe: &str, x: f64, s: f64| Saturation {
+            probe: probe.into(),
+            low_load_latency_s: s,
+            throughput_per_s: x,
+            concurrency: 4,
+            busy_workers: x * s,
+            ramp: Vec::new(),
+        };
+        let fit = |us: f64| DurationDist(Shape::Constant(us));
+        let mut routes = RouteRamps::default();
+        // 3,000/s at 1 ms → 3 workers; 500/s at 0.4 ms → 0.2, still 1 worker.
+        routes.ramped.insert(
+            "poll",
+            (saturation("session_create", 3000.0, 0.001), fit(1000.0)),
+        );
+        routes.ramped.insert(
+            "registration",
+            (saturation("pool_lookup", 500.0, 0.0004), fit(400.0)),
+        );
+        routes.unramped.insert("token", "refused".into());
+        let server = ProfileStation {
+            name: "server".into(),
+            workers: 2,
+            queue_limit: None,
+            shed: None,
+            ops: None,
+            service: fit(300.0),
+            service_by_op: BTreeMap::from([
+                ("session_create".to_string(), fit(5000.0)),
+                ("session_delete".to_string(), fit(700.0)),
+                ("token_exchange".to_string(), fit(900.0)),
+            ]),
+        };
+        let stations = ramp_stations(&routes, server.clone());
+        let names: Vec<_> = stations.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["poll", "registration", "server"]);
+        let poll = &stations[0];
+        assert_eq!(poll.workers, 3);
+        assert_eq!(poll.service, fit(1000.0));
+        assert_eq!(poll.service_by_op["session_create"], fit(1000.0));
+        assert_eq!(poll.service_by_op["session_delete"], fit(700.0));
+        assert!(!poll.service_by_op.contains_key("token_exchange"));
+        assert!(
+            poll.ops
+                .as_ref()
+                .unwrap()
+                .contains(&"keep_alive".to_string())
+        );
+        assert_eq!(stations[1].workers, 1);
+        assert_eq!(stations[2], server);
+
+        for (name, _) in ROUTE_GROUPS {
+            routes
+                .ramped
+                .entry(name)
+                .or_insert_with(|| (saturation("pool_lookup", 100.0, 0.01), fit(10_000.0)));
+        }
+        let all = ramp_stations(&routes, server);
+        assert_eq!(all.len(), ROUTE_GROUPS.len());
+        assert!(all.iter().all(|s| s.name != "server" && s.ops.is_some()));
     }
 
     #[test]
