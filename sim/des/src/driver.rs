@@ -6,11 +6,15 @@
 //! full) → after its service time the server state machine handles it → the answer (or, for a
 //! parked long poll, the answer the server releases later) goes back through the network → the
 //! agent handles it. Jobs come from the core's `Workload` machine (the same one live mode
-//! drives): its calls (pool lookup, `QueueJobs`, `CancelJob`) are the operator's side and reach
-//! the server state machine directly, with no station and no network; while the server is
-//! stalled or down its call waits, and arrivals that fall due meanwhile go out in the next call
-//! at their own intended times. Faults act on agents, the network and the server at their
-//! scheduled times.
+//! drives): its calls (pool lookup, queue and cancel) are the operator's side. A queue call
+//! (`queue_jobs`) takes the agents' path — network, station, server, network — when a station
+//! names `queue_jobs` in its `ops` (a calibration profile does: the live generator's call costs
+//! the server a request like any other, and a job is there for an agent only once the server has
+//! handled it); otherwise, and always for the pool lookup, the call reaches the server state
+//! machine directly, with no station and no network. Partitions cut agents, never the operator.
+//! While the server is stalled or down the operator's next call waits, and arrivals that fall
+//! due meanwhile go out in the next call at their own intended times. Faults act on agents, the
+//! network and the server at their scheduled times.
 //!
 //! The driver makes no protocol decisions: it never looks inside a request or an answer except
 //! to route it by operation. It reads the wall clock only to report `engine.wall_s`. Everything
@@ -427,7 +431,7 @@ struct Sim<'s> {
     workload_timer_at: u64,
     workload_timer_gen: u32,
     /// The workload's call, held while the server is stalled or down.
-    workload_held: Option<(WorkloadCallId, Request)>,
+    workload_held: Option<(WorkloadCallId, Operation, Request)>,
     pool_id: u32,
     admin_seq: u64,
     faults: Vec<ScheduledFault>,
@@ -655,7 +659,7 @@ impl<'s> Sim<'s> {
         self.agents[a as usize].calls[conn_index(conn)] = slot;
         // The agent signs or unwraps before the request leaves (modelled crypto).
         let prep = self.charges[op as usize].agent;
-        match self.network.transit(s.now(), a) {
+        match self.transit(s.now(), a) {
             Transit::Deliver(d) => s.after(prep + d, ev(Kind::Arrive, a, slot)),
             Transit::Lost(d) => {
                 self.calls.get(slot).reply = Some(Box::new(Err(TransportError::Lost)));
@@ -690,6 +694,9 @@ impl<'s> Sim<'s> {
     }
 
     fn deliver<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>, a: u32, slot: u32) {
+        if a == GENERATOR_AGENT {
+            return self.deliver_operator(s, slot);
+        }
         let call = self.calls.get(slot);
         let (id, conn, abandoned, incarnation) =
             (call.id, call.conn, call.abandoned, call.incarnation);
@@ -784,6 +791,12 @@ impl<'s> Sim<'s> {
         };
         match self.server.handle_request(now, id, *request) {
             Handled::Respond(resp) => self.reply(s, slot, Ok(resp)),
+            // Operator routes never park; if one did, the call fails as far as the workload
+            // can tell (as on the direct path).
+            Handled::Parked if self.calls.get(slot).agent == GENERATOR_AGENT => {
+                self.server.handle_disconnect(now, id);
+                self.reply(s, slot, Err(TransportError::Reset));
+            }
             Handled::Parked => {
                 let call = self.calls.get(slot);
                 call.parked = true;
@@ -807,7 +820,7 @@ impl<'s> Sim<'s> {
         let call = self.calls.get(slot);
         let agent = call.agent;
         call.parked = false;
-        let (reply, delay) = match self.network.transit(s.now(), agent) {
+        let (reply, delay) = match self.transit(s.now(), agent) {
             Transit::Deliver(d) => (reply, d),
             Transit::Lost(d) => (Err(TransportError::Lost), d),
             Transit::Unreachable => (Err(TransportError::Reset), Duration::ZERO),
@@ -867,17 +880,22 @@ impl<'s> Sim<'s> {
         let mut served = false;
         loop {
             if self.workload_held.is_none()
-                && let Some(WorkloadOutput::Send { id, request, .. }) =
+                && let Some(WorkloadOutput::Send { id, op, request }) =
                     self.workload.poll_transmit()
             {
-                self.workload_held = Some((id, request));
+                self.workload_held = Some((id, op, request));
             }
             if now < self.stalled_until.max(self.down_until) {
                 break;
             }
-            let Some((id, request)) = self.workload_held.take() else {
+            let Some((id, op, request)) = self.workload_held.take() else {
                 break;
             };
+            if op == Operation::QueueJobs && self.routes.station(op).is_some() {
+                // Answered through `deliver`; the workload sends nothing more meanwhile.
+                self.send_operator(s, id, op, Box::new(request));
+                continue;
+            }
             self.admin_seq += 1;
             served = true;
             match self
@@ -906,6 +924,55 @@ impl<'s> Sim<'s> {
                     ev(Kind::WorkloadTimer, 0, self.workload_timer_gen),
                 );
             }
+        }
+    }
+
+    /// The operator's call on the agents' path (see the module note); its answer comes back
+    /// through [`Driver::deliver`] as [`GENERATOR_AGENT`]'s.
+    fn send_operator<Q: EventSet<Ev>>(
+        &mut self,
+        s: &mut Scheduler<Ev, Q>,
+        id: WorkloadCallId,
+        op: Operation,
+        request: Box<Request>,
+    ) {
+        let slot = self
+            .calls
+            .alloc(GENERATOR_AGENT, 0, id, Connection::Job, op, request);
+        match self.transit(s.now(), GENERATOR_AGENT) {
+            Transit::Deliver(d) => s.after(d, ev(Kind::Arrive, GENERATOR_AGENT, slot)),
+            Transit::Lost(d) => {
+                self.calls.get(slot).reply = Some(Box::new(Err(TransportError::Lost)));
+                s.after(d, ev(Kind::Deliver, GENERATOR_AGENT, slot));
+            }
+            Transit::Unreachable => unreachable!("partitions never cut the operator"),
+        }
+    }
+
+    /// The operator's answer (or failure) reaches the workload.
+    fn deliver_operator<Q: EventSet<Ev>>(&mut self, s: &mut Scheduler<Ev, Q>, slot: u32) {
+        let now = s.now();
+        let call = self.calls.get(slot);
+        let id = call.id;
+        let reply = call.reply.take();
+        self.calls.release(slot);
+        match reply.map(|r| *r) {
+            Some(Ok(resp)) => self.workload.handle_response(now, id, resp),
+            Some(Err(e)) => self.workload.handle_transport_error(now, id, e),
+            None => self
+                .workload
+                .handle_transport_error(now, id, TransportError::Reset),
+        }
+        self.drain_workload(s);
+    }
+
+    /// The network's verdict on one message of `agent` (or of the operator, whom partitions
+    /// never cut: they model agents' networks).
+    fn transit(&mut self, now: SimTime, agent: u32) -> Transit {
+        if agent == GENERATOR_AGENT {
+            self.network.transit_uncut()
+        } else {
+            self.network.transit(now, agent)
         }
     }
 

@@ -104,6 +104,11 @@ impl Network {
         if self.is_cut(now, agent) {
             return Transit::Unreachable;
         }
+        self.transit_uncut()
+    }
+
+    /// Decide the fate of one message that no partition can cut (latency and loss only).
+    pub fn transit_uncut(&mut self) -> Transit {
         let delay = match self.constant_latency {
             Some(d) => d,
             None => self.spec.latency.sample(&mut self.rng),

@@ -40,7 +40,9 @@ pub fn server_config(s: &sc::Scenario) -> ServerConfig {
 }
 
 /// The capacity model: one `StationSpec` per `[[server.stations]]` and the operation → station
-/// routes (a `rest` station takes every operation no other station lists).
+/// routes (a `rest` station takes every operation no other station lists, except the
+/// operator's `queue_jobs`: its calls load a station only where one names it, so a scenario's
+/// catch-all station models the agents' load alone, as it always has).
 pub fn stations(s: &sc::Scenario) -> (Vec<StationSpec>, Routes) {
     let mut specs = Vec::new();
     let mut routes = Routes::default();
@@ -64,7 +66,7 @@ pub fn stations(s: &sc::Scenario) -> (Vec<StationSpec>, Routes) {
     }
     if let Some(i) = rest {
         for &op in Operation::ALL {
-            if routes.station(op).is_none() {
+            if op != Operation::QueueJobs && routes.station(op).is_none() {
                 routes.route(op, i);
             }
         }

@@ -157,6 +157,58 @@ fn network_latency_shows_in_call_latency() {
 }
 
 #[test]
+fn a_station_naming_queue_jobs_serves_the_operator_calls_and_delays_pickup() {
+    // Goal: as live, where the generator's queue call is a request the server serves before an
+    // agent can have the job: a station that names `queue_jobs` serves every queue call (its
+    // service and the network's round trip show in the call's latency and in the pickup),
+    // while a catch-all station leaves the operator's calls alone, as before.
+    let station = "\n[[server.stations]]\nname = \"ops\"\nworkers = 1\nops = [\"queue_jobs\"]\n\
+                   service = \"50ms\"\n";
+    let named = run(&format!("{SMALL}{station}"), &["network.latency=\"5ms\""]);
+    assert!(named.invariants.ok(), "{:?}", named.invariants);
+    let queue = &named.report.operations["queue_jobs"];
+    let st = &named.stations[0];
+    assert_eq!(st.name, "ops");
+    assert!(
+        st.arrivals >= queue.count && st.arrivals <= queue.count + 1,
+        "every queue call was served (one may be in flight at the end): {st:?} {queue:?}"
+    );
+    assert!(queue.count > 10, "{queue:?}");
+    assert!(
+        queue.latency_s.p50 >= 0.059 && queue.latency_s.p50 < 0.07,
+        "5 ms + 50 ms + 5 ms: {:?}",
+        queue.latency_s
+    );
+    let pickup = &named.report.job_pickup.latency_s;
+    assert!(
+        pickup.p50 >= 0.054,
+        "a job is there 5 + 50 ms after it is due, then 5 ms to the parked poll: {pickup:?}"
+    );
+    assert!(named.report.jobs.succeeded > 10, "{:?}", named.report.jobs);
+
+    let rest = "\n[[server.stations]]\nname = \"api\"\nworkers = 4\nservice = \"1ms\"\n";
+    let catch_all = run(&format!("{SMALL}{rest}"), &["network.latency=\"5ms\""]);
+    let queue = &catch_all.report.operations["queue_jobs"];
+    // Through the station it would take at least 5 + 1 + 5 ms.
+    assert_eq!(queue.latency_s.max, 0.0, "direct, as before: {queue:?}");
+    assert!(catch_all.report.job_pickup.latency_s.p50 < 0.006);
+}
+
+#[test]
+fn a_server_restart_with_queue_calls_on_a_station_loses_no_job() {
+    // Goal: a queue call in flight through a station when the server goes down fails like any
+    // request (the workload retries its arrivals), and every job is still accounted for.
+    let text = format!(
+        "{SMALL}\n[[server.stations]]\nname = \"ops\"\nworkers = 1\nops = [\"queue_jobs\"]\n\
+         service = \"2s\"\n\n[[faults]]\nkind = \"server_restart\"\nat = \"30s\"\nduration = \"5s\"\n"
+    );
+    let o = run(&text, &["run.duration=\"90s\"", "jobs.rate_per_s=2"]);
+    assert!(o.invariants.ok(), "{:?}", o.invariants);
+    assert!(o.report.jobs.succeeded > 0, "{:?}", o.report.jobs);
+    assert_eq!(o.report.jobs.lost, 0, "{:?}", o.report.jobs);
+}
+
+#[test]
 fn agents_crashing_mid_job_lose_no_job() {
     // Goal: half the fleet dies mid-run and comes back 20 s later; the jobs they held are
     // requeued by lease expiry (short lease here) and finished by someone; no job is lost and
