@@ -519,4 +519,39 @@ fn calibrating_a_target_ramps_each_route_group() {
         "run.duration=\"10s\"",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // `--per-route false`: the single-probe profile, one `server` station, no ramps.
+    let single = dir.join("single.toml").display().to_string();
+    let out = std::process::Command::new(support::BIN)
+        .args([
+            "calibrate",
+            "--target",
+            &serve.url,
+            "--agents",
+            "3",
+            "--duration",
+            "3s",
+            "--step",
+            "300ms",
+            "--max-concurrency",
+            "4",
+            "--per-route",
+            "false",
+            "--out",
+            &single,
+        ])
+        .env("FLEETSIM_PAT", pat)
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("per-route ramps"),
+        "{}",
+        text(&out)
+    );
+    let written = std::fs::read_to_string(&single).expect("profile written");
+    let p = fleetsim_scenario::Profile::from_toml(&written).expect("a valid profile");
+    assert!(p.routes.is_empty() && p.unramped.is_empty(), "{written}");
+    let names: Vec<&str> = p.stations.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["server"], "{written}");
 }

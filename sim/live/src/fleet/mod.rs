@@ -39,6 +39,7 @@ mod child;
 pub(crate) mod driver;
 mod faults;
 mod jobs;
+mod lanes;
 mod ledger;
 pub mod limits;
 pub(crate) mod origins;
@@ -189,6 +190,9 @@ pub enum FleetError {
     /// message says what to write instead.
     #[error("{0}")]
     Unsupported(String),
+    /// The agents' lane threads could not be started.
+    #[error("cannot start the agents' threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Key-cache figures of the run.
@@ -401,7 +405,15 @@ pub async fn run(
     let transport = transport(scenario, agents, &http)?;
     let schedule: Arc<[ScheduledFault]> =
         fleetsim_core::faults::schedule(scenario.run.seed, &scenario.faults).into();
-    let mut tasks = fleet.agents(&agent_config, &keys, transport, epoch_unix_ms, &schedule);
+    let lanes = lanes::Lanes::for_fleet(agents).map_err(FleetError::Threads)?;
+    let mut tasks = fleet.agents(
+        &agent_config,
+        &keys,
+        transport,
+        epoch_unix_ms,
+        &schedule,
+        &lanes,
+    );
     drop(keys);
     let generator = tokio::spawn(fleet.workload(&http, &dest).run());
     let fault_task = (!schedule.is_empty()).then(|| {
@@ -436,6 +448,7 @@ pub async fn run(
         dest.child = done.child;
     }
     while tasks.join_next().await.is_some() {}
+    drop(lanes);
     let generator = join_generator(generator, drain(agents, &opts)).await;
 
     // Every agent has stopped: what the target still holds is final for this run.
@@ -512,7 +525,7 @@ struct Spawn<'a> {
 }
 
 impl Spawn<'_> {
-    /// One task per agent of this shard, starting evenly over the ramp-up, each with its own RNG
+    /// One task per agent of this shard, on its lane, starting evenly over the ramp-up, each with its own RNG
     /// stream and a key shared round-robin. An agent keeps its global index (its name, key and
     /// stream) and its place in the global ramp-up, so the shards' agents together are the
     /// unsharded fleet, ramping up together. `epoch_unix_ms` is the wall time of run time zero.
@@ -523,6 +536,7 @@ impl Spawn<'_> {
         transport: Transport,
         epoch_unix_ms: u64,
         schedule: &[ScheduledFault],
+        lanes: &lanes::Lanes,
     ) -> JoinSet<()> {
         let agents = self.scenario.fleet.agents;
         // A crashed agent comes back registering with `--replace`, as a reinstalled one does.
@@ -558,7 +572,7 @@ impl Spawn<'_> {
                 drain: self.drain,
                 close_keepalive: self.close_keepalive,
             };
-            tasks.spawn(task.run());
+            tasks.spawn_on(task.run(), lanes.handle(index));
         }
         tasks
     }
