@@ -424,6 +424,32 @@ fn a_calibrated_simulation_predicts_a_live_run() {
     assert!(p50 <= 0.5, "pickup p50 off by {p50:.3} s");
 }
 
+/// `fleetsim calibrate --target URL` with a short, small calibration (3 agents, 3 s, 300 ms
+/// ramp steps up to 4 clients) and `extra` arguments.
+fn calibrate_target(url: &str, pat: &str, out: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "calibrate",
+        "--target",
+        url,
+        "--agents",
+        "3",
+        "--duration",
+        "3s",
+        "--step",
+        "300ms",
+        "--max-concurrency",
+        "4",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    std::process::Command::new(support::BIN)
+        .args(args)
+        .env("FLEETSIM_PAT", pat)
+        .output()
+        .expect("the binary runs")
+}
+
 #[test]
 fn calibrating_a_target_ramps_each_route_group() {
     let _serial = serial();
@@ -438,25 +464,7 @@ fn calibrating_a_target_ramps_each_route_group() {
     let pat = "calibrate-routes-pat";
     let serve = support::Serve::start(pat);
     let profile = dir.join("profile.toml").display().to_string();
-    let out = std::process::Command::new(support::BIN)
-        .args([
-            "calibrate",
-            "--target",
-            &serve.url,
-            "--agents",
-            "3",
-            "--duration",
-            "3s",
-            "--step",
-            "300ms",
-            "--max-concurrency",
-            "4",
-            "--out",
-            &profile,
-        ])
-        .env("FLEETSIM_PAT", pat)
-        .output()
-        .expect("the binary runs");
+    let out = calibrate_target(&serve.url, pat, &profile, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("per-route ramps"), "{}", text(&out));
@@ -522,27 +530,7 @@ fn calibrating_a_target_ramps_each_route_group() {
 
     // `--per-route false`: the single-probe profile, one `server` station, no ramps.
     let single = dir.join("single.toml").display().to_string();
-    let out = std::process::Command::new(support::BIN)
-        .args([
-            "calibrate",
-            "--target",
-            &serve.url,
-            "--agents",
-            "3",
-            "--duration",
-            "3s",
-            "--step",
-            "300ms",
-            "--max-concurrency",
-            "4",
-            "--per-route",
-            "false",
-            "--out",
-            &single,
-        ])
-        .env("FLEETSIM_PAT", pat)
-        .output()
-        .expect("the binary runs");
+    let out = calibrate_target(&serve.url, pat, &single, &["--per-route", "false"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("per-route ramps"),
