@@ -928,7 +928,7 @@ impl<'s> Sim<'s> {
     }
 
     /// The operator's call on the agents' path (see the module note); its answer comes back
-    /// through [`Driver::deliver`] as [`GENERATOR_AGENT`]'s.
+    /// through [`Sim::deliver`] as [`GENERATOR_AGENT`]'s.
     fn send_operator<Q: EventSet<Ev>>(
         &mut self,
         s: &mut Scheduler<Ev, Q>,

@@ -525,8 +525,8 @@ struct Spawn<'a> {
 }
 
 impl Spawn<'_> {
-    /// One task per agent of this shard, on its lane, starting evenly over the ramp-up, each with its own RNG
-    /// stream and a key shared round-robin. An agent keeps its global index (its name, key and
+    /// One task per agent of this shard, on its lane, starting evenly over the ramp-up, each
+    /// with its own RNG stream and a key shared round-robin. An agent keeps its global index (its name, key and
     /// stream) and its place in the global ramp-up, so the shards' agents together are the
     /// unsharded fleet, ramping up together. `epoch_unix_ms` is the wall time of run time zero.
     fn agents(
